@@ -1,0 +1,45 @@
+# Thin wrapper over the two README commands. Everything real is in CMakeLists.txt.
+JOBS ?= 2
+BUILD ?= build
+ASAN_BUILD ?= build-asan
+
+.PHONY: all deps build test test-asan demo fuzz clean
+
+all: build
+
+deps:
+	@bash .ci/deps
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
+	cmake --build $(BUILD) -j$(JOBS)
+
+# The test command: Release build with CUDA (when nvcc is there) + EMU, then ASan/UBSan.
+test: build
+	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
+	$(MAKE) --no-print-directory test-asan
+
+test-asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDOPPEL_SANITIZE=ON -DDOPPEL_CUDA=OFF
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  ctest --test-dir $(ASAN_BUILD) --output-on-failure -j$(JOBS)
+
+# The demo: runs the pipeline on the bundled sample export, as far as it is built today.
+demo: build
+	bash tests/demo.sh $(BUILD)/doppel
+
+# Bounded libFuzzer runs of every target in tests/fuzz (clang).
+FUZZ_SECONDS ?= 60
+fuzz: deps
+	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+	  -DCMAKE_CXX_COMPILER=clang++ -DDOPPEL_FUZZ=ON -DDOPPEL_CUDA=OFF
+	cmake --build build-fuzz -j$(JOBS)
+	@for f in build-fuzz/fuzz_*; do [ -x "$$f" ] || continue; \
+	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; mkdir -p build-fuzz/corpus-$$name; \
+	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$name $$( [ -d $$corpus ] && echo $$corpus ) || exit 1; \
+	done
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz

@@ -1,0 +1,106 @@
+/* Assertion helpers for the test suites: every failed check prints what was expected, what
+ * came out (and the tolerance for floats); check_done() turns the count into the exit code.
+ * A suite whose input is unavailable calls SKIP(), which ctest counts as skipped (exit 77). */
+#ifndef DOPPEL_CHECK_H
+#define DOPPEL_CHECK_H
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+static int check_failures, check_count;
+
+#define CHECK_REPORT(ok, ...)                                                                      \
+    do {                                                                                           \
+        check_count++;                                                                             \
+        if (!(ok)) {                                                                               \
+            check_failures++;                                                                      \
+            fprintf(stderr, "%s:%d: FAIL: ", __FILE__, __LINE__);                                  \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fprintf(stderr, "\n");                                                                 \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK(cond) CHECK_REPORT((cond), "%s", #cond)
+
+#define CHECK_EQ_INT(expected, actual)                                                             \
+    do {                                                                                           \
+        long long e_ = (long long)(expected), a_ = (long long)(actual);                            \
+        CHECK_REPORT(e_ == a_, "%s: expected %lld, got %lld", #actual, e_, a_);                    \
+    } while (0)
+
+#define CHECK_EQ_STR(expected, actual)                                                             \
+    do {                                                                                           \
+        const char *e_ = (expected), *a_ = (actual);                                               \
+        CHECK_REPORT(e_ &&a_ && !strcmp(e_, a_), "%s:\n  expected \"%s\"\n  got      \"%s\"",      \
+                     #actual, e_ ? e_ : "(null)", a_ ? a_ : "(null)");                             \
+    } while (0)
+
+/* |actual - expected| <= abs_tol + rel_tol * |expected| */
+#define CHECK_NEAR(expected, actual, abs_tol, rel_tol)                                             \
+    do {                                                                                           \
+        double e_ = (double)(expected), a_ = (double)(actual);                                     \
+        double tol_ = (abs_tol) + (rel_tol)*fabs(e_);                                              \
+        CHECK_REPORT(fabs(e_ - a_) <= tol_, "%s: expected %.9g, got %.9g (diff %.3g > tol %.3g)",  \
+                     #actual, e_, a_, fabs(e_ - a_), tol_);                                        \
+    } while (0)
+
+/* Compares two float arrays element-wise; prints the max difference either way. */
+static inline double check_arrays_near(const char *what, const float *expected, const float *actual,
+                                       size_t n, double abs_tol, double rel_tol) {
+    double max_diff = 0, worst_tol = abs_tol;
+    size_t bad = 0, first_bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)expected[i] - (double)actual[i]);
+        double tol = abs_tol + rel_tol * fabs((double)expected[i]);
+        if (!(d <= tol)) {
+            if (!bad) first_bad = i;
+            bad++;
+        }
+        if (d > max_diff || d != d) {
+            max_diff = d;
+            worst_tol = tol;
+        }
+    }
+    fprintf(stderr, "  %-40s n=%zu max|diff|=%.3g (tol %.3g + %.3g*|ref|)%s\n", what, n, max_diff,
+            abs_tol, rel_tol, bad ? "  FAIL" : "");
+    CHECK_REPORT(bad == 0,
+                 "%s: %zu of %zu elements out of tolerance; first at [%zu]: "
+                 "expected %.9g got %.9g (tol %.3g)",
+                 what, bad, n, first_bad, (double)expected[first_bad], (double)actual[first_bad],
+                 worst_tol);
+    return max_diff;
+}
+
+#define SKIP(...)                                                                                  \
+    do {                                                                                           \
+        fprintf(stderr, "SKIPPED: ");                                                              \
+        fprintf(stderr, __VA_ARGS__);                                                              \
+        fprintf(stderr, "\n");                                                                     \
+        exit(77);                                                                                  \
+    } while (0)
+
+/* ../shared beside the checkout, or $DOPPEL_SHARED; NULL when absent (a user's clone). */
+static inline const char *check_shared_dir(void) {
+    static char path[4096];
+    const char *env = getenv("DOPPEL_SHARED");
+    if (env && *env)
+        snprintf(path, sizeof path, "%s", env);
+    else
+        snprintf(path, sizeof path, "%s/../shared", DOPPEL_SOURCE_DIR);
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? path : NULL;
+}
+
+static inline int check_done(void) {
+    if (check_failures) {
+        fprintf(stderr, "%d of %d checks FAILED\n", check_failures, check_count);
+        return 1;
+    }
+    fprintf(stderr, "all %d checks passed\n", check_count);
+    return 0;
+}
+
+#endif
