@@ -1,23 +1,81 @@
 /* The numeric ops, CPU reference side (fp32). Each CUDA kernel in kernels/cuda/ has the same
  * name, argument order and shapes, and is tested against its twin here.
- * Dimension names: B batch, T time, C hidden, H heads, KVH kv heads, D head dim, F ffn, V vocab. */
+ * Dimension names: N rows (tokens), C hidden, H heads, KVH kv heads, D head dim, F ffn,
+ * V vocab, r LoRA rank. Row-major everywhere; counts and offsets in size_t/int64_t.
+ * Backward functions ACCUMULATE (+=) into their gradient outputs; any output may be NULL. */
 #ifndef DOPPEL_OPS_H
 #define DOPPEL_OPS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/nf4.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* out = weight * x * rsqrt(mean(x^2) + eps), per row.
+/* ---- embedding: out[n] = table[tokens[n]]. out: (N, C); table: (V, C). */
+void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+
+/* ---- RMSNorm: out = weight * x * rsqrt(mean(x^2) + eps), per row.
  * out, inp: (N, C); weight: (C); rstd: (N) saved for the backward pass (may be NULL). */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
                      float eps);
-/* dinp += d/dinp, dweight += d/dweight (either may be NULL). rstd from the forward pass. */
 void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const float *inp,
                       const float *weight, const float *rstd, int N, int C);
+
+/* ---- RoPE, half-split ("NEOX") pairs (i, i + D/2), in place.
+ * inv_freq: (D/2) from rope_inv_freq; x: (N, nh, D); pos: (N) position of each row. */
+typedef struct {
+    bool llama3;              /* rope_scaling.rope_type == "llama3" */
+    float factor, low_freq_factor, high_freq_factor;
+    int original_max_position;
+} dp_rope_scaling;
+void rope_inv_freq(float *inv_freq, int D, float theta, const dp_rope_scaling *scaling);
+void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int N, int nh, int D);
+/* The transpose rotation: dx holds dout on entry and d/dx on return (in place). */
+void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int N, int nh, int D);
+
+/* ---- causal GQA attention over packed sequences (varlen, no padding): sequence s spans rows
+ * [cu_seqlens[s], cu_seqlens[s+1]); rows never attend across sequences. Query head h uses kv
+ * head h / (H / KVH). Scale 1/sqrt(D).
+ * q, out: (N, H, D); k, v: (N, KVH, D); lse: (N, H) log-sum-exp saved for backward (may be NULL). */
+void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                       const int32_t *cu_seqlens, int nseq, int H, int KVH, int D);
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                        const float *lse, const float *q, const float *k, const float *v,
+                        const int32_t *cu_seqlens, int nseq, int H, int KVH, int D);
+/* Decoding with a KV cache: Tq new query rows at positions [Tk - Tq, Tk) against Tk cached rows.
+ * q, out: (Tq, H, D); kcache, vcache: (Tk, KVH, D). */
+void attention_cached(float *out, const float *q, const float *kcache, const float *vcache, int Tq,
+                      int Tk, int H, int KVH, int D);
+
+/* ---- SwiGLU: out = silu(gate) * up, elementwise over n. */
+void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
+void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                     const float *up, size_t n);
+
+/* ---- dense linear (OpenBLAS): out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC or NULL). */
+void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
+                    int C, int OC);
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
+                     const float *inp, const float *weight, int N, int C, int OC);
+
+/* ---- cross-entropy over logits rows with ignored targets (target < 0 is not trained).
+ * logits, dlogits: (N, V); losses: (N) per-row loss (0 for ignored rows).
+ * dlogits = (softmax - onehot) * dloss for trained rows, 0 for ignored ones (written, not +=).
+ * dlogits may alias logits. Callers chunk N so full fp32 logits never exist at once. */
+void cross_entropy_forward_backward(float *losses, float *dlogits, const float *logits,
+                                    const int32_t *targets, int N, int V, float dloss);
+
+/* ---- optimizer: one AdamW step (decoupled weight decay, bias correction), t = step (1-based).
+ * grad is multiplied by grad_scale first (clipping). */
+void adamw_update(float *param, const float *grad, float *m, float *v, size_t n, float lr,
+                  float beta1, float beta2, float eps, float weight_decay, float grad_scale, int t);
+/* sum of squares, accumulated in double (global grad-norm = sqrt of the sum over tensors). */
+double sum_squares(const float *x, size_t n);
 
 #ifdef __cplusplus
 }
