@@ -173,6 +173,13 @@ int dce_csv_next(dp_dce_reader *r, dp_dce_msg *m) {
             if (csv_fini(&c->p, cb_field, cb_record, r) != 0) {
                 int64_t start = c->start_line;
                 reset_record(c);
+                /* csv_fini keeps failing once the input ended inside quotes: start over, so
+                 * the next call sees a clean end of input */
+                csv_free(&c->p);
+                if (csv_init(&c->p, CSV_STRICT | CSV_STRICT_FINI)) {
+                    dp_fail("out of memory");
+                    return DP_DCE_FATAL;
+                }
                 dp_fail("%s:%lld: unterminated quoted field (started at line %lld): the file "
                         "ends inside quotes; it may be truncated",
                         r->name, (long long)(r->line - c->ended_nl), (long long)start);
