@@ -561,6 +561,21 @@ static int join_lines(dp_prep *p, size_t a, size_t b) {
     return 0;
 }
 
+/* Adds lines [a, b) joined with '\n' as one part, straight into p->conv_text. */
+static int part_lines(dp_prep *p, conv_parts *cp, dp_role role, size_t a, size_t b) {
+    cp->role[cp->n] = role;
+    cp->off[cp->n] = p->conv_text.len;
+    for (size_t i = a; i < b; i++) {
+        if (i > a && dp_buf_append(&p->conv_text, "\n", 1)) return -1;
+        if (dp_buf_append(&p->conv_text, p->lines.data + p->line_off[i],
+                          p->line_off[i + 1] - p->line_off[i]))
+            return -1;
+    }
+    cp->len[cp->n] = p->conv_text.len - cp->off[cp->n];
+    cp->n++;
+    return dp_buf_append(&p->conv_text, "", 1);
+}
+
 static bool is_persona_msg(const dp_prep *p, const tl_msg *m) {
     return p->au[m->author].persona && !(m->flags & F_SYSTEM);
 }
@@ -594,13 +609,11 @@ static int session_reply(dp_prep *p, bool val) {
                 if (p->o.system &&
                     part_add(p, &cp, DP_ROLE_SYSTEM, p->o.system, strlen(p->o.system)))
                     return -1;
-                if (join_lines(p, a, run_first) ||
-                    part_add(p, &cp, DP_ROLE_USER, p->run.data, p->run.len) ||
-                    join_lines(p, run_first, p->n_lines) ||
-                    part_add(p, &cp, DP_ROLE_ASSISTANT, p->run.data, p->run.len))
+                if (part_lines(p, &cp, DP_ROLE_USER, a, run_first) ||
+                    part_lines(p, &cp, DP_ROLE_ASSISTANT, run_first, p->n_lines))
                     return -1;
-                if (p->o.min_reply_chars > 0 &&
-                    utf8_chars(p->run.data, p->run.len) < p->o.min_reply_chars)
+                if (p->o.min_reply_chars > 0 && utf8_chars(p->conv_text.data + cp.off[cp.n - 1],
+                                                           cp.len[cp.n - 1]) < p->o.min_reply_chars)
                     p->st.dropped_short++;
                 else if (emit(p, &cp, val, t0, t1, run_msgs))
                     return -1;
@@ -678,9 +691,8 @@ static int session_multi(dp_prep *p, bool val) {
             if (p->o.max_context_lines > 0 && u->b - u->a > (size_t)p->o.max_context_lines)
                 a = u->b - (size_t)p->o.max_context_lines;
             if (!pairs) t0 = u->t0;
-            if (join_lines(p, a, u->b) || part_add(p, &cp, DP_ROLE_USER, p->run.data, p->run.len) ||
-                join_lines(p, as->a, as->b) ||
-                part_add(p, &cp, DP_ROLE_ASSISTANT, p->run.data, p->run.len))
+            if (part_lines(p, &cp, DP_ROLE_USER, a, u->b) ||
+                part_lines(p, &cp, DP_ROLE_ASSISTANT, as->a, as->b))
                 goto fail;
             persona_msgs += as->msgs;
             t1 = as->t1;
@@ -1041,9 +1053,32 @@ static int persona_missing(dp_prep *p) {
     return -1;
 }
 
-static int cmp_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+/* k-th smallest (0-based) by quickselect: the order of v is changed */
+static uint32_t select_kth(uint32_t *v, size_t n, size_t k) {
+    size_t lo = 0, hi = n - 1;
+    while (lo < hi) {
+        uint32_t pivot = v[lo + (hi - lo) / 2];
+        size_t i = lo, j = hi;
+        while (i <= j) {
+            while (v[i] < pivot) i++;
+            while (v[j] > pivot) j--;
+            if (i <= j) {
+                uint32_t t = v[i];
+                v[i] = v[j];
+                v[j] = t;
+                i++;
+                if (j == 0) break;
+                j--;
+            }
+        }
+        if (k <= j)
+            hi = j;
+        else if (k >= i)
+            lo = i;
+        else
+            return v[k];
+    }
+    return v[k];
 }
 
 static void percentiles(uint32_t *v, size_t n, double out[4]) {
@@ -1051,10 +1086,8 @@ static void percentiles(uint32_t *v, size_t n, double out[4]) {
         out[0] = out[1] = out[2] = out[3] = 0;
         return;
     }
-    qsort(v, n, sizeof *v, cmp_u32);
-    const double q[3] = {0.50, 0.90, 0.99};
-    for (int i = 0; i < 3; i++) out[i] = v[(size_t)(q[i] * (double)(n - 1) + 0.5)];
-    out[3] = v[n - 1];
+    const double q[4] = {0.50, 0.90, 0.99, 1.0};
+    for (int i = 0; i < 4; i++) out[i] = select_kth(v, n, (size_t)(q[i] * (double)(n - 1) + 0.5));
 }
 
 static int cmp_mention(const void *a, const void *b) { /* longest name first */

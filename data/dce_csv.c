@@ -32,7 +32,9 @@ static void cb_field(void *data, size_t len, void *ctx) {
     if (c->nfields < 6) {
         c->off[c->nfields] = c->rec.len;
         c->flen[c->nfields] = len;
-        if (dp_buf_append(&c->rec, data, len) || dp_buf_append(&c->rec, "", 1)) c->oom = true;
+        /* the field and its NUL in one append: dp_buf keeps a NUL after len */
+        if (dp_buf_append(&c->rec, data, len)) c->oom = true;
+        c->rec.len++;
     }
     c->nfields++;
 }

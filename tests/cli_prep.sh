@@ -35,6 +35,11 @@ for c in train + val:
     need(all(isinstance(m["content"], str) and m["content"] for m in c["messages"]), "empty content")
 # whole sessions: no session index on both sides
 need(not ({c["session"] for c in train} & {c["session"] for c in val}), "a session in train and val")
+# percentiles of assistant characters (code points), nearest rank as doppel documents
+a = sorted(len(c["messages"][1]["content"]) for c in train + val)
+want = [a[int(q * (len(a) - 1) + 0.5)] for q in (0.5, 0.9, 0.99, 1.0)]
+got = [st["assistant_chars"][k] for k in ("p50", "p90", "p99", "max")]
+need(want == got, f"assistant_chars percentiles {got}, expected {want}")
 # the persona's style: no capital letters in her turns
 need(all(c["messages"][1]["content"] == c["messages"][1]["content"].lower() for c in train), "persona style")
 sys.exit(0 if ok else 1)
