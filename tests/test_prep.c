@@ -397,6 +397,9 @@ static void test_strict_errors(void) {
         {"Author,Date,Content\n\"a\",\"b\",\"c\"\n", ":1: not a DiscordChatExporter CSV header"},
         {HDR, "the export has no messages (only a header)"},
         {"", "empty file"},
+        {"\xFF\xFE"
+         "A",
+         ":1: the file is UTF-16"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *path = csv_file(cases[i].text);
