@@ -54,3 +54,8 @@ print('yes' if a == b == c == d else 'NO')" "$dir/doppel.jsonl" "$dir/doppel-rev
 echo "same conversations (doppel time order / newest first / sorted / python): $same"
 awk -v pw=$pw -v dw=$dw -v pc=$pc -v dc=$dc -v pr=$pr -v dr=$dr 'BEGIN {
   printf "doppel vs python: %.1fx faster (wall), %.1fx less CPU, %.1fx less memory\n", pw/dw, pc/dc, pr/dr }'
+# the floor: libcsv itself on the same file (doppel prep cannot parse faster than this)
+libcsv_bench=$(dirname "$bin")/bench_libcsv
+[ -x "$libcsv_bench" ] && "$libcsv_bench" "$dir/export-fwd.csv"
+mbin=$(awk -v b="$(size "$dir/export-fwd.csv")" 'BEGIN{print b/1e6}')
+awk -v pc="$pc" -v mb="$mbin" 'BEGIN { printf "30x less CPU than python would need %.0f MB/cpu-s\n", mb / (pc / 30) }'
