@@ -59,6 +59,13 @@ for l in sys.stdin:
 assert n > 0
 " || bad "multi-mode .zst output"
 
+# a zstd-compressed CSV gives the same conversations
+zstd -q -c "$sample" >"$tmp/sample.csv.zst"
+"$bin" prep "$tmp/sample.csv.zst" --persona mossy --out "$tmp/z.jsonl" --val-fraction 0 --quiet 2>/dev/null \
+  || bad "prep on a .csv.zst: exit $?"
+"$bin" prep "$sample" --persona mossy --out "$tmp/p.jsonl" --val-fraction 0 --quiet 2>/dev/null
+cmp -s "$tmp/z.jsonl" "$tmp/p.jsonl" || bad ".csv.zst output differs from .csv output"
+
 # --list-authors
 "$bin" prep --list-authors "$sample" >"$tmp/authors.txt" 2>&1 || bad "--list-authors: exit $?"
 grep -q "829104736521048064 .*mossy, mossy.exe" "$tmp/authors.txt" || bad "--list-authors misses mossy's two names"
