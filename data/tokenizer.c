@@ -196,7 +196,9 @@ struct dp_tokenizer {
     size_t vocab_mask;
     merge_slot *merges;
     size_t merge_mask, n_merges;
-    int32_t byte_id[256];
+    int32_t byte_id[256]; /* -1: no token (the byte is dropped) */
+    int n_missing_bytes;
+    uint64_t dropped; /* bytes dropped so far */
     added_tok *added; /* sorted by first byte, then longest first */
     int n_added;
     int added_start[257];
@@ -395,15 +397,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->vocab[h]) h = (h + 1) & t->vocab_mask;
         t->vocab[h] = (uint32_t)i + 1;
     }
+    /* a byte without a token is dropped from the text, as HF's BPE does without unk_token
+     * (SmolLM2 lacks 21 bytes, mostly ones UTF-8 never uses); dropped bytes are counted */
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
-        if (t->byte_id[b] < 0) {
-            dp_fail("%s: the vocabulary has no token for byte 0x%02X (a byte-level BPE vocabulary "
-                    "has all 256)",
-                    s->name, b);
-            goto fail;
-        }
+        t->n_missing_bytes += t->byte_id[b] < 0;
     }
 
     /* merges: (left id, right id) -> (rank, merged id); a repeated pair keeps its last rank,
@@ -465,10 +464,14 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
-    snprintf(
-        t->desc, sizeof t->desc, "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s",
-        (int)t->n_ids, t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
-        s->pre_desc ? s->pre_desc : "no pre-tokenizer", t->ignore_merges ? ", ignore_merges" : "");
+    char missing[64] = "";
+    if (t->n_missing_bytes)
+        snprintf(missing, sizeof missing, ", %d bytes without a token", t->n_missing_bytes);
+    snprintf(t->desc, sizeof t->desc,
+             "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s%s", (int)t->n_ids,
+             t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
+             s->pre_desc ? s->pre_desc : "no pre-tokenizer",
+             t->ignore_merges ? ", ignore_merges" : "", missing);
     return t;
 fail:
     dp_tokenizer_free(t);
@@ -599,11 +602,29 @@ static int bpe_long(dp_tokenizer *t, const unsigned char *s, size_t n, dp_ids *o
 static int bpe_piece(dp_tokenizer *t, const char *piece, size_t n, dp_ids *out) {
     const unsigned char *s = (const unsigned char *)piece;
     if (n == 0) return 0;
-    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
-    if (t->ignore_merges) {
+    if (t->ignore_merges && n > 1) {
         int32_t id = vocab_find(t, piece, n);
         if (id >= 0) return dp_ids_push(out, id);
     }
+    if (t->n_missing_bytes) {
+        size_t keep = 0;
+        for (size_t i = 0; i < n; i++) keep += t->byte_id[s[i]] >= 0;
+        if (keep < n) {
+            if (keep > t->tmp_cap) {
+                char *b = dp_realloc(t->tmp, keep * 2);
+                if (!b) return -1;
+                t->tmp = b;
+                t->tmp_cap = keep * 2;
+            }
+            for (size_t i = 0, k = 0; i < n; i++)
+                if (t->byte_id[s[i]] >= 0) t->tmp[k++] = (char)s[i];
+            t->dropped += n - keep;
+            s = (const unsigned char *)t->tmp;
+            n = keep;
+            if (n == 0) return 0;
+        }
+    }
+    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
     cache_slot *c = NULL;
     uint64_t h = 0;
     if (n <= CACHE_KEY) {
@@ -822,4 +843,7 @@ const char *dp_tokenizer_chat_template(const dp_tokenizer *t) {
 }
 const char *dp_tokenizer_describe(const dp_tokenizer *t) {
     return t->desc;
+}
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t) {
+    return t->dropped;
 }

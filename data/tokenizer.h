@@ -85,6 +85,9 @@ const char *dp_tokenizer_token_bytes(const dp_tokenizer *t, int32_t id, size_t *
  * vocabulary token's decoded bytes ("hello"); -1 when there is none. */
 int32_t dp_tokenizer_token_id(const dp_tokenizer *t, const char *text);
 bool dp_tokenizer_is_special(const dp_tokenizer *t, int32_t id);
+/* Bytes dropped by encode so far because the vocabulary has no token for them (HF drops them
+ * too; SmolLM2 lacks 21 byte tokens). Callers report a non-zero count. */
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t);
 /* Number of ids (max id + 1, including added tokens). */
 int32_t dp_tokenizer_vocab_size(const dp_tokenizer *t);
 
