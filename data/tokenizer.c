@@ -208,6 +208,7 @@ struct dp_tokenizer {
     int32_t bos, eos, pad;
     char *chat_template;
     char desc[256];
+    bool is_clone; /* shares the tables above with its parent; owns only the state below */
     /* encode state: not shared across threads */
     cache_slot *cache;
     int32_t *h_sym, *h_prev, *h_next;
@@ -281,12 +282,24 @@ static int added_cmp(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static void free_state(dp_tokenizer *t) {
+    for (int i = 0; i < t->n_pre; i++) pcre2_match_data_free(t->pre[i].md);
+    free(t->cache);
+    free(t->h_sym);
+    free(t->h_prev);
+    free(t->h_next);
+    free(t->heap);
+    free(t->tmp);
+}
+
 void dp_tokenizer_free(dp_tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_pre; i++) {
-        pcre2_match_data_free(t->pre[i].md);
-        pcre2_code_free(t->pre[i].re);
+    free_state(t);
+    if (t->is_clone) {
+        free(t);
+        return;
     }
+    for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     free(t->arena);
     free(t->off);
     free(t->len);
@@ -295,13 +308,34 @@ void dp_tokenizer_free(dp_tokenizer *t) {
     free(t->merges);
     free(t->added);
     free(t->chat_template);
-    free(t->cache);
-    free(t->h_sym);
-    free(t->h_prev);
-    free(t->h_next);
-    free(t->heap);
-    free(t->tmp);
     free(t);
+}
+
+dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent) {
+    dp_tokenizer *t = dp_malloc(sizeof *t);
+    if (!t) return NULL;
+    *t = *parent; /* the read-only tables are shared (compiled PCRE2 code is thread-safe) */
+    t->is_clone = true;
+    t->dropped = 0;
+    t->cache = NULL;
+    t->h_sym = t->h_prev = t->h_next = NULL;
+    t->heap = NULL;
+    t->h_cap = 0;
+    t->tmp = NULL;
+    t->tmp_cap = 0;
+    for (int i = 0; i < t->n_pre; i++) t->pre[i].md = NULL;
+    for (int i = 0; i < t->n_pre; i++)
+        if (t->pre[i].re &&
+            !(t->pre[i].md = pcre2_match_data_create_from_pattern(t->pre[i].re, NULL))) {
+            dp_fail("out of memory for regex match data");
+            dp_tokenizer_free(t);
+            return NULL;
+        }
+    if (!(t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache))) {
+        dp_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
 }
 
 static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {

@@ -9,7 +9,60 @@
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
+
+/* Clones in two threads at once encode the same texts as the parent (one text per line). */
+typedef struct {
+    dp_tokenizer *t;
+    const char *text;
+    size_t len;
+    size_t n_ids;
+    uint64_t sum;
+    int rc;
+} clone_job;
+
+static void *clone_thread(void *arg) {
+    clone_job *j = arg;
+    dp_ids ids = {0};
+    for (int rep = 0; rep < 3; rep++) {
+        j->n_ids = 0;
+        j->sum = 0;
+        for (const char *p = j->text; p < j->text + j->len;) {
+            const char *nl = memchr(p, '\n', (size_t)(j->text + j->len - p));
+            size_t l = nl ? (size_t)(nl - p) : (size_t)(j->text + j->len - p);
+            ids.n = 0;
+            if (dp_tokenizer_encode(j->t, p, l, true, &ids)) j->rc = -1;
+            for (size_t i = 0; i < ids.n; i++) j->sum = j->sum * 31 + (uint64_t)ids.v[i];
+            j->n_ids += ids.n;
+            p += l + 1;
+        }
+    }
+    dp_ids_free(&ids);
+    return NULL;
+}
+
+static void check_clones(dp_tokenizer *t, const char *path) {
+    char *text;
+    size_t len;
+    if (dp_read_file(path, &text, &len)) return;
+    clone_job ref = {t, text, len, 0, 0, 0}, jobs[2];
+    clone_thread(&ref);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        jobs[i] = (clone_job){dp_tokenizer_clone(t), text, len, 0, 0, 0};
+        CHECK(jobs[i].t != NULL);
+        pthread_create(&th[i], NULL, clone_thread, &jobs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(0, jobs[i].rc);
+        CHECK_EQ_INT(ref.n_ids, jobs[i].n_ids);
+        CHECK(ref.sum == jobs[i].sum);
+        dp_tokenizer_free(jobs[i].t);
+    }
+    free(text);
+}
 
 /* 100 KB of one letter and other long runs: linear-ish time (the heap merge loop). */
 static void check_long_runs(dp_tokenizer *t, const char *name) {
@@ -56,6 +109,7 @@ int main(void) {
         check_jsonl(t, path, names[k], &n);
         fprintf(stderr, "  tokenizer-corpus fixture: %d lines\n", n);
         check_long_runs(t, names[k]);
+        check_clones(t, path); /* the corpus fixture's JSON lines, as text */
         dp_tokenizer_free(t);
     }
     return check_done();
