@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """The peer side of bench_tokenizer: makes the chat text file (when absent) and times Hugging
 Face `tokenizers` (Rust, one thread: RAYON_NUM_THREADS=1) encoding it line by line with
-encode_batch_fast (no Python call per line, no offsets). Prints `hf_mb_per_s X` and `hf_tokens N` last.
+encode_batch_fast (no Python call per line, no offsets). Prints `hf_mb_per_s X` and
+`hf_tokens N` last.
 
 Usage: hf_tokenizer_speed.py --tokenizer tokenizer.json --text FILE [--mb 20]
 """
