@@ -452,9 +452,17 @@ static int emit(dp_prep *p, conv_parts *cp, bool val, int64_t t0, int64_t t1, in
     char a[48], b[48];
     dp_dce_format_instant(t0, a);
     dp_dce_format_instant(t1, b);
+    char num[24];
+    int k = 23;
+    num[k] = 0;
+    uint64_t si = (uint64_t)p->session_index;
+    do num[--k] = (char)('0' + si % 10);
+    while ((si /= 10) > 0);
     p->extra.len = 0;
-    if (dp_buf_printf(&p->extra, "\"session\":%lld,\"start\":\"%s\",\"end\":\"%s\"",
-                      (long long)p->session_index, a, b))
+    if (dp_buf_puts(&p->extra, "\"session\":") || dp_buf_puts(&p->extra, num + k) ||
+        dp_buf_puts(&p->extra, ",\"start\":\"") || dp_buf_puts(&p->extra, a) ||
+        dp_buf_puts(&p->extra, "\",\"end\":\"") || dp_buf_puts(&p->extra, b) ||
+        dp_buf_puts(&p->extra, "\""))
         return -1;
     c.extra = p->extra.data;
     if (push_pct(p, achars, uchars, (uint32_t)cp->n)) return -1;
@@ -522,10 +530,8 @@ static int add_line(dp_prep *p, const tl_msg *m, bool user) {
     }
     if (p->n_lines == 0) p->lines.len = 0;
     p->line_off[p->n_lines] = p->lines.len;
-    size_t tn;
-    const char *t = anon_text(p, m->text, m->len, &tn);
     int rc = 0;
-    if (user) {
+    if (user) { /* the label first: an author is numbered before the people they mention */
         author_t *a = &p->au[m->author];
         if (p->o.anonymize && !a->persona)
             rc = dp_buf_printf(&p->lines, "[user%d]: ", user_number(p, a));
@@ -534,6 +540,8 @@ static int add_line(dp_prep *p, const tl_msg *m, bool user) {
                  dp_buf_append(&p->lines, p->nm[m->name], p->nm_len[m->name]) ||
                  dp_buf_append(&p->lines, "]: ", 3);
     }
+    size_t tn;
+    const char *t = anon_text(p, m->text, m->len, &tn);
     if (rc || dp_buf_append(&p->lines, t, tn)) return -1;
     p->n_lines++;
     p->line_off[p->n_lines] = p->lines.len;

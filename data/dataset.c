@@ -59,8 +59,8 @@ static int json_string(dp_buf *b, const char *s, size_t n) {
 int dp_conversation_to_json(const dp_conversation *c, dp_buf *b) {
     if (dp_buf_puts(b, "{\"messages\":[")) return -1;
     for (int i = 0; i < c->n; i++) {
-        if (dp_buf_printf(b, "%s{\"role\":\"%s\",\"content\":", i ? "," : "",
-                          dp_role_name(c->msgs[i].role)) ||
+        if ((i && dp_buf_append(b, ",", 1)) || dp_buf_puts(b, "{\"role\":\"") ||
+            dp_buf_puts(b, dp_role_name(c->msgs[i].role)) || dp_buf_puts(b, "\",\"content\":") ||
             json_string(b, c->msgs[i].content, c->msgs[i].len) || dp_buf_append(b, "}", 1))
             return -1;
     }

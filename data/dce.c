@@ -199,8 +199,22 @@ void dp_dce_format_instant(int64_t t, char out[48]) {
     int64_t y;
     int m, d;
     civil_from_days(days, &y, &m, &d);
-    snprintf(out, 48, "%04d-%02d-%02dT%02d:%02d:%02d.%07dZ", (int)y, m, d, (int)(rem / 3600),
-             (int)(rem / 60 % 60), (int)(rem % 60), (int)frac);
+    if (y < 0 || y > 9999) {
+        snprintf(out, 48, "%lld-%02d-%02dT%02d:%02d:%02d.%07dZ", (long long)y, m, d,
+                 (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)frac);
+        return;
+    }
+    /* by hand: this runs twice per written conversation */
+    int v[7] = {(int)y, m, d, (int)(rem / 3600), (int)(rem / 60 % 60), (int)(rem % 60), (int)frac};
+    static const int width[7] = {4, 2, 2, 2, 2, 2, 7};
+    static const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
+    char *o = out;
+    for (int i = 0; i < 7; i++) {
+        for (int k = width[i] - 1; k >= 0; k--, v[i] /= 10) o[k] = (char)('0' + v[i] % 10);
+        o += width[i];
+        *o++ = sep[i];
+    }
+    *o = 0;
 }
 
 /* ------------------------------------------------------------------ system messages */

@@ -17,8 +17,8 @@ struct dce_csv {
     struct csv_parser p;
     dp_buf rec; /* the fields of the record being read, each followed by a NUL */
     size_t off[6], flen[6];
-    int nfields, nrecords;                    /* nrecords: records completed in the current piece */
-    bool in_record, header_done, oom, handed; /* handed: rec holds the last message */
+    int nfields, nrecords; /* nrecords: records completed in the current piece */
+    bool in_record, header_done, oom, handed, ended_nl; /* handed: rec holds the last message */
     int64_t start_line;
 };
 
@@ -175,7 +175,7 @@ int dce_csv_next(dp_dce_reader *r, dp_dce_msg *m) {
                 reset_record(c);
                 dp_fail("%s:%lld: unterminated quoted field (started at line %lld): the file "
                         "ends inside quotes; it may be truncated",
-                        r->name, (long long)r->line, (long long)start);
+                        r->name, (long long)(r->line - c->ended_nl), (long long)start);
                 return c->header_done ? DP_DCE_BAD : DP_DCE_FATAL;
             }
             if (c->nrecords) continue;
@@ -199,6 +199,7 @@ int dce_csv_next(dp_dce_reader *r, dp_dce_msg *m) {
         r->pos += k;
         int64_t line = r->line;
         if (nl) r->line++;
+        c->ended_nl = nl != NULL;
         if (done < k) {
             int err = csv_error(&c->p);
             int64_t start = c->in_record ? c->start_line : line;

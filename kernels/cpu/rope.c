@@ -4,26 +4,29 @@
 
 #include <math.h>
 
+/* In fp32 with the same operations as transformers (torch computes these tensors in float32):
+ * at position 4000 one ulp of inv_freq already moves the angle by ~2e-4 rad, so the rounding
+ * of the model's own reference implementation is the one to follow. */
 void rope_inv_freq(float *inv_freq, int D, float theta, const dp_rope_scaling *scaling) {
-    const double pi = 3.14159265358979323846;
+    const float pi = 3.14159265358979323846f;
     for (int i = 0; i < D / 2; i++) {
-        double f = 1.0 / pow((double)theta, (double)(2 * i) / D);
+        float f = 1.0f / powf(theta, (float)(2 * i) / (float)D);
         if (scaling && scaling->llama3) {
             /* long wavelengths are slowed by `factor`, short ones kept, and the band between
              * the two wavelength bounds interpolated smoothly */
-            double old_len = scaling->original_max_position;
-            double low_wavelen = old_len / scaling->low_freq_factor;
-            double high_wavelen = old_len / scaling->high_freq_factor;
-            double wavelen = 2 * pi / f;
-            if (wavelen > low_wavelen) {
-                f = f / scaling->factor;
-            } else if (wavelen >= high_wavelen) {
-                double smooth = (old_len / wavelen - scaling->low_freq_factor) /
-                                (scaling->high_freq_factor - scaling->low_freq_factor);
-                f = (1 - smooth) * f / scaling->factor + smooth * f;
+            float old_len = (float)scaling->original_max_position;
+            float low_wavelen = old_len / scaling->low_freq_factor;
+            float high_wavelen = old_len / scaling->high_freq_factor;
+            float wavelen = 2 * pi / f;
+            float scaled = wavelen > low_wavelen ? f / scaling->factor : f;
+            if (!(wavelen < high_wavelen) && !(wavelen > low_wavelen)) {
+                float smooth = (old_len / wavelen - scaling->low_freq_factor) /
+                               (scaling->high_freq_factor - scaling->low_freq_factor);
+                scaled = (1 - smooth) * scaled / scaling->factor + smooth * scaled;
             }
+            f = scaled;
         }
-        inv_freq[i] = (float)f;
+        inv_freq[i] = f;
     }
 }
 

@@ -10,6 +10,12 @@ the input recognized: tokenizers' encode(text, add_special_tokens=False)).
 With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf) it also adds "smollm2" ids from
 transformers' GGUF tokenizer loader (pip install transformers gguf).
 
+It also writes tests/fixtures/chat-render.json: conversations rendered by each model's own
+chat_template (tokenizer_config.json, run with jinja2 as transformers does) and those strings'
+ids from `tokenizers` (special-token text recognized). Conversations end with a user message
+and add_generation_prompt, where Qwen3's template is plain ChatML (it inserts an empty
+<think> block only into a final assistant turn).
+
 Usage: python3 tests/reference/make_tokenizer_corpus.py [--shared ../shared] [--smollm2 DIR]
 """
 import argparse
@@ -90,6 +96,43 @@ def corpus(seed=1234):
     return out
 
 
+CONVERSATIONS = [
+    [{"role": "user", "content": "oi"}],
+    [{"role": "system", "content": "Você é o kaiaku. Responda curto."},
+     {"role": "user", "content": "[eutefalei]: ele n gosta do julio"},
+     {"role": "assistant", "content": "pior né"},
+     {"role": "user", "content": "[eutefalei]: kkkkkkk\nmano q isso 😂"}],
+    [{"role": "user", "content": "  espaços antes e depois  "},
+     {"role": "assistant", "content": "\ncomeça com newline\n\n"},
+     {"role": "user", "content": "tab\tcrlf\r\nfim"},
+     {"role": "assistant", "content": " 👍🏽 vlw\n"},
+     {"role": "user", "content": "e\u0301 NFD, 中文, مرحبا, 1234567"}],
+]
+
+
+def chat_fixture(shared, path):
+    import jinja2.sandbox
+    from tokenizers import Tokenizer
+    env = jinja2.sandbox.ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = lambda x, **k: json.dumps(x, ensure_ascii=False)
+    out = []
+    for conv in CONVERSATIONS:
+        row = {"messages": conv}
+        for name in ("qwen3", "llama3"):
+            d = os.path.join(shared, "tokenizers", name)
+            cfg = json.load(open(os.path.join(d, "tokenizer_config.json")))
+            tok = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+            text = env.from_string(cfg["chat_template"]).render(
+                messages=conv, add_generation_prompt=True, bos_token=cfg.get("bos_token") or "",
+                eos_token=cfg.get("eos_token") or "")
+            row[name] = {"text": text, "ids": tok.encode(text, add_special_tokens=False).ids}
+        out.append(row)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(out, f, ensure_ascii=False, indent=1)
+        f.write("\n")
+    print(f"{path}: {len(out)} conversations", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
@@ -109,6 +152,7 @@ def main():
         hf = AutoTokenizer.from_pretrained(a.smollm2, gguf_file=gguf)
         toks["smollm2"] = lambda s, add_special_tokens=False: type(
             "E", (), {"ids": hf.encode(s, add_special_tokens=False)})
+    chat_fixture(a.shared, os.path.join(os.path.dirname(a.out), "chat-render.json"))
     texts = corpus()
     rows = []
     for s in texts:
