@@ -193,7 +193,7 @@ static void tensor_name(char *out, size_t cap, int layer, int m, char ab) {
              m <= DP_O ? "self_attn" : "mlp", module_names[m], ab);
 }
 
-static int mkdir_p(const char *dir) {
+int dp_make_dirs(const char *dir) {
     char path[4096];
     if (snprintf(path, sizeof path, "%s", dir) >= (int)sizeof path)
         return dp_fail("%s: path too long", dir);
@@ -222,7 +222,7 @@ static int write_json_file(const char *path, cJSON *j) {
 
 int dp_lora_save_peft(const dp_lora *lora, const char *dir, const char *base_model,
                       const char *doppel_json) {
-    if (mkdir_p(dir)) return -1;
+    if (dp_make_dirs(dir)) return -1;
     char path[4200], name[160];
     /* adapter_config.json */
     cJSON *c = cJSON_CreateObject();

@@ -75,4 +75,7 @@ int dp_lora_save_peft(const dp_lora *lora, const char *dir, const char *base_mod
 int dp_lora_load_peft(const char *dir, const dp_model_config *mc, dp_lora **out,
                       char **doppel_json);
 
+/* mkdir -p */
+int dp_make_dirs(const char *dir);
+
 #endif

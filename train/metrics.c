@@ -78,7 +78,8 @@ dp_metrics *dp_metrics_open(const char *path, int64_t keep_until_step) {
     H5Sclose(sp);
     int64_t *steps = dp_malloc(sizeof(int64_t) * (size_t)(n > 0 ? n : 1));
     if (!steps) goto fail;
-    if (n > 0 && H5Dread(mt->ds[M_STEP], H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, steps) < 0) {
+    if (n > 0 &&
+        H5Dread(mt->ds[M_STEP], H5T_NATIVE_INT64, H5S_ALL, H5S_ALL, H5P_DEFAULT, steps) < 0) {
         free(steps);
         dp_fail("%s: metrics dataset step is unreadable", path);
         goto fail;
@@ -108,7 +109,7 @@ static int append1(hid_t d, hid_t memtype, const void *v, int64_t row) {
 }
 
 int dp_metrics_append(dp_metrics *mt, const dp_metrics_row *r) {
-    const double vals[M_N] = {0, r->loss, r->val_loss, r->lr, r->grad_norm, r->tokens_per_s,
+    const double vals[M_N] = {0,         r->loss, r->val_loss, r->lr, r->grad_norm, r->tokens_per_s,
                               r->elapsed};
     int rc = append1(mt->ds[M_STEP], H5T_NATIVE_INT64, &r->step, mt->rows);
     for (int i = 1; i < M_N; i++) rc |= append1(mt->ds[i], H5T_NATIVE_DOUBLE, &vals[i], mt->rows);
@@ -118,4 +119,6 @@ int dp_metrics_append(dp_metrics *mt, const dp_metrics_row *r) {
     return 0;
 }
 
-int64_t dp_metrics_rows(const dp_metrics *mt) { return mt->rows; }
+int64_t dp_metrics_rows(const dp_metrics *mt) {
+    return mt->rows;
+}
