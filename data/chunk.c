@@ -1,5 +1,6 @@
 /* The timeline and the conversations cut from it (REFERENCE.md §2). Messages flow
- *   reader -> ingest (normalize, drop empty/system, authors) -> order -> sessions -> rule -> sink.
+ *   reader (own thread) -> ingest (normalize, drop empty/system, authors) -> order -> sessions
+ *   -> rule -> sink.
  * Order: the first two distinct instants decide. In time order, messages go straight to the
  * sessionizer (memory: one session). Newest first, closed chunks (cut on gaps) are spilled to
  * an unlinked temporary file and replayed backwards at the end (memory: one chunk). Anything
