@@ -6,6 +6,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 static int sink(void *ctx, const dp_conversation *c, bool val) {
@@ -15,10 +16,17 @@ static int sink(void *ctx, const dp_conversation *c, bool val) {
     return 0;
 }
 
+static char path[64];
+static void remove_input(void) {
+    unlink(path);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    static char path[64];
-    if (!path[0]) snprintf(path, sizeof path, "/tmp/fuzz-prep-%d.csv", (int)getpid());
+    if (!path[0]) {
+        snprintf(path, sizeof path, "/tmp/fuzz-prep-%d.csv", (int)getpid());
+        atexit(remove_input);
+    }
     FILE *f = fopen(path, "wb");
     if (!f) return 0;
     fwrite(data + 1, 1, size - 1, f);
