@@ -15,9 +15,20 @@
     kernel<<<(grid), (block), (smem), (stream)>>>(__VA_ARGS__)
 #endif
 
+/* The launch's dynamic shared memory as `type *name` (sized by DP_LAUNCH's smem argument). */
+#ifdef DOPPEL_EMU
+#define DP_DYNAMIC_SHARED(type, name) type *name = (type *)dp_emu_dynamic_smem()
+#else
+#define DP_DYNAMIC_SHARED(type, name)                                                              \
+    extern __shared__ __align__(16) unsigned char dp_dynamic_smem_[];                              \
+    type *name = (type *)dp_dynamic_smem_
+#endif
+
 #include <stdio.h>
 
+extern "C" {
 #include "data/error.h"
+}
 
 /* Every runtime call is checked; a failure is recorded with file and line (returns -1). */
 #define CUDA_CHECK(call)                                                                           \
@@ -31,6 +42,8 @@
 /* After a kernel launch: the launch itself can fail (bad configuration, no device). */
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
-static inline int dp_ceil_div(int a, int b) { return (a + b - 1) / b; }
+static inline int dp_ceil_div(int a, int b) {
+    return (a + b - 1) / b;
+}
 
 #endif
