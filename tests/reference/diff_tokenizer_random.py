@@ -4,6 +4,7 @@ category, combining marks, all whitespace, digits of many scripts, emoji, specia
 encoded by `doppel tokenize --jsonl` and by HF `tokenizers`; prints every mismatch.
 
 Usage: diff_tokenizer_random.py DOPPEL_BIN TOKENIZER_DIR [--n 20000] [--seed 1]
+                                [--doppel-model PATH.gguf]
 """
 import argparse
 import json
@@ -45,6 +46,7 @@ def main():
     ap.add_argument("tokdir")
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--doppel-model", help="what doppel loads (e.g. a .gguf); default TOKENIZER_DIR")
     a = ap.parse_args()
     from tokenizers import Tokenizer
     tok = Tokenizer.from_file(os.path.join(a.tokdir, "tokenizer.json"))
@@ -52,7 +54,7 @@ def main():
     texts = [rand_text(rng) for _ in range(a.n)]
     texts = [t for t in texts if "\x00" not in t]
     inp = "".join(json.dumps({"text": t}) + "\n" for t in texts)
-    out = subprocess.run([a.bin, "tokenize", "--model", a.tokdir, "--jsonl"], input=inp.encode(),
+    out = subprocess.run([a.bin, "tokenize", "--model", a.doppel_model or a.tokdir, "--jsonl"], input=inp.encode(),
                          capture_output=True, check=True).stdout.decode().split("\n")
     bad = 0
     for t, line in zip(texts, out):
