@@ -51,7 +51,7 @@ NUMBERS = ["1234567890", "3.14159", "1,000,000", "+55 (11) 98765-4321", "2024-01
            "99999999999999", "10%", "v1.2.3"]
 WHITESPACE = ["  ", "   ", "\t", "\t\t", " \t ", "\n\n", "\n \n", "  \n", "\u00a0", "\u3000",
               "\u200b", "\u2028", "\r\n", "\r\n\r\n", "\r", " \r\n ", "\u2003", "\u0085", "\x0b",
-              "\x0c"]
+              "\x0c", "\u180e", "  \u180e's", "\u1680\u180e \u2000", "\x1c\x1d\x1e\x1f"]
 ENGLISH = ["Hello, my dog is cute", "I'm sure you'll like it", "DON'T SHOUT", "she's", "They've",
            "it’s curly", "rock'n'roll", "U.S.A.", "e-mail", "well...", "WHAT?!", "o'clock",
            "ſ's", "'S 'T 'RE 'VE 'M 'LL 'D"]
