@@ -4,7 +4,8 @@ tiny-llama/ (HF config.json + model.safetensors, F32) and tiny-llama.gguf, the s
 GGUF written by the reference writer (pip gguf) with q/k permuted the way llama.cpp's
 convert_hf_to_gguf.py does for the llama architecture; tiny-qwen2/ (q/k/v biases, tied) and
 tiny-qwen3/ (q_norm/k_norm, explicit head_dim, untied lm_head, BF16 weights).
-Run by hand: pip install gguf safetensors numpy && python3 tests/reference/make_load_fixtures.py"""
+Run by hand: pip install gguf safetensors numpy && python3 tests/reference/make_load_fixtures.py
+(renamed from make_tiny_models.py on merge: that name is the forward-pass fixtures script)"""
 import json
 import os
 
