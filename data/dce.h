@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/utf8.h"
+
 /* Instants are int64 ticks of 100 ns since 1970-01-01T00:00:00Z: DCE writes 7 fractional
  * digits, so nothing of the export's precision is lost. */
 #define DP_TICKS_PER_SECOND 10000000LL
@@ -52,7 +54,5 @@ void dp_dce_format_instant(int64_t t, char out[48]);
 /* True when the text is one of DCE's English system-message fallbacks ("Pinned a message.",
  * "Started a call that lasted 1,234 minutes.", ...): CSV has no type column. */
 bool dp_dce_is_system_text(const char *s, size_t n);
-/* Length of the longest valid UTF-8 prefix (== n when all of it is valid). */
-size_t dp_utf8_valid_prefix(const char *s, size_t n);
 
 #endif

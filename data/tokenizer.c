@@ -96,24 +96,6 @@ static int utf8_step(const unsigned char *s, size_t n) {
     return need + 1;
 }
 
-size_t dp_utf8_valid_prefix(const char *s, size_t len) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII fast path, 8 bytes at a time */
-        while (i + 8 <= len) {
-            uint64_t v;
-            memcpy(&v, u + i, 8);
-            if (v & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= len) break;
-        int k = utf8_step(u + i, len - i);
-        if (k <= 0) return i;
-        i += (size_t)k;
-    }
-    return len;
-}
 
 /* Appends bytes to out, replacing each invalid maximal subpart with U+FFFD. When hold is
  * non-NULL, a valid-but-truncated tail is not written: its length is stored in *hold. */

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "data/io.h"
+#include "data/utf8.h"
 
 /* A growable list of token ids. Functions that produce ids append to it. */
 typedef struct {
@@ -107,8 +108,6 @@ int dp_tok_stream_feed(dp_tok_stream *s, const dp_tokenizer *t, int32_t id, dp_b
 int dp_tok_stream_flush(dp_tok_stream *s, dp_buf *out);
 
 /* UTF-8 helpers shared with the chat layer and tests. */
-/* Offset of the first invalid byte, or len when all of s is valid UTF-8. */
-size_t dp_utf8_valid_prefix(const char *s, size_t len);
 /* NFC of s (malloc'd, NUL-terminated), or NULL with dp_last_error(). */
 char *dp_utf8_nfc(const char *s, size_t len, size_t *out_len);
 

@@ -1,8 +1,9 @@
-/* TEMPORARY: matmul_forward/backward (OpenBLAS) until the load branch's kernels/cpu/matmul.c
- * lands; deleted at that merge. */
+/* TEMPORARY plain reference matmul (kernels/ops.h) until the load branch's kernels/cpu/matmul.c
+ * lands; deleted at that merge. The other ops live in kernels/cpu/. */
 #include "kernels/ops.h"
 
 #include <cblas.h>
+#include <string.h>
 
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int C, int OC) {
