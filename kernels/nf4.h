@@ -13,14 +13,52 @@ extern "C" {
 /* A weight matrix (rows, cols) quantized to NF4 in blocks of `blocksize` (64) elements,
  * flattened row-major; absmax double-quantized in groups of 256 blocks. */
 typedef struct {
-    int64_t rows, cols, n;   /* n = rows * cols */
-    int blocksize;           /* 64 (bitsandbytes default) */
-    uint8_t *codes;          /* (n / 2): two codes per byte, first element in the high nibble */
-    uint8_t *absmax_q;       /* (nblocks): 8-bit dynamic-map codes of absmax - offset */
-    float *absmax2;          /* (ceil(nblocks / 256)): scale of each group of 256 absmax codes */
-    float offset;            /* mean of the absmax values */
+    int64_t rows, cols, n; /* n = rows * cols */
+    int blocksize;         /* 64 (bitsandbytes default) */
+    uint8_t *codes;        /* (n / 2): two codes per byte, first element in the high nibble */
+    uint8_t *absmax_q;     /* (nblocks): 8-bit dynamic-map codes of absmax - offset */
+    float *absmax2;        /* (ceil(nblocks / 256)): scale of each group of 256 absmax codes */
+    float offset;          /* mean of the absmax values */
     int64_t nblocks;
 } dp_nf4;
+
+/* The 16 NF4 values (bitsandbytes' quant_map), index 0..15. */
+extern const float dp_nf4_values[16];
+/* bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True)): 256 sorted values,
+ * code[0] = -0.99296875, code[127] = 0, code[255] = 1 (the nested_quant_map). */
+void dp_dynamic_map(float code[256]);
+
+/* Quantizes w (rows, cols), flattened row-major, to NF4 with double quantization exactly as
+ * bitsandbytes' quantize_4bit(quant_type="nf4", compress_statistics=True) does on the CPU.
+ * blocksize: a power of two in [64, 4096]. q's arrays are malloc'd (dp_nf4_free). */
+int dp_nf4_quantize(dp_nf4 *q, const float *w, int64_t rows, int64_t cols, int blocksize);
+/* The same with the offset given instead of mean(absmax): bitsandbytes takes the mean with
+ * torch's float32 sum, whose rounding depends on the CPU's SIMD width, so tests pass its
+ * offset to compare every other byte exactly. */
+int dp_nf4_quantize_offset(dp_nf4 *q, const float *w, int64_t rows, int64_t cols, int blocksize,
+                           float offset);
+/* Allocates q's arrays for (rows, cols) without filling them (loading a quantized file). */
+int dp_nf4_alloc(dp_nf4 *q, int64_t rows, int64_t cols, int blocksize);
+void dp_nf4_free(dp_nf4 *q);
+/* The fp32 absmax of every block (nblocks floats): code[absmax_q] * absmax2 + offset. */
+void dp_nf4_absmax(const dp_nf4 *q, float *absmax);
+/* Dequantizes elements [start, start + count) of the flattened matrix into out. */
+void dp_nf4_dequantize_range(const dp_nf4 *q, float *out, int64_t start, int64_t count);
+/* The whole matrix (n floats). */
+void dp_nf4_dequantize(const dp_nf4 *q, float *out);
+/* Bytes held by q's arrays. */
+size_t dp_nf4_bytes(const dp_nf4 *q);
+
+/* ---- linear layers over NF4 weights (kernels/cpu/matmul.c), same conventions as
+ * matmul_forward: out (N, OC) = inp (N, C) @ W (OC, C)^T + bias (OC or NULL). */
+/* Dequantizes row tiles of W to fp32 and runs sgemm on each (prefill / training). */
+void matmul_nf4_forward(float *out, const float *inp, const dp_nf4 *w, const float *bias, int N,
+                        int C, int OC);
+/* dinp (N, C) += dout (N, OC) @ W (the frozen weight's input gradient, for LoRA training). */
+void matmul_nf4_backward_input(float *dinp, const float *dout, const dp_nf4 *w, int N, int C,
+                               int OC);
+/* Fused NF4 dot products for one token: out (OC) = W x (C) + bias; threads across rows. */
+void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC);
 
 #ifdef __cplusplus
 }

@@ -1,0 +1,515 @@
+/* dp_model from a Hugging Face directory (safetensors) or a GGUF file: every tensor's shape is
+ * checked against the config before it is copied (as fp32) into one arena; block linears can be
+ * quantized to NF4 on the fly or read from a bitsandbytes-layout file written by
+ * dp_model_save_nf4. GGUF llama files store q/k rows permuted for interleaved RoPE: undone here. */
+#include "infer/model_load.h"
+
+#include "data/error.h"
+#include "infer/config.h"
+#include "infer/gguf.h"
+#include "infer/safetensors.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+const char *const dp_linear_names[DP_N_LINEAR] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                  "gate_proj", "up_proj", "down_proj"};
+static const char *const hf_module[DP_N_LINEAR] = {
+    "self_attn", "self_attn", "self_attn", "self_attn", "mlp", "mlp", "mlp"};
+static const char *const gguf_linear[DP_N_LINEAR] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                     "ffn_gate", "ffn_up", "ffn_down"};
+
+typedef struct {
+    float *arena;
+    size_t arena_floats;
+    dp_nf4 *nf4; /* L * 7 + 1 (the lm_head) */
+    int n_nf4;
+} storage;
+
+/* where tensors come from: a safetensors set (HF names) or a GGUF file (GGUF names) */
+typedef struct {
+    dp_st_set *st;
+    dp_gguf *gg;
+    bool unpermute; /* GGUF llama: q/k rows interleaved per head */
+} source;
+
+static bool is_dir(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+static bool exists(const char *p) {
+    struct stat sb;
+    return stat(p, &sb) == 0;
+}
+
+void dp_nf4_default_path(const char *model_path, char *buf, size_t cap) {
+    size_t n = strlen(model_path);
+    while (n > 1 && model_path[n - 1] == '/') n--;
+    if (is_dir(model_path))
+        snprintf(buf, cap, "%.*s/model.nf4.safetensors", (int)n, model_path);
+    else
+        snprintf(buf, cap, "%.*s.nf4.safetensors", (int)n, model_path);
+}
+
+/* GGUF row order of a head (2j + s) -> HF (s * D/2 + j), for each of nh heads of D rows */
+static int unpermute_rows(float *w, int nh, int64_t rows, int64_t cols) {
+    if (nh <= 0 || rows % nh || (rows / nh) % 2)
+        return dp_fail("cannot undo the GGUF q/k permutation: %lld rows over %d heads",
+                       (long long)rows, nh);
+    int64_t D = rows / nh;
+    float *tmp = malloc((size_t)(D * cols) * sizeof(float));
+    if (!tmp) return dp_fail("out of memory undoing the GGUF q/k permutation");
+    for (int h = 0; h < nh; h++) {
+        float *head = w + (size_t)(h * D * cols);
+        memcpy(tmp, head, (size_t)(D * cols) * sizeof(float));
+        for (int64_t j = 0; j < D / 2; j++)
+            for (int s = 0; s < 2; s++)
+                memcpy(head + (size_t)((s * (D / 2) + j) * cols),
+                       tmp + (size_t)((2 * j + s) * cols), (size_t)cols * sizeof(float));
+    }
+    free(tmp);
+    return 0;
+}
+
+/* copies one tensor as fp32 (rows, cols) (cols == 0: 1-D) into out; permute_heads > 0 undoes
+ * the GGUF llama q/k permutation */
+static int fetch(const source *s, const char *hf, const char *gg, float *out, int64_t rows,
+                 int64_t cols, int permute_heads) {
+    if (s->gg) {
+        const dp_gguf_tensor *t = dp_gguf_find_tensor(s->gg, gg);
+        if (!t) return dp_fail("%s: no tensor %s", s->gg->path, gg);
+        bool ok = cols ? (t->n_dims == 2 && t->ne[0] == cols && t->ne[1] == rows)
+                       : (t->n_dims == 1 && t->ne[0] == rows);
+        if (!ok)
+            return dp_fail("%s: tensor %s has dims [%lld, %lld] (innermost first), expected "
+                           "[%lld, %lld]",
+                           s->gg->path, gg, (long long)t->ne[0], (long long)t->ne[1],
+                           (long long)(cols ? cols : rows), (long long)(cols ? rows : 1));
+        if (dp_gguf_tensor_f32(t, out)) return dp_fail_context("%s", s->gg->path);
+        if (permute_heads > 0 && s->unpermute)
+            return unpermute_rows(out, permute_heads, rows, cols);
+        return 0;
+    }
+    const dp_st_tensor *t = dp_st_set_find(s->st, hf);
+    if (!t) return dp_fail("model has no tensor %s", hf);
+    return dp_st_tensor_f32(t, out, rows, cols);
+}
+
+/* ------------------------------------------------------------------ NF4 file */
+
+/* reads X.weight + its quant state from a bitsandbytes-layout file into q */
+static int load_nf4_linear(const dp_st_set *set, const char *x, dp_nf4 *q, int64_t rows,
+                           int64_t cols) {
+    char name[512];
+    const dp_st_tensor *t[6];
+    const char *suffix[6] = {"",
+                             ".absmax",
+                             ".quant_map",
+                             ".nested_absmax",
+                             ".nested_quant_map",
+                             ".quant_state.bitsandbytes__nf4"};
+    for (int i = 0; i < 6; i++) {
+        snprintf(name, sizeof name, "%s.weight%s", x, suffix[i]);
+        t[i] = dp_st_set_find(set, name);
+        if (!t[i]) return dp_fail("NF4 file lacks %s (expected the bitsandbytes layout)", name);
+    }
+    const dp_st_tensor *qs = t[5];
+    if (qs->dtype != DP_DT_U8) return dp_fail("%s.weight quant_state is not U8", x);
+    cJSON *j = cJSON_ParseWithLength(qs->data, (size_t)qs->nbytes);
+    const cJSON *qt = cJSON_GetObjectItem(j, "quant_type"),
+                *bs = cJSON_GetObjectItem(j, "blocksize"), *sh = cJSON_GetObjectItem(j, "shape"),
+                *off = cJSON_GetObjectItem(j, "nested_offset"),
+                *nbs = cJSON_GetObjectItem(j, "nested_blocksize");
+    int rc = 0;
+    if (!cJSON_IsString(qt) || strcmp(qt->valuestring, "nf4") || !cJSON_IsNumber(bs) ||
+        !cJSON_IsArray(sh) || cJSON_GetArraySize(sh) != 2 || !cJSON_IsNumber(off) ||
+        !cJSON_IsNumber(nbs) || nbs->valuedouble != 256)
+        rc = dp_fail("%s.weight: quant_state is not an NF4 state with nested (double) "
+                     "quantization of blocksize 256",
+                     x);
+    else if (cJSON_GetArrayItem(sh, 0)->valuedouble != (double)rows ||
+             cJSON_GetArrayItem(sh, 1)->valuedouble != (double)cols)
+        rc = dp_fail("%s.weight: quantized shape [%g, %g] but the model needs [%lld, %lld]", x,
+                     cJSON_GetArrayItem(sh, 0)->valuedouble, cJSON_GetArrayItem(sh, 1)->valuedouble,
+                     (long long)rows, (long long)cols);
+    int blocksize = rc ? 0 : (int)bs->valuedouble;
+    float offset = rc ? 0 : (float)off->valuedouble;
+    cJSON_Delete(j);
+    if (rc || dp_nf4_alloc(q, rows, cols, blocksize)) return -1;
+    float map[256];
+    dp_dynamic_map(map);
+    int64_t ng = (q->nblocks + 255) / 256;
+    if (t[0]->dtype != DP_DT_U8 || t[0]->nbytes != (uint64_t)(q->n + 1) / 2 ||
+        t[1]->dtype != DP_DT_U8 || t[1]->nbytes != (uint64_t)q->nblocks ||
+        t[3]->dtype != DP_DT_F32 || t[3]->nbytes != (uint64_t)ng * 4 || t[2]->dtype != DP_DT_F32 ||
+        t[2]->nbytes != 64 || memcmp(t[2]->data, dp_nf4_values, 64) || t[4]->dtype != DP_DT_F32 ||
+        t[4]->nbytes != 1024 || memcmp(t[4]->data, map, 1024)) {
+        dp_nf4_free(q);
+        return dp_fail("%s.weight: NF4 arrays have the wrong types or sizes for [%lld, %lld] in "
+                       "blocks of %d, or non-standard code maps",
+                       x, (long long)rows, (long long)cols, blocksize);
+    }
+    memcpy(q->codes, t[0]->data, t[0]->nbytes);
+    memcpy(q->absmax_q, t[1]->data, t[1]->nbytes);
+    memcpy(q->absmax2, t[3]->data, t[3]->nbytes);
+    q->offset = offset;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ load */
+
+void dp_model_free(dp_model *m) {
+    if (!m) return;
+    storage *s = m->storage;
+    if (s) {
+        free(s->arena);
+        for (int i = 0; i < s->n_nf4; i++) dp_nf4_free(&s->nf4[i]);
+        free(s->nf4);
+        free(s);
+    }
+    free(m->layers);
+    free(m->source);
+    free(m);
+}
+
+size_t dp_model_weight_bytes(const dp_model *m) {
+    const storage *s = m->storage;
+    size_t b = s->arena_floats * sizeof(float);
+    for (int i = 0; i < s->n_nf4; i++)
+        if (s->nf4[i].codes) b += dp_nf4_bytes(&s->nf4[i]);
+    return b;
+}
+
+typedef struct {
+    int64_t rows, cols;
+    int permute; /* heads for the GGUF unpermutation, 0 = none */
+} lin_shape;
+
+static lin_shape linear_shape(const dp_model_config *c, int id) {
+    int64_t q = (int64_t)c->H * c->D, kv = (int64_t)c->KVH * c->D;
+    bool llama = c->arch == DP_ARCH_LLAMA;
+    switch (id) {
+    case DP_Q:
+        return (lin_shape){q, c->C, llama ? c->H : 0};
+    case DP_K:
+        return (lin_shape){kv, c->C, llama ? c->KVH : 0};
+    case DP_V:
+        return (lin_shape){kv, c->C, 0};
+    case DP_O:
+        return (lin_shape){c->C, q, 0};
+    case DP_GATE:
+    case DP_UP:
+        return (lin_shape){c->F, c->C, 0};
+    default:
+        return (lin_shape){c->C, c->F, 0};
+    }
+}
+
+static void names(int layer, int id, char *hf, char *gg, size_t cap, const char *what) {
+    /* what: "weight" or "bias" */
+    snprintf(hf, cap, "model.layers.%d.%s.%s.%s", layer, hf_module[id], dp_linear_names[id], what);
+    snprintf(gg, cap, "blk.%d.%s.%s", layer, gguf_linear[id], what);
+}
+
+dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
+    dp_load_opts opts = {0};
+    if (opts_in) opts = *opts_in;
+    if (!opts.blocksize) opts.blocksize = 64;
+    dp_model *m = dp_calloc(1, sizeof *m);
+    storage *stg = dp_calloc(1, sizeof *stg);
+    source src = {0}, nf4src = {0};
+    float *tmp = NULL;
+    if (!m || !stg) goto fail;
+    m->storage = stg;
+    m->source = dp_strdup(path);
+    if (!m->source) goto fail;
+    dp_model_config *c = &m->cfg;
+    if (is_dir(path)) {
+        if (dp_config_load_dir(c, path) || !(src.st = dp_st_set_open_dir(path))) goto fail;
+    } else if (exists(path)) {
+        if (!(src.gg = dp_gguf_open(path)) || dp_config_from_gguf(c, src.gg)) goto fail;
+        src.unpermute = c->arch == DP_ARCH_LLAMA;
+    } else {
+        dp_fail("model %s: no such file or directory (expected a Hugging Face model directory or a "
+                ".gguf file)",
+                path);
+        goto fail;
+    }
+    /* a quantized copy, when asked for NF4 */
+    char nf4path[4096] = "";
+    if (opts.nf4 && !opts.nf4_fresh) {
+        if (opts.nf4_file)
+            snprintf(nf4path, sizeof nf4path, "%s", opts.nf4_file);
+        else
+            dp_nf4_default_path(path, nf4path, sizeof nf4path);
+        if (exists(nf4path)) {
+            if (!(nf4src.st = dp_st_set_open_file(nf4path))) goto fail;
+        } else if (opts.nf4_file) {
+            dp_fail("%s: no such NF4 file (make one with `doppel quantize`)", nf4path);
+            goto fail;
+        }
+    }
+    /* tensors other than NF4 linears come from the NF4 file when there is one (it holds them all)
+     */
+    const source *base = nf4src.st ? &nf4src : &src;
+    bool lm_nf4 = opts.nf4 && opts.nf4_lm_head && !c->tied_embeddings;
+    if (nf4src.st && !c->tied_embeddings) {
+        lm_nf4 = dp_st_set_find(nf4src.st, "lm_head.weight.absmax") != NULL;
+    }
+    const int L = c->L;
+    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
+    size_t n = V * C + C; /* embed, final norm */
+    for (int l = 0; l < L; l++) {
+        n += 2 * C;
+        if (c->qk_norm) n += 2 * D;
+        if (c->qkv_bias) n += (size_t)(c->H + 2 * c->KVH) * D;
+        if (!opts.nf4)
+            for (int id = 0; id < DP_N_LINEAR; id++) {
+                lin_shape s = linear_shape(c, id);
+                n += (size_t)(s.rows * s.cols);
+            }
+    }
+    if (!c->tied_embeddings && !lm_nf4) n += V * C;
+    stg->arena = malloc(n * sizeof(float));
+    m->layers = dp_calloc((size_t)L, sizeof(dp_layer));
+    if (!stg->arena || !m->layers) {
+        dp_fail("out of memory: the model needs %.1f MiB of fp32 weights", n * 4.0 / 1048576);
+        goto fail;
+    }
+    stg->arena_floats = n;
+    if (opts.nf4) {
+        stg->nf4 = dp_calloc((size_t)L * DP_N_LINEAR + 1, sizeof(dp_nf4));
+        if (!stg->nf4) goto fail;
+        stg->n_nf4 = L * DP_N_LINEAR + 1;
+        size_t maxlin = V * C * (lm_nf4 ? 1 : 0);
+        for (int id = 0; id < DP_N_LINEAR; id++) {
+            lin_shape s = linear_shape(c, id);
+            if ((size_t)(s.rows * s.cols) > maxlin) maxlin = (size_t)(s.rows * s.cols);
+        }
+        if (!nf4src.st && !(tmp = malloc(maxlin * sizeof(float)))) {
+            dp_fail("out of memory for a %zu-float staging buffer", maxlin);
+            goto fail;
+        }
+    }
+    float *p = stg->arena;
+#define TAKE(k) (p += (k), p - (k))
+    m->embed = TAKE(V * C);
+    if (fetch(base, "model.embed_tokens.weight", "token_embd.weight", m->embed, c->V, c->C, 0))
+        goto fail;
+    m->final_norm = TAKE(C);
+    if (fetch(base, "model.norm.weight", "output_norm.weight", m->final_norm, c->C, 0, 0))
+        goto fail;
+    char hf[256], gg[256];
+    for (int l = 0; l < L; l++) {
+        dp_layer *ly = &m->layers[l];
+        ly->attn_norm = TAKE(C);
+        ly->ffn_norm = TAKE(C);
+        snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
+        if (fetch(base, hf, gg, ly->attn_norm, c->C, 0, 0)) goto fail;
+        snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
+        if (fetch(base, hf, gg, ly->ffn_norm, c->C, 0, 0)) goto fail;
+        if (c->qk_norm) {
+            ly->q_norm = TAKE(D);
+            ly->k_norm = TAKE(D);
+            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
+            snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
+            if (fetch(base, hf, gg, ly->q_norm, c->D, 0, 0)) goto fail;
+            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
+            snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
+            if (fetch(base, hf, gg, ly->k_norm, c->D, 0, 0)) goto fail;
+        }
+        for (int id = 0; id < DP_N_LINEAR; id++) {
+            lin_shape s = linear_shape(c, id);
+            dp_linear *lin = &ly->lin[id];
+            lin->out = (int)s.rows;
+            lin->in = (int)s.cols;
+            if (c->qkv_bias && id <= DP_V) {
+                lin->bias = TAKE((size_t)s.rows);
+                names(l, id, hf, gg, sizeof hf, "bias");
+                /* the GGUF bias of q/k is permuted like its rows (llama only; qwen2 is not) */
+                if (fetch(base, hf, gg, lin->bias, s.rows, 0, 0)) goto fail;
+            }
+            names(l, id, hf, gg, sizeof hf, "weight");
+            if (!opts.nf4) {
+                lin->w = TAKE((size_t)(s.rows * s.cols));
+                if (fetch(&src, hf, gg, lin->w, s.rows, s.cols, s.permute)) goto fail;
+                continue;
+            }
+            dp_nf4 *q = &stg->nf4[l * DP_N_LINEAR + id];
+            lin->nf4 = q;
+            if (nf4src.st) {
+                snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id],
+                         dp_linear_names[id]);
+                if (load_nf4_linear(nf4src.st, hf, q, s.rows, s.cols)) goto fail_nf4;
+            } else if (fetch(&src, hf, gg, tmp, s.rows, s.cols, s.permute) ||
+                       dp_nf4_quantize(q, tmp, s.rows, s.cols, opts.blocksize))
+                goto fail;
+        }
+        if (!opts.quiet && (l + 1) % 8 == 0 && l + 1 < L)
+            fprintf(stderr, "loading %s: %d/%d layers\r", path, l + 1, L);
+    }
+    m->lm_head.out = c->V;
+    m->lm_head.in = c->C;
+    if (c->tied_embeddings) {
+        m->lm_head.w = m->embed;
+    } else if (lm_nf4) {
+        dp_nf4 *q = &stg->nf4[L * DP_N_LINEAR];
+        m->lm_head.nf4 = q;
+        if (nf4src.st) {
+            if (load_nf4_linear(nf4src.st, "lm_head", q, c->V, c->C)) goto fail_nf4;
+        } else if (fetch(&src, "lm_head.weight", "output.weight", tmp, c->V, c->C, 0) ||
+                   dp_nf4_quantize(q, tmp, c->V, c->C, opts.blocksize))
+            goto fail;
+    } else {
+        m->lm_head.w = TAKE(V * C);
+        if (fetch(base, "lm_head.weight", "output.weight", m->lm_head.w, c->V, c->C, 0)) goto fail;
+    }
+#undef TAKE
+    if (!opts.quiet)
+        fprintf(stderr, "loaded %s: %s, %d layers, %s%s weights %.1f MiB\n", path,
+                dp_arch_name(c->arch), L, opts.nf4 ? "NF4" : "fp32",
+                nf4src.st ? " (from the quantized file)" : "",
+                dp_model_weight_bytes(m) / 1048576.0);
+    free(tmp);
+    dp_st_set_close(src.st);
+    dp_gguf_close(src.gg);
+    dp_st_set_close(nf4src.st);
+    return m;
+fail_nf4:
+    dp_fail_context("%s", nf4path);
+fail:
+    free(tmp);
+    dp_st_set_close(src.st);
+    dp_gguf_close(src.gg);
+    dp_st_set_close(nf4src.st);
+    dp_model_free(m);
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ quantize / save */
+
+int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head) {
+    storage *s = m->storage;
+    const int L = m->cfg.L;
+    if (!s->nf4) {
+        s->nf4 = dp_calloc((size_t)L * DP_N_LINEAR + 1, sizeof(dp_nf4));
+        if (!s->nf4) return -1;
+        s->n_nf4 = L * DP_N_LINEAR + 1;
+    }
+    for (int l = 0; l < L; l++)
+        for (int id = 0; id < DP_N_LINEAR; id++) {
+            dp_linear *lin = &m->layers[l].lin[id];
+            if (!lin->w) continue;
+            dp_nf4 *q = &s->nf4[l * DP_N_LINEAR + id];
+            if (dp_nf4_quantize(q, lin->w, lin->out, lin->in, blocksize)) return -1;
+            lin->nf4 = q;
+            lin->w = NULL;
+        }
+    if (lm_head && !m->cfg.tied_embeddings && m->lm_head.w) {
+        dp_nf4 *q = &s->nf4[L * DP_N_LINEAR];
+        if (dp_nf4_quantize(q, m->lm_head.w, m->cfg.V, m->cfg.C, blocksize)) return -1;
+        m->lm_head.nf4 = q;
+        m->lm_head.w = NULL;
+    }
+    return 0;
+}
+
+static int add_f32(dp_st_writer *w, const char *name, const float *data, int64_t rows,
+                   int64_t cols) {
+    int64_t shape[2] = {rows, cols};
+    return dp_st_writer_add(w, name, DP_DT_F32, cols ? 2 : 1, shape, data);
+}
+
+/* the six bitsandbytes tensors of one NF4 linear; json receives the quant_state text to free */
+static int add_nf4(dp_st_writer *w, const char *x, const dp_nf4 *q, const float *map, char **json) {
+    char name[512];
+    int64_t s;
+    char buf[512];
+    int len = snprintf(buf, sizeof buf,
+                       "{\"quant_type\": \"nf4\", \"blocksize\": %d, \"dtype\": \"float32\", "
+                       "\"shape\": [%lld, %lld], \"nested_blocksize\": 256, \"nested_dtype\": "
+                       "\"float32\", \"nested_offset\": %.9g}",
+                       q->blocksize, (long long)q->rows, (long long)q->cols, (double)q->offset);
+    *json = dp_strdup(buf);
+    if (!*json) return -1;
+    int rc = 0;
+    int64_t packed[2] = {(q->n + 1) / 2, 1};
+    snprintf(name, sizeof name, "%s.weight", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_U8, 2, packed, q->codes);
+    s = q->nblocks;
+    snprintf(name, sizeof name, "%s.weight.absmax", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_U8, 1, &s, q->absmax_q);
+    s = 16;
+    snprintf(name, sizeof name, "%s.weight.quant_map", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_F32, 1, &s, dp_nf4_values);
+    s = (q->nblocks + 255) / 256;
+    snprintf(name, sizeof name, "%s.weight.nested_absmax", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_F32, 1, &s, q->absmax2);
+    s = 256;
+    snprintf(name, sizeof name, "%s.weight.nested_quant_map", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_F32, 1, &s, map);
+    s = len;
+    snprintf(name, sizeof name, "%s.weight.quant_state.bitsandbytes__nf4", x);
+    rc |= dp_st_writer_add(w, name, DP_DT_U8, 1, &s, *json);
+    return rc ? -1 : 0;
+}
+
+int dp_model_save_nf4(const dp_model *m, const char *path) {
+    const dp_model_config *c = &m->cfg;
+    const int L = c->L;
+    char **json = dp_calloc((size_t)L * DP_N_LINEAR + 1, sizeof(char *));
+    dp_st_writer *w = dp_st_writer_new();
+    float map[256];
+    dp_dynamic_map(map);
+    int rc = (json && w) ? 0 : -1;
+    char name[256];
+    if (!rc) rc = add_f32(w, "model.embed_tokens.weight", m->embed, c->V, c->C);
+    if (!rc) rc = add_f32(w, "model.norm.weight", m->final_norm, c->C, 0);
+    for (int l = 0; l < L && !rc; l++) {
+        const dp_layer *ly = &m->layers[l];
+        snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+        rc |= add_f32(w, name, ly->attn_norm, c->C, 0);
+        snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+        rc |= add_f32(w, name, ly->ffn_norm, c->C, 0);
+        if (ly->q_norm) {
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+            rc |= add_f32(w, name, ly->q_norm, c->D, 0);
+            snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+            rc |= add_f32(w, name, ly->k_norm, c->D, 0);
+        }
+        for (int id = 0; id < DP_N_LINEAR && !rc; id++) {
+            const dp_linear *lin = &ly->lin[id];
+            snprintf(name, sizeof name, "model.layers.%d.%s.%s", l, hf_module[id],
+                     dp_linear_names[id]);
+            if (!lin->nf4) {
+                rc = dp_fail("cannot save %s: the model is not quantized to NF4", name);
+                break;
+            }
+            rc = add_nf4(w, name, lin->nf4, map, &json[l * DP_N_LINEAR + id]);
+            if (!rc && lin->bias) {
+                char bn[300];
+                snprintf(bn, sizeof bn, "%s.bias", name);
+                rc = add_f32(w, bn, lin->bias, lin->out, 0);
+            }
+        }
+    }
+    if (!rc && !c->tied_embeddings) {
+        if (m->lm_head.nf4)
+            rc = add_nf4(w, "lm_head", m->lm_head.nf4, map, &json[L * DP_N_LINEAR]);
+        else
+            rc = add_f32(w, "lm_head.weight", m->lm_head.w, c->V, c->C);
+    }
+    if (!rc) rc = dp_st_writer_meta(w, "format", "pt");
+    if (!rc) rc = dp_st_writer_meta(w, "doppel.source", m->source ? m->source : "");
+    if (!rc) rc = dp_st_writer_save(w, path);
+    dp_st_writer_free(w);
+    if (json)
+        for (int i = 0; i < L * DP_N_LINEAR + 1; i++) free(json[i]);
+    free(json);
+    return rc;
+}

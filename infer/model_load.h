@@ -1,0 +1,41 @@
+/* Loading a model (Hugging Face directory or .gguf) into dp_model with fp32 weights, or with
+ * the block linears in NF4 (quantized on the fly, or read from a `doppel quantize` file). */
+#ifndef DOPPEL_MODEL_LOAD_H
+#define DOPPEL_MODEL_LOAD_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "infer/model.h"
+
+typedef struct {
+    bool nf4;             /* block linears in NF4 + double quantization (else fp32) */
+    int blocksize;        /* NF4 block size, 64 (default when 0) or 256 */
+    bool nf4_lm_head;     /* also quantize an untied lm_head */
+    const char *nf4_file; /* quantized file to use; NULL: dp_nf4_default_path() if present */
+    bool nf4_fresh;       /* quantize from the original weights even when such a file exists */
+    bool quiet;           /* no progress lines on stderr */
+} dp_load_opts;
+
+/* path: a directory with config.json + model.safetensors (or shards), or a .gguf file.
+ * opts may be NULL (fp32). NULL with dp_last_error() on failure. */
+dp_model *dp_model_load(const char *path, const dp_load_opts *opts);
+void dp_model_free(dp_model *m);
+
+/* Replaces the fp32 weights of every block linear (and the untied lm_head when lm_head) by
+ * NF4, freeing nothing until dp_model_free (the fp32 arena stays allocated). */
+int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head);
+
+/* Writes the model in the bitsandbytes serialization of an NF4 model (HF tensor names;
+ * X.weight U8, X.weight.absmax, .quant_map, .nested_absmax, .nested_quant_map,
+ * .quant_state.bitsandbytes__nf4; other tensors F32). The model's linears must be NF4. */
+int dp_model_save_nf4(const dp_model *m, const char *path);
+
+/* Where a quantized copy of MODEL lives by default: DIR/model.nf4.safetensors for a
+ * directory, FILE.nf4.safetensors for a .gguf. Writes into buf (cap bytes). */
+void dp_nf4_default_path(const char *model_path, char *buf, size_t cap);
+
+/* Bytes of weights held (fp32 arena + NF4 arrays). */
+size_t dp_model_weight_bytes(const dp_model *m);
+
+#endif
