@@ -178,7 +178,9 @@ struct dp_tokenizer {
     size_t vocab_mask;
     merge_slot *merges;
     size_t merge_mask, n_merges;
-    int32_t byte_id[256];
+    int32_t byte_id[256]; /* -1: no token (the byte is dropped) */
+    int n_missing_bytes;
+    uint64_t dropped; /* bytes dropped so far */
     added_tok *added; /* sorted by first byte, then longest first */
     int n_added;
     int added_start[257];
@@ -188,6 +190,7 @@ struct dp_tokenizer {
     int32_t bos, eos, pad;
     char *chat_template;
     char desc[256];
+    bool is_clone; /* shares the tables above with its parent; owns only the state below */
     /* encode state: not shared across threads */
     cache_slot *cache;
     int32_t *h_sym, *h_prev, *h_next;
@@ -261,12 +264,24 @@ static int added_cmp(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static void free_state(dp_tokenizer *t) {
+    for (int i = 0; i < t->n_pre; i++) pcre2_match_data_free(t->pre[i].md);
+    free(t->cache);
+    free(t->h_sym);
+    free(t->h_prev);
+    free(t->h_next);
+    free(t->heap);
+    free(t->tmp);
+}
+
 void dp_tokenizer_free(dp_tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_pre; i++) {
-        pcre2_match_data_free(t->pre[i].md);
-        pcre2_code_free(t->pre[i].re);
+    free_state(t);
+    if (t->is_clone) {
+        free(t);
+        return;
     }
+    for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     free(t->arena);
     free(t->off);
     free(t->len);
@@ -275,13 +290,34 @@ void dp_tokenizer_free(dp_tokenizer *t) {
     free(t->merges);
     free(t->added);
     free(t->chat_template);
-    free(t->cache);
-    free(t->h_sym);
-    free(t->h_prev);
-    free(t->h_next);
-    free(t->heap);
-    free(t->tmp);
     free(t);
+}
+
+dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent) {
+    dp_tokenizer *t = dp_malloc(sizeof *t);
+    if (!t) return NULL;
+    *t = *parent; /* the read-only tables are shared (compiled PCRE2 code is thread-safe) */
+    t->is_clone = true;
+    t->dropped = 0;
+    t->cache = NULL;
+    t->h_sym = t->h_prev = t->h_next = NULL;
+    t->heap = NULL;
+    t->h_cap = 0;
+    t->tmp = NULL;
+    t->tmp_cap = 0;
+    for (int i = 0; i < t->n_pre; i++) t->pre[i].md = NULL;
+    for (int i = 0; i < t->n_pre; i++)
+        if (t->pre[i].re &&
+            !(t->pre[i].md = pcre2_match_data_create_from_pattern(t->pre[i].re, NULL))) {
+            dp_fail("out of memory for regex match data");
+            dp_tokenizer_free(t);
+            return NULL;
+        }
+    if (!(t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache))) {
+        dp_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
 }
 
 static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
@@ -377,15 +413,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->vocab[h]) h = (h + 1) & t->vocab_mask;
         t->vocab[h] = (uint32_t)i + 1;
     }
+    /* a byte without a token is dropped from the text, as HF's BPE does without unk_token
+     * (SmolLM2 lacks 21 bytes, mostly ones UTF-8 never uses); dropped bytes are counted */
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
-        if (t->byte_id[b] < 0) {
-            dp_fail("%s: the vocabulary has no token for byte 0x%02X (a byte-level BPE vocabulary "
-                    "has all 256)",
-                    s->name, b);
-            goto fail;
-        }
+        t->n_missing_bytes += t->byte_id[b] < 0;
     }
 
     /* merges: (left id, right id) -> (rank, merged id); a repeated pair keeps its last rank,
@@ -447,10 +480,14 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
-    snprintf(
-        t->desc, sizeof t->desc, "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s",
-        (int)t->n_ids, t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
-        s->pre_desc ? s->pre_desc : "no pre-tokenizer", t->ignore_merges ? ", ignore_merges" : "");
+    char missing[64] = "";
+    if (t->n_missing_bytes)
+        snprintf(missing, sizeof missing, ", %d bytes without a token", t->n_missing_bytes);
+    snprintf(t->desc, sizeof t->desc,
+             "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s%s", (int)t->n_ids,
+             t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
+             s->pre_desc ? s->pre_desc : "no pre-tokenizer",
+             t->ignore_merges ? ", ignore_merges" : "", missing);
     return t;
 fail:
     dp_tokenizer_free(t);
@@ -581,11 +618,29 @@ static int bpe_long(dp_tokenizer *t, const unsigned char *s, size_t n, dp_ids *o
 static int bpe_piece(dp_tokenizer *t, const char *piece, size_t n, dp_ids *out) {
     const unsigned char *s = (const unsigned char *)piece;
     if (n == 0) return 0;
-    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
-    if (t->ignore_merges) {
+    if (t->ignore_merges && n > 1) {
         int32_t id = vocab_find(t, piece, n);
         if (id >= 0) return dp_ids_push(out, id);
     }
+    if (t->n_missing_bytes) {
+        size_t keep = 0;
+        for (size_t i = 0; i < n; i++) keep += t->byte_id[s[i]] >= 0;
+        if (keep < n) {
+            if (keep > t->tmp_cap) {
+                char *b = dp_realloc(t->tmp, keep * 2);
+                if (!b) return -1;
+                t->tmp = b;
+                t->tmp_cap = keep * 2;
+            }
+            for (size_t i = 0, k = 0; i < n; i++)
+                if (t->byte_id[s[i]] >= 0) t->tmp[k++] = (char)s[i];
+            t->dropped += n - keep;
+            s = (const unsigned char *)t->tmp;
+            n = keep;
+            if (n == 0) return 0;
+        }
+    }
+    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
     cache_slot *c = NULL;
     uint64_t h = 0;
     if (n <= CACHE_KEY) {
@@ -804,4 +859,7 @@ const char *dp_tokenizer_chat_template(const dp_tokenizer *t) {
 }
 const char *dp_tokenizer_describe(const dp_tokenizer *t) {
     return t->desc;
+}
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t) {
+    return t->dropped;
 }

@@ -20,7 +20,8 @@ int dp_ids_push(dp_ids *ids, int32_t id);
 void dp_ids_free(dp_ids *ids);
 
 /* One tokenizer. Loading is slow-ish (150k tokens); encoding keeps a cache of recent pieces
- * and regex match state inside, so one object must be used by one thread at a time. */
+ * and regex match state inside, so one object is used by one thread at a time: other threads
+ * use dp_tokenizer_clone (cheap). */
 typedef struct dp_tokenizer dp_tokenizer;
 
 /* PATH is a tokenizer.json file or a directory holding one (a Hugging Face model dir);
@@ -64,7 +65,12 @@ typedef struct {
  * error that lists the known ones). The arrays are copied. */
 dp_tokenizer *dp_tokenizer_from_arrays(const dp_tokenizer_arrays *a);
 
+/* Frees a tokenizer or a clone (free clones before their parent). */
 void dp_tokenizer_free(dp_tokenizer *t);
+
+/* A handle for another thread: shares the parent's read-only tables (no copy of the
+ * vocabulary) and has its own cache and match state. The parent must outlive it. */
+dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent);
 
 /* Encodes UTF-8 text (invalid UTF-8 is an error naming the byte offset), appending to *out.
  * allow_special: special-token text ("<|im_end|>") becomes its id; otherwise it is encoded
@@ -86,6 +92,9 @@ const char *dp_tokenizer_token_bytes(const dp_tokenizer *t, int32_t id, size_t *
  * vocabulary token's decoded bytes ("hello"); -1 when there is none. */
 int32_t dp_tokenizer_token_id(const dp_tokenizer *t, const char *text);
 bool dp_tokenizer_is_special(const dp_tokenizer *t, int32_t id);
+/* Bytes dropped by encode so far because the vocabulary has no token for them (HF drops them
+ * too; SmolLM2 lacks 21 byte tokens). Callers report a non-zero count. */
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t);
 /* Number of ids (max id + 1, including added tokens). */
 int32_t dp_tokenizer_vocab_size(const dp_tokenizer *t);
 

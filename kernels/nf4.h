@@ -48,6 +48,8 @@ void dp_nf4_dequantize_range(const dp_nf4 *q, float *out, int64_t start, int64_t
 void dp_nf4_dequantize(const dp_nf4 *q, float *out);
 /* Bytes held by q's arrays. */
 size_t dp_nf4_bytes(const dp_nf4 *q);
+/* The same for a (rows, cols) matrix not yet quantized (the memory planner). */
+size_t dp_nf4_size(int64_t rows, int64_t cols, int blocksize);
 
 /* ---- linear layers over NF4 weights (kernels/cpu/matmul.c), same conventions as
  * matmul_forward: out (N, OC) = inp (N, C) @ W (OC, C)^T + bias (OC or NULL). */

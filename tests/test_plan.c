@@ -38,7 +38,7 @@ int main(void) {
     dp_memplan_free(&p);
 
     /* NF4 + double quantization costs 4 + 8/64 + 32/(64*256) bits per parameter */
-    double bits = 8.0 * (double)dp_plan_nf4_bytes(4096, 4096) / (4096.0 * 4096.0);
+    double bits = 8.0 * (double)dp_nf4_size(4096, 4096, 64) / (4096.0 * 4096.0);
     CHECK_NEAR(4.0 + 8.0 / 64 + 32.0 / (64 * 256), bits, 1e-4, 0);
 
     /* the plan grows with the sequence, and max_seq is exactly the fitting boundary */

@@ -255,7 +255,39 @@ static void test_json_loader(void) {
     free(j);
 }
 
+/* A vocabulary without some byte tokens drops those bytes (as HF does) and counts them. */
+static void test_missing_byte(void) {
+    static char bytes[256][3];
+    const char *tokens[256];
+    for (int b = 0; b < 256; b++) bytelevel_char(b, bytes[b]), tokens[b] = bytes[b];
+    tokens['q'] = "QQ"; /* id 113 is now "QQ"; byte 'q' has no token */
+    tokens['Q'] = "Q";
+    const char *merges[] = {"a b"};
+    const char *tok2[257];
+    memcpy(tok2, tokens, sizeof tokens);
+    tok2[256] = "ab";
+    dp_tokenizer_arrays a = {.name = "toy",
+                             .pre = "gpt2",
+                             .tokens = tok2,
+                             .n_tokens = 257,
+                             .merges = merges,
+                             .n_merges = 1,
+                             .bos_id = -1,
+                             .eos_id = -1,
+                             .pad_id = -1};
+    dp_tokenizer *t = dp_tokenizer_from_arrays(&a);
+    CHECK_REPORT(t != NULL, "%s", dp_last_error());
+    if (!t) return;
+    check_ids(t, "aqb", false, IDS(256)); /* q dropped, then a b merge (HF's Word) */
+    check_ids(t, "q", false, (const int32_t[]){0}, 0);
+    CHECK_EQ_INT(2, dp_tokenizer_dropped_bytes(t));
+    CHECK_REPORT(strstr(dp_tokenizer_describe(t), "1 bytes without a token") != NULL, "%s",
+                 dp_tokenizer_describe(t));
+    dp_tokenizer_free(t);
+}
+
 int main(void) {
+    test_missing_byte();
     test_merge_order();
     test_bytes_and_space();
     test_added_tokens();

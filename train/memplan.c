@@ -35,11 +35,9 @@ dp_train_shape dp_train_shape_default(void) {
                             .ce_chunk = 256};
 }
 
-uint64_t dp_plan_nf4_bytes(int64_t rows, int64_t cols) {
-    uint64_t n = (uint64_t)rows * (uint64_t)cols;
-    uint64_t nblocks = (n + 63) / 64;
-    uint64_t groups = (nblocks + 255) / 256;
-    return (n + 1) / 2 + nblocks + groups * F32 + F32; /* codes, absmax codes, absmax2, offset */
+/* NF4 + double quantization at bitsandbytes' blocksize. */
+static uint64_t nf4_bytes(int64_t rows, int64_t cols) {
+    return dp_nf4_size(rows, cols, 64);
 }
 
 /* (out, in) of each linear module of a block. */
@@ -115,7 +113,7 @@ int dp_memplan_build(dp_memplan *p, const dp_model_config *c, const dp_train_sha
     for (int id = 0; id < DP_N_LINEAR; id++) {
         int64_t out, in;
         linear_shape(c, id, &out, &in);
-        nf4 += dp_plan_nf4_bytes(out, in);
+        nf4 += nf4_bytes(out, in);
         p->base_linear_params += (uint64_t)(out * in);
         if ((uint64_t)(out * in) > max_linear) max_linear = (uint64_t)(out * in);
         if ((s->targets >> id) & 1) lora += (uint64_t)s->r * (uint64_t)(out + in);
@@ -125,7 +123,7 @@ int dp_memplan_build(dp_memplan *p, const dp_model_config *c, const dp_train_sha
     if (add(p, DP_MEM_BASE_16BIT, "embed_tokens", V * C * BF16)) goto fail;
     if (!c->tied_embeddings) {
         if (s->lm_head_nf4) {
-            if (add(p, DP_MEM_BASE_NF4, "lm_head", dp_plan_nf4_bytes(c->V, c->C))) goto fail;
+            if (add(p, DP_MEM_BASE_NF4, "lm_head", nf4_bytes(c->V, c->C))) goto fail;
             if (V * C > max_linear) max_linear = V * C;
         } else if (add(p, DP_MEM_BASE_16BIT, "lm_head", V * C * BF16))
             goto fail;

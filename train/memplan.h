@@ -64,9 +64,6 @@ void dp_memplan_free(dp_memplan *plan);
 int dp_memplan_max_seq(const dp_model_config *cfg, const dp_train_shape *shape,
                        uint64_t vram_bytes);
 
-/* Bytes of one (rows x cols) matrix in NF4 + double quantization with blocksize 64. */
-uint64_t dp_plan_nf4_bytes(int64_t rows, int64_t cols);
-
 /* Roofline estimate of one optimizer step (one micro-batch) on a given GPU. */
 typedef struct {
     double flops;        /* matmul + attention FLOPs, forward + recompute + backward */

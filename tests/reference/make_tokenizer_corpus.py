@@ -7,8 +7,10 @@ tokenizer.json files of ../shared/tokenizers/{qwen3,llama3}.
 Writes tests/fixtures/tokenizer-corpus.jsonl.zst: one line per text,
 {"text": ..., "qwen3": [ids], "llama3": [ids]} (no special tokens added, special-token text in
 the input recognized: tokenizers' encode(text, add_special_tokens=False)).
-With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf) it also adds "smollm2" ids from
-transformers' GGUF tokenizer loader (pip install transformers gguf).
+With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see fetch_smollm2.sh) it also adds
+"smollm2" ids: the GGUF's vocabulary and merges as read by transformers' GGUF tokenizer loader
+(pip install transformers gguf) with SmolLM2's pre-tokenizer (Digits, then ByteLevel), and
+"smollm2_gpt2" ids: the same with transformers' GGUF pipeline unchanged (ByteLevel only).
 
 It also writes tests/fixtures/chat-render.json: conversations rendered by each model's own
 chat_template (tokenizer_config.json, run with jinja2 as transformers does) and those strings'
@@ -147,11 +149,23 @@ def main():
         toks[name] = Tokenizer.from_file(os.path.join(a.shared, "tokenizers", name,
                                                       "tokenizer.json")).encode
     if a.smollm2:
+        # transformers reads the GGUF's vocab and merges; its GGUF converter sets the
+        # pre-tokenizer to ByteLevel alone, while SmolLM2's own tokenizer.json (and llama.cpp's
+        # "smollm" pre-tokenizer) split digits first: the reference restores that pipeline.
+        from tokenizers import pre_tokenizers
         from transformers import AutoTokenizer
-        gguf = [f for f in os.listdir(a.smollm2) if f.endswith(".gguf")][0]
-        hf = AutoTokenizer.from_pretrained(a.smollm2, gguf_file=gguf)
-        toks["smollm2"] = lambda s, add_special_tokens=False: type(
-            "E", (), {"ids": hf.encode(s, add_special_tokens=False)})
+        gguf = sorted(f for f in os.listdir(a.smollm2) if f.endswith(".gguf"))[0]
+        bt = AutoTokenizer.from_pretrained(a.smollm2, gguf_file=gguf).backend_tokenizer
+        plain = Tokenizer.from_str(bt.to_str())
+        bt.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+        toks["smollm2"] = bt.encode
+        toks["smollm2_gpt2"] = plain.encode  # the same vocab with pre-tokenizer "gpt2"
+        diff = sum(plain.encode(s, add_special_tokens=False).ids !=
+                   bt.encode(s, add_special_tokens=False).ids for s in corpus())
+        print(f"smollm2: transformers' GGUF pipeline (no Digits step) differs on {diff} texts",
+              file=sys.stderr)
     chat_fixture(a.shared, os.path.join(os.path.dirname(a.out), "chat-render.json"))
     texts = corpus()
     rows = []
