@@ -96,7 +96,6 @@ static int utf8_step(const unsigned char *s, size_t n) {
     return need + 1;
 }
 
-
 /* Appends bytes to out, replacing each invalid maximal subpart with U+FFFD. When hold is
  * non-NULL, a valid-but-truncated tail is not written: its length is stored in *hold. */
 static int append_lossy(dp_buf *out, const unsigned char *s, size_t n, size_t *hold) {
@@ -190,6 +189,7 @@ struct dp_tokenizer {
     int32_t bos, eos, pad;
     char *chat_template;
     char desc[256];
+    uint64_t fingerprint;
     bool is_clone; /* shares the tables above with its parent; owns only the state below */
     /* encode state: not shared across threads */
     cache_slot *cache;
@@ -401,6 +401,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         pos += t->len[i];
     }
 
+    /* fingerprint: what decides the ids (tokens, merges, pipeline), not names or templates */
+    uint64_t fp = (uint64_t)t->n_ids;
+    for (int32_t i = 0; i < s->n_ids; i++)
+        fp = hash_u64(fp ^ t->flags[i]) ^
+             hash_bytes((const unsigned char *)t->arena + t->off[i], t->len[i]);
+
     /* vocabulary lookup (model vocab only, raw bytes), duplicates keep the lowest id */
     t->vocab_mask = pow2_at_least(n_vocab * 2 + 1) - 1;
     t->vocab = dp_calloc(t->vocab_mask + 1, sizeof *t->vocab);
@@ -456,6 +462,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->merges[h].key && t->merges[h].key != key) h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->n_merges++;
         t->merges[h] = (merge_slot){key, (uint32_t)m, c};
+        fp = hash_u64(fp ^ key) ^ (uint64_t)(uint32_t)c;
     }
     free(buf);
 
@@ -475,8 +482,13 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         t->added_start[b] = k;
     }
 
-    for (int i = 0; i < s->n_pre; i++)
+    for (int i = 0; i < s->n_pre; i++) {
         if (compile_step(t, s, i)) goto fail;
+        const char *pat = s->pre[i].pattern ? s->pre[i].pattern : "";
+        fp = hash_u64(fp ^ (uint64_t)s->pre[i].kind ^ ((uint64_t)s->pre[i].literal << 8)) ^
+             hash_bytes((const unsigned char *)pat, strlen(pat));
+    }
+    t->fingerprint = hash_u64(fp ^ (uint64_t)t->nfc ^ ((uint64_t)t->ignore_merges << 1));
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
@@ -862,4 +874,7 @@ const char *dp_tokenizer_describe(const dp_tokenizer *t) {
 }
 uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t) {
     return t->dropped;
+}
+uint64_t dp_tokenizer_fingerprint(const dp_tokenizer *t) {
+    return t->fingerprint;
 }
