@@ -5,6 +5,7 @@
 #include "data/chat_format.h"
 #include "data/dataset.h"
 #include "data/error.h"
+#include "data/io.h"
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"
 #include "infer/model_load.h"
@@ -168,11 +169,18 @@ static int token_data(const char *path, render_ctx *rc, uint64_t tok_fp, dp_toke
 
 /* ------------------------------------------------------------------ run configuration */
 
+/* absolute path, so a resume from another directory compares equal */
+static void add_path(cJSON *j, const char *key, const char *path) {
+    char *abs = realpath(path, NULL);
+    cJSON_AddStringToObject(j, key, abs ? abs : path);
+    free(abs);
+}
+
 static cJSON *run_config(void) {
     cJSON *j = cJSON_CreateObject();
-    cJSON_AddStringToObject(j, "model", model_path);
-    cJSON_AddStringToObject(j, "data", data_path);
-    if (val_path) cJSON_AddStringToObject(j, "val", val_path);
+    add_path(j, "model", model_path);
+    add_path(j, "data", data_path);
+    if (val_path) add_path(j, "val", val_path);
     cJSON_AddStringToObject(j, "targets", targets_s);
     cJSON_AddNumberToObject(j, "r", (double)r_);
     cJSON_AddNumberToObject(j, "alpha", alpha);
@@ -433,6 +441,32 @@ int dp_cmd_train(int argc, char **argv) {
         fprintf(stderr, "train: adapter in %s/ (best in %s/best/), metrics in %s/metrics.h5\n",
                 out_dir, out_dir, out_dir);
     }
+    /* doppel.json again, now with the run's results */
+    cJSON *sum = cJSON_CreateObject();
+    cJSON_AddItemToObject(sum, "config", cJSON_Duplicate(cfg, true));
+    cJSON_AddNumberToObject(sum, "steps", (double)res.steps_done);
+    cJSON_AddNumberToObject(sum, "total_steps", (double)res.total_steps);
+    cJSON_AddBoolToObject(sum, "interrupted", res.interrupted);
+    cJSON_AddBoolToObject(sum, "early_stopped", res.early_stopped);
+    if (!isnan(res.val_before)) cJSON_AddNumberToObject(sum, "val_loss_before", res.val_before);
+    if (!isnan(res.val_after)) cJSON_AddNumberToObject(sum, "val_loss_after", res.val_after);
+    if (!isnan(res.best_val)) {
+        cJSON_AddNumberToObject(sum, "best_val_loss", res.best_val);
+        cJSON_AddNumberToObject(sum, "best_step", (double)res.best_step);
+    }
+    cJSON_AddNumberToObject(sum, "tokens_per_s", round(res.tokens_per_s));
+    char *st = cJSON_PrintUnformatted(sum);
+    cJSON_Delete(sum);
+    am.training_json = st;
+    char *meta2 = dp_adapter_meta_json(&am, model);
+    cJSON_free(st);
+    char mp[4300];
+    snprintf(mp, sizeof mp, "%s/doppel.json", out_dir);
+    if (!meta2 || dp_write_file_atomic(mp, meta2, strlen(meta2))) {
+        free(meta2);
+        goto fail;
+    }
+    free(meta2);
     status = DP_EXIT_OK;
     goto done;
 fail:
