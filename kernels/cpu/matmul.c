@@ -107,8 +107,13 @@ static float row_dot_generic(const dp_nf4 *w, const float *x, int64_t row, int C
 
 /* one row whose blocks lie inside it (C % blocksize == 0): per block, sum of code values times
  * x, scaled once by the block's absmax */
-static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax, int64_t row,
-                            int C) {
+/* the fp32 absmax of block b: code[q] * absmax2 + offset (as dp_nf4_absmax) */
+static inline float block_absmax(const dp_nf4 *w, const float *map, int64_t b) {
+    float v = map[w->absmax_q[b]] * w->absmax2[b / 256];
+    return v + w->offset;
+}
+
+static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
@@ -119,7 +124,7 @@ static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax
         const float *xb = x + (size_t)b * bs;
         for (int i = 0; i < bs / 2; i++)
             s += dp_nf4_values[qb[i] >> 4] * xb[2 * i] + dp_nf4_values[qb[i] & 15] * xb[2 * i + 1];
-        total += s * absmax[b0 + b];
+        total += s * block_absmax(w, map, b0 + b);
     }
     return total;
 }
@@ -128,7 +133,7 @@ static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax
 /* AVX2: 16 bytes -> 32 nibbles in element order (high nibble first), looked up in the 16-entry
  * table with two permutes and a blend, multiplied into x with FMA. */
 __attribute__((target("avx2,fma"))) static float
-row_dot_avx2(const dp_nf4 *w, const float *x, const float *absmax, int64_t row, int C) {
+row_dot_avx2(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
@@ -153,7 +158,7 @@ row_dot_avx2(const dp_nf4 *w, const float *x, const float *absmax, int64_t row, 
                 sb = _mm256_fmadd_ps(val, _mm256_loadu_ps(xb + 8 * k), sb);
             }
         }
-        acc = _mm256_fmadd_ps(sb, _mm256_set1_ps(absmax[b0 + b]), acc);
+        acc = _mm256_fmadd_ps(sb, _mm256_set1_ps(block_absmax(w, map, b0 + b)), acc);
     }
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -169,10 +174,7 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
         for (int o = 0; o < OC; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
         return;
     }
-    /* the fp32 absmax of every block, once (one multiply-add per 64 weights) */
-    float *absmax = malloc((size_t)w->nblocks * sizeof(float));
-    if (!absmax) abort();
-    dp_nf4_absmax(w, absmax);
+    const float *map = dp_dynamic_map_cached();
 #ifdef DP_X86
     /* DOPPEL_NO_AVX2=1 forces the scalar path (tests compare both) */
     const char *no = getenv("DOPPEL_NO_AVX2");
@@ -186,12 +188,11 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
         float s;
 #ifdef DP_X86
         if (avx2)
-            s = row_dot_avx2(w, x, absmax, o, C);
+            s = row_dot_avx2(w, x, map, o, C);
         else
 #endif
-            s = row_dot_scalar(w, x, absmax, o, C);
+            s = row_dot_scalar(w, x, map, o, C);
         out[o] = s + (bias ? bias[o] : 0);
     }
     (void)avx2;
-    free(absmax);
 }
