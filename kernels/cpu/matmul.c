@@ -165,7 +165,49 @@ row_dot_avx2(const dp_nf4 *w, const float *x, const float *map, int64_t row, int
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+/* AVX-512: one permute looks up 16 codes in the whole 16-entry table. */
+__attribute__((target("avx512f"))) static float
+row_dot_avx512(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
+    const int bs = w->blocksize;
+    const uint8_t *q = w->codes + (size_t)row * C / 2;
+    const int64_t b0 = row * C / bs;
+    const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m512 sb = _mm512_setzero_ps();
+        for (int i = 0; i < bs; i += 32) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(q + ((size_t)b * bs + i) / 2));
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4), lo = _mm_and_si128(v, m4);
+            const float *xb = x + (size_t)b * bs + i;
+            __m512 v0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), tbl);
+            __m512 v1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo)), tbl);
+            sb = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xb), sb);
+            sb = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16), sb);
+        }
+        acc = _mm512_fmadd_ps(sb, _mm512_set1_ps(block_absmax(w, map, b0 + b)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
 #endif
+
+/* The GEMV kernel: the widest the CPU has, or DOPPEL_NF4_SIMD=scalar|avx2|avx512 (capped by the
+ * CPU; tests run every path). */
+enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };
+static int simd_level(void) {
+    int best = SIMD_SCALAR;
+#ifdef DP_X86
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SIMD_AVX2;
+    if (__builtin_cpu_supports("avx512f")) best = SIMD_AVX512;
+#endif
+    const char *e = getenv("DOPPEL_NF4_SIMD");
+    int want = !e                     ? best
+               : !strcmp(e, "scalar") ? SIMD_SCALAR
+               : !strcmp(e, "avx2")   ? SIMD_AVX2
+                                      : best;
+    return want < best ? want : best;
+}
 
 void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
     const int bs = w->blocksize;
@@ -175,24 +217,18 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
         return;
     }
     const float *map = dp_dynamic_map_cached();
-#ifdef DP_X86
-    /* DOPPEL_NO_AVX2=1 forces the scalar path (tests compare both) */
-    const char *no = getenv("DOPPEL_NO_AVX2");
-    const int avx2 = bs % 32 == 0 && !(no && *no == '1') && __builtin_cpu_supports("avx2") &&
-                     __builtin_cpu_supports("fma");
-#else
-    const int avx2 = 0;
-#endif
+    const int simd = bs % 32 == 0 ? simd_level() : SIMD_SCALAR;
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
         float s;
 #ifdef DP_X86
-        if (avx2)
+        if (simd == SIMD_AVX512)
+            s = row_dot_avx512(w, x, map, o, C);
+        else if (simd == SIMD_AVX2)
             s = row_dot_avx2(w, x, map, o, C);
         else
 #endif
             s = row_dot_scalar(w, x, map, o, C);
         out[o] = s + (bias ? bias[o] : 0);
     }
-    (void)avx2;
 }
