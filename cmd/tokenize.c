@@ -169,7 +169,8 @@ int dp_cmd_tokenize(int argc, char **argv) {
                 print_piece(b, l);
                 putchar('\n');
             }
-            printf("%zu tokens, %zu bytes (%s)\n", ids.n, text.len, dp_tokenizer_describe(t));
+            printf("%zu tokens, %zu bytes (%s; fingerprint %016llx)\n", ids.n, text.len,
+                   dp_tokenizer_describe(t), (unsigned long long)dp_tokenizer_fingerprint(t));
         }
         dp_ids_free(&ids);
         dp_buf_free(&text);

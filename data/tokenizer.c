@@ -96,7 +96,6 @@ static int utf8_step(const unsigned char *s, size_t n) {
     return need + 1;
 }
 
-
 /* Appends bytes to out, replacing each invalid maximal subpart with U+FFFD. When hold is
  * non-NULL, a valid-but-truncated tail is not written: its length is stored in *hold. */
 static int append_lossy(dp_buf *out, const unsigned char *s, size_t n, size_t *hold) {
@@ -190,6 +189,7 @@ struct dp_tokenizer {
     int32_t bos, eos, pad;
     char *chat_template;
     char desc[256];
+    uint64_t fingerprint;
     bool is_clone; /* shares the tables above with its parent; owns only the state below */
     /* encode state: not shared across threads */
     cache_slot *cache;
@@ -320,6 +320,52 @@ dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent) {
     return t;
 }
 
+/* Unicode White_Space, which \s means in Oniguruma (HF tokenizers' regex engine). PCRE2's \s
+ * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, format since Unicode 6.3), so patterns are
+ * rewritten to use this set: \s -> [set] and \S -> [^set] outside classes, \s -> set inside. */
+#define WHITE_SPACE                                                                                \
+    "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"  \
+    "\\x{205F}\\x{3000}"
+
+static char *onig_spaces(const char *pat) {
+    dp_buf b = {0};
+    bool in_class = false;
+    int rc = 0;
+    for (const char *q = pat; *q && !rc; q++) {
+        if (*q == '\\' && q[1]) {
+            if (q[1] == 's')
+                rc = dp_buf_puts(&b, in_class ? WHITE_SPACE : "[" WHITE_SPACE "]");
+            else if (q[1] == 'S' && !in_class)
+                rc = dp_buf_puts(&b, "[^" WHITE_SPACE "]");
+            else
+                rc = dp_buf_append(&b, q, 2);
+            q++;
+            continue;
+        }
+        if (!in_class && *q == '[') {
+            in_class = true;
+            rc = dp_buf_append(&b, q, 1);
+            if (q[1] == '^') rc = rc || dp_buf_append(&b, ++q, 1);
+            if (q[1] == ']') rc = rc || dp_buf_append(&b, ++q, 1); /* a leading ] is literal */
+            continue;
+        }
+        if (in_class && *q == '[' && q[1] == ':') { /* POSIX [:name:] */
+            const char *e = strstr(q, ":]");
+            size_t n = e ? (size_t)(e + 2 - q) : strlen(q);
+            rc = dp_buf_append(&b, q, n);
+            q += n - 1;
+            continue;
+        }
+        if (in_class && *q == ']') in_class = false;
+        rc = dp_buf_append(&b, q, 1);
+    }
+    if (rc || dp_buf_append(&b, "", 0)) {
+        dp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
     pre_step *p = &t->pre[t->n_pre];
     p->kind = s->pre[i].kind;
@@ -327,9 +373,14 @@ static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
         int err;
         PCRE2_SIZE eoff;
         uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
-        if (s->pre[i].literal) opts |= PCRE2_LITERAL;
-        p->re = pcre2_compile((PCRE2_SPTR)s->pre[i].pattern, PCRE2_ZERO_TERMINATED, opts, &err,
-                              &eoff, NULL);
+        char *pat = NULL;
+        if (s->pre[i].literal)
+            opts |= PCRE2_LITERAL;
+        else if (!(pat = onig_spaces(s->pre[i].pattern)))
+            return -1;
+        p->re = pcre2_compile((PCRE2_SPTR)(pat ? pat : s->pre[i].pattern), PCRE2_ZERO_TERMINATED,
+                              opts, &err, &eoff, NULL);
+        free(pat);
         if (!p->re) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(err, msg, sizeof msg);
@@ -401,6 +452,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         pos += t->len[i];
     }
 
+    /* fingerprint: what decides the ids (tokens, merges, pipeline), not names or templates */
+    uint64_t fp = (uint64_t)t->n_ids;
+    for (int32_t i = 0; i < s->n_ids; i++)
+        fp = hash_u64(fp ^ t->flags[i]) ^
+             hash_bytes((const unsigned char *)t->arena + t->off[i], t->len[i]);
+
     /* vocabulary lookup (model vocab only, raw bytes), duplicates keep the lowest id */
     t->vocab_mask = pow2_at_least(n_vocab * 2 + 1) - 1;
     t->vocab = dp_calloc(t->vocab_mask + 1, sizeof *t->vocab);
@@ -456,6 +513,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->merges[h].key && t->merges[h].key != key) h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->n_merges++;
         t->merges[h] = (merge_slot){key, (uint32_t)m, c};
+        fp = hash_u64(fp ^ key) ^ (uint64_t)(uint32_t)c;
     }
     free(buf);
 
@@ -475,8 +533,13 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         t->added_start[b] = k;
     }
 
-    for (int i = 0; i < s->n_pre; i++)
+    for (int i = 0; i < s->n_pre; i++) {
         if (compile_step(t, s, i)) goto fail;
+        const char *pat = s->pre[i].pattern ? s->pre[i].pattern : "";
+        fp = hash_u64(fp ^ (uint64_t)s->pre[i].kind ^ ((uint64_t)s->pre[i].literal << 8)) ^
+             hash_bytes((const unsigned char *)pat, strlen(pat));
+    }
+    t->fingerprint = hash_u64(fp ^ (uint64_t)t->nfc ^ ((uint64_t)t->ignore_merges << 1));
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
@@ -862,4 +925,7 @@ const char *dp_tokenizer_describe(const dp_tokenizer *t) {
 }
 uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t) {
     return t->dropped;
+}
+uint64_t dp_tokenizer_fingerprint(const dp_tokenizer *t) {
+    return t->fingerprint;
 }

@@ -102,6 +102,10 @@ int32_t dp_tokenizer_vocab_size(const dp_tokenizer *t);
 int32_t dp_tokenizer_bos_id(const dp_tokenizer *t);
 int32_t dp_tokenizer_eos_id(const dp_tokenizer *t);
 const char *dp_tokenizer_chat_template(const dp_tokenizer *t);
+/* A 64-bit hash of everything that decides the ids (tokens, token kinds, merges, normalizer,
+ * pre-tokenizer), so an adapter can check it is used with the tokenizer it was trained with.
+ * A model's tokenizer.json and its GGUF conversion give the same value when equivalent. */
+uint64_t dp_tokenizer_fingerprint(const dp_tokenizer *t);
 /* A short description: "byte-level BPE, 151669 ids, 151387 merges, NFC, pre: Split+ByteLevel" */
 const char *dp_tokenizer_describe(const dp_tokenizer *t);
 

@@ -286,7 +286,38 @@ static void test_missing_byte(void) {
     dp_tokenizer_free(t);
 }
 
+/* The fingerprint follows what decides ids: same inputs -> same value; merges, pre-tokenizer or
+ * token kinds changed -> another value. */
+static void test_fingerprint(void) {
+    const char *extra[] = {"ab", "bc", "abc"};
+    const char *m1[] = {"a b", "b c", "ab c"}, *m2[] = {"b c", "a b", "ab c"};
+    const char *added[] = {"<x>"};
+    const int32_t ctl[] = {DP_TOKTYPE_CONTROL}, usr[] = {DP_TOKTYPE_USER_DEFINED};
+    dp_tokenizer *a = toy("gpt2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *b = toy("gpt2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *c = toy("gpt2", extra, 3, m2, 3, added, ctl, 1);
+    dp_tokenizer *d = toy("qwen2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *e = toy("gpt2", extra, 3, m1, 3, added, usr, 1);
+    dp_tokenizer *k = dp_tokenizer_clone(a);
+    CHECK(a && b && c && d && e && k);
+    if (a && b && c && d && e && k) {
+        CHECK(dp_tokenizer_fingerprint(a) == dp_tokenizer_fingerprint(b));
+        CHECK(dp_tokenizer_fingerprint(a) == dp_tokenizer_fingerprint(k));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(c));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(d));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(e));
+        check_ids(k, "abc<x>", true, IDS(258, 259)); /* a clone encodes like its parent */
+    }
+    dp_tokenizer_free(k);
+    dp_tokenizer_free(a);
+    dp_tokenizer_free(b);
+    dp_tokenizer_free(c);
+    dp_tokenizer_free(d);
+    dp_tokenizer_free(e);
+}
+
 int main(void) {
+    test_fingerprint();
     test_missing_byte();
     test_merge_order();
     test_bytes_and_space();

@@ -134,9 +134,78 @@ static void test_arch(const char *arch) {
     H5Fclose(f);
 }
 
+/* QLoRA: with the block linears in NF4, the gradients equal those of the fp32 model whose
+ * weights are dequantize(quantize(W)) (tiled NF4 GEMMs against dense ones). */
+static void test_nf4(const char *arch) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK(f >= 0);
+    if (f < 0) return;
+    fx_model fm;
+    CHECK(fx_model_load(f, arch, &fm) == 0);
+    int32_t *bufs[4];
+    dp_batch b = fx_batch(f, bufs);
+    int nt = count_trained(&b);
+    const dp_model_config *c = &fm.model.cfg;
+    dp_nf4 *q = calloc((size_t)c->L * DP_N_LINEAR, sizeof *q);
+    float *saved[64];
+    for (int l = 0; l < c->L; l++)
+        for (int m = 0; m < DP_N_LINEAR; m++) {
+            dp_linear *lin = &fm.model.layers[l].lin[m];
+            dp_nf4 *qq = &q[l * DP_N_LINEAR + m];
+            CHECK(dp_nf4_quantize(qq, lin->w, lin->out, lin->in, 64) == 0);
+            saved[l * DP_N_LINEAR + m] = lin->w;
+        }
+    float *g[2] = {NULL, NULL};
+    double loss[2];
+    size_t n = 0;
+    for (int pass = 0; pass < 2; pass++) {
+        for (int l = 0; l < c->L; l++)
+            for (int m = 0; m < DP_N_LINEAR; m++) {
+                dp_linear *lin = &fm.model.layers[l].lin[m];
+                dp_nf4 *qq = &q[l * DP_N_LINEAR + m];
+                if (pass == 0) { /* NF4 */
+                    lin->w = NULL;
+                    lin->nf4 = qq;
+                } else { /* fp32 holding the dequantized values */
+                    lin->nf4 = NULL;
+                    lin->w = saved[l * DP_N_LINEAR + m];
+                    dp_nf4_dequantize(qq, lin->w);
+                }
+            }
+        dp_lora *lora = dp_lora_create(c, &fm.lc);
+        CHECK(lora && fx_lora_init(f, lora) == 0);
+        dp_grad_ws *ws = dp_grad_ws_create(&fm.model, lora, b.N, true, 0);
+        int64_t ntr;
+        CHECK(ws && dp_model_grad(ws, &fm.model, lora, &b, 1.0f / nt, 0, &loss[pass], &ntr) == 0);
+        n = lora->n;
+        g[pass] = malloc(n * sizeof(float));
+        memcpy(g[pass], lora->grads, n * sizeof(float));
+        dp_grad_ws_free(ws);
+        dp_lora_free(lora);
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s NF4 vs dequantized fp32 grads", arch);
+    check_arrays_near(what, g[1], g[0], n, 1e-6, 1e-4);
+    CHECK_NEAR(loss[1], loss[0], 1e-6, 1e-6);
+    /* quantization moved the loss away from the fp32 model's, but not far */
+    double d = fabs(loss[0] / nt - fx_read_scalar(f, "loss"));
+    fprintf(stderr, "  %s: NF4 moves the loss by %.3g from the fp32 model's\n", arch, d);
+    CHECK(d < 0.05 && d > 1e-6);
+    for (int i = 0; i < c->L * DP_N_LINEAR; i++) dp_nf4_free(&q[i]);
+    free(q);
+    free(g[0]), free(g[1]);
+    for (int i = 0; i < 4; i++) free(bufs[i]);
+    fx_model_free(&fm);
+    H5Fclose(f);
+}
+
 int main(void) {
     test_arch("llama");
     test_arch("qwen2");
     test_arch("qwen3");
+    test_nf4("qwen2");
+    test_nf4("qwen3");
     return check_done();
 }

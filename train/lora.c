@@ -220,6 +220,12 @@ static int write_json_file(const char *path, cJSON *j) {
     return rc;
 }
 
+static double strtod_float(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", x);
+    return strtod(buf, NULL);
+}
+
 int dp_lora_save_peft(const dp_lora *lora, const char *dir, const char *base_model,
                       const char *doppel_json) {
     if (dp_make_dirs(dir)) return -1;
@@ -230,8 +236,9 @@ int dp_lora_save_peft(const dp_lora *lora, const char *dir, const char *base_mod
     cJSON_AddStringToObject(c, "task_type", "CAUSAL_LM");
     cJSON_AddStringToObject(c, "base_model_name_or_path", base_model ? base_model : "");
     cJSON_AddNumberToObject(c, "r", lora->cfg.r);
-    cJSON_AddNumberToObject(c, "lora_alpha", lora->cfg.alpha);
-    cJSON_AddNumberToObject(c, "lora_dropout", lora->cfg.dropout);
+    /* floats printed as the decimal the user typed, not 0.05000000074505806 */
+    cJSON_AddNumberToObject(c, "lora_alpha", strtod_float(lora->cfg.alpha));
+    cJSON_AddNumberToObject(c, "lora_dropout", strtod_float(lora->cfg.dropout));
     cJSON *tm = cJSON_AddArrayToObject(c, "target_modules");
     for (int m = 0; m < DP_N_LINEAR; m++)
         if (lora->cfg.targets & (1u << m))

@@ -32,7 +32,6 @@ struct dp_grad_ws {
     float *dg, *du, *da;                     /* (N, F) */
     float *keep, *xd;                        /* (N, max in) dropout multipliers, dropped input */
     float *dxa;                              /* (N, r) */
-    float *wdeq;                             /* (max out * in) dequantized NF4 weight, or NULL */
     float *logits, *losses, *xrows, *dxrows; /* (chunk, V), (chunk), (chunk, C) x2 */
     int32_t *trows, *ttargets;               /* (N), (chunk) */
     float *inv_freq;                         /* (D/2) */
@@ -75,16 +74,6 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
     ws->dqr = take(&p, N * HD), ws->dkr = take(&p, N * KD), ws->datt = take(&p, N * HD);
     ws->dg = take(&p, N * F), ws->du = take(&p, N * F), ws->da = take(&p, N * F);
     ws->keep = take(&p, N * wide), ws->xd = take(&p, N * wide), ws->dxa = take(&p, N * r);
-    bool any_nf4 = false;
-    size_t maxw = 0;
-    for (int l = 0; l < ws->L; l++)
-        for (int m = 0; m < DP_N_LINEAR; m++) {
-            const dp_linear *lin = &model->layers[l].lin[m];
-            if (lin->nf4) any_nf4 = true;
-            size_t w = (size_t)lin->out * lin->in;
-            if (w > maxw) maxw = w;
-        }
-    ws->wdeq = any_nf4 ? take(&p, maxw) : NULL;
     size_t ch = (size_t)ws->ce_chunk;
     ws->logits = take(&p, ch * ws->V), ws->losses = take(&p, ch);
     ws->xrows = take(&p, ch * C), ws->dxrows = take(&p, ch * C);
@@ -104,13 +93,6 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
         dp_fail("the training path needs an fp32 lm_head (NF4 lm_head is not supported yet)");
         return NULL;
     }
-    for (int l = 0; l < c->L; l++)
-        for (int m = 0; m < DP_N_LINEAR; m++)
-            if (!model->layers[l].lin[m].w) {
-                dp_fail("layer %d module %d: NF4 base weights are not supported by this build yet",
-                        l, m);
-                return NULL;
-            }
     dp_grad_ws *ws = dp_calloc(1, sizeof *ws);
     if (!ws) return NULL;
     ws->maxN = max_tokens, ws->L = c->L, ws->C = c->C, ws->H = c->H, ws->KVH = c->KVH;
@@ -149,20 +131,20 @@ size_t dp_grad_ws_bytes(const dp_grad_ws *ws) {
 
 /* ------------------------------------------------------------------ frozen linears */
 
-static const float *dense_weight(dp_grad_ws *ws, const dp_linear *lin) {
-    (void)ws; /* NF4 bases are refused in dp_grad_ws_create until the NF4 dequantizer lands */
-    return lin->w;
-}
-
-/* out (N, out) = inp (N, in) W^T + b */
-static void lin_fwd(dp_grad_ws *ws, float *out, const float *inp, const dp_linear *lin, int N) {
-    matmul_forward(out, inp, dense_weight(ws, lin), lin->bias, N, lin->in, lin->out);
+/* out (N, out) = inp (N, in) W^T + b; NF4 weights are dequantized tile by tile */
+static void lin_fwd(float *out, const float *inp, const dp_linear *lin, int N) {
+    if (lin->w)
+        matmul_forward(out, inp, lin->w, lin->bias, N, lin->in, lin->out);
+    else
+        matmul_nf4_forward(out, inp, lin->nf4, lin->bias, N, lin->in, lin->out);
 }
 
 /* dinp (N, in) += dout (N, out) W: the gradient through the frozen weight */
-static void lin_bwd(dp_grad_ws *ws, float *dinp, const float *dout, const float *inp,
-                    const dp_linear *lin, int N) {
-    matmul_backward(dinp, NULL, NULL, dout, inp, dense_weight(ws, lin), N, lin->in, lin->out);
+static void lin_bwd(float *dinp, const float *dout, const float *inp, const dp_linear *lin, int N) {
+    if (lin->w)
+        matmul_backward(dinp, NULL, NULL, dout, inp, lin->w, N, lin->in, lin->out);
+    else
+        matmul_nf4_backward_input(dinp, dout, lin->nf4, N, lin->in, lin->out);
 }
 
 /* Dropout multipliers for (layer, module): 0 or 1/(1-p), from the counter-based generator. */
@@ -187,7 +169,7 @@ static const dp_lora_module *lmod(const dp_lora *lora, int l, int m) {
 static void proj_fwd(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, int l, int m,
                      float *out, const float *inp, float *xa, uint64_t seed, int N) {
     const dp_linear *lin = &model->layers[l].lin[m];
-    lin_fwd(ws, out, inp, lin, N);
+    lin_fwd(out, inp, lin, N);
     const dp_lora_module *md = lmod(lora, l, m);
     if (!md) return;
     const float *keep = make_keep(ws, lora, seed, l, m, (size_t)N * lin->in);
@@ -199,7 +181,7 @@ static void proj_bwd(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, int l
                      float *dinp, const float *dout, const float *inp, const float *xa,
                      uint64_t seed, int N) {
     const dp_linear *lin = &model->layers[l].lin[m];
-    lin_bwd(ws, dinp, dout, inp, lin, N);
+    lin_bwd(dinp, dout, inp, lin, N);
     const dp_lora_module *md = lmod(lora, l, m);
     if (!md) return;
     const float *keep = make_keep(ws, lora, seed, l, m, (size_t)N * lin->in);

@@ -2,7 +2,7 @@
 """Loads an adapter directory written by doppel with PEFT onto a tiny fixture model and compares
 PEFT's logits with the logits doppel computed for the fixture's batch.
 
-usage: check_peft_adapter.py FIXTURE.h5 ADAPTER_DIR DOPPEL_LOGITS.f32
+usage: check_peft_adapter.py FIXTURE.h5 ADAPTER_DIR DOPPEL_LOGITS.f32 [more triples...]
 DOPPEL_LOGITS.f32: raw little-endian float32, (N, V) for the fixture's packed batch.
 Exit 0 when every logit agrees within 1e-4 + 1e-4*|ref|, 1 otherwise; prints the max diff."""
 import os
@@ -17,8 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from make_peft_fixture import build  # noqa: E402
 
 
-def main():
-    fixture, adapter, logits_path = sys.argv[1:4]
+def check(fixture, adapter, logits_path):
     with h5py.File(fixture, "r") as f:
         arch = os.path.splitext(os.path.basename(fixture))[0]
         _, base, _ = build(arch)
@@ -42,6 +41,17 @@ def main():
             ok &= bool((d <= 1e-4 + 1e-4 * np.abs(ref)).all())
     print(f"{arch}: PEFT-loaded adapter vs doppel logits: max|diff| {worst:.3g} "
           f"(tol 1e-4 + 1e-4*|ref|) {'ok' if ok else 'FAIL'}")
+    return ok
+
+
+def main():
+    args = sys.argv[1:]
+    if not args or len(args) % 3:
+        print(__doc__)
+        return 2
+    ok = True
+    for i in range(0, len(args), 3):
+        ok &= check(*args[i:i + 3])
     return 0 if ok else 1
 
 
