@@ -340,9 +340,22 @@ int dp_session_render(dp_session *s, dp_tokenizer *t, dp_chat_format f, int max_
         dp_chat_msg *msgs = dp_malloc((size_t)(n ? n : 1) * sizeof *msgs);
         if (!msgs) return -1;
         int k = 0;
-        if (s->system) msgs[k++] = (dp_chat_msg){"system", s->system};
-        for (int i = first; i < s->n; i++)
-            msgs[k++] = (dp_chat_msg){s->msgs[i].role, s->msgs[i].content};
+        if (s->system) msgs[k++] = (dp_chat_msg){DP_ROLE_SYSTEM, s->system, strlen(s->system)};
+        for (int i = first; i < s->n; i++) {
+            const char *r = s->msgs[i].role;
+            int role = !strcmp(r, "system")      ? DP_ROLE_SYSTEM
+                       : !strcmp(r, "user")      ? DP_ROLE_USER
+                       : !strcmp(r, "assistant") ? DP_ROLE_ASSISTANT
+                                                 : -1;
+            if (role < 0) {
+                free(msgs);
+                return dp_fail("chat session: message role \"%s\" is not system, user or "
+                               "assistant",
+                               r);
+            }
+            msgs[k++] =
+                (dp_chat_msg){(dp_role)role, s->msgs[i].content, strlen(s->msgs[i].content)};
+        }
         dp_chat_tokens_free(out);
         int rc = dp_chat_render(t, f, msgs, (size_t)n, true, out);
         free(msgs);

