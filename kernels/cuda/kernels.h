@@ -41,6 +41,7 @@ typedef struct {
     X(upload, (void *dst, const void *src, size_t n))                                             \
     X(download, (void *dst, const void *src, size_t n))                                           \
     X(dev_memset, (void *p, int value, size_t n))                                                 \
+    X(dev_copy, (void *dst, const void *src, size_t n)) /* device to device */                    \
     X(synchronize, (void))                                                                        \
     /* ---- GEMM through cuBLAS (fp32 compute), row-major:                                       \
      * C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C; A is (M, K) or (K, M) when    \
