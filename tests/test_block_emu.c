@@ -2,7 +2,8 @@
  * over packed sequences, o-projection, residual, RMSNorm, SwiGLU MLP, residual) composed from
  * the CUDA launchers under EMU, against the same block composed from the CPU ops. Checks that
  * the kernels and the GEMM wrapper agree on layouts end to end, in fp32 and with bf16
- * activations and weights; then a decode step with a KV cache against the full forward. */
+ * activations and weights; then a decode step with a KV cache against the full forward, and
+ * the input gradient through the block (frozen weights, as in LoRA training). */
 #include "check.h"
 #include "data/error.h"
 #include "kernels/cuda/kernels.h"
@@ -284,6 +285,137 @@ static void dev_weights_free(block_dev *d) {
     for (size_t i = 0; i < sizeof p / sizeof *p; i++) OK(gpu->dev_free(p[i]));
 }
 
+/* ---- the input gradient through the block with frozen weights (what LoRA training needs):
+ * the forward's intermediates come from the CPU, then the backward chain runs once with the
+ * CPU ops (matmul_backward etc.) and once with the launchers (transposed GEMMs). */
+typedef struct {
+    float *h1, *rstd1, *q, *k, *v, *att, *lse, *x2, *h2, *rstd2, *g, *u;
+} block_saved;
+
+static void block_forward_saved(block_saved *s, const float *x, const block_w *w,
+                                const int32_t *pos, const int32_t *cu, int nseq,
+                                const float *inv_freq, int N) {
+    s->h1 = malloc((size_t)N * C * 4), s->rstd1 = malloc(N * 4), s->q = malloc((size_t)N * QD * 4);
+    s->k = malloc((size_t)N * KD * 4), s->v = malloc((size_t)N * KD * 4);
+    s->att = malloc((size_t)N * QD * 4), s->lse = malloc((size_t)N * H * 4);
+    s->x2 = malloc((size_t)N * C * 4), s->h2 = malloc((size_t)N * C * 4), s->rstd2 = malloc(N * 4);
+    s->g = malloc((size_t)N * F * 4), s->u = malloc((size_t)N * F * 4);
+    float *o = malloc((size_t)N * C * 4);
+    rmsnorm_forward(s->h1, s->rstd1, x, w->ln1, N, C, 1e-6f);
+    matmul_forward(s->q, s->h1, w->wq, w->bq, N, C, QD);
+    matmul_forward(s->k, s->h1, w->wk, w->bk, N, C, KD);
+    matmul_forward(s->v, s->h1, w->wv, w->bv, N, C, KD);
+    rope_forward(s->q, pos, inv_freq, N, H, D);
+    rope_forward(s->k, pos, inv_freq, N, KVH, D);
+    attention_forward(s->att, s->lse, s->q, s->k, s->v, cu, nseq, H, KVH, D);
+    matmul_forward(o, s->att, w->wo, NULL, N, QD, C);
+    for (size_t i = 0; i < (size_t)N * C; i++) s->x2[i] = x[i] + o[i];
+    rmsnorm_forward(s->h2, s->rstd2, s->x2, w->ln2, N, C, 1e-6f);
+    matmul_forward(s->g, s->h2, w->wg, NULL, N, C, F);
+    matmul_forward(s->u, s->h2, w->wu, NULL, N, C, F);
+    free(o);
+}
+
+static void block_backward_cpu(float *dx, const float *dy, const float *x, const block_w *w,
+                               const block_saved *s, const int32_t *pos, const int32_t *cu,
+                               int nseq, const float *inv_freq, int N) {
+    float *dx2 = malloc((size_t)N * C * 4), *da = calloc((size_t)N * F, 4);
+    float *dg = calloc((size_t)N * F, 4), *du = calloc((size_t)N * F, 4);
+    float *dh = calloc((size_t)N * C, 4), *datt = calloc((size_t)N * QD, 4);
+    float *dq = calloc((size_t)N * QD, 4), *dk = calloc((size_t)N * KD, 4),
+          *dv = calloc((size_t)N * KD, 4);
+    memcpy(dx2, dy, (size_t)N * C * 4);
+    matmul_backward(da, NULL, NULL, dy, NULL, w->wd, N, F, C);
+    swiglu_backward(dg, du, da, s->g, s->u, (size_t)N * F);
+    matmul_backward(dh, NULL, NULL, dg, NULL, w->wg, N, C, F);
+    matmul_backward(dh, NULL, NULL, du, NULL, w->wu, N, C, F);
+    rmsnorm_backward(dx2, NULL, dh, s->x2, w->ln2, s->rstd2, N, C);
+    matmul_backward(datt, NULL, NULL, dx2, NULL, w->wo, N, QD, C);
+    attention_backward(dq, dk, dv, datt, s->att, s->lse, s->q, s->k, s->v, cu, nseq, H, KVH, D);
+    rope_backward(dq, pos, inv_freq, N, H, D);
+    rope_backward(dk, pos, inv_freq, N, KVH, D);
+    memset(dh, 0, (size_t)N * C * 4);
+    matmul_backward(dh, NULL, NULL, dq, NULL, w->wq, N, C, QD);
+    matmul_backward(dh, NULL, NULL, dk, NULL, w->wk, N, C, KD);
+    matmul_backward(dh, NULL, NULL, dv, NULL, w->wv, N, C, KD);
+    memcpy(dx, dx2, (size_t)N * C * 4);
+    rmsnorm_backward(dx, NULL, dh, x, w->ln1, s->rstd1, N, C);
+    free(dx2), free(da), free(dg), free(du), free(dh), free(datt), free(dq), free(dk), free(dv);
+}
+
+/* dinp (N, K) += dout (N, OC) @ W (OC, K) */
+static void linear_backward(dp_blas *blas, float *dinp, const float *dout, const void *wt, int N,
+                            int K, int OC) {
+    OK(gpu->gemm(blas, false, false, N, K, OC, 1.0f, dout, OC, wt, K, 1.0f, dinp, K, DP_F32,
+                 DP_F32));
+}
+
+static float *block_backward_gpu(const float *dy, const float *x, const block_dev *w,
+                                 const block_saved *s, const int32_t *pos, const int32_t *cu,
+                                 int nseq, int N) {
+    dp_blas *blas = NULL;
+    OK(gpu->blas_create(&blas));
+    float *ddy = up(dy, (size_t)N * C, 0), *dxx = up(x, (size_t)N * C, 0);
+    float *dx2 = up(dy, (size_t)N * C, 0), *g = up(s->g, (size_t)N * F, 0),
+          *u = up(s->u, (size_t)N * F, 0);
+    float *x2 = up(s->x2, (size_t)N * C, 0), *r1 = up(s->rstd1, N, 0), *r2 = up(s->rstd2, N, 0);
+    float *q = up(s->q, (size_t)N * QD, 0), *k = up(s->k, (size_t)N * KD, 0),
+          *v = up(s->v, (size_t)N * KD, 0);
+    float *att = up(s->att, (size_t)N * QD, 0), *lse = up(s->lse, (size_t)N * H, 0);
+    float *da, *dg, *du, *dh, *datt, *dq, *dk, *dv;
+    float **z[] = {&da, &dg, &du, &dh, &datt, &dq, &dk, &dv};
+    size_t zn[] = {(size_t)N * F,  (size_t)N * F,  (size_t)N * F,  (size_t)N * C,
+                   (size_t)N * QD, (size_t)N * QD, (size_t)N * KD, (size_t)N * KD};
+    for (int i = 0; i < 8; i++) {
+        OK(gpu->dev_malloc((void **)z[i], zn[i] * 4));
+        OK(gpu->dev_memset(*z[i], 0, zn[i] * 4));
+    }
+    int32_t *dpos = NULL, *dcu = NULL;
+    OK(gpu->dev_malloc((void **)&dpos, N * 4));
+    OK(gpu->dev_malloc((void **)&dcu, (nseq + 1) * 4));
+    OK(gpu->upload(dpos, pos, N * 4));
+    OK(gpu->upload(dcu, cu, (nseq + 1) * 4));
+
+    linear_backward(blas, da, ddy, w->wd, N, F, C);
+    OK(gpu->swiglu_backward(dg, du, da, g, u, (size_t)N * F));
+    linear_backward(blas, dh, dg, w->wg, N, C, F);
+    linear_backward(blas, dh, du, w->wu, N, C, F);
+    OK(gpu->rmsnorm_backward(dx2, NULL, dh, x2, w->ln2, r2, N, C));
+    linear_backward(blas, datt, dx2, w->wo, N, QD, C);
+    OK(gpu->attention_backward(dq, dk, dv, datt, att, lse, q, k, v, dcu, nseq, N, H, KVH, D));
+    OK(gpu->rope_backward(dq, dpos, w->inv_freq, N, H, D));
+    OK(gpu->rope_backward(dk, dpos, w->inv_freq, N, KVH, D));
+    OK(gpu->dev_memset(dh, 0, (size_t)N * C * 4));
+    linear_backward(blas, dh, dq, w->wq, N, C, QD);
+    linear_backward(blas, dh, dk, w->wk, N, C, KD);
+    linear_backward(blas, dh, dv, w->wv, N, C, KD);
+    OK(gpu->rmsnorm_backward(dx2, NULL, dh, dxx, w->ln1, r1, N, C)); /* dx = dx2 + d(norm1) */
+    float *out = down(dx2, (size_t)N * C, 0);
+    void *bufs[] = {ddy, dxx, dx2, g,  u,  x2,   r1, r2, q,  k,    v,  att,
+                    lse, da,  dg,  du, dh, datt, dq, dk, dv, dpos, dcu};
+    for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) OK(gpu->dev_free(bufs[i]));
+    OK(gpu->blas_destroy(blas));
+    return out;
+}
+
+static void test_block_backward(const float *x, const block_w *w, const int32_t *pos,
+                                const int32_t *cu, int nseq, const float *inv_freq, int N) {
+    block_saved s;
+    block_forward_saved(&s, x, w, pos, cu, nseq, inv_freq, N);
+    float *dy = randn((size_t)N * C, 1.0f), *dx = malloc((size_t)N * C * 4);
+    block_backward_cpu(dx, dy, x, w, &s, pos, cu, nseq, inv_freq, N);
+    block_dev d;
+    dev_weights(&d, w, inv_freq, 0);
+    float *gx = block_backward_gpu(dy, x, &d, &s, pos, cu, nseq, N);
+    char what[96];
+    snprintf(what, sizeof what, "block input gradient f32 N=%d nseq=%d", N, nseq);
+    check_arrays_near(what, dx, gx, (size_t)N * C, 1e-4, 1e-4);
+    dev_weights_free(&d);
+    float **p = &s.h1;
+    for (int i = 0; i < 12; i++) free(p[i]);
+    free(dy), free(dx), free(gx);
+}
+
 int main(void) {
     block_w w;
     weights_init(&w);
@@ -330,7 +462,8 @@ int main(void) {
         OK(gpu->dev_free(vc));
         dev_weights_free(&d);
     }
-    fprintf(stderr, "  EMU peak device bytes over both runs: %zu (weights, activations, cache)\n",
+    test_block_backward(x, &w, pos, cu, nseq, inv_freq, N);
+    fprintf(stderr, "  EMU peak device bytes of these runs: %zu (weights, activations, cache)\n",
             dp_emu_device_peak_bytes() - live0);
     CHECK_EQ_INT(live0, dp_emu_device_bytes()); /* everything freed */
     free(x), free(ref);
