@@ -107,9 +107,10 @@ void attention_cached(float *out, const float *q, const float *kcache, const flo
  *   dq_i += scale sum_j dS_ij k_j,  dk_j += scale sum_i dS_ij q_i,  dv_j += sum_i P_ij dout_i.
  * Two passes, each output row owned by one iteration (no atomics, thread-count independent):
  * pass 1 over query rows for dq, pass 2 over key rows for dk and dv (all heads of the group). */
-void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
-                        const float *lse, const float *q, const float *k, const float *v,
-                        const int32_t *cu_seqlens, int nseq, int H, int KVH, int D) {
+ATT_CLONES void attention_backward(float *dq, float *dk, float *dv, const float *dout,
+                                   const float *out, const float *lse, const float *q,
+                                   const float *k, const float *v, const int32_t *cu_seqlens,
+                                   int nseq, int H, int KVH, int D) {
     int rows0 = cu_seqlens[0], N = cu_seqlens[nseq] - rows0, group = H / KVH;
     float scale = 1.0f / sqrtf((float)D);
     size_t qstride = (size_t)H * D, kstride = (size_t)KVH * D;
