@@ -16,3 +16,7 @@ for c in prep train chat; do
     echo "  doppel $c: available"
   fi
 done
+echo
+echo "== doppel prep: the bundled sample export -> ChatML conversations (persona: mossy)"
+"$bin" prep tests/fixtures/sample-export.csv --persona mossy --out "$out/train.jsonl" \
+  --stats "$out/prep-stats.json" --preview 2

@@ -1,0 +1,46 @@
+/* Chat formats (ChatML, Llama-3): a conversation rendered to text, or to token ids plus a loss
+ * mask (1 on assistant content and its closing end-of-turn token). Training and chat use the
+ * same renderer, so a chat prompt looks like the training data. REFERENCE.md section 7. */
+#ifndef DOPPEL_CHAT_FORMAT_H
+#define DOPPEL_CHAT_FORMAT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "data/dataset.h" /* dp_chat_msg: role, content, len */
+#include "data/io.h"
+#include "data/tokenizer.h"
+
+typedef enum { DP_CHAT_CHATML = 1, DP_CHAT_LLAMA3 = 2 } dp_chat_format;
+
+/* "chatml" / "llama3" */
+const char *dp_chat_format_name(dp_chat_format f);
+int dp_chat_format_parse(const char *name, dp_chat_format *f);
+
+/* The format for a model: `override` ("chatml"/"llama3", or NULL) wins; otherwise it is
+ * recognized from the model's chat_template. An absent or unrecognized template is an error
+ * that names the --chat-format flag. */
+int dp_chat_format_choose(const char *chat_template, const char *override, dp_chat_format *f);
+
+/* The exact text the template produces (no system prompt is added). With
+ * add_generation_prompt the assistant header follows the last message. */
+int dp_chat_render_text(dp_chat_format f, const dp_chat_msg *msgs, size_t n,
+                        bool add_generation_prompt, dp_buf *out);
+
+/* Token ids and loss mask, appended. Control tokens are inserted as ids; message text is
+ * encoded with special-token text NOT recognized (a message cannot forge "<|im_end|>"). */
+typedef struct {
+    dp_ids ids;
+    uint8_t *mask; /* (ids.n) */
+    size_t mask_cap;
+} dp_chat_tokens;
+int dp_chat_render(dp_tokenizer *t, dp_chat_format f, const dp_chat_msg *msgs, size_t n,
+                   bool add_generation_prompt, dp_chat_tokens *out);
+void dp_chat_tokens_free(dp_chat_tokens *c);
+
+/* Ids that end an assistant turn in this format (end-of-turn token, the tokenizer's eos, the
+ * end-of-text token), without duplicates; returns the count (<= max). */
+int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int max);
+
+#endif
