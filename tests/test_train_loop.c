@@ -216,6 +216,34 @@ static void test_schedule(void) {
     CHECK(dp_lora_parse_targets("qproj", &mask) != 0);
 }
 
+/* dp_lora_hook (the unmerged adapter of chat) against y = s * B (A x) written out in double */
+static void test_hook(fx_model *fm) {
+    dp_lora *lora = dp_lora_create(&fm->model.cfg, &fm->lc);
+    dp_lora_init(lora, 3);
+    for (size_t i = 0; i < lora->n; i++) lora->params[i] += 0.01f * (float)((int)(i % 13) - 6);
+    const dp_lora_module *md = dp_lora_mod(lora, 1, DP_DOWN);
+    int N = 5, r = lora->cfg.r;
+    float *x = malloc(sizeof(float) * N * md->in), *y = calloc((size_t)N * md->out, 4),
+          *ref = malloc(sizeof(float) * N * md->out);
+    for (int i = 0; i < N * md->in; i++) x[i] = (float)dp_rng_uniform(9, 0, i) - 0.5f;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < md->out; o++) {
+            double acc = 0;
+            for (int k = 0; k < r; k++) {
+                double ax = 0;
+                for (int i = 0; i < md->in; i++)
+                    ax += (double)md->A[k * md->in + i] * x[n * md->in + i];
+                acc += md->B[o * r + k] * ax;
+            }
+            ref[n * md->out + o] = (float)(acc * lora->scale);
+        }
+    CHECK(dp_lora_hook(lora, 1, DP_DOWN, y, x, N, md->in, md->out) == 0);
+    check_arrays_near("dp_lora_hook down_proj", ref, y, (size_t)N * md->out, 1e-6, 1e-5);
+    CHECK(dp_lora_hook(lora, 1, DP_DOWN, y, x, N, md->in + 1, md->out) != 0);
+    free(x), free(y), free(ref);
+    dp_lora_free(lora);
+}
+
 int main(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/fixtures/peft/llama.h5", DOPPEL_SOURCE_DIR);
@@ -236,6 +264,7 @@ int main(void) {
             for (int64_t i = len / 2; i < len; i++) d->tokens[b0 + i] = d->tokens[b0 + i - len / 2];
         }
     test_schedule();
+    test_hook(&fm);
     test_packing(&tr);
     test_resume(&fm, &tr, &va);
     dp_token_data_free(&tr);
