@@ -19,6 +19,15 @@ const char *dp_role_name(dp_role r) {
     return "?";
 }
 
+int dp_role_parse(const char *name, dp_role *r) {
+    for (int i = DP_ROLE_SYSTEM; i <= DP_ROLE_ASSISTANT; i++)
+        if (!strcmp(name, dp_role_name((dp_role)i))) {
+            *r = (dp_role)i;
+            return 0;
+        }
+    return -1;
+}
+
 /* ------------------------------------------------------------------ writer */
 
 static int json_string(dp_buf *b, const char *s, size_t n) {
@@ -233,13 +242,7 @@ int dp_dataset_next(dp_dataset_reader *d, dp_conversation *c) {
                                "string}",
                                d->path, line, i + 1);
             dp_role r;
-            if (!strcmp(role->valuestring, "system"))
-                r = DP_ROLE_SYSTEM;
-            else if (!strcmp(role->valuestring, "user"))
-                r = DP_ROLE_USER;
-            else if (!strcmp(role->valuestring, "assistant"))
-                r = DP_ROLE_ASSISTANT;
-            else
+            if (dp_role_parse(role->valuestring, &r))
                 return dp_fail("%s:%lld: message %d has role \"%.40s\" (expected system, user "
                                "or assistant)",
                                d->path, line, i + 1, role->valuestring);

@@ -28,6 +28,8 @@ typedef struct {
 } dp_conversation;
 
 const char *dp_role_name(dp_role r);
+/* "system" / "user" / "assistant" -> *r; -1 for anything else. */
+int dp_role_parse(const char *name, dp_role *r);
 
 /* ---- writer */
 typedef struct dp_dataset_writer dp_dataset_writer;

@@ -26,6 +26,13 @@ int dce_fill(dp_dce_reader *r) {
 
 static dp_dce_reader *open_common(dp_dce_reader *r) {
     if (dce_fill(r) < 0) goto fail;
+    if (r->len - r->pos >= 2 && ((r->buf[r->pos] == 0xFF && r->buf[r->pos + 1] == 0xFE) ||
+                                 (r->buf[r->pos] == 0xFE && r->buf[r->pos + 1] == 0xFF))) {
+        dp_fail("%s:1: the file is UTF-16 (a spreadsheet's \"Unicode\" save); save it as UTF-8 "
+                "or use the export DiscordChatExporter wrote",
+                r->name);
+        goto fail;
+    }
     /* spreadsheets add a BOM when they re-save a CSV */
     if (r->len - r->pos >= 3 && !memcmp(r->buf + r->pos, "\xEF\xBB\xBF", 3)) r->pos += 3;
     size_t i = r->pos;

@@ -32,7 +32,9 @@ static void cb_field(void *data, size_t len, void *ctx) {
     if (c->nfields < 6) {
         c->off[c->nfields] = c->rec.len;
         c->flen[c->nfields] = len;
-        if (dp_buf_append(&c->rec, data, len) || dp_buf_append(&c->rec, "", 1)) c->oom = true;
+        /* the field and its NUL in one append: dp_buf keeps a NUL after len */
+        if (dp_buf_append(&c->rec, data, len)) c->oom = true;
+        c->rec.len++;
     }
     c->nfields++;
 }
@@ -173,6 +175,13 @@ int dce_csv_next(dp_dce_reader *r, dp_dce_msg *m) {
             if (csv_fini(&c->p, cb_field, cb_record, r) != 0) {
                 int64_t start = c->start_line;
                 reset_record(c);
+                /* csv_fini keeps failing once the input ended inside quotes: start over, so
+                 * the next call sees a clean end of input */
+                csv_free(&c->p);
+                if (csv_init(&c->p, CSV_STRICT | CSV_STRICT_FINI)) {
+                    dp_fail("out of memory");
+                    return DP_DCE_FATAL;
+                }
                 dp_fail("%s:%lld: unterminated quoted field (started at line %lld): the file "
                         "ends inside quotes; it may be truncated",
                         r->name, (long long)(r->line - c->ended_nl), (long long)start);

@@ -320,6 +320,52 @@ dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent) {
     return t;
 }
 
+/* Unicode White_Space, which \s means in Oniguruma (HF tokenizers' regex engine). PCRE2's \s
+ * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, format since Unicode 6.3), so patterns are
+ * rewritten to use this set: \s -> [set] and \S -> [^set] outside classes, \s -> set inside. */
+#define WHITE_SPACE                                                                                \
+    "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"  \
+    "\\x{205F}\\x{3000}"
+
+static char *onig_spaces(const char *pat) {
+    dp_buf b = {0};
+    bool in_class = false;
+    int rc = 0;
+    for (const char *q = pat; *q && !rc; q++) {
+        if (*q == '\\' && q[1]) {
+            if (q[1] == 's')
+                rc = dp_buf_puts(&b, in_class ? WHITE_SPACE : "[" WHITE_SPACE "]");
+            else if (q[1] == 'S' && !in_class)
+                rc = dp_buf_puts(&b, "[^" WHITE_SPACE "]");
+            else
+                rc = dp_buf_append(&b, q, 2);
+            q++;
+            continue;
+        }
+        if (!in_class && *q == '[') {
+            in_class = true;
+            rc = dp_buf_append(&b, q, 1);
+            if (q[1] == '^') rc = rc || dp_buf_append(&b, ++q, 1);
+            if (q[1] == ']') rc = rc || dp_buf_append(&b, ++q, 1); /* a leading ] is literal */
+            continue;
+        }
+        if (in_class && *q == '[' && q[1] == ':') { /* POSIX [:name:] */
+            const char *e = strstr(q, ":]");
+            size_t n = e ? (size_t)(e + 2 - q) : strlen(q);
+            rc = dp_buf_append(&b, q, n);
+            q += n - 1;
+            continue;
+        }
+        if (in_class && *q == ']') in_class = false;
+        rc = dp_buf_append(&b, q, 1);
+    }
+    if (rc || dp_buf_append(&b, "", 0)) {
+        dp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
+}
+
 static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
     pre_step *p = &t->pre[t->n_pre];
     p->kind = s->pre[i].kind;
@@ -327,9 +373,14 @@ static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
         int err;
         PCRE2_SIZE eoff;
         uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
-        if (s->pre[i].literal) opts |= PCRE2_LITERAL;
-        p->re = pcre2_compile((PCRE2_SPTR)s->pre[i].pattern, PCRE2_ZERO_TERMINATED, opts, &err,
-                              &eoff, NULL);
+        char *pat = NULL;
+        if (s->pre[i].literal)
+            opts |= PCRE2_LITERAL;
+        else if (!(pat = onig_spaces(s->pre[i].pattern)))
+            return -1;
+        p->re = pcre2_compile((PCRE2_SPTR)(pat ? pat : s->pre[i].pattern), PCRE2_ZERO_TERMINATED,
+                              opts, &err, &eoff, NULL);
+        free(pat);
         if (!p->re) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(err, msg, sizeof msg);

@@ -35,6 +35,11 @@ for c in train + val:
     need(all(isinstance(m["content"], str) and m["content"] for m in c["messages"]), "empty content")
 # whole sessions: no session index on both sides
 need(not ({c["session"] for c in train} & {c["session"] for c in val}), "a session in train and val")
+# percentiles of assistant characters (code points), nearest rank as doppel documents
+a = sorted(len(c["messages"][1]["content"]) for c in train + val)
+want = [a[int(q * (len(a) - 1) + 0.5)] for q in (0.5, 0.9, 0.99, 1.0)]
+got = [st["assistant_chars"][k] for k in ("p50", "p90", "p99", "max")]
+need(want == got, f"assistant_chars percentiles {got}, expected {want}")
 # the persona's style: no capital letters in her turns
 need(all(c["messages"][1]["content"] == c["messages"][1]["content"].lower() for c in train), "persona style")
 sys.exit(0 if ok else 1)
@@ -53,6 +58,13 @@ for l in sys.stdin:
     n += 1
 assert n > 0
 " || bad "multi-mode .zst output"
+
+# a zstd-compressed CSV gives the same conversations
+zstd -q -c "$sample" >"$tmp/sample.csv.zst"
+"$bin" prep "$tmp/sample.csv.zst" --persona mossy --out "$tmp/z.jsonl" --val-fraction 0 --quiet 2>/dev/null \
+  || bad "prep on a .csv.zst: exit $?"
+"$bin" prep "$sample" --persona mossy --out "$tmp/p.jsonl" --val-fraction 0 --quiet 2>/dev/null
+cmp -s "$tmp/z.jsonl" "$tmp/p.jsonl" || bad ".csv.zst output differs from .csv output"
 
 # --list-authors
 "$bin" prep --list-authors "$sample" >"$tmp/authors.txt" 2>&1 || bad "--list-authors: exit $?"

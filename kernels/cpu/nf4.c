@@ -67,6 +67,9 @@ static const float *dynamic_map(void) {
     pthread_once(&dyn_once, dyn_init);
     return dyn_map;
 }
+const float *dp_dynamic_map_cached(void) {
+    return dynamic_map();
+}
 
 int dp_nf4_alloc(dp_nf4 *q, int64_t rows, int64_t cols, int blocksize) {
     memset(q, 0, sizeof *q);

@@ -7,7 +7,7 @@ tokenizer.json files of ../shared/tokenizers/{qwen3,llama3}.
 Writes tests/fixtures/tokenizer-corpus.jsonl.zst: one line per text,
 {"text": ..., "qwen3": [ids], "llama3": [ids]} (no special tokens added, special-token text in
 the input recognized: tokenizers' encode(text, add_special_tokens=False)).
-With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see fetch_smollm2.sh) it also adds
+With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see .ci/fetch-smollm2) it also adds
 "smollm2" ids: the GGUF's vocabulary and merges as read by transformers' GGUF tokenizer loader
 (pip install transformers gguf) with SmolLM2's pre-tokenizer (Digits, then ByteLevel), and
 "smollm2_gpt2" ids: the same with transformers' GGUF pipeline unchanged (ByteLevel only).
@@ -51,7 +51,7 @@ NUMBERS = ["1234567890", "3.14159", "1,000,000", "+55 (11) 98765-4321", "2024-01
            "99999999999999", "10%", "v1.2.3"]
 WHITESPACE = ["  ", "   ", "\t", "\t\t", " \t ", "\n\n", "\n \n", "  \n", "\u00a0", "\u3000",
               "\u200b", "\u2028", "\r\n", "\r\n\r\n", "\r", " \r\n ", "\u2003", "\u0085", "\x0b",
-              "\x0c"]
+              "\x0c", "\u180e", "  \u180e's", "\u1680\u180e \u2000", "\x1c\x1d\x1e\x1f"]
 ENGLISH = ["Hello, my dog is cute", "I'm sure you'll like it", "DON'T SHOUT", "she's", "They've",
            "it’s curly", "rock'n'roll", "U.S.A.", "e-mail", "well...", "WHAT?!", "o'clock",
            "ſ's", "'S 'T 'RE 'VE 'M 'LL 'D"]

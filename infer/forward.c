@@ -1,0 +1,186 @@
+/* The CPU forward pass: embedding → L × (RMSNorm, GQA attention with RoPE and a KV cache,
+ * RMSNorm, SwiGLU MLP) → final RMSNorm → lm_head, for the llama / qwen2 / qwen3 families. */
+#include "infer/forward.h"
+
+#include "data/error.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define ALIGN_FLOATS 16 /* 64-byte alignment for every carved buffer */
+
+static size_t round_up(size_t n) {
+    return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
+}
+
+int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
+    if (lin->w) {
+        matmul_forward(y, x, lin->w, lin->bias, N, lin->in, lin->out);
+        return 0;
+    }
+    if (lin->nf4) { /* one row: the fused NF4 dot products; more: dequantized tiles + sgemm */
+        if (N == 1)
+            gemv_nf4(y, x, lin->nf4, lin->bias, lin->in, lin->out);
+        else
+            matmul_nf4_forward(y, x, lin->nf4, lin->bias, N, lin->in, lin->out);
+        return 0;
+    }
+    return dp_fail("linear layer (%d x %d) has no weights; the model was not fully loaded",
+                   lin->out, lin->in);
+}
+
+int dp_forward_create(dp_forward *f, const dp_model *m, int max_T, int chunk) {
+    memset(f, 0, sizeof *f);
+    const dp_model_config *c = &m->cfg;
+    if (c->L <= 0 || c->C <= 0 || c->H <= 0 || c->KVH <= 0 || c->D <= 0 || c->F <= 0 || c->V <= 0 ||
+        c->H % c->KVH != 0 || c->D % 2 != 0)
+        return dp_fail("%s: inconsistent model shape (L %d, C %d, H %d, KVH %d, D %d, F %d, V %d)",
+                       m->source ? m->source : "model", c->L, c->C, c->H, c->KVH, c->D, c->F, c->V);
+    if (max_T <= 0) max_T = c->max_position > 0 ? c->max_position : 2048;
+    if (chunk <= 0) chunk = 256;
+    if (chunk > max_T) chunk = max_T;
+    f->model = m;
+    f->max_T = max_T;
+    f->chunk = chunk;
+
+    /* KV cache: one block, k then v, each (L, max_T, KVH, D) */
+    size_t per = (size_t)c->L * max_T * c->KVH * c->D;
+    f->kv_bytes = 2 * per * sizeof(float);
+    f->kv = dp_malloc(f->kv_bytes);
+    if (!f->kv)
+        return dp_fail_context("KV cache for %d positions (%.1f MiB)", max_T,
+                               f->kv_bytes / 1048576.0);
+    f->k_cache = f->kv;
+    f->v_cache = f->kv + per;
+
+    /* activations: one block carved by this table of sizes (in floats) */
+    size_t n = (size_t)chunk, qd = (size_t)c->H * c->D, kvd = (size_t)c->KVH * c->D;
+    float **slot[] = {&f->x,    &f->xn,   &f->q,  &f->k,      &f->v,       &f->att,
+                      &f->proj, &f->gate, &f->up, &f->logits, &f->inv_freq};
+    size_t size[] = {n * c->C, n * c->C, n * qd,   n * kvd,      n * kvd,         n * qd,
+                     n * c->C, n * c->F, n * c->F, (size_t)c->V, (size_t)c->D / 2};
+    size_t nslot = sizeof size / sizeof size[0], total = round_up(n); /* + pos (int32) */
+    for (size_t i = 0; i < nslot; i++) total += round_up(size[i]);
+    f->act_bytes = total * sizeof(float);
+    f->act = dp_malloc(f->act_bytes);
+    if (!f->act) {
+        dp_forward_free(f);
+        return dp_fail_context("activations (%.1f MiB)", f->act_bytes / 1048576.0);
+    }
+    float *p = f->act;
+    for (size_t i = 0; i < nslot; i++) {
+        *slot[i] = p;
+        p += round_up(size[i]);
+    }
+    f->pos = (int32_t *)p;
+    rope_inv_freq(f->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
+    return 0;
+}
+
+void dp_forward_free(dp_forward *f) {
+    if (!f) return;
+    free(f->kv);
+    free(f->act);
+    memset(f, 0, sizeof *f);
+}
+
+void dp_forward_truncate(dp_forward *f, int T) {
+    if (T < 0) T = 0;
+    if (T < f->T) f->T = T;
+}
+
+void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx) {
+    f->hook = hook;
+    f->hook_ctx = ctx;
+}
+
+static int linear(dp_forward *f, int l, dp_linear_id id, float *y, const float *x, int N) {
+    const dp_linear *lin = &f->model->layers[l].lin[id];
+    if (dp_linear_forward(y, x, lin, N)) return -1;
+    if (f->hook) return f->hook(f->hook_ctx, l, id, y, x, N, lin->in, lin->out);
+    return 0;
+}
+
+static void residual_add(float *x, const float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] += y[i];
+}
+
+/* One step over N <= chunk rows at positions [f->T, f->T + N). */
+static int forward_chunk(dp_forward *f, const int32_t *tokens, int N, float *all_logits) {
+    const dp_model *m = f->model;
+    const dp_model_config *c = &m->cfg;
+    const int C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F, V = c->V, T0 = f->T;
+    const size_t kvd = (size_t)KVH * D;
+
+    for (int i = 0; i < N; i++) f->pos[i] = T0 + i;
+    embedding_forward(f->x, tokens, m->embed, N, C);
+
+    for (int l = 0; l < c->L; l++) {
+        const dp_layer *ly = &m->layers[l];
+        float *kc = f->k_cache + (size_t)l * f->max_T * kvd; // (max_T, KVH, D)
+        float *vc = f->v_cache + (size_t)l * f->max_T * kvd; // (max_T, KVH, D)
+
+        /* attention */
+        rmsnorm_forward(f->xn, NULL, f->x, ly->attn_norm, N, C, c->rms_eps);
+        if (linear(f, l, DP_Q, f->q, f->xn, N) || linear(f, l, DP_K, f->k, f->xn, N) ||
+            linear(f, l, DP_V, f->v, f->xn, N))
+            return -1;
+        if (c->qk_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
+            rmsnorm_forward(f->q, NULL, f->q, ly->q_norm, N * H, D, c->rms_eps);
+            rmsnorm_forward(f->k, NULL, f->k, ly->k_norm, N * KVH, D, c->rms_eps);
+        }
+        rope_forward(f->q, f->pos, f->inv_freq, N, H, D);
+        rope_forward(f->k, f->pos, f->inv_freq, N, KVH, D);
+        memcpy(kc + (size_t)T0 * kvd, f->k, (size_t)N * kvd * sizeof(float));
+        memcpy(vc + (size_t)T0 * kvd, f->v, (size_t)N * kvd * sizeof(float));
+        attention_cached(f->att, f->q, kc, vc, N, T0 + N, H, KVH, D);
+        if (linear(f, l, DP_O, f->proj, f->att, N)) return -1;
+        residual_add(f->x, f->proj, (size_t)N * C);
+
+        /* MLP: down(silu(gate(x)) * up(x)) */
+        rmsnorm_forward(f->xn, NULL, f->x, ly->ffn_norm, N, C, c->rms_eps);
+        if (linear(f, l, DP_GATE, f->gate, f->xn, N) || linear(f, l, DP_UP, f->up, f->xn, N))
+            return -1;
+        swiglu_forward(f->gate, f->gate, f->up, (size_t)N * F);
+        if (linear(f, l, DP_DOWN, f->proj, f->gate, N)) return -1;
+        residual_add(f->x, f->proj, (size_t)N * C);
+    }
+
+    /* final norm + lm_head: every row when asked, else only the last one */
+    const float *last = f->x + (size_t)(N - 1) * C;
+    if (all_logits) {
+        rmsnorm_forward(f->xn, NULL, f->x, m->final_norm, N, C, c->rms_eps);
+        if (dp_linear_forward(all_logits, f->xn, &m->lm_head, N)) return -1;
+        memcpy(f->logits, all_logits + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
+    } else {
+        rmsnorm_forward(f->xn, NULL, last, m->final_norm, 1, C, c->rms_eps);
+        if (dp_linear_forward(f->logits, f->xn, &m->lm_head, 1)) return -1;
+    }
+    f->T = T0 + N;
+    return 0;
+}
+
+int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_logits) {
+    const dp_model_config *c = &f->model->cfg;
+    if (N <= 0) return dp_fail("forward: no tokens to process");
+    if (N > f->max_T - f->T)
+        return dp_fail("forward: %d new tokens after %d cached ones exceed the context of %d "
+                       "positions; shorten the input or raise --max-context",
+                       N, f->T, f->max_T);
+    for (int i = 0; i < N; i++)
+        if (tokens[i] < 0 || tokens[i] >= c->V)
+            return dp_fail("forward: token id %d at position %d is outside the vocabulary [0, %d)",
+                           tokens[i], i, c->V);
+    int T_start = f->T;
+    for (int done = 0; done < N;) {
+        int n = N - done < f->chunk ? N - done : f->chunk;
+        float *lg = all_logits ? all_logits + (size_t)done * c->V : NULL;
+        if (forward_chunk(f, tokens + done, n, lg)) {
+            f->T = T_start; /* nothing appended on failure */
+            return -1;
+        }
+        done += n;
+    }
+    return 0;
+}
