@@ -6,6 +6,7 @@
 #include "fixture_h5.h"
 #include "train/model_grad.h"
 #include "train/optim.h"
+#include "train/rng.h"
 #include "train/schedule.h"
 #include "data/error.h"
 
@@ -201,11 +202,64 @@ static void test_nf4(const char *arch) {
     H5Fclose(f);
 }
 
+/* With LoRA dropout on, the analytic gradient against central differences of the same masked
+ * loss (the masks are a pure function of the seed, so both sides see the same ones), and the
+ * dropout really changes the loss. */
+static void test_dropout(const char *arch) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK(f >= 0);
+    if (f < 0) return;
+    fx_model fm;
+    CHECK(fx_model_load(f, arch, &fm) == 0);
+    int32_t *bufs[4];
+    dp_batch b = fx_batch(f, bufs);
+    int nt = count_trained(&b);
+    fm.lc.dropout = 0.3f;
+    dp_lora *lora = dp_lora_create(&fm.model.cfg, &fm.lc);
+    CHECK(lora && fx_lora_init(f, lora) == 0);
+    dp_grad_ws *ws = dp_grad_ws_create(&fm.model, lora, b.N, true, 0);
+    const uint64_t seed = 12345;
+    double l0, l1;
+    int64_t ntr;
+    CHECK(dp_model_grad(ws, &fm.model, lora, &b, 1.0f / nt, seed, &l0, &ntr) == 0);
+    float *g = malloc(lora->n * sizeof(float));
+    memcpy(g, lora->grads, lora->n * sizeof(float));
+    CHECK(dp_model_loss(ws, &fm.model, lora, &b, &l1, &ntr) == 0);
+    CHECK(fabs(l0 - l1) > 1e-3 * nt); /* dropout is on in training, off in evaluation */
+    enum { K = 24 };
+    float num[K], ana[K];
+    const float h = 1e-2f;
+    for (int k = 0; k < K; k++) {
+        size_t i = (size_t)(dp_rng_bits(77, 0, (uint64_t)k) % lora->n);
+        float x = lora->params[i];
+        double lp, lm;
+        lora->params[i] = x + h;
+        dp_model_grad(ws, &fm.model, lora, &b, 1.0f / nt, seed, &lp, &ntr);
+        lora->params[i] = x - h;
+        dp_model_grad(ws, &fm.model, lora, &b, 1.0f / nt, seed, &lm, &ntr);
+        lora->params[i] = x;
+        num[k] = (float)((lp - lm) / nt / (2 * h));
+        ana[k] = g[i];
+    }
+    char what[64];
+    snprintf(what, sizeof what, "%s dropout 0.3 grads vs central differences", arch);
+    check_arrays_near(what, num, ana, K, 2e-4, 2e-2);
+    free(g);
+    dp_grad_ws_free(ws);
+    dp_lora_free(lora);
+    for (int i = 0; i < 4; i++) free(bufs[i]);
+    fx_model_free(&fm);
+    H5Fclose(f);
+}
+
 int main(void) {
     test_arch("llama");
     test_arch("qwen2");
     test_arch("qwen3");
     test_nf4("qwen2");
     test_nf4("qwen3");
+    test_dropout("llama");
     return check_done();
 }

@@ -216,6 +216,100 @@ static void test_schedule(void) {
     CHECK(dp_lora_parse_targets("qproj", &mask) != 0);
 }
 
+/* dp_lora_hook (the unmerged adapter of chat) against y = s * B (A x) written out in double */
+static void test_hook(fx_model *fm) {
+    dp_lora *lora = dp_lora_create(&fm->model.cfg, &fm->lc);
+    dp_lora_init(lora, 3);
+    for (size_t i = 0; i < lora->n; i++) lora->params[i] += 0.01f * (float)((int)(i % 13) - 6);
+    const dp_lora_module *md = dp_lora_mod(lora, 1, DP_DOWN);
+    int N = 5, r = lora->cfg.r;
+    float *x = malloc(sizeof(float) * N * md->in), *y = calloc((size_t)N * md->out, 4),
+          *ref = malloc(sizeof(float) * N * md->out);
+    for (int i = 0; i < N * md->in; i++) x[i] = (float)dp_rng_uniform(9, 0, i) - 0.5f;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < md->out; o++) {
+            double acc = 0;
+            for (int k = 0; k < r; k++) {
+                double ax = 0;
+                for (int i = 0; i < md->in; i++)
+                    ax += (double)md->A[k * md->in + i] * x[n * md->in + i];
+                acc += md->B[o * r + k] * ax;
+            }
+            ref[n * md->out + o] = (float)(acc * lora->scale);
+        }
+    CHECK(dp_lora_hook(lora, 1, DP_DOWN, y, x, N, md->in, md->out) == 0);
+    check_arrays_near("dp_lora_hook down_proj", ref, y, (size_t)N * md->out, 1e-6, 1e-5);
+    CHECK(dp_lora_hook(lora, 1, DP_DOWN, y, x, N, md->in + 1, md->out) != 0);
+    free(x), free(y), free(ref);
+    dp_lora_free(lora);
+}
+
+/* A render callback independent of any tokenizer: each message is <role id> then its bytes then
+ * 0; the mask is 1 on an assistant message's bytes and its closing 0. */
+static int byte_render(void *ctx, const dp_conversation *c, int first, dp_rendered *out) {
+    (void)ctx;
+    for (int i = 0; i < c->n; i++) {
+        if (i > 0 && i < first) continue;
+        if (i == 0 && first > 0 && c->msgs[0].role != DP_ROLE_SYSTEM) continue;
+        uint8_t m = c->msgs[i].role == DP_ROLE_ASSISTANT;
+        if (dp_rendered_push(out, 1 + (int32_t)c->msgs[i].role, 0)) return -1;
+        for (size_t k = 0; k < c->msgs[i].len; k++)
+            if (dp_rendered_push(out, (uint8_t)c->msgs[i].content[k], m)) return -1;
+        if (dp_rendered_push(out, 0, m)) return -1;
+    }
+    return 0;
+}
+
+/* Left truncation at message boundaries: the system prompt and the reply are kept, the oldest
+ * turns go; a reply that cannot fit is skipped and counted; the HDF5 cache round-trips. */
+static void test_truncation(void) {
+    char path[300], cache[400];
+    snprintf(path, sizeof path, "%s/trunc.jsonl", tmpdir);
+    dp_make_dirs(tmpdir);
+    FILE *f = fopen(path, "w");
+    fprintf(f, "{\"messages\":[{\"role\":\"system\",\"content\":\"sys\"},"
+               "{\"role\":\"user\",\"content\":\"aaaaaaaaaaaaaaaaaaaa\"},"
+               "{\"role\":\"assistant\",\"content\":\"bbbb\"},"
+               "{\"role\":\"user\",\"content\":\"cc\"},"
+               "{\"role\":\"assistant\",\"content\":\"dd\"}]}\n");
+    fprintf(f, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+               "{\"role\":\"assistant\",\"content\":\"yo\"}]}\n");
+    fprintf(f,
+            "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},"
+            "{\"role\":\"assistant\",\"content\":\"%s\"}]}\n",
+            "a-reply-far-too-long-to-fit-any-budget-at-all");
+    fclose(f);
+    dp_token_data d;
+    CHECK(dp_token_data_build(path, 16, byte_render, NULL, &d) == 0);
+    CHECK_EQ_INT(3, d.n_read);
+    CHECK_EQ_INT(2, d.nseq);
+    CHECK_EQ_INT(1, d.n_truncated);
+    CHECK_EQ_INT(1, d.n_skipped);
+    /* first sequence: system (5) + the 2nd user turn (4) + "dd" reply (4) = 13 tokens; the
+     * 20-byte user turn and the first reply were dropped (with all but the 20-byte turn it
+     * would be 19 > 16) */
+    CHECK_EQ_INT(13, d.offsets[1]);
+    if (d.nseq == 2) {
+        CHECK_EQ_INT(1 + DP_ROLE_SYSTEM, d.tokens[0]);
+        CHECK_EQ_INT('s', d.tokens[1]);
+        CHECK_EQ_INT(1 + DP_ROLE_USER, d.tokens[5]);
+        CHECK_EQ_INT('c', d.tokens[6]);
+        CHECK_EQ_INT('d', d.tokens[10]);
+        CHECK_EQ_INT(1, d.loss_mask[10]);
+        CHECK_EQ_INT(0, d.loss_mask[6]);
+        CHECK_EQ_INT(1, d.loss_mask[12]);
+    }
+    dp_token_cache_path(cache, sizeof cache, path, 99);
+    CHECK(dp_token_cache_save(cache, 99, &d) == 0);
+    dp_token_data e;
+    CHECK_EQ_INT(0, dp_token_cache_load(cache, 98, &e)); /* another key: stale, rebuilt */
+    CHECK_EQ_INT(1, dp_token_cache_load(cache, 99, &e));
+    CHECK(e.T == d.T && e.nseq == d.nseq && !memcmp(e.tokens, d.tokens, (size_t)d.T * 4) &&
+          !memcmp(e.loss_mask, d.loss_mask, (size_t)d.T) && e.n_truncated == 1);
+    dp_token_data_free(&e);
+    dp_token_data_free(&d);
+}
+
 int main(void) {
     char path[1024];
     snprintf(path, sizeof path, "%s/tests/fixtures/peft/llama.h5", DOPPEL_SOURCE_DIR);
@@ -236,6 +330,8 @@ int main(void) {
             for (int64_t i = len / 2; i < len; i++) d->tokens[b0 + i] = d->tokens[b0 + i - len / 2];
         }
     test_schedule();
+    test_hook(&fm);
+    test_truncation();
     test_packing(&tr);
     test_resume(&fm, &tr, &va);
     dp_token_data_free(&tr);

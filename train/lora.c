@@ -125,6 +125,7 @@ void dp_lora_free(dp_lora *lora) {
     if (!lora) return;
     free(lora->params);
     free(lora->grads);
+    free(lora->scratch);
     free(lora->mod);
     free(lora);
 }
@@ -184,6 +185,26 @@ void dp_lora_backward(float *dx, const float *dy, const float *x, const dp_lora_
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, m->in, r, 1.0f, dxa, r, m->A, m->in,
                 0.0f, xd, m->in);
     for (size_t i = 0; i < nx; i++) dx[i] += keep[i] * xd[i];
+}
+
+int dp_lora_hook(void *vlora, int layer, dp_linear_id id, float *out, const float *inp, int N,
+                 int in, int out_features) {
+    dp_lora *lora = vlora;
+    if (layer < 0 || layer >= lora->L || (int)id < 0 || id >= DP_N_LINEAR)
+        return dp_fail("adapter: layer %d module %d out of range", layer, (int)id);
+    const dp_lora_module *md = dp_lora_mod(lora, layer, id);
+    if (!md->A) return 0;
+    if (md->in != in || md->out != out_features)
+        return dp_fail("adapter: layer %d %s is (%d, %d), the model's is (%d, %d)", layer,
+                       module_names[id], md->out, md->in, out_features, in);
+    if (N > lora->scratch_rows) {
+        float *s = dp_realloc(lora->scratch, sizeof(float) * (size_t)N * lora->cfg.r);
+        if (!s) return -1;
+        lora->scratch = s;
+        lora->scratch_rows = N;
+    }
+    dp_lora_forward(out, inp, md, lora->cfg.r, lora->scale, NULL, lora->scratch, NULL, N);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ PEFT files */

@@ -34,6 +34,8 @@ typedef struct {
     float *params;       /* (n) every A and B, layer by layer, module by module, A before B */
     float *grads;        /* (n) */
     size_t n;
+    float *scratch; /* (scratch_rows, r) for dp_lora_hook */
+    int scratch_rows;
 } dp_lora;
 
 /* "all" or a comma/space separated list of module names ("q_proj,v_proj") -> bit mask.
@@ -65,6 +67,13 @@ void dp_lora_forward(float *y, const float *x, const dp_lora_module *m, int r, f
 void dp_lora_backward(float *dx, const float *dy, const float *x, const dp_lora_module *m, int r,
                       float scale, const float *keep, const float *xa, float *dxa, float *xd,
                       int N);
+
+/* Inference with the adapter unmerged: the signature of infer/forward.h's dp_linear_hook, so
+ * `dp_forward_set_hook(&f, dp_lora_hook, lora)` applies it: out (N, out_features) +=
+ * scale * (inp A^T) B^T for an adapted module (no dropout). Thread-unsafe (a scratch buffer
+ * inside lora grows to N * r). */
+int dp_lora_hook(void *lora, int layer, dp_linear_id id, float *out, const float *inp, int N,
+                 int in, int out_features);
 
 /* Saves the PEFT adapter into dir (created if needed): adapter_config.json,
  * adapter_model.safetensors, and doppel.json when doppel_json is not NULL (a JSON text). */

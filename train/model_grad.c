@@ -154,8 +154,15 @@ static const float *make_keep(dp_grad_ws *ws, const dp_lora *lora, uint64_t seed
     if (!(p > 0) || !seed) return NULL;
     float s = 1.0f / (1.0f - p);
     uint64_t stream = (uint64_t)l * 8 + (uint64_t)m;
+    /* two 32-bit uniforms per 64-bit draw: the mask is a pure function of (seed, l, m, i) */
+    uint32_t thresh = (uint32_t)((double)p * 4294967296.0);
+    size_t pairs = (n + 1) / 2;
 #pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) ws->keep[i] = dp_rng_uniform(seed, stream, i) >= p ? s : 0.0f;
+    for (size_t j = 0; j < pairs; j++) {
+        uint64_t bits = dp_rng_bits(seed, stream, j);
+        ws->keep[2 * j] = (uint32_t)bits >= thresh ? s : 0.0f;
+        if (2 * j + 1 < n) ws->keep[2 * j + 1] = (uint32_t)(bits >> 32) >= thresh ? s : 0.0f;
+    }
     return ws->keep;
 }
 

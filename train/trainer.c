@@ -159,6 +159,18 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     }
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     mt = dp_metrics_open(path, o->resume ? st.step : -1);
+    if (!mt && o->resume) {
+        /* a kill -9 in the middle of an append can leave the metrics file unreadable: keep it
+         * aside and start a new one rather than refuse to resume */
+        char aside[4300];
+        snprintf(aside, sizeof aside, "%s.damaged", path);
+        if (!rename(path, aside)) {
+            if (!o->quiet)
+                fprintf(stderr, "train: %s; moved to %s, starting a new metrics file\n",
+                        dp_last_error(), aside);
+            mt = dp_metrics_open(path, -1);
+        }
+    }
     if (!mt) goto done;
 
     dp_schedule sched = {.kind = o->sched, .lr = o->lr, .total_steps = total};
