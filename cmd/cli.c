@@ -38,20 +38,14 @@ int dp_parse_size(const char *s, int64_t *bytes) {
     if (end == s || errno || !(v >= 0) || !isfinite(v)) return -1;
     while (*end == ' ') end++;
     double mul = 1;
-    if (!*end || !strcmp(end, "B"))
-        mul = 1;
-    else if (!strcasecmp(end, "K") || !strcasecmp(end, "KiB"))
+    if (!*end || !strcmp(end, "B")) mul = 1;
+    /* binary multiples for every spelling: a "12 GB" card has 12 GiB (nvidia-smi: 12288MiB) */
+    else if (!strcasecmp(end, "K") || !strcasecmp(end, "KB") || !strcasecmp(end, "KiB"))
         mul = 1024.0;
-    else if (!strcasecmp(end, "M") || !strcasecmp(end, "MiB"))
+    else if (!strcasecmp(end, "M") || !strcasecmp(end, "MB") || !strcasecmp(end, "MiB"))
         mul = 1024.0 * 1024;
-    else if (!strcasecmp(end, "G") || !strcasecmp(end, "GiB"))
+    else if (!strcasecmp(end, "G") || !strcasecmp(end, "GB") || !strcasecmp(end, "GiB"))
         mul = 1024.0 * 1024 * 1024;
-    else if (!strcasecmp(end, "KB"))
-        mul = 1e3;
-    else if (!strcasecmp(end, "MB"))
-        mul = 1e6;
-    else if (!strcasecmp(end, "GB"))
-        mul = 1e9;
     else
         return -1;
     double b = v * mul;

@@ -63,7 +63,7 @@ int dp_runtime_error(const dp_command_spec *spec);
 int dp_strlist_push(dp_strlist *l, const char *s);
 void dp_strlist_free(dp_strlist *l);
 
-/* "12GB", "512MiB", "1.5G", "4096" -> bytes (GB = 1e9, GiB = 2^30; bare G = GiB). */
+/* "12GB", "512MiB", "1.5G", "4096" -> bytes; K/M/G(B) are binary multiples, as for GPU memory. */
 int dp_parse_size(const char *s, int64_t *bytes);
 
 /* A command not built yet: says so on stderr and returns DP_EXIT_USAGE. */

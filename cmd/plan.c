@@ -1,22 +1,127 @@
-/* doppel plan: plan GPU memory for training and print the longest sequence that fits (not built
- * yet: issue 7). */
+/* doppel plan: GPU memory for QLoRA training, per category, and the longest sequence that
+ * fits, from the model's config alone (a HF directory, a config.json or a .gguf). */
 #include "cmd/commands.h"
+#include "data/error.h"
+#include "data/io.h"
+#include "infer/config.h"
+#include "infer/gguf.h"
+#include "train/memplan.h"
 
-static const dp_opt opts[] = {{0}};
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct {
+    const char *model;
+    int64_t vram, seq, r, micro_batch, ce_chunk;
+    bool lm_head_nf4, no_recompute;
+} o;
+
+static const dp_opt opts[] = {
+    {"model", DP_OPT_STRING, &o.model, "PATH",
+     "HF model directory, config.json or .gguf (required)"},
+    {"vram", DP_OPT_SIZE, &o.vram, "SIZE", "GPU memory to plan for (default 12GB = 12 GiB)"},
+    {"seq", DP_OPT_INT, &o.seq, "N", "tokens per sequence (default 2048)"},
+    {"r", DP_OPT_INT, &o.r, "R", "LoRA rank (default 16; all seven linear modules)"},
+    {"micro-batch", DP_OPT_INT, &o.micro_batch, "B", "sequences per micro-batch (default 1)"},
+    {"ce-chunk", DP_OPT_INT, &o.ce_chunk, "N",
+     "rows of logits per cross-entropy chunk (default 256)"},
+    {"lm-head-nf4", DP_OPT_FLAG, &o.lm_head_nf4, NULL, "quantize an untied lm_head to NF4 too"},
+    {"no-recompute", DP_OPT_FLAG, &o.no_recompute, NULL,
+     "keep every layer's activations (no checkpointing)"},
+    {0},
+};
 
 const dp_command_spec dp_plan_spec = {
     .name = "plan",
-    .usage = "--model M --vram 12GB [--seq N] [--r R]",
+    .usage = "--model M [--vram 12GB] [--seq N] [--r R] [--micro-batch B]",
     .summary = "plan GPU memory for training and print the longest sequence that fits",
+    .details =
+        "Sizes are binary (12GB = 12 GiB, what a 12 GB card has). The CUDA context figure is\n"
+        "an estimate; the roofline uses spec-sheet figures: GPU speed has not been measured.\n"
+        "Model configs for Qwen2.5-0.5B/1.5B/3B/7B, Llama-3.1-8B and SmolLM2-135M ship in\n"
+        "configs/models/ (e.g. --model configs/models/qwen2.5-7b-instruct).",
     .opts = opts,
     .min_args = 0,
-    .max_args = -1,
+    .max_args = 0,
 };
 
+/* PATH is a model directory, a config.json, or a .gguf (its metadata). */
+static int load_config(dp_model_config *cfg, const char *path) {
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".gguf")) {
+        dp_gguf *g = dp_gguf_open(path);
+        if (!g) return -1;
+        int rc = dp_config_from_gguf(cfg, g);
+        dp_gguf_close(g);
+        return rc;
+    }
+    if (n > 5 && !strcmp(path + n - 5, ".json")) {
+        char *text;
+        size_t len;
+        if (dp_read_file(path, &text, &len)) return -1;
+        int rc = dp_config_from_json(cfg, text, len, path);
+        free(text);
+        return rc;
+    }
+    return dp_config_load_dir(cfg, path);
+}
+
+static double mib(uint64_t b) {
+    return (double)b / (1024.0 * 1024.0);
+}
+
 int dp_cmd_plan(int argc, char **argv) {
+    memset(&o, 0, sizeof o);
+    dp_train_shape shape = dp_train_shape_default();
+    o.vram = 12ll << 30;
+    o.seq = shape.seq, o.r = shape.r, o.micro_batch = shape.micro_batch,
+    o.ce_chunk = shape.ce_chunk;
     dp_cli cli;
     int rc = dp_cli_parse(&dp_plan_spec, argc, argv, &cli);
-    if (rc == 0) rc = dp_not_built(&dp_plan_spec, "issue 7");
     dp_cli_free(&cli);
-    return rc < 0 ? DP_EXIT_OK : rc;
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    if (!o.model) return dp_usage_error(&dp_plan_spec, "--model is required");
+    if (o.seq <= 0 || o.r <= 0 || o.micro_batch <= 0 || o.ce_chunk <= 0 || o.seq > (1 << 22) ||
+        o.r > 4096 || o.micro_batch > 4096)
+        return dp_usage_error(&dp_plan_spec, "--seq, --r, --micro-batch and --ce-chunk must be "
+                                             "positive (seq at most 4M, r and batch at most 4096)");
+    shape.seq = (int)o.seq, shape.r = (int)o.r, shape.micro_batch = (int)o.micro_batch;
+    shape.ce_chunk = (int)o.ce_chunk, shape.lm_head_nf4 = o.lm_head_nf4;
+    shape.recompute = !o.no_recompute;
+
+    dp_model_config cfg;
+    if (load_config(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
+    dp_memplan plan;
+    if (dp_memplan_build(&plan, &cfg, &shape)) return dp_runtime_error(&dp_plan_spec);
+
+    printf("model:  %s (%s, %d layers, hidden %d, %d/%d heads, ffn %d, vocab %d, %s embeddings)\n",
+           o.model, dp_arch_name(cfg.arch), cfg.L, cfg.C, cfg.H, cfg.KVH, cfg.F, cfg.V,
+           cfg.tied_embeddings ? "tied" : "untied");
+    printf("train:  QLoRA r %d on all 7 linears (%.1fM params), seq %d x micro-batch %d, "
+           "recompute %s, cross-entropy chunk %d rows\n\n",
+           shape.r, (double)plan.lora_params / 1e6, shape.seq, shape.micro_batch,
+           shape.recompute ? "on" : "off", shape.ce_chunk);
+    printf("  %-36s %10s\n", "category", "MiB");
+    for (int c = 0; c < DP_MEM_N_CATEGORIES; c++)
+        printf("  %-36s %10.1f\n", dp_mem_category_names[c], mib(plan.by_category[c]));
+    printf("  %-36s %10.1f   of %.1f MiB: %s\n", "total", mib(plan.total), mib((uint64_t)o.vram),
+           plan.total <= (uint64_t)o.vram ? "fits" : "DOES NOT FIT");
+    int max_seq = dp_memplan_max_seq(&cfg, &shape, (uint64_t)o.vram);
+    printf("max seq: %d tokens\n", max_seq);
+    if (cfg.max_position > 0 && max_seq > cfg.max_position)
+        printf("(more than the model's context of %d positions: memory is not the limit)\n",
+               cfg.max_position);
+
+    dp_roofline rl;
+    dp_memplan_roofline(&rl, &cfg, &shape, &dp_gpu_rtx3060);
+    printf("\nroofline on an %s (spec sheet: %.0f GB/s, %.1f bf16 TFLOPS; not measured):\n"
+           "  %.2f TFLOP and %.1f GB moved per micro-batch step -> %.3f s/step, ~%.0f tokens/s "
+           "(%s-bound)\n",
+           dp_gpu_rtx3060.name, dp_gpu_rtx3060.bandwidth / 1e9, dp_gpu_rtx3060.peak_flops / 1e12,
+           rl.flops / 1e12, rl.bytes / 1e9, rl.seconds, rl.tokens_per_s,
+           rl.flops / dp_gpu_rtx3060.peak_flops > rl.bytes / dp_gpu_rtx3060.bandwidth ? "compute"
+                                                                                      : "memory");
+    dp_memplan_free(&plan);
+    return DP_EXIT_OK;
 }

@@ -52,9 +52,9 @@ static uint32_t cp_at(const unsigned char *s, size_t n, size_t *k) {
     return v;
 }
 
-static void trim(const char *s, const char **b, size_t *n) {
+static void trim(const char *s, size_t len, const char **b, size_t *n) {
     const unsigned char *u = (const unsigned char *)s;
-    size_t len = strlen(s), start = 0, end = len, k;
+    size_t start = 0, end = len, k;
     while (start < end && py_space(cp_at(u + start, end - start, &k))) start += k;
     while (end > start) {
         size_t p = end - 1;
@@ -68,8 +68,8 @@ static void trim(const char *s, const char **b, size_t *n) {
 
 static int check_msgs(const dp_chat_msg *m, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!m[i].role || !m[i].content || !m[i].role[0])
-            return dp_fail("message %zu has no role or no content", i);
+        if (!m[i].content || (unsigned)m[i].role > DP_ROLE_ASSISTANT)
+            return dp_fail("message %zu has no content or an unknown role", i);
     return 0;
 }
 
@@ -78,13 +78,15 @@ int dp_chat_render_text(dp_chat_format f, const dp_chat_msg *m, size_t n, bool g
     int rc = 0;
     for (size_t i = 0; i < n && !rc; i++) {
         if (f == DP_CHAT_CHATML) {
-            rc = dp_buf_printf(out, "<|im_start|>%s\n%s<|im_end|>\n", m[i].role, m[i].content);
+            rc = dp_buf_printf(out, "<|im_start|>%s\n%.*s<|im_end|>\n", dp_role_name(m[i].role),
+                               (int)m[i].len, m[i].content);
         } else {
             const char *c;
             size_t cl;
-            trim(m[i].content, &c, &cl);
+            trim(m[i].content, m[i].len, &c, &cl);
             rc = dp_buf_printf(out, "%s<|start_header_id|>%s<|end_header_id|>\n\n%.*s<|eot_id|>",
-                               i == 0 ? "<|begin_of_text|>" : "", m[i].role, (int)cl, c);
+                               i == 0 ? "<|begin_of_text|>" : "", dp_role_name(m[i].role), (int)cl,
+                               c);
         }
     }
     if (!rc && gen)
@@ -150,23 +152,23 @@ int dp_chat_render(dp_tokenizer *t, dp_chat_format f, const dp_chat_msg *m, size
                    dp_chat_tokens *out) {
     if (check_msgs(m, n)) return -1;
     for (size_t i = 0; i < n; i++) {
-        uint8_t a = strcmp(m[i].role, "assistant") == 0;
+        uint8_t a = m[i].role == DP_ROLE_ASSISTANT;
+        const char *role = dp_role_name(m[i].role);
         if (f == DP_CHAT_CHATML) {
             dp_buf head = {0};
-            if (dp_buf_printf(&head, "%s\n", m[i].role)) return -1;
+            if (dp_buf_printf(&head, "%s\n", role)) return -1;
             int rc = push_special(t, out, "<|im_start|>", 0) ||
-                     push_text(t, out, head.data, m[i].content, strlen(m[i].content), a) ||
+                     push_text(t, out, head.data, m[i].content, m[i].len, a) ||
                      push_special(t, out, "<|im_end|>", a) || push_text(t, out, "\n", "", 0, 0);
             dp_buf_free(&head);
             if (rc) return -1;
         } else {
             const char *c;
             size_t cl;
-            trim(m[i].content, &c, &cl);
+            trim(m[i].content, m[i].len, &c, &cl);
             if ((i == 0 && push_special(t, out, "<|begin_of_text|>", 0)) ||
                 push_special(t, out, "<|start_header_id|>", 0) ||
-                push_text(t, out, m[i].role, "", 0, 0) ||
-                push_special(t, out, "<|end_header_id|>", 0) ||
+                push_text(t, out, role, "", 0, 0) || push_special(t, out, "<|end_header_id|>", 0) ||
                 push_text(t, out, "\n\n", c, cl, a) || push_special(t, out, "<|eot_id|>", a))
                 return -1;
         }

@@ -8,15 +8,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/dataset.h" /* dp_chat_msg: role, content, len */
 #include "data/io.h"
 #include "data/tokenizer.h"
 
 typedef enum { DP_CHAT_CHATML = 1, DP_CHAT_LLAMA3 = 2 } dp_chat_format;
-
-typedef struct {
-    const char *role; /* "system", "user", "assistant", ... rendered as given */
-    const char *content;
-} dp_chat_msg;
 
 /* "chatml" / "llama3" */
 const char *dp_chat_format_name(dp_chat_format f);

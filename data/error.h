@@ -5,6 +5,10 @@
 
 #include <stddef.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 #if defined(__GNUC__)
 #define DP_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -25,4 +29,7 @@ void *dp_calloc(size_t count, size_t size);
 void *dp_realloc(void *p, size_t n);
 char *dp_strdup(const char *s);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -8,6 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* True when the path ends in ".zst". */
 bool dp_path_is_zstd(const char *path);
 
@@ -48,4 +52,7 @@ int dp_buf_puts(dp_buf *b, const char *s);
 int dp_buf_printf(dp_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dp_buf_free(dp_buf *b);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -8,6 +8,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct dp_progress dp_progress;
 
 enum { DP_PROGRESS_AUTO = 0, DP_PROGRESS_PLAIN = 1, DP_PROGRESS_BAR = 2 };
@@ -32,4 +36,7 @@ void dp_progress_finish(dp_progress *p); /* prints the final line and frees p */
 void dp_format_duration(char *out, size_t cap, double seconds);
 double dp_now_seconds(void);
 
+#ifdef __cplusplus
+}
+#endif
 #endif

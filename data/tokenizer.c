@@ -96,25 +96,6 @@ static int utf8_step(const unsigned char *s, size_t n) {
     return need + 1;
 }
 
-size_t dp_utf8_valid_prefix(const char *s, size_t len) {
-    const unsigned char *u = (const unsigned char *)s;
-    size_t i = 0;
-    while (i < len) {
-        /* ASCII fast path, 8 bytes at a time */
-        while (i + 8 <= len) {
-            uint64_t v;
-            memcpy(&v, u + i, 8);
-            if (v & 0x8080808080808080ull) break;
-            i += 8;
-        }
-        if (i >= len) break;
-        int k = utf8_step(u + i, len - i);
-        if (k <= 0) return i;
-        i += (size_t)k;
-    }
-    return len;
-}
-
 /* Appends bytes to out, replacing each invalid maximal subpart with U+FFFD. When hold is
  * non-NULL, a valid-but-truncated tail is not written: its length is stored in *hold. */
 static int append_lossy(dp_buf *out, const unsigned char *s, size_t n, size_t *hold) {
@@ -196,7 +177,9 @@ struct dp_tokenizer {
     size_t vocab_mask;
     merge_slot *merges;
     size_t merge_mask, n_merges;
-    int32_t byte_id[256];
+    int32_t byte_id[256]; /* -1: no token (the byte is dropped) */
+    int n_missing_bytes;
+    uint64_t dropped; /* bytes dropped so far */
     added_tok *added; /* sorted by first byte, then longest first */
     int n_added;
     int added_start[257];
@@ -206,6 +189,8 @@ struct dp_tokenizer {
     int32_t bos, eos, pad;
     char *chat_template;
     char desc[256];
+    uint64_t fingerprint;
+    bool is_clone; /* shares the tables above with its parent; owns only the state below */
     /* encode state: not shared across threads */
     cache_slot *cache;
     int32_t *h_sym, *h_prev, *h_next;
@@ -279,12 +264,24 @@ static int added_cmp(const void *a, const void *b) {
     return x->id < y->id ? -1 : x->id > y->id;
 }
 
+static void free_state(dp_tokenizer *t) {
+    for (int i = 0; i < t->n_pre; i++) pcre2_match_data_free(t->pre[i].md);
+    free(t->cache);
+    free(t->h_sym);
+    free(t->h_prev);
+    free(t->h_next);
+    free(t->heap);
+    free(t->tmp);
+}
+
 void dp_tokenizer_free(dp_tokenizer *t) {
     if (!t) return;
-    for (int i = 0; i < t->n_pre; i++) {
-        pcre2_match_data_free(t->pre[i].md);
-        pcre2_code_free(t->pre[i].re);
+    free_state(t);
+    if (t->is_clone) {
+        free(t);
+        return;
     }
+    for (int i = 0; i < t->n_pre; i++) pcre2_code_free(t->pre[i].re);
     free(t->arena);
     free(t->off);
     free(t->len);
@@ -293,13 +290,80 @@ void dp_tokenizer_free(dp_tokenizer *t) {
     free(t->merges);
     free(t->added);
     free(t->chat_template);
-    free(t->cache);
-    free(t->h_sym);
-    free(t->h_prev);
-    free(t->h_next);
-    free(t->heap);
-    free(t->tmp);
     free(t);
+}
+
+dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent) {
+    dp_tokenizer *t = dp_malloc(sizeof *t);
+    if (!t) return NULL;
+    *t = *parent; /* the read-only tables are shared (compiled PCRE2 code is thread-safe) */
+    t->is_clone = true;
+    t->dropped = 0;
+    t->cache = NULL;
+    t->h_sym = t->h_prev = t->h_next = NULL;
+    t->heap = NULL;
+    t->h_cap = 0;
+    t->tmp = NULL;
+    t->tmp_cap = 0;
+    for (int i = 0; i < t->n_pre; i++) t->pre[i].md = NULL;
+    for (int i = 0; i < t->n_pre; i++)
+        if (t->pre[i].re &&
+            !(t->pre[i].md = pcre2_match_data_create_from_pattern(t->pre[i].re, NULL))) {
+            dp_fail("out of memory for regex match data");
+            dp_tokenizer_free(t);
+            return NULL;
+        }
+    if (!(t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache))) {
+        dp_tokenizer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+/* Unicode White_Space, which \s means in Oniguruma (HF tokenizers' regex engine). PCRE2's \s
+ * also matches U+180E (MONGOLIAN VOWEL SEPARATOR, format since Unicode 6.3), so patterns are
+ * rewritten to use this set: \s -> [set] and \S -> [^set] outside classes, \s -> set inside. */
+#define WHITE_SPACE                                                                                \
+    "\\t\\n\\x0B\\f\\r\\x20\\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}"  \
+    "\\x{205F}\\x{3000}"
+
+static char *onig_spaces(const char *pat) {
+    dp_buf b = {0};
+    bool in_class = false;
+    int rc = 0;
+    for (const char *q = pat; *q && !rc; q++) {
+        if (*q == '\\' && q[1]) {
+            if (q[1] == 's')
+                rc = dp_buf_puts(&b, in_class ? WHITE_SPACE : "[" WHITE_SPACE "]");
+            else if (q[1] == 'S' && !in_class)
+                rc = dp_buf_puts(&b, "[^" WHITE_SPACE "]");
+            else
+                rc = dp_buf_append(&b, q, 2);
+            q++;
+            continue;
+        }
+        if (!in_class && *q == '[') {
+            in_class = true;
+            rc = dp_buf_append(&b, q, 1);
+            if (q[1] == '^') rc = rc || dp_buf_append(&b, ++q, 1);
+            if (q[1] == ']') rc = rc || dp_buf_append(&b, ++q, 1); /* a leading ] is literal */
+            continue;
+        }
+        if (in_class && *q == '[' && q[1] == ':') { /* POSIX [:name:] */
+            const char *e = strstr(q, ":]");
+            size_t n = e ? (size_t)(e + 2 - q) : strlen(q);
+            rc = dp_buf_append(&b, q, n);
+            q += n - 1;
+            continue;
+        }
+        if (in_class && *q == ']') in_class = false;
+        rc = dp_buf_append(&b, q, 1);
+    }
+    if (rc || dp_buf_append(&b, "", 0)) {
+        dp_buf_free(&b);
+        return NULL;
+    }
+    return b.data;
 }
 
 static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
@@ -309,9 +373,14 @@ static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
         int err;
         PCRE2_SIZE eoff;
         uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
-        if (s->pre[i].literal) opts |= PCRE2_LITERAL;
-        p->re = pcre2_compile((PCRE2_SPTR)s->pre[i].pattern, PCRE2_ZERO_TERMINATED, opts, &err,
-                              &eoff, NULL);
+        char *pat = NULL;
+        if (s->pre[i].literal)
+            opts |= PCRE2_LITERAL;
+        else if (!(pat = onig_spaces(s->pre[i].pattern)))
+            return -1;
+        p->re = pcre2_compile((PCRE2_SPTR)(pat ? pat : s->pre[i].pattern), PCRE2_ZERO_TERMINATED,
+                              opts, &err, &eoff, NULL);
+        free(pat);
         if (!p->re) {
             PCRE2_UCHAR msg[256];
             pcre2_get_error_message(err, msg, sizeof msg);
@@ -344,6 +413,10 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     t->pad = s->pad;
     size_t total = 0;
     for (int32_t i = 0; i < s->n_ids; i++) total += s->str[i] ? s->len[i] : 0;
+    if (total >= UINT32_MAX) { /* offsets are 32-bit */
+        dp_fail("%s: the tokens hold %zu bytes (too many)", s->name, total);
+        goto fail;
+    }
     t->arena = dp_malloc(total + 1);
     t->off = dp_calloc((size_t)s->n_ids + 1, sizeof *t->off);
     t->len = dp_calloc((size_t)s->n_ids + 1, sizeof *t->len);
@@ -383,6 +456,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         pos += t->len[i];
     }
 
+    /* fingerprint: what decides the ids (tokens, merges, pipeline), not names or templates */
+    uint64_t fp = (uint64_t)t->n_ids;
+    for (int32_t i = 0; i < s->n_ids; i++)
+        fp = hash_u64(fp ^ t->flags[i]) ^
+             hash_bytes((const unsigned char *)t->arena + t->off[i], t->len[i]);
+
     /* vocabulary lookup (model vocab only, raw bytes), duplicates keep the lowest id */
     t->vocab_mask = pow2_at_least(n_vocab * 2 + 1) - 1;
     t->vocab = dp_calloc(t->vocab_mask + 1, sizeof *t->vocab);
@@ -395,15 +474,12 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->vocab[h]) h = (h + 1) & t->vocab_mask;
         t->vocab[h] = (uint32_t)i + 1;
     }
+    /* a byte without a token is dropped from the text, as HF's BPE does without unk_token
+     * (SmolLM2 lacks 21 bytes, mostly ones UTF-8 never uses); dropped bytes are counted */
     for (int b = 0; b < 256; b++) {
         char c = (char)b;
         t->byte_id[b] = vocab_find(t, &c, 1);
-        if (t->byte_id[b] < 0) {
-            dp_fail("%s: the vocabulary has no token for byte 0x%02X (a byte-level BPE vocabulary "
-                    "has all 256)",
-                    s->name, b);
-            goto fail;
-        }
+        t->n_missing_bytes += t->byte_id[b] < 0;
     }
 
     /* merges: (left id, right id) -> (rank, merged id); a repeated pair keeps its last rank,
@@ -441,6 +517,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         while (t->merges[h].key && t->merges[h].key != key) h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->n_merges++;
         t->merges[h] = (merge_slot){key, (uint32_t)m, c};
+        fp = hash_u64(fp ^ key) ^ (uint64_t)(uint32_t)c;
     }
     free(buf);
 
@@ -460,15 +537,24 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         t->added_start[b] = k;
     }
 
-    for (int i = 0; i < s->n_pre; i++)
+    for (int i = 0; i < s->n_pre; i++) {
         if (compile_step(t, s, i)) goto fail;
+        const char *pat = s->pre[i].pattern ? s->pre[i].pattern : "";
+        fp = hash_u64(fp ^ (uint64_t)s->pre[i].kind ^ ((uint64_t)s->pre[i].literal << 8)) ^
+             hash_bytes((const unsigned char *)pat, strlen(pat));
+    }
+    t->fingerprint = hash_u64(fp ^ (uint64_t)t->nfc ^ ((uint64_t)t->ignore_merges << 1));
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
-    snprintf(
-        t->desc, sizeof t->desc, "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s",
-        (int)t->n_ids, t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
-        s->pre_desc ? s->pre_desc : "no pre-tokenizer", t->ignore_merges ? ", ignore_merges" : "");
+    char missing[64] = "";
+    if (t->n_missing_bytes)
+        snprintf(missing, sizeof missing, ", %d bytes without a token", t->n_missing_bytes);
+    snprintf(t->desc, sizeof t->desc,
+             "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s%s", (int)t->n_ids,
+             t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
+             s->pre_desc ? s->pre_desc : "no pre-tokenizer",
+             t->ignore_merges ? ", ignore_merges" : "", missing);
     return t;
 fail:
     dp_tokenizer_free(t);
@@ -599,11 +685,29 @@ static int bpe_long(dp_tokenizer *t, const unsigned char *s, size_t n, dp_ids *o
 static int bpe_piece(dp_tokenizer *t, const char *piece, size_t n, dp_ids *out) {
     const unsigned char *s = (const unsigned char *)piece;
     if (n == 0) return 0;
-    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
-    if (t->ignore_merges) {
+    if (t->ignore_merges && n > 1) {
         int32_t id = vocab_find(t, piece, n);
         if (id >= 0) return dp_ids_push(out, id);
     }
+    if (t->n_missing_bytes) {
+        size_t keep = 0;
+        for (size_t i = 0; i < n; i++) keep += t->byte_id[s[i]] >= 0;
+        if (keep < n) {
+            if (keep > t->tmp_cap) {
+                char *b = dp_realloc(t->tmp, keep * 2);
+                if (!b) return -1;
+                t->tmp = b;
+                t->tmp_cap = keep * 2;
+            }
+            for (size_t i = 0, k = 0; i < n; i++)
+                if (t->byte_id[s[i]] >= 0) t->tmp[k++] = (char)s[i];
+            t->dropped += n - keep;
+            s = (const unsigned char *)t->tmp;
+            n = keep;
+            if (n == 0) return 0;
+        }
+    }
+    if (n == 1) return dp_ids_push(out, t->byte_id[s[0]]);
     cache_slot *c = NULL;
     uint64_t h = 0;
     if (n <= CACHE_KEY) {
@@ -822,4 +926,10 @@ const char *dp_tokenizer_chat_template(const dp_tokenizer *t) {
 }
 const char *dp_tokenizer_describe(const dp_tokenizer *t) {
     return t->desc;
+}
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t) {
+    return t->dropped;
+}
+uint64_t dp_tokenizer_fingerprint(const dp_tokenizer *t) {
+    return t->fingerprint;
 }

@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "data/io.h"
+#include "data/utf8.h"
 
 /* A growable list of token ids. Functions that produce ids append to it. */
 typedef struct {
@@ -19,7 +20,8 @@ int dp_ids_push(dp_ids *ids, int32_t id);
 void dp_ids_free(dp_ids *ids);
 
 /* One tokenizer. Loading is slow-ish (150k tokens); encoding keeps a cache of recent pieces
- * and regex match state inside, so one object must be used by one thread at a time. */
+ * and regex match state inside, so one object is used by one thread at a time: other threads
+ * use dp_tokenizer_clone (cheap). */
 typedef struct dp_tokenizer dp_tokenizer;
 
 /* PATH is a tokenizer.json file or a directory holding one (a Hugging Face model dir);
@@ -63,7 +65,12 @@ typedef struct {
  * error that lists the known ones). The arrays are copied. */
 dp_tokenizer *dp_tokenizer_from_arrays(const dp_tokenizer_arrays *a);
 
+/* Frees a tokenizer or a clone (free clones before their parent). */
 void dp_tokenizer_free(dp_tokenizer *t);
+
+/* A handle for another thread: shares the parent's read-only tables (no copy of the
+ * vocabulary) and has its own cache and match state. The parent must outlive it. */
+dp_tokenizer *dp_tokenizer_clone(const dp_tokenizer *parent);
 
 /* Encodes UTF-8 text (invalid UTF-8 is an error naming the byte offset), appending to *out.
  * allow_special: special-token text ("<|im_end|>") becomes its id; otherwise it is encoded
@@ -85,6 +92,9 @@ const char *dp_tokenizer_token_bytes(const dp_tokenizer *t, int32_t id, size_t *
  * vocabulary token's decoded bytes ("hello"); -1 when there is none. */
 int32_t dp_tokenizer_token_id(const dp_tokenizer *t, const char *text);
 bool dp_tokenizer_is_special(const dp_tokenizer *t, int32_t id);
+/* Bytes dropped by encode so far because the vocabulary has no token for them (HF drops them
+ * too; SmolLM2 lacks 21 byte tokens). Callers report a non-zero count. */
+uint64_t dp_tokenizer_dropped_bytes(const dp_tokenizer *t);
 /* Number of ids (max id + 1, including added tokens). */
 int32_t dp_tokenizer_vocab_size(const dp_tokenizer *t);
 
@@ -92,6 +102,10 @@ int32_t dp_tokenizer_vocab_size(const dp_tokenizer *t);
 int32_t dp_tokenizer_bos_id(const dp_tokenizer *t);
 int32_t dp_tokenizer_eos_id(const dp_tokenizer *t);
 const char *dp_tokenizer_chat_template(const dp_tokenizer *t);
+/* A 64-bit hash of everything that decides the ids (tokens, token kinds, merges, normalizer,
+ * pre-tokenizer), so an adapter can check it is used with the tokenizer it was trained with.
+ * A model's tokenizer.json and its GGUF conversion give the same value when equivalent. */
+uint64_t dp_tokenizer_fingerprint(const dp_tokenizer *t);
 /* A short description: "byte-level BPE, 151669 ids, 151387 merges, NFC, pre: Split+ByteLevel" */
 const char *dp_tokenizer_describe(const dp_tokenizer *t);
 
@@ -107,8 +121,6 @@ int dp_tok_stream_feed(dp_tok_stream *s, const dp_tokenizer *t, int32_t id, dp_b
 int dp_tok_stream_flush(dp_tok_stream *s, dp_buf *out);
 
 /* UTF-8 helpers shared with the chat layer and tests. */
-/* Offset of the first invalid byte, or len when all of s is valid UTF-8. */
-size_t dp_utf8_valid_prefix(const char *s, size_t len);
 /* NFC of s (malloc'd, NUL-terminated), or NULL with dp_last_error(). */
 char *dp_utf8_nfc(const char *s, size_t len, size_t *out_len);
 

@@ -340,9 +340,17 @@ int dp_session_render(dp_session *s, dp_tokenizer *t, dp_chat_format f, int max_
         dp_chat_msg *msgs = dp_malloc((size_t)(n ? n : 1) * sizeof *msgs);
         if (!msgs) return -1;
         int k = 0;
-        if (s->system) msgs[k++] = (dp_chat_msg){"system", s->system};
-        for (int i = first; i < s->n; i++)
-            msgs[k++] = (dp_chat_msg){s->msgs[i].role, s->msgs[i].content};
+        if (s->system) msgs[k++] = (dp_chat_msg){DP_ROLE_SYSTEM, s->system, strlen(s->system)};
+        for (int i = first; i < s->n; i++) {
+            dp_role r;
+            if (dp_role_parse(s->msgs[i].role, &r)) {
+                free(msgs);
+                return dp_fail("chat session: message role \"%s\" is not system, user or "
+                               "assistant",
+                               s->msgs[i].role);
+            }
+            msgs[k++] = (dp_chat_msg){r, s->msgs[i].content, strlen(s->msgs[i].content)};
+        }
         dp_chat_tokens_free(out);
         int rc = dp_chat_render(t, f, msgs, (size_t)n, true, out);
         free(msgs);

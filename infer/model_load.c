@@ -240,7 +240,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     }
     /* a quantized copy, when asked for NF4 */
     char nf4path[4096] = "";
-    if (opts.nf4) {
+    if (opts.nf4 && !opts.nf4_fresh) {
         if (opts.nf4_file)
             snprintf(nf4path, sizeof nf4path, "%s", opts.nf4_file);
         else

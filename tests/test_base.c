@@ -128,7 +128,7 @@ static void test_cli(const char *dir) {
     CHECK_NEAR(0.5, lr, 0, 0); /* the command line wins */
     CHECK(flag);
     CHECK_EQ_STR("fromcfg", name); /* the section for this command applies */
-    CHECK_EQ_INT(12000000000LL, vram);
+    CHECK_EQ_INT(12LL << 30, vram);
     CHECK_EQ_INT(1, tags.n); /* a list on the command line replaces the config's */
     CHECK_EQ_STR("c", tags.n ? tags.items[0] : NULL);
     CHECK_EQ_INT(1, cli.args.n);

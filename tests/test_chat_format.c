@@ -9,9 +9,12 @@
 
 #include <cjson/cJSON.h>
 
+#define MSG(role, text)                                                                            \
+    { role, text, sizeof(text) - 1 }
 static const dp_chat_msg conv[] = {
-    {"system", "Você é o kaiaku."}, {"user", "[ana]: bora jogar?"}, {"assistant", "bora kkkk"},
-    {"user", " [bia]: eu tb \n"},   {"assistant", "  fechou  "},
+    MSG(DP_ROLE_SYSTEM, "Você é o kaiaku."), MSG(DP_ROLE_USER, "[ana]: bora jogar?"),
+    MSG(DP_ROLE_ASSISTANT, "bora kkkk"),     MSG(DP_ROLE_USER, " [bia]: eu tb \n"),
+    MSG(DP_ROLE_ASSISTANT, "  fechou  "),
 };
 
 static void test_text(void) {
@@ -35,7 +38,7 @@ static void test_text(void) {
                  "<|start_header_id|>assistant<|end_header_id|>\n\nfechou<|eot_id|>",
                  b.data);
     dp_buf_free(&b);
-    const dp_chat_msg bad[] = {{"user", NULL}};
+    const dp_chat_msg bad[] = {{DP_ROLE_USER, NULL, 0}};
     CHECK_EQ_INT(-1, dp_chat_render_text(DP_CHAT_CHATML, bad, 1, false, &b));
     dp_buf_free(&b);
 }
@@ -156,8 +159,13 @@ static void test_fixture(const char *shared) {
             dp_chat_msg mv[16];
             size_t n = 0;
             cJSON_ArrayForEach(m, msgs) {
-                mv[n].role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
-                mv[n++].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+                const char *role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+                mv[n].role = !strcmp(role, "system") ? DP_ROLE_SYSTEM
+                             : !strcmp(role, "user") ? DP_ROLE_USER
+                                                     : DP_ROLE_ASSISTANT;
+                mv[n].content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+                mv[n].len = strlen(mv[n].content);
+                n++;
             }
             const cJSON *exp = cJSON_GetObjectItemCaseSensitive(row, names[k]);
             const cJSON *text = cJSON_GetObjectItemCaseSensitive(exp, "text");

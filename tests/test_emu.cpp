@@ -1,9 +1,13 @@
 /* The EMU execution layer itself: CUDA kernels written here (as they would be for nvcc) run
  * on CPU fibers; results are compared with plain loops. Covers block and warp reductions,
  * a block scan, dynamic shared memory, shuffle sub-widths, ballots, 2-D blocks, barrier
- * misuse reported as errors (not hangs), launch-configuration errors and memory accounting. */
+ * misuse reported as errors (not hangs), launch-configuration errors and memory accounting;
+ * and the shared Philox generator against cuRAND's device code and the Random123 vectors. */
+#include <curand_kernel.h> /* cuRAND's own Philox, compiled for the host: before the EMU macros */
+
 #include "check.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/philox.h"
 
 /* ---------------------------------------------------------------- kernels */
 /* shared-memory tree reduction; one partial sum per block */
@@ -99,6 +103,15 @@ __global__ static void divergent_barrier_kernel(float *x) {
 __global__ static void shfl_exited_lane_kernel(float *x) {
     if (threadIdx.x == 3) return;
     x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+/* half a warp in __syncwarp, the other half at __syncthreads: neither can complete */
+__global__ static void mixed_barrier_kernel(float *x) {
+    if (threadIdx.x < 16)
+        __syncwarp();
+    else
+        __syncthreads();
+    x[threadIdx.x] = 1.0f;
 }
 
 /* ---------------------------------------------------------------- host side */
@@ -230,6 +243,11 @@ static void test_errors(void) {
     fprintf(stderr, "  expected error: %s\n", dp_last_error());
     CHECK(strstr(dp_last_error(), "lane 3 exited") != NULL);
 
+    DP_LAUNCH(mixed_barrier_kernel, 1, 32, 0, 0, x);
+    CHECK_EQ_INT(cudaErrorLaunchFailure, cudaGetLastError());
+    fprintf(stderr, "  expected error: %s\n", dp_last_error());
+    CHECK(strstr(dp_last_error(), "deadlocks") != NULL);
+
     DP_LAUNCH(block_sum_kernel, 1, 2048, 0, 0, x, x, 1);
     CHECK_EQ_INT(cudaErrorInvalidConfiguration, cudaGetLastError());
     DP_LAUNCH(block_sum_kernel, 0, 256, 0, 0, x, x, 1);
@@ -262,7 +280,51 @@ static void test_memory(void) {
     CHECK_EQ_INT(base, dp_emu_device_bytes());
 }
 
+/* kernels/philox.h is cuRAND's Philox4x32-10: the same block function, and element i of
+ * (seed, subsequence) is what curand() returns after curand_init(seed, subsequence, i). */
+static void test_philox(void) {
+    /* Random123 known-answer vectors for philox4x32-10 */
+    struct {
+        uint32_t ctr[4], key[2], out[4];
+    } kat[] = {
+        {{0, 0, 0, 0}, {0, 0}, {0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8}},
+        {{0xffffffff, 0xffffffff, 0xffffffff, 0xffffffff},
+         {0xffffffff, 0xffffffff},
+         {0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd}},
+        {{0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344},
+         {0xa4093822, 0x299f31d0},
+         {0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1}},
+    };
+    for (auto &t : kat) {
+        dp_philox4 r = dp_philox4x32_10(t.ctr[0], t.ctr[1], t.ctr[2], t.ctr[3], t.key[0], t.key[1]);
+        uint4 c = curand_Philox4x32_10(make_uint4(t.ctr[0], t.ctr[1], t.ctr[2], t.ctr[3]),
+                                       make_uint2(t.key[0], t.key[1]));
+        for (int i = 0; i < 4; i++) CHECK_EQ_INT(t.out[i], r.v[i]);
+        CHECK(c.x == t.out[0] && c.y == t.out[1] && c.z == t.out[2] && c.w == t.out[3]);
+    }
+    int bad = 0, n = 0;
+    const uint64_t seeds[] = {0, 42, 0x123456789abcdefULL};
+    const uint64_t subs[] = {0, 1, 7, 1ULL << 33};
+    const uint64_t offs[] = {0, 1, 2, 3, 4, 5, 1001, (1ULL << 34) + 3};
+    for (uint64_t seed : seeds)
+        for (uint64_t sub : subs)
+            for (uint64_t off : offs) {
+                curandStatePhilox4_32_10_t st;
+                curand_init(seed, sub, off, &st);
+                for (int j = 0; j < 6; j++, n++) { /* consecutive draws continue the stream */
+                    curandStatePhilox4_32_10_t st2 = st;
+                    unsigned u = curand(&st);
+                    float f = curand_uniform(&st2);
+                    bad += u != dp_philox_u32(seed, sub, off + j);
+                    bad += f != dp_philox_uniform(seed, sub, off + j);
+                }
+            }
+    fprintf(stderr, "  philox vs cuRAND: %d of %d draws differ\n", bad, n);
+    CHECK_EQ_INT(0, bad);
+}
+
 int main(void) {
+    test_philox();
     test_block_sum(256);
     test_block_sum(1000); /* ragged last block */
     test_warp_sum(1024, 256);

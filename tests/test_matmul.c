@@ -1,5 +1,5 @@
 /* Linear layers: OpenBLAS fp32 forward/backward against loops in double; NF4 tiled forward,
- * input-gradient and fused GEMV (scalar and AVX2 paths) against the dequantized weight
+ * input-gradient and fused GEMV (scalar, AVX2 and AVX-512 paths) against the dequantized weight
  * multiplied in double. */
 #include "check.h"
 #include "kernels/nf4.h"
@@ -106,8 +106,13 @@ int main(void) {
     test_nf4(2, 1536, 576, 256); /* down_proj shape, blocksize 256 */
     test_nf4(4, 100, 9, 64);     /* rows share blocks: the generic path */
     test_nf4(1, 64, 3, 64);
-    setenv("DOPPEL_NO_AVX2", "1", 1); /* the scalar GEMV path too */
-    test_nf4(2, 576, 192, 64);
-    test_nf4(1, 512, 64, 256);
+    /* the narrower GEMV paths too (each capped by what this CPU has) */
+    const char *paths[] = {"avx2", "scalar"};
+    for (int i = 0; i < 2; i++) {
+        setenv("DOPPEL_NF4_SIMD", paths[i], 1);
+        fprintf(stderr, "DOPPEL_NF4_SIMD=%s\n", paths[i]);
+        test_nf4(2, 576, 192, 64);
+        test_nf4(1, 512, 64, 256);
+    }
     return check_done();
 }

@@ -59,21 +59,22 @@ static void check_placement(const dp_model *m, const char *file) {
     dp_safetensors_close(st);
 }
 
-static void test_llama_hf_vs_gguf(void) {
-    dp_model *hf = dp_model_load(FIX "tiny-llama", &quiet);
+/* the HF directory and the GGUF of the same weights load to identical models */
+static void test_hf_vs_gguf(const char *dir, const char *gguf, const char *st, dp_arch arch) {
+    dp_model *hf = dp_model_load(dir, &quiet);
     CHECK_REPORT(hf != NULL, "%s", dp_last_error());
-    dp_model *gg = dp_model_load(FIX "tiny-llama.gguf", &quiet);
+    dp_model *gg = dp_model_load(gguf, &quiet);
     CHECK_REPORT(gg != NULL, "%s", dp_last_error());
     if (!hf || !gg) goto done;
-    check_placement(hf, FIX "tiny-llama/model.safetensors");
+    check_placement(hf, st);
     const dp_model_config *a = &hf->cfg, *b = &gg->cfg;
-    CHECK(a->arch == DP_ARCH_LLAMA && b->arch == DP_ARCH_LLAMA);
+    CHECK(a->arch == arch && b->arch == arch && a->qkv_bias == b->qkv_bias);
     CHECK(a->L == b->L && a->C == b->C && a->F == b->F && a->H == b->H && a->KVH == b->KVH &&
           a->D == b->D && a->V == b->V && a->max_position == b->max_position);
     CHECK(a->rms_eps == b->rms_eps && a->rope_theta == b->rope_theta);
     CHECK(a->tied_embeddings && b->tied_embeddings);
     CHECK(hf->lm_head.w == hf->embed && gg->lm_head.w == gg->embed);
-    CHECK(b->n_eos == 1 && b->eos_ids[0] == 2 && b->bos_id == 1);
+    if (arch == DP_ARCH_LLAMA) CHECK(b->n_eos == 1 && b->eos_ids[0] == 2 && b->bos_id == 1);
     size_t C = (size_t)a->C;
     CHECK(!memcmp(hf->embed, gg->embed, (size_t)a->V * C * 4));
     CHECK(!memcmp(hf->final_norm, gg->final_norm, C * 4));
@@ -84,6 +85,8 @@ static void test_llama_hf_vs_gguf(void) {
             CHECK_REPORT(!memcmp(x->w, y->w, (size_t)x->out * x->in * 4),
                          "layer %d %s: GGUF weights differ from HF (q/k permutation?)", l,
                          dp_linear_names[id]);
+            CHECK(!x->bias == !y->bias);
+            if (x->bias && y->bias) CHECK(!memcmp(x->bias, y->bias, (size_t)x->out * 4));
         }
 done:
     dp_model_free(hf);
@@ -226,7 +229,10 @@ static void test_errors(void) {
 }
 
 int main(void) {
-    test_llama_hf_vs_gguf();
+    test_hf_vs_gguf(FIX "tiny-llama", FIX "tiny-llama.gguf", FIX "tiny-llama/model.safetensors",
+                    DP_ARCH_LLAMA);
+    test_hf_vs_gguf(FIX "tiny-qwen2", FIX "tiny-qwen2.gguf", FIX "tiny-qwen2/model.safetensors",
+                    DP_ARCH_QWEN2);
     test_qwen();
     test_nf4_roundtrip();
     test_errors();

@@ -3,6 +3,7 @@
  * in tokenizer.json, the streaming decoder, UTF-8 checks and the errors for unsupported types.
  * Expected ids are worked out by hand from the BPE rules of REFERENCE.md section 6. */
 #include "check.h"
+#include "tok_fixture.h"
 #include "data/error.h"
 #include "data/tokenizer.h"
 
@@ -255,7 +256,86 @@ static void test_json_loader(void) {
     free(j);
 }
 
+/* A vocabulary without some byte tokens drops those bytes (as HF does) and counts them. */
+static void test_missing_byte(void) {
+    static char bytes[256][3];
+    const char *tokens[256];
+    for (int b = 0; b < 256; b++) bytelevel_char(b, bytes[b]), tokens[b] = bytes[b];
+    tokens['q'] = "QQ"; /* id 113 is now "QQ"; byte 'q' has no token */
+    tokens['Q'] = "Q";
+    const char *merges[] = {"a b"};
+    const char *tok2[257];
+    memcpy(tok2, tokens, sizeof tokens);
+    tok2[256] = "ab";
+    dp_tokenizer_arrays a = {.name = "toy",
+                             .pre = "gpt2",
+                             .tokens = tok2,
+                             .n_tokens = 257,
+                             .merges = merges,
+                             .n_merges = 1,
+                             .bos_id = -1,
+                             .eos_id = -1,
+                             .pad_id = -1};
+    dp_tokenizer *t = dp_tokenizer_from_arrays(&a);
+    CHECK_REPORT(t != NULL, "%s", dp_last_error());
+    if (!t) return;
+    check_ids(t, "aqb", false, IDS(256)); /* q dropped, then a b merge (HF's Word) */
+    check_ids(t, "q", false, (const int32_t[]){0}, 0);
+    CHECK_EQ_INT(2, dp_tokenizer_dropped_bytes(t));
+    CHECK_REPORT(strstr(dp_tokenizer_describe(t), "1 bytes without a token") != NULL, "%s",
+                 dp_tokenizer_describe(t));
+    dp_tokenizer_free(t);
+}
+
+/* The fingerprint follows what decides ids: same inputs -> same value; merges, pre-tokenizer or
+ * token kinds changed -> another value. */
+static void test_fingerprint(void) {
+    const char *extra[] = {"ab", "bc", "abc"};
+    const char *m1[] = {"a b", "b c", "ab c"}, *m2[] = {"b c", "a b", "ab c"};
+    const char *added[] = {"<x>"};
+    const int32_t ctl[] = {DP_TOKTYPE_CONTROL}, usr[] = {DP_TOKTYPE_USER_DEFINED};
+    dp_tokenizer *a = toy("gpt2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *b = toy("gpt2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *c = toy("gpt2", extra, 3, m2, 3, added, ctl, 1);
+    dp_tokenizer *d = toy("qwen2", extra, 3, m1, 3, added, ctl, 1);
+    dp_tokenizer *e = toy("gpt2", extra, 3, m1, 3, added, usr, 1);
+    dp_tokenizer *k = dp_tokenizer_clone(a);
+    CHECK(a && b && c && d && e && k);
+    if (a && b && c && d && e && k) {
+        CHECK(dp_tokenizer_fingerprint(a) == dp_tokenizer_fingerprint(b));
+        CHECK(dp_tokenizer_fingerprint(a) == dp_tokenizer_fingerprint(k));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(c));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(d));
+        CHECK(dp_tokenizer_fingerprint(a) != dp_tokenizer_fingerprint(e));
+        check_ids(k, "abc<x>", true, IDS(258, 259)); /* a clone encodes like its parent */
+    }
+    dp_tokenizer_free(k);
+    dp_tokenizer_free(a);
+    dp_tokenizer_free(b);
+    dp_tokenizer_free(c);
+    dp_tokenizer_free(d);
+    dp_tokenizer_free(e);
+}
+
+/* The generic tokenizer.json pipeline (NFC, Digits, Split, ByteLevel with add_prefix_space and
+ * its regex, an added token) against HF tokenizers' ids (tests/fixtures/toy-tokenizer*). */
+static void test_toy_fixture(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fixtures/toy-tokenizer.json", DOPPEL_SOURCE_DIR);
+    dp_tokenizer *t = dp_tokenizer_load(path);
+    CHECK_REPORT(t != NULL, "%s", dp_last_error());
+    if (!t) return;
+    snprintf(path, sizeof path, "%s/tests/fixtures/toy-tokenizer-ids.jsonl", DOPPEL_SOURCE_DIR);
+    int n = 0;
+    check_jsonl(t, path, "ids", &n, false); /* add_prefix_space: no plain round trip */
+    CHECK_EQ_INT(300, n);
+    dp_tokenizer_free(t);
+}
+
 int main(void) {
+    test_toy_fixture();
+    test_fingerprint();
+    test_missing_byte();
     test_merge_order();
     test_bytes_and_space();
     test_added_tokens();

@@ -2,81 +2,66 @@
  * reference-ids.jsonl, the committed corpus fixture encoded by HF `tokenizers`
  * (tests/reference/make_tokenizer_corpus.py), round trips and long runs of one letter. */
 #include "check.h"
+#include "tok_fixture.h"
 #include "data/error.h"
 #include "data/io.h"
 #include "data/tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <stdint.h>
+#include <pthread.h>
 #include <time.h>
 
-static bool ids_equal(const dp_ids *got, const cJSON *want) {
-    if (!cJSON_IsArray(want) || (size_t)cJSON_GetArraySize(want) != got->n) return false;
-    size_t i = 0;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, want) if (!cJSON_IsNumber(e) || e->valueint != got->v[i++]) return false;
-    return true;
-}
-
-static void print_mismatch(const char *what, int line, const char *text, const dp_ids *got,
-                           const cJSON *want) {
-    fprintf(stderr, "%s line %d: \"%.200s\"\n  expected:", what, line, text);
-    const cJSON *e;
-    cJSON_ArrayForEach(e, want) fprintf(stderr, " %d", e->valueint);
-    fprintf(stderr, "\n  got:     ");
-    for (size_t i = 0; i < got->n; i++) fprintf(stderr, " %d", (int)got->v[i]);
-    fprintf(stderr, "\n");
-}
-
-/* Every {"text", "ids"} line (or {"text", "<key>"} when key is given) must encode exactly. */
-static int check_jsonl(dp_tokenizer *t, const char *path, const char *key, int *n_lines) {
-    char *data;
+/* Clones in two threads at once encode the same texts as the parent (one text per line). */
+typedef struct {
+    dp_tokenizer *t;
+    const char *text;
     size_t len;
-    if (dp_read_file(path, &data, &len)) {
-        CHECK_REPORT(0, "%s", dp_last_error());
-        return -1;
-    }
-    int line = 0, bad = 0;
-    for (char *p = data; p < data + len;) {
-        char *nl = memchr(p, '\n', (size_t)(data + len - p));
-        size_t l = nl ? (size_t)(nl - p) : (size_t)(data + len - p);
-        line++;
-        if (l) {
-            cJSON *j = cJSON_ParseWithLength(p, l);
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
-            const cJSON *want = cJSON_GetObjectItemCaseSensitive(j, key);
-            CHECK_REPORT(cJSON_IsString(text) && want, "%s:%d: no text/%s", path, line, key);
-            if (cJSON_IsString(text) && want) {
-                dp_ids got = {0};
-                int rc = dp_tokenizer_encode(t, text->valuestring, strlen(text->valuestring), true,
-                                             &got);
-                CHECK_REPORT(rc == 0, "%s:%d: encode failed: %s", path, line, dp_last_error());
-                bool ok = rc == 0 && ids_equal(&got, want);
-                check_count++;
-                if (!ok) {
-                    check_failures++;
-                    if (bad++ < 5) print_mismatch(path, line, text->valuestring, &got, want);
-                }
-                /* round trip: decode(encode(s)) == NFC(s) with an NFC normalizer, else s */
-                dp_buf dec = {0};
-                CHECK_EQ_INT(0, dp_tokenizer_decode(t, got.v, got.n, false, &dec));
-                char *nfc = dp_utf8_nfc(text->valuestring, strlen(text->valuestring), NULL);
-                const char *expect =
-                    strstr(dp_tokenizer_describe(t), ", NFC,") ? nfc : text->valuestring;
-                CHECK_REPORT(dec.data && strcmp(dec.data, expect) == 0, "%s:%d: round trip differs",
-                             path, line);
-                free(nfc);
-                dp_buf_free(&dec);
-                dp_ids_free(&got);
-            }
-            cJSON_Delete(j);
+    size_t n_ids;
+    uint64_t sum;
+    int rc;
+} clone_job;
+
+static void *clone_thread(void *arg) {
+    clone_job *j = arg;
+    dp_ids ids = {0};
+    for (int rep = 0; rep < 3; rep++) {
+        j->n_ids = 0;
+        j->sum = 0;
+        for (const char *p = j->text; p < j->text + j->len;) {
+            const char *nl = memchr(p, '\n', (size_t)(j->text + j->len - p));
+            size_t l = nl ? (size_t)(nl - p) : (size_t)(j->text + j->len - p);
+            ids.n = 0;
+            if (dp_tokenizer_encode(j->t, p, l, true, &ids)) j->rc = -1;
+            for (size_t i = 0; i < ids.n; i++) j->sum = j->sum * 31 + (uint64_t)ids.v[i];
+            j->n_ids += ids.n;
+            p += l + 1;
         }
-        p += l + 1;
     }
-    free(data);
-    if (bad) fprintf(stderr, "%s: %d of %d lines differ\n", path, bad, line);
-    *n_lines = line;
-    return bad ? -1 : 0;
+    dp_ids_free(&ids);
+    return NULL;
+}
+
+static void check_clones(dp_tokenizer *t, const char *path) {
+    char *text;
+    size_t len;
+    if (dp_read_file(path, &text, &len)) return;
+    clone_job ref = {t, text, len, 0, 0, 0}, jobs[2];
+    clone_thread(&ref);
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        jobs[i] = (clone_job){dp_tokenizer_clone(t), text, len, 0, 0, 0};
+        CHECK(jobs[i].t != NULL);
+        pthread_create(&th[i], NULL, clone_thread, &jobs[i]);
+    }
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_EQ_INT(0, jobs[i].rc);
+        CHECK_EQ_INT(ref.n_ids, jobs[i].n_ids);
+        CHECK(ref.sum == jobs[i].sum);
+        dp_tokenizer_free(jobs[i].t);
+    }
+    free(text);
 }
 
 /* 100 KB of one letter and other long runs: linear-ish time (the heap merge loop). */
@@ -117,13 +102,14 @@ int main(void) {
                 (double)(clock() - c0) / CLOCKS_PER_SEC);
         int n = 0;
         snprintf(path, sizeof path, "%s/tokenizers/%s/reference-ids.jsonl", shared, names[k]);
-        check_jsonl(t, path, "ids", &n);
+        check_jsonl(t, path, "ids", &n, true);
         fprintf(stderr, "  reference-ids.jsonl: %d lines\n", n);
         snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer-corpus.jsonl.zst",
                  DOPPEL_SOURCE_DIR);
-        check_jsonl(t, path, names[k], &n);
+        check_jsonl(t, path, names[k], &n, true);
         fprintf(stderr, "  tokenizer-corpus fixture: %d lines\n", n);
         check_long_runs(t, names[k]);
+        check_clones(t, path); /* the corpus fixture's JSON lines, as text */
         dp_tokenizer_free(t);
     }
     return check_done();

@@ -107,8 +107,13 @@ static float row_dot_generic(const dp_nf4 *w, const float *x, int64_t row, int C
 
 /* one row whose blocks lie inside it (C % blocksize == 0): per block, sum of code values times
  * x, scaled once by the block's absmax */
-static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax, int64_t row,
-                            int C) {
+/* the fp32 absmax of block b: code[q] * absmax2 + offset (as dp_nf4_absmax) */
+static inline float block_absmax(const dp_nf4 *w, const float *map, int64_t b) {
+    float v = map[w->absmax_q[b]] * w->absmax2[b / 256];
+    return v + w->offset;
+}
+
+static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
@@ -119,7 +124,7 @@ static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax
         const float *xb = x + (size_t)b * bs;
         for (int i = 0; i < bs / 2; i++)
             s += dp_nf4_values[qb[i] >> 4] * xb[2 * i] + dp_nf4_values[qb[i] & 15] * xb[2 * i + 1];
-        total += s * absmax[b0 + b];
+        total += s * block_absmax(w, map, b0 + b);
     }
     return total;
 }
@@ -128,7 +133,7 @@ static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *absmax
 /* AVX2: 16 bytes -> 32 nibbles in element order (high nibble first), looked up in the 16-entry
  * table with two permutes and a blend, multiplied into x with FMA. */
 __attribute__((target("avx2,fma"))) static float
-row_dot_avx2(const dp_nf4 *w, const float *x, const float *absmax, int64_t row, int C) {
+row_dot_avx2(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
@@ -153,14 +158,56 @@ row_dot_avx2(const dp_nf4 *w, const float *x, const float *absmax, int64_t row, 
                 sb = _mm256_fmadd_ps(val, _mm256_loadu_ps(xb + 8 * k), sb);
             }
         }
-        acc = _mm256_fmadd_ps(sb, _mm256_set1_ps(absmax[b0 + b]), acc);
+        acc = _mm256_fmadd_ps(sb, _mm256_set1_ps(block_absmax(w, map, b0 + b)), acc);
     }
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
+
+/* AVX-512: one permute looks up 16 codes in the whole 16-entry table. */
+__attribute__((target("avx512f"))) static float
+row_dot_avx512(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
+    const int bs = w->blocksize;
+    const uint8_t *q = w->codes + (size_t)row * C / 2;
+    const int64_t b0 = row * C / bs;
+    const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
+    const __m128i m4 = _mm_set1_epi8(0x0f);
+    __m512 acc = _mm512_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m512 sb = _mm512_setzero_ps();
+        for (int i = 0; i < bs; i += 32) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(q + ((size_t)b * bs + i) / 2));
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4), lo = _mm_and_si128(v, m4);
+            const float *xb = x + (size_t)b * bs + i;
+            __m512 v0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), tbl);
+            __m512 v1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo)), tbl);
+            sb = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xb), sb);
+            sb = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16), sb);
+        }
+        acc = _mm512_fmadd_ps(sb, _mm512_set1_ps(block_absmax(w, map, b0 + b)), acc);
+    }
+    return _mm512_reduce_add_ps(acc);
+}
 #endif
+
+/* The GEMV kernel: the widest the CPU has, or DOPPEL_NF4_SIMD=scalar|avx2|avx512 (capped by the
+ * CPU; tests run every path). */
+enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };
+static int simd_level(void) {
+    int best = SIMD_SCALAR;
+#ifdef DP_X86
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SIMD_AVX2;
+    if (__builtin_cpu_supports("avx512f")) best = SIMD_AVX512;
+#endif
+    const char *e = getenv("DOPPEL_NF4_SIMD");
+    int want = !e                     ? best
+               : !strcmp(e, "scalar") ? SIMD_SCALAR
+               : !strcmp(e, "avx2")   ? SIMD_AVX2
+                                      : best;
+    return want < best ? want : best;
+}
 
 void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
     const int bs = w->blocksize;
@@ -169,29 +216,19 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
         for (int o = 0; o < OC; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
         return;
     }
-    /* the fp32 absmax of every block, once (one multiply-add per 64 weights) */
-    float *absmax = malloc((size_t)w->nblocks * sizeof(float));
-    if (!absmax) abort();
-    dp_nf4_absmax(w, absmax);
-#ifdef DP_X86
-    /* DOPPEL_NO_AVX2=1 forces the scalar path (tests compare both) */
-    const char *no = getenv("DOPPEL_NO_AVX2");
-    const int avx2 = bs % 32 == 0 && !(no && *no == '1') && __builtin_cpu_supports("avx2") &&
-                     __builtin_cpu_supports("fma");
-#else
-    const int avx2 = 0;
-#endif
+    const float *map = dp_dynamic_map_cached();
+    const int simd = bs % 32 == 0 ? simd_level() : SIMD_SCALAR;
 #pragma omp parallel for schedule(static)
     for (int o = 0; o < OC; o++) {
         float s;
 #ifdef DP_X86
-        if (avx2)
-            s = row_dot_avx2(w, x, absmax, o, C);
+        if (simd == SIMD_AVX512)
+            s = row_dot_avx512(w, x, map, o, C);
+        else if (simd == SIMD_AVX2)
+            s = row_dot_avx2(w, x, map, o, C);
         else
 #endif
-            s = row_dot_scalar(w, x, absmax, o, C);
+            s = row_dot_scalar(w, x, map, o, C);
         out[o] = s + (bias ? bias[o] : 0);
     }
-    (void)avx2;
-    free(absmax);
 }

@@ -67,6 +67,9 @@ static const float *dynamic_map(void) {
     pthread_once(&dyn_once, dyn_init);
     return dyn_map;
 }
+const float *dp_dynamic_map_cached(void) {
+    return dynamic_map();
+}
 
 int dp_nf4_alloc(dp_nf4 *q, int64_t rows, int64_t cols, int blocksize) {
     memset(q, 0, sizeof *q);
@@ -94,8 +97,14 @@ void dp_nf4_free(dp_nf4 *q) {
     q->codes = NULL, q->absmax_q = NULL, q->absmax2 = NULL;
 }
 
+size_t dp_nf4_size(int64_t rows, int64_t cols, int blocksize) {
+    int64_t n = rows * cols, nblocks = (n + blocksize - 1) / blocksize;
+    /* codes, absmax codes, one fp32 scale per 256 blocks, the fp32 offset */
+    return (size_t)(n + 1) / 2 + (size_t)nblocks + (size_t)((nblocks + 255) / 256) * 4 + 4;
+}
+
 size_t dp_nf4_bytes(const dp_nf4 *q) {
-    return (size_t)(q->n + 1) / 2 + (size_t)q->nblocks + (size_t)((q->nblocks + 255) / 256) * 4 + 4;
+    return dp_nf4_size(q->rows, q->cols, q->blocksize);
 }
 
 /* torch.bucketize(s, midpoints, right=False): the first bucket whose upper midpoint >= s. */

@@ -46,4 +46,60 @@ static inline int dp_ceil_div(int a, int b) {
     return (a + b - 1) / b;
 }
 
+#include "kernels/cuda/kernels.h"
+
+/* ---- activations are fp32 or bf16 in memory; arithmetic is always fp32 */
+__device__ static __forceinline__ float dp_load(const float *p) {
+    return *p;
+}
+__device__ static __forceinline__ float dp_load(const __nv_bfloat16 *p) {
+    return __bfloat162float(*p);
+}
+__device__ static __forceinline__ void dp_store(float *p, float v) {
+    *p = v;
+}
+__device__ static __forceinline__ void dp_store(__nv_bfloat16 *p, float v) {
+    *p = __float2bfloat16(v);
+}
+/* C callers pass bf16 as dp_bf16 (uint16_t); kernels see __nv_bfloat16 */
+static inline __nv_bfloat16 *dp_bf(dp_bf16 *p) {
+    return (__nv_bfloat16 *)p;
+}
+static inline const __nv_bfloat16 *dp_bf(const dp_bf16 *p) {
+    return (const __nv_bfloat16 *)p;
+}
+
+/* ---- reductions (blockDim.x a multiple of 32: every warp is full) */
+__device__ static __forceinline__ float dp_warp_sum(float v) {
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    return v;
+}
+__device__ static __forceinline__ float dp_warp_max(float v) {
+    for (int off = 16; off > 0; off >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, off));
+    return v;
+}
+/* Sum over the block, returned to every thread. `partial`: 32 floats of shared memory. */
+__device__ static __forceinline__ float dp_block_sum(float v, float *partial) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = dp_warp_sum(v);
+    __syncthreads(); /* `partial` may still be read by a previous reduction */
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    return dp_warp_sum(lane < nwarps ? partial[lane] : 0.0f);
+}
+__device__ static __forceinline__ float dp_block_max(float v, float *partial) {
+    int lane = threadIdx.x % 32, warp = threadIdx.x / 32, nwarps = blockDim.x / 32;
+    v = dp_warp_max(v);
+    __syncthreads();
+    if (lane == 0) partial[warp] = v;
+    __syncthreads();
+    return dp_warp_max(lane < nwarps ? partial[lane] : -INFINITY);
+}
+
+/* grid for an elementwise kernel over n elements (grid-stride loops cover the rest) */
+static inline int dp_grid_for(size_t n, int block) {
+    size_t g = (n + block - 1) / block;
+    return g < 1 ? 1 : g > 65535 ? 65535 : (int)g;
+}
+
 #endif

@@ -3,6 +3,7 @@
 tiny-llama/ (HF config.json + model.safetensors, F32) and tiny-llama.gguf, the same weights in
 GGUF written by the reference writer (pip gguf) with q/k permuted the way llama.cpp's
 convert_hf_to_gguf.py does for the llama architecture; tiny-qwen2/ (q/k/v biases, tied) and
+tiny-qwen2.gguf (the same weights, not permuted: llama.cpp's qwen2 uses NEOX RoPE);
 tiny-qwen3/ (q_norm/k_norm, explicit head_dim, untied lm_head, BF16 weights).
 Run by hand: pip install gguf safetensors numpy && python3 tests/reference/make_load_fixtures.py
 (renamed from make_tiny_models.py on merge: that name is the forward-pass fixtures script)"""
@@ -105,11 +106,35 @@ w.write_kv_data_to_file()
 w.write_tensors_to_file()
 w.close()
 
+qwen2 = hf_model(C // H, bias=True)
 write_dir("tiny-qwen2", dict(base, model_type="qwen2", rope_theta=1e6, tie_word_embeddings=True),
-          hf_model(C // H, bias=True))
+          qwen2)
 write_dir("tiny-qwen3", dict(base, model_type="qwen3", rope_theta=1e6, head_dim=16,
                              tie_word_embeddings=False),
           hf_model(16, qk_norm=True, tied=False), bf16=True)
 with open(os.path.join(root, "tiny-qwen3", "generation_config.json"), "w") as f:
     json.dump({"eos_token_id": [2, 5]}, f)
+w = gguf.GGUFWriter(os.path.join(root, "tiny-qwen2.gguf"), "qwen2")
+w.add_block_count(L)
+w.add_embedding_length(C)
+w.add_feed_forward_length(F)
+w.add_head_count(H)
+w.add_head_count_kv(KVH)
+w.add_layer_norm_rms_eps(1e-5)
+w.add_rope_freq_base(1e6)
+w.add_context_length(128)
+w.add_tensor("token_embd.weight", qwen2["model.embed_tokens.weight"])
+w.add_tensor("output_norm.weight", qwen2["model.norm.weight"])
+for i in range(L):
+    p = f"model.layers.{i}."
+    w.add_tensor(f"blk.{i}.attn_norm.weight", qwen2[p + "input_layernorm.weight"])
+    w.add_tensor(f"blk.{i}.ffn_norm.weight", qwen2[p + "post_attention_layernorm.weight"])
+    for hf, g in gname.items():
+        w.add_tensor(f"blk.{i}.{g}.weight", qwen2[p + hf + ".weight"])
+        if g in ("attn_q", "attn_k", "attn_v"):
+            w.add_tensor(f"blk.{i}.{g}.bias", qwen2[p + hf + ".bias"])
+w.write_header_to_file()
+w.write_kv_data_to_file()
+w.write_tensors_to_file()
+w.close()
 print("wrote tiny models into", root)

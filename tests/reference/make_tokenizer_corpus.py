@@ -7,8 +7,10 @@ tokenizer.json files of ../shared/tokenizers/{qwen3,llama3}.
 Writes tests/fixtures/tokenizer-corpus.jsonl.zst: one line per text,
 {"text": ..., "qwen3": [ids], "llama3": [ids]} (no special tokens added, special-token text in
 the input recognized: tokenizers' encode(text, add_special_tokens=False)).
-With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf) it also adds "smollm2" ids from
-transformers' GGUF tokenizer loader (pip install transformers gguf).
+With --smollm2 GGUF_DIR (a directory holding SmolLM2's .gguf, see .ci/fetch-smollm2) it also adds
+"smollm2" ids: the GGUF's vocabulary and merges as read by transformers' GGUF tokenizer loader
+(pip install transformers gguf) with SmolLM2's pre-tokenizer (Digits, then ByteLevel), and
+"smollm2_gpt2" ids: the same with transformers' GGUF pipeline unchanged (ByteLevel only).
 
 It also writes tests/fixtures/chat-render.json: conversations rendered by each model's own
 chat_template (tokenizer_config.json, run with jinja2 as transformers does) and those strings'
@@ -49,7 +51,7 @@ NUMBERS = ["1234567890", "3.14159", "1,000,000", "+55 (11) 98765-4321", "2024-01
            "99999999999999", "10%", "v1.2.3"]
 WHITESPACE = ["  ", "   ", "\t", "\t\t", " \t ", "\n\n", "\n \n", "  \n", "\u00a0", "\u3000",
               "\u200b", "\u2028", "\r\n", "\r\n\r\n", "\r", " \r\n ", "\u2003", "\u0085", "\x0b",
-              "\x0c"]
+              "\x0c", "\u180e", "  \u180e's", "\u1680\u180e \u2000", "\x1c\x1d\x1e\x1f"]
 ENGLISH = ["Hello, my dog is cute", "I'm sure you'll like it", "DON'T SHOUT", "she's", "They've",
            "it’s curly", "rock'n'roll", "U.S.A.", "e-mail", "well...", "WHAT?!", "o'clock",
            "ſ's", "'S 'T 'RE 'VE 'M 'LL 'D"]
@@ -133,6 +135,51 @@ def chat_fixture(shared, path):
     print(f"{path}: {len(out)} conversations", file=sys.stderr)
 
 
+def toy_fixture(fixtures, texts):
+    """A small tokenizer.json exercising the generic pipeline (NFC, Digits, a String-free Split,
+    ByteLevel with add_prefix_space and its regex, an added token) and HF's ids for texts."""
+    from tokenizers import Tokenizer
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): b for b, c in zip(bs, cs)}
+    merges = ["h e", "Ġ t", "Ġt he", "k k", "kk kk", "Ã ©", "Ġ Ġ"]
+    for m in merges:
+        vocab[m.replace(" ", "")] = len(vocab)
+    j = {"version": "1.0", "truncation": None, "padding": None,
+         "added_tokens": [{"id": len(vocab), "content": "<|im_end|>", "single_word": False,
+                           "lstrip": False, "rstrip": False, "normalized": False,
+                           "special": True}],
+         "normalizer": {"type": "NFC"},
+         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+             {"type": "Digits", "individual_digits": False},
+             {"type": "Split", "pattern": {"Regex": "\\s+|\\S+"}, "behavior": "Isolated",
+              "invert": False},
+             {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+              "use_regex": True}]},
+         "post_processor": None,
+         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                     "use_regex": True},
+         "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                   "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                   "vocab": vocab, "merges": merges}}
+    path = os.path.join(fixtures, "toy-tokenizer.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+    tok = Tokenizer.from_file(path)
+    with open(os.path.join(fixtures, "toy-tokenizer-ids.jsonl"), "w", encoding="utf-8") as f:
+        for s in texts:
+            f.write(json.dumps({"text": s, "ids": tok.encode(s, add_special_tokens=False).ids},
+                               ensure_ascii=False) + "\n")
+    print(f"{path}: {len(texts)} texts", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
@@ -147,13 +194,26 @@ def main():
         toks[name] = Tokenizer.from_file(os.path.join(a.shared, "tokenizers", name,
                                                       "tokenizer.json")).encode
     if a.smollm2:
+        # transformers reads the GGUF's vocab and merges; its GGUF converter sets the
+        # pre-tokenizer to ByteLevel alone, while SmolLM2's own tokenizer.json (and llama.cpp's
+        # "smollm" pre-tokenizer) split digits first: the reference restores that pipeline.
+        from tokenizers import pre_tokenizers
         from transformers import AutoTokenizer
-        gguf = [f for f in os.listdir(a.smollm2) if f.endswith(".gguf")][0]
-        hf = AutoTokenizer.from_pretrained(a.smollm2, gguf_file=gguf)
-        toks["smollm2"] = lambda s, add_special_tokens=False: type(
-            "E", (), {"ids": hf.encode(s, add_special_tokens=False)})
+        gguf = sorted(f for f in os.listdir(a.smollm2) if f.endswith(".gguf"))[0]
+        bt = AutoTokenizer.from_pretrained(a.smollm2, gguf_file=gguf).backend_tokenizer
+        plain = Tokenizer.from_str(bt.to_str())
+        bt.pre_tokenizer = pre_tokenizers.Sequence([
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)])
+        toks["smollm2"] = bt.encode
+        toks["smollm2_gpt2"] = plain.encode  # the same vocab with pre-tokenizer "gpt2"
+        diff = sum(plain.encode(s, add_special_tokens=False).ids !=
+                   bt.encode(s, add_special_tokens=False).ids for s in corpus())
+        print(f"smollm2: transformers' GGUF pipeline (no Digits step) differs on {diff} texts",
+              file=sys.stderr)
     chat_fixture(a.shared, os.path.join(os.path.dirname(a.out), "chat-render.json"))
     texts = corpus()
+    toy_fixture(os.path.dirname(a.out), texts[:300])
     rows = []
     for s in texts:
         row = {"text": s}

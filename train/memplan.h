@@ -1,0 +1,85 @@
+/* GPU memory plan for QLoRA training: one table of allocations (category, name, bytes) that
+ * `doppel plan` prints and that the CUDA backend carves its buffers from, so the plan is
+ * checked by a run (the EMU backend records the device bytes it really allocates). */
+#ifndef DOPPEL_MEMPLAN_H
+#define DOPPEL_MEMPLAN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "infer/model.h"
+
+typedef enum {
+    DP_MEM_BASE_NF4,      /* frozen linear weights, NF4 + double quantization */
+    DP_MEM_BASE_16BIT,    /* embeddings, lm_head, norms, biases in bf16 */
+    DP_MEM_LORA_WEIGHTS,  /* fp32 master LoRA A and B */
+    DP_MEM_LORA_GRADS,    /* fp32 */
+    DP_MEM_OPTIMIZER,     /* AdamW m and v, fp32 */
+    DP_MEM_ACTIVATIONS,   /* layer-input checkpoints + one layer's recomputed activations */
+    DP_MEM_DEQUANT,       /* bf16 scratch for one dequantized weight matrix */
+    DP_MEM_ATTENTION,     /* attention scratch (log-sum-exp rows) */
+    DP_MEM_CROSS_ENTROPY, /* fp32 logits of one vocabulary chunk of rows */
+    DP_MEM_CUBLAS,        /* cuBLAS workspace */
+    DP_MEM_CONTEXT,       /* CUDA context + loaded kernels (an estimate, not an allocation) */
+    DP_MEM_N_CATEGORIES
+} dp_mem_category;
+
+extern const char *const dp_mem_category_names[DP_MEM_N_CATEGORIES];
+
+typedef struct {
+    int seq;          /* tokens per micro-batch row (T) */
+    int micro_batch;  /* rows per micro-batch (B) */
+    int r;            /* LoRA rank */
+    unsigned targets; /* bit i set: LoRA on dp_linear_id i (all seven by default) */
+    bool lm_head_nf4; /* quantize the lm_head too */
+    bool recompute;   /* gradient checkpointing per layer (default on) */
+    int ce_chunk;     /* rows of logits materialized at once in the cross-entropy */
+} dp_train_shape;
+
+/* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk 256. */
+dp_train_shape dp_train_shape_default(void);
+
+typedef struct {
+    dp_mem_category category;
+    char name[48];
+    uint64_t bytes;
+} dp_alloc;
+
+typedef struct {
+    dp_alloc *items; /* owned */
+    int n, cap;
+    uint64_t by_category[DP_MEM_N_CATEGORIES];
+    uint64_t total;
+    uint64_t lora_params; /* number of LoRA parameters */
+    uint64_t base_linear_params;
+} dp_memplan;
+
+/* Builds the allocation table; returns 0 or -1 (bad shape). Free with dp_memplan_free. */
+int dp_memplan_build(dp_memplan *plan, const dp_model_config *cfg, const dp_train_shape *shape);
+void dp_memplan_free(dp_memplan *plan);
+
+/* The longest seq (tokens per row, same other settings) whose plan fits in vram_bytes;
+ * 0 when not even 1 token fits. */
+int dp_memplan_max_seq(const dp_model_config *cfg, const dp_train_shape *shape,
+                       uint64_t vram_bytes);
+
+/* Roofline estimate of one optimizer step (one micro-batch) on a given GPU. */
+typedef struct {
+    double flops;        /* matmul + attention FLOPs, forward + recompute + backward */
+    double bytes;        /* DRAM bytes moved (weights, dequant scratch, activations) */
+    double seconds;      /* max(flops / peak_flops, bytes / bandwidth) */
+    double tokens_per_s; /* seq * micro_batch / seconds */
+} dp_roofline;
+
+typedef struct {
+    const char *name;
+    double bandwidth;  /* bytes/s */
+    double peak_flops; /* bf16 tensor-core FLOP/s with fp32 accumulation */
+} dp_gpu_spec;
+
+extern const dp_gpu_spec dp_gpu_rtx3060;
+void dp_memplan_roofline(dp_roofline *out, const dp_model_config *cfg, const dp_train_shape *shape,
+                         const dp_gpu_spec *gpu);
+
+#endif

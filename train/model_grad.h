@@ -1,0 +1,47 @@
+/* The LoRA-augmented training forward and backward of the whole model on the CPU: gradients
+ * of the masked mean cross-entropy with respect to the LoRA parameters only; the frozen base
+ * (fp32 or NF4) is used through forward and transposed GEMMs and never gets a gradient. */
+#ifndef DOPPEL_MODEL_GRAD_H
+#define DOPPEL_MODEL_GRAD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "infer/model.h"
+#include "train/lora.h"
+
+/* A packed micro-batch: nseq sequences back to back, no padding. */
+typedef struct {
+    int N;                     /* rows (tokens) */
+    int nseq;                  /* sequences */
+    const int32_t *tokens;     /* (N) input ids */
+    const int32_t *targets;    /* (N) the id to predict at each row, or -1 (not trained) */
+    const int32_t *pos;        /* (N) position of each row inside its sequence */
+    const int32_t *cu_seqlens; /* (nseq + 1) row offsets */
+} dp_batch;
+
+typedef struct dp_grad_ws dp_grad_ws;
+
+/* Workspace for micro-batches of up to max_tokens rows. recompute: per-layer recomputation
+ * (gradient checkpointing); otherwise every layer's activations are kept. ce_chunk: rows of
+ * logits materialized at once (0 = default 128). */
+dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
+                              bool recompute, int ce_chunk);
+void dp_grad_ws_free(dp_grad_ws *ws);
+/* Bytes the workspace holds (activations and scratch), for the memory report. */
+size_t dp_grad_ws_bytes(const dp_grad_ws *ws);
+
+/* Forward + backward of one micro-batch. LoRA gradients ACCUMULATE into lora->grads, for the
+ * loss sum(CE over trained rows) * dloss (dloss = 1 / trained rows of the whole optimizer step).
+ * dropout_seed keys the dropout masks (same seed -> same masks; ignored when dropout is 0).
+ * *loss_sum gets the sum of the per-row losses, *ntrained the trained rows. */
+int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp_batch *b,
+                  float dloss, uint64_t dropout_seed, double *loss_sum, int64_t *ntrained);
+/* Forward only (no dropout): the same sums, for validation. lora may be NULL (base model). */
+int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
+                  double *loss_sum, int64_t *ntrained);
+/* Forward only, full logits (N, V) for every row (tests and the PEFT comparison). */
+int dp_model_logits(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
+                    float *logits);
+
+#endif

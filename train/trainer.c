@@ -1,0 +1,298 @@
+/* The training loop (see trainer.h). Everything that decides a step's numbers (data order,
+ * dropout masks, learning rate) is a pure function of (seed, step, epoch, cursor), so a run
+ * resumed from a checkpoint repeats the losses of a run that never stopped. */
+#include "train/trainer.h"
+#include "data/error.h"
+#include "data/progress.h"
+#include "train/checkpoint.h"
+#include "train/metrics.h"
+#include "train/rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+
+static double peak_rss_mib(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss / 1024.0;
+}
+
+/* micro-batches of epoch e */
+static int64_t epoch_batches(const dp_train_opts *o, int64_t e) {
+    dp_epoch_plan p;
+    if (dp_epoch_plan_make(o->train, o->batch_tokens, o->seed, e, true, &p)) return -1;
+    int64_t n = p.nbatches;
+    dp_epoch_plan_free(&p);
+    return n;
+}
+
+long dp_train_total_steps(const dp_train_opts *o) {
+    if (o->max_steps > 0) return o->max_steps;
+    int64_t micro = 0;
+    for (int e = 0; e < o->epochs; e++) {
+        int64_t n = epoch_batches(o, e);
+        if (n < 0) return -1;
+        micro += n;
+    }
+    int a = o->grad_accum > 0 ? o->grad_accum : 1;
+    return (long)((micro + a - 1) / a);
+}
+
+double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
+                    const dp_token_data *d, int64_t batch_tokens) {
+    dp_epoch_plan p;
+    dp_batch_buf bb;
+    if (dp_epoch_plan_make(d, batch_tokens, 0, 0, false, &p)) return NAN;
+    if (dp_batch_buf_init(&bb, batch_tokens)) {
+        dp_epoch_plan_free(&p);
+        return NAN;
+    }
+    double sum = 0;
+    int64_t n = 0;
+    for (int64_t k = 0; k < p.nbatches; k++) {
+        double s;
+        int64_t nt;
+        if (dp_batch_fill(&bb, d, &p, k) || dp_model_loss(ws, model, lora, &bb.b, &s, &nt)) {
+            sum = NAN;
+            break;
+        }
+        sum += s;
+        n += nt;
+    }
+    dp_batch_buf_free(&bb);
+    dp_epoch_plan_free(&p);
+    return n > 0 ? sum / (double)n : NAN;
+}
+
+typedef struct {
+    const dp_train_opts *o;
+    dp_epoch_plan plan;
+    int64_t plan_epoch;
+} data_pos;
+
+/* The plan of the state's epoch, moving to the next epoch when this one is used up. */
+static int next_plan(data_pos *dp, dp_train_state *st) {
+    for (;;) {
+        if (dp->plan_epoch != st->epoch) {
+            dp_epoch_plan_free(&dp->plan);
+            if (dp_epoch_plan_make(dp->o->train, dp->o->batch_tokens, dp->o->seed, st->epoch, true,
+                                   &dp->plan))
+                return -1;
+            dp->plan_epoch = st->epoch;
+        }
+        if (st->cursor < dp->plan.nbatches) return 0;
+        st->epoch++;
+        st->cursor = 0;
+    }
+}
+
+static int save_ckpt(const dp_train_opts *o, const dp_lora *lora, const float *m, const float *v,
+                     const dp_train_state *st) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/checkpoint.h5", o->out_dir);
+    return dp_checkpoint_save(path, lora, m, v, st, o->config_json);
+}
+
+/* trained rows of micro-batch k (targets), without filling it */
+static int64_t batch_trained(const dp_token_data *d, const dp_epoch_plan *p, int64_t k) {
+    int64_t n = 0;
+    for (int64_t i = p->start[k]; i < p->start[k + 1]; i++) {
+        int64_t s = p->order[i];
+        for (int64_t t = d->offsets[s] + 1; t < d->offsets[s + 1]; t++) n += d->loss_mask[t];
+    }
+    return n;
+}
+
+static int save_adapter(const dp_train_opts *o, const dp_lora *lora, const char *sub) {
+    char dir[4200];
+    if (sub)
+        snprintf(dir, sizeof dir, "%s/%s", o->out_dir, sub);
+    else
+        snprintf(dir, sizeof dir, "%s", o->out_dir);
+    return dp_lora_save_peft(lora, dir, o->base_model, o->doppel_json);
+}
+
+int dp_train(const dp_train_opts *o, dp_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->val_before = res->val_after = res->best_val = NAN;
+    res->best_step = -1;
+    dp_lora *lora = o->lora;
+    const int accum = o->grad_accum > 0 ? o->grad_accum : 1;
+    long total = dp_train_total_steps(o);
+    if (total < 0) return -1;
+    if (total == 0) return dp_fail("the run has no steps (no data, or --max-steps 0)");
+    res->total_steps = total;
+    if (dp_make_dirs(o->out_dir)) return -1;
+
+    int status = -1;
+    float *m = dp_calloc(lora->n, sizeof(float)), *v = dp_calloc(lora->n, sizeof(float));
+    dp_grad_ws *ws =
+        dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, o->ce_chunk);
+    dp_batch_buf bb = {0};
+    data_pos dpos = {.o = o, .plan_epoch = -1};
+    dp_metrics *mt = NULL;
+    dp_progress *pg = NULL;
+    dp_train_state st = {.seed = o->seed, .best_val = NAN, .best_step = -1};
+    if (!m || !v || !ws || dp_batch_buf_init(&bb, o->batch_tokens)) goto done;
+    res->workspace_bytes = dp_grad_ws_bytes(ws);
+
+    char path[4200];
+    if (o->resume) {
+        snprintf(path, sizeof path, "%s/checkpoint.h5", o->out_dir);
+        if (dp_checkpoint_load(path, lora, m, v, &st)) goto done;
+        if (st.seed != o->seed) {
+            dp_fail("%s: checkpoint seed %llu differs from --seed %llu (resume with the same "
+                    "options)",
+                    path, (unsigned long long)st.seed, (unsigned long long)o->seed);
+            goto done;
+        }
+        if (st.step >= total) {
+            dp_fail("%s: the checkpoint is at step %lld of %ld: nothing left to train (raise "
+                    "--max-steps or --epochs)",
+                    path, (long long)st.step, total);
+            goto done;
+        }
+    }
+    snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
+    mt = dp_metrics_open(path, o->resume ? st.step : -1);
+    if (!mt && o->resume) {
+        /* a kill -9 in the middle of an append can leave the metrics file unreadable: keep it
+         * aside and start a new one rather than refuse to resume */
+        char aside[4300];
+        snprintf(aside, sizeof aside, "%s.damaged", path);
+        if (!rename(path, aside)) {
+            if (!o->quiet)
+                fprintf(stderr, "train: %s; moved to %s, starting a new metrics file\n",
+                        dp_last_error(), aside);
+            mt = dp_metrics_open(path, -1);
+        }
+    }
+    if (!mt) goto done;
+
+    dp_schedule sched = {.kind = o->sched, .lr = o->lr, .total_steps = total};
+    sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
+    if (o->val && !o->resume) {
+        res->val_before = dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+        if (!o->quiet)
+            fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
+    }
+    dp_progress_opts popts = {.quiet = o->quiet};
+    pg = dp_progress_start("train", total, "step", &popts);
+    dp_progress_update(pg, st.step);
+    const long first_step = st.step;
+    double t0 = dp_now_seconds(), elapsed0 = st.elapsed, smooth = NAN;
+    int64_t tokens_here = 0;
+    bool stopped = false;
+    double last_val = NAN; /* validation loss after the last step, when it was evaluated */
+    while (st.step < total) {
+        if ((o->stop_flag && *o->stop_flag) || (o->stop_at > 0 && st.step == o->stop_at)) {
+            stopped = true;
+            break;
+        }
+        /* the step's micro-batches: count trained rows first, so the loss is the mean over
+         * the whole step, as one big batch would give */
+        int64_t cursors[64], epochs[64], trained = 0;
+        int nmicro = accum < 64 ? accum : 64;
+        dp_train_state peek = st;
+        for (int j = 0; j < nmicro; j++) {
+            if (next_plan(&dpos, &peek)) goto done;
+            epochs[j] = peek.epoch, cursors[j] = peek.cursor;
+            trained += batch_trained(o->train, &dpos.plan, peek.cursor);
+            peek.cursor++;
+        }
+        memset(lora->grads, 0, lora->n * sizeof(float));
+        double loss_sum = 0;
+        int64_t rows = 0;
+        for (int j = 0; j < nmicro; j++) {
+            st.epoch = epochs[j], st.cursor = cursors[j];
+            if (next_plan(&dpos, &st) || dp_batch_fill(&bb, o->train, &dpos.plan, st.cursor))
+                goto done;
+            double s;
+            int64_t nt;
+            uint64_t dseed = dp_mix64(o->seed ^ dp_mix64((uint64_t)st.step * 64 + (uint64_t)j)) | 1;
+            if (trained > 0 &&
+                dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s, &nt))
+                goto done;
+            if (trained > 0) loss_sum += s;
+            rows += bb.b.N;
+            st.cursor++;
+        }
+        double loss = trained > 0 ? loss_sum / (double)trained : NAN;
+        if (trained > 0 && !isfinite(loss)) {
+            dp_fail("step %lld: the loss is %g (diverged: lower --lr or check the data)",
+                    (long long)st.step + 1, loss);
+            goto done;
+        }
+        double lr = dp_schedule_lr(&sched, st.step);
+        double gnorm = trained > 0 ? dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1) : 0;
+        st.step++;
+        st.tokens_seen += rows;
+        tokens_here += rows;
+        double now = dp_now_seconds();
+        st.elapsed = elapsed0 + (now - t0);
+        double tps = tokens_here / (now - t0 > 1e-9 ? now - t0 : 1e-9);
+        if (trained > 0) smooth = isnan(smooth) ? loss : 0.9 * smooth + 0.1 * loss;
+
+        dp_metrics_row row = {.step = st.step,
+                              .loss = loss,
+                              .val_loss = NAN,
+                              .lr = lr,
+                              .grad_norm = gnorm,
+                              .tokens_per_s = tps,
+                              .elapsed = st.elapsed};
+        bool last = st.step == total;
+        if (o->val && ((o->eval_every > 0 && st.step % o->eval_every == 0) || last)) {
+            row.val_loss = dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+            if (isnan(st.best_val) || row.val_loss < st.best_val) {
+                st.best_val = row.val_loss;
+                st.best_step = st.step;
+                st.evals_since_best = 0;
+                if (save_adapter(o, lora, "best")) goto done;
+            } else
+                st.evals_since_best++;
+            if (!o->quiet)
+                dp_progress_note(pg, "val loss %.4f (best %.4f at step %lld)", row.val_loss,
+                                 st.best_val, (long long)st.best_step);
+        }
+        last_val = last ? row.val_loss : NAN;
+        if (dp_metrics_append(mt, &row)) goto done;
+        dp_progress_note(pg, "loss %.4f  lr %.2e  %.0f tok/s  %.0f MiB", smooth, lr, tps,
+                         peak_rss_mib());
+        dp_progress_update(pg, st.step);
+        if (o->save_every > 0 && st.step % o->save_every == 0 && !last &&
+            save_ckpt(o, lora, m, v, &st))
+            goto done;
+        if (o->early_stop > 0 && st.evals_since_best >= o->early_stop) {
+            res->early_stopped = true;
+            break;
+        }
+    }
+    res->steps_done = st.step;
+    res->best_val = st.best_val;
+    res->best_step = st.best_step;
+    double secs = dp_now_seconds() - t0;
+    res->tokens_per_s = secs > 0 ? tokens_here / secs : 0;
+    res->peak_rss_mib = peak_rss_mib();
+    (void)first_step;
+    if (save_ckpt(o, lora, m, v, &st)) goto done;
+    /* an interrupted run leaves a usable adapter too; --resume continues from the checkpoint */
+    if (save_adapter(o, lora, NULL)) goto done;
+    res->interrupted = stopped;
+    if (o->val && !stopped)
+        res->val_after =
+            !isnan(last_val) ? last_val : dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+    status = 0;
+done:
+    if (pg) dp_progress_finish(pg);
+    dp_metrics_close(mt);
+    dp_epoch_plan_free(&dpos.plan);
+    dp_batch_buf_free(&bb);
+    dp_grad_ws_free(ws);
+    free(m);
+    free(v);
+    return status;
+}

@@ -1,0 +1,65 @@
+/* The training loop: micro-batches with gradient accumulation, AdamW, LR schedule, validation,
+ * best adapter, early stopping, checkpoints, resume, SIGINT/--stop-at, progress and metrics.
+ * Output directory: adapter files (PEFT + doppel.json), best/ (lowest val loss),
+ * checkpoint.h5, metrics.h5. */
+#ifndef DOPPEL_TRAINER_H
+#define DOPPEL_TRAINER_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "train/batches.h"
+#include "train/lora.h"
+#include "train/optim.h"
+#include "train/schedule.h"
+
+typedef struct {
+    const dp_model *model;
+    dp_lora *lora;              /* initialized by the caller; overwritten on resume */
+    const dp_token_data *train; /* packed training sequences */
+    const dp_token_data *val;   /* or NULL */
+    int64_t batch_tokens;       /* rows per micro-batch (>= the longest sequence) */
+    int grad_accum;             /* micro-batches per optimizer step */
+    int epochs;                 /* used when max_steps <= 0 */
+    long max_steps;             /* > 0: the run's length (and the schedule's) */
+    uint64_t seed;
+    dp_sched_kind sched;
+    double lr, warmup_ratio;
+    long warmup_steps; /* < 0: use warmup_ratio */
+    dp_adamw_config adam;
+    long eval_every; /* 0: only before and after */
+    long save_every; /* 0: only at the end / on interrupt */
+    long early_stop; /* 0: off; else evaluations without improvement before stopping */
+    long stop_at;    /* > 0: save a checkpoint at this step and end, as SIGINT does */
+    bool recompute;  /* per-layer recomputation */
+    int ce_chunk;    /* rows of logits at once (0: default) */
+    const char *out_dir;
+    const char *config_json; /* the full run configuration, kept in checkpoints */
+    const char *base_model;  /* adapter_config.json base_model_name_or_path */
+    const char *doppel_json; /* doppel.json text written beside the adapter */
+    bool resume;
+    bool quiet;
+    volatile sig_atomic_t *stop_flag; /* set asynchronously (SIGINT) */
+} dp_train_opts;
+
+typedef struct {
+    long total_steps, steps_done;
+    double val_before, val_after, best_val; /* NAN when there is no validation data */
+    long best_step;
+    bool interrupted, early_stopped;
+    double tokens_per_s;    /* over this process's steps */
+    double peak_rss_mib;    /* of the process */
+    size_t workspace_bytes; /* activations + scratch */
+} dp_train_result;
+
+int dp_train(const dp_train_opts *o, dp_train_result *res);
+
+/* Total optimizer steps for these options (the schedule's length). */
+long dp_train_total_steps(const dp_train_opts *o);
+
+/* Mean validation loss over every sequence of d (file order), or NAN on error. */
+double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
+                    const dp_token_data *d, int64_t batch_tokens);
+
+#endif
