@@ -127,8 +127,10 @@ static void test_session(void) {
     for (int i = 0; i < 5; i++) dp_session_add(&s, i % 2 ? "assistant" : "user", turns[i]);
 
     /* everything fits: identical to rendering the whole conversation directly */
-    dp_chat_msg all[6] = {{"system", "be brief"}};
-    for (int i = 0; i < 5; i++) all[i + 1] = (dp_chat_msg){i % 2 ? "assistant" : "user", turns[i]};
+    dp_chat_msg all[6] = {{DP_ROLE_SYSTEM, "be brief", 8}};
+    for (int i = 0; i < 5; i++)
+        all[i + 1] =
+            (dp_chat_msg){i % 2 ? DP_ROLE_ASSISTANT : DP_ROLE_USER, turns[i], strlen(turns[i])};
     dp_chat_tokens full, want, got = {0};
     render_expected(t, all, 6, &full);
     int dropped = -1;
