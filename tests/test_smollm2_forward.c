@@ -139,6 +139,14 @@ int main(void) {
                           1e-4);
         double ppl = exp(mean), want_ppl = atof(ppl_s);
         CHECK_NEAR(want_ppl, ppl, 0, 1e-4);
+#ifdef __SANITIZE_ADDRESS__
+        /* the NF4 figure is a report, not a check of memory safety: spare the slow ASan build
+         * a second load and quantization of 135M parameters (test_forward covers NF4) */
+        fprintf(stderr,
+                "  held-out perplexity (%d tokens): transformers fp32 %.4f, doppel fp32 "
+                "%.4f (NF4 not run under ASan)\n",
+                n, want_ppl, ppl);
+#else
         /* NF4 on the fly (never a stale quantized file from a cache) */
         dp_model *m4 = dp_model_load(gguf, &opts);
         if (!m4 || dp_model_quantize_nf4(m4, 64, false)) {
@@ -153,6 +161,7 @@ int main(void) {
             CHECK(ppl4 < 1.5 * ppl);
             dp_model_free(m4);
         }
+#endif
         free(nll);
     }
     dp_model_free(m);
