@@ -113,7 +113,7 @@ static int on_token(void *vctx, int32_t id, const int32_t *top_ids, const float 
             printf(" %.1f%%", 100.0 * top_probs[i]);
         }
         putchar('\n');
-    } else {
+    } else if (c->text.len > before) {
         fwrite(c->text.data + before, 1, c->text.len - before, stdout);
     }
     fflush(stdout);
@@ -169,7 +169,7 @@ static int answer(chat_state *cs, dp_session *s, const char *line) {
     dp_chat_tokens_free(&ct);
     if (!rc) rc = dp_tok_stream_flush(&rc_ctx.stream, &rc_ctx.text);
     if (!rc) {
-        if (cs->probs) fwrite(rc_ctx.text.data, 1, rc_ctx.text.len, stdout);
+        if (cs->probs && rc_ctx.text.len) fwrite(rc_ctx.text.data, 1, rc_ctx.text.len, stdout);
         putchar('\n');
         fflush(stdout);
         rc = dp_session_add(s, "assistant", rc_ctx.text.data ? rc_ctx.text.data : "");
