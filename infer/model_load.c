@@ -189,23 +189,11 @@ typedef struct {
 } lin_shape;
 
 static lin_shape linear_shape(const dp_model_config *c, int id) {
-    int64_t q = (int64_t)c->H * c->D, kv = (int64_t)c->KVH * c->D;
-    bool llama = c->arch == DP_ARCH_LLAMA;
-    switch (id) {
-    case DP_Q:
-        return (lin_shape){q, c->C, llama ? c->H : 0};
-    case DP_K:
-        return (lin_shape){kv, c->C, llama ? c->KVH : 0};
-    case DP_V:
-        return (lin_shape){kv, c->C, 0};
-    case DP_O:
-        return (lin_shape){c->C, q, 0};
-    case DP_GATE:
-    case DP_UP:
-        return (lin_shape){c->F, c->C, 0};
-    default:
-        return (lin_shape){c->C, c->F, 0};
-    }
+    lin_shape s = {0, 0, 0};
+    dp_linear_shape(c, (dp_linear_id)id, &s.rows, &s.cols);
+    if (c->arch == DP_ARCH_LLAMA && (id == DP_Q || id == DP_K))
+        s.permute = id == DP_Q ? c->H : c->KVH;
+    return s;
 }
 
 static void names(int layer, int id, char *hf, char *gg, size_t cap, const char *what) {
