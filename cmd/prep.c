@@ -164,6 +164,8 @@ static int write_stats(const char *path, const dp_prep_stats *st, double seconds
     cJSON_AddNumberToObject(o, "files", (double)st->files);
     cJSON_AddNumberToObject(o, "input_bytes", (double)st->input_bytes);
     cJSON_AddNumberToObject(o, "seconds", seconds);
+    cJSON_AddNumberToObject(o, "reader_cpu_seconds", st->reader_cpu_seconds);
+    cJSON_AddNumberToObject(o, "timeline_cpu_seconds", st->timeline_cpu_seconds);
     cJSON_AddNumberToObject(o, "rows", (double)st->rows);
     cJSON_AddNumberToObject(o, "kept", (double)st->kept);
     cJSON *d = cJSON_AddObjectToObject(o, "dropped");

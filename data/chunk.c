@@ -1,5 +1,6 @@
 /* The timeline and the conversations cut from it (REFERENCE.md §2). Messages flow
- *   reader -> ingest (normalize, drop empty/system, authors) -> order -> sessions -> rule -> sink.
+ *   reader (own thread) -> ingest (normalize, drop empty/system, authors) -> order -> sessions
+ *   -> rule -> sink.
  * Order: the first two distinct instants decide. In time order, messages go straight to the
  * sessionizer (memory: one session). Newest first, closed chunks (cut on gaps) are spilled to
  * an unlinked temporary file and replayed backwards at the end (memory: one chunk). Anything
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { M_SCAN, M_UNDECIDED, M_FORWARD, M_REVERSE, M_SORT };
 enum { F_SYSTEM = 1 };
@@ -970,7 +972,14 @@ typedef struct {
     pthread_cond_t can_put, can_get;
     const char *const *paths;
     int n;
+    double cpu_seconds; /* the reader thread's CPU time */
 } prefetch;
+
+static double thread_cpu_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
 
 static int rec_put(dp_buf *b, uint32_t kind, const dp_dce_msg *m, const char *text, uint64_t pos) {
     rec_hdr h = {.pos = pos, .kind = kind};
@@ -1055,6 +1064,7 @@ static void *producer(void *arg) {
     if (cur.len) batch_push(q, &cur);
     dp_buf_free(&cur);
     pthread_mutex_lock(&q->mu);
+    q->cpu_seconds = thread_cpu_seconds();
     q->done = true;
     pthread_cond_signal(&q->can_get);
     pthread_mutex_unlock(&q->mu);
@@ -1077,6 +1087,7 @@ static int read_inputs(dp_prep *p, const char *const *paths, int n) {
     uint64_t base = 0;
     int64_t count = 0;
     int rc = 0;
+    double cpu0 = thread_cpu_seconds();
     for (;;) {
         pthread_mutex_lock(&q.mu);
         while (q.count == 0 && !q.done) pthread_cond_wait(&q.can_get, &q.mu);
@@ -1127,6 +1138,8 @@ static int read_inputs(dp_prep *p, const char *const *paths, int n) {
         if (rc) break;
     }
     pthread_join(th, NULL);
+    p->st.reader_cpu_seconds += q.cpu_seconds;
+    p->st.timeline_cpu_seconds += thread_cpu_seconds() - cpu0;
     for (int i = 0; i < NBATCH; i++) dp_buf_free(&q.b[i]);
     pthread_mutex_destroy(&q.mu);
     pthread_cond_destroy(&q.can_put);
@@ -1254,6 +1267,7 @@ static int main_pass(dp_prep *p, const char *const *paths, int n, int mode) {
     for (size_t i = 0; i < p->n_au; i++) np += p->au[i].persona && p->au[i].count > 0;
     p->st.persona_ids = (int64_t)np;
     if (np == 0) return persona_missing(p);
+    double cpu0 = thread_cpu_seconds();
     switch (p->mode) {
     case M_UNDECIDED: /* at most one distinct instant */
         p->st.order = "time order (streamed)";
@@ -1275,6 +1289,7 @@ static int main_pass(dp_prep *p, const char *const *paths, int n, int mode) {
         break;
     }
     if (close_session(p)) return -1;
+    p->st.timeline_cpu_seconds += thread_cpu_seconds() - cpu0;
     percentiles(p->pct[0], p->n_pct, p->st.assistant_chars);
     percentiles(p->pct[1], p->n_pct, p->st.user_chars);
     percentiles(p->pct[2], p->n_pct, p->st.turns);

@@ -40,6 +40,9 @@ typedef struct {
     int64_t files, input_bytes, persona_ids;
     const char *order; /* how the timeline was built: "time order (streamed)", ... */
     int restarts;      /* 1 when a stream had to be re-read in the sorted mode */
+    /* CPU seconds of the two threads (parsing; timeline + output): on two free cores the
+     * larger one bounds the wall time */
+    double reader_cpu_seconds, timeline_cpu_seconds;
     /* percentiles over written conversations: [p50, p90, p99, max] */
     double assistant_chars[4], user_chars[4], turns[4];
 } dp_prep_stats;

@@ -413,6 +413,10 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     t->pad = s->pad;
     size_t total = 0;
     for (int32_t i = 0; i < s->n_ids; i++) total += s->str[i] ? s->len[i] : 0;
+    if (total >= UINT32_MAX) { /* offsets are 32-bit */
+        dp_fail("%s: the tokens hold %zu bytes (too many)", s->name, total);
+        goto fail;
+    }
     t->arena = dp_malloc(total + 1);
     t->off = dp_calloc((size_t)s->n_ids + 1, sizeof *t->off);
     t->len = dp_calloc((size_t)s->n_ids + 1, sizeof *t->len);

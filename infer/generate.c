@@ -342,8 +342,13 @@ int dp_session_render(dp_session *s, dp_tokenizer *t, dp_chat_format f, int max_
         int k = 0;
         if (s->system) msgs[k++] = (dp_chat_msg){DP_ROLE_SYSTEM, s->system, strlen(s->system)};
         for (int i = first; i < s->n; i++) {
-            dp_role r = DP_ROLE_USER;
-            dp_role_parse(s->msgs[i].role, &r); /* an unknown role is sent as the user's */
+            dp_role r;
+            if (dp_role_parse(s->msgs[i].role, &r)) {
+                free(msgs);
+                return dp_fail("chat session: message role \"%s\" is not system, user or "
+                               "assistant",
+                               s->msgs[i].role);
+            }
             msgs[k++] = (dp_chat_msg){r, s->msgs[i].content, strlen(s->msgs[i].content)};
         }
         dp_chat_tokens_free(out);

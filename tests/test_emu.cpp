@@ -105,6 +105,15 @@ __global__ static void shfl_exited_lane_kernel(float *x) {
     x[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
 }
 
+/* half a warp in __syncwarp, the other half at __syncthreads: neither can complete */
+__global__ static void mixed_barrier_kernel(float *x) {
+    if (threadIdx.x < 16)
+        __syncwarp();
+    else
+        __syncthreads();
+    x[threadIdx.x] = 1.0f;
+}
+
 /* ---------------------------------------------------------------- host side */
 static uint64_t rng = 99;
 static float frand(void) {
@@ -233,6 +242,11 @@ static void test_errors(void) {
     CHECK_EQ_INT(cudaErrorLaunchFailure, cudaGetLastError());
     fprintf(stderr, "  expected error: %s\n", dp_last_error());
     CHECK(strstr(dp_last_error(), "lane 3 exited") != NULL);
+
+    DP_LAUNCH(mixed_barrier_kernel, 1, 32, 0, 0, x);
+    CHECK_EQ_INT(cudaErrorLaunchFailure, cudaGetLastError());
+    fprintf(stderr, "  expected error: %s\n", dp_last_error());
+    CHECK(strstr(dp_last_error(), "deadlocks") != NULL);
 
     DP_LAUNCH(block_sum_kernel, 1, 2048, 0, 0, x, x, 1);
     CHECK_EQ_INT(cudaErrorInvalidConfiguration, cudaGetLastError());

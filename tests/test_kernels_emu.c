@@ -533,6 +533,45 @@ static void test_gemm(int M, int N, int K, int batch) {
     OK(gpu->blas_destroy(h));
 }
 
+/* ---------------------------------------------------------------- NF4 */
+static void test_nf4(int rows, int cols, int blocksize) {
+    size_t n = (size_t)rows * cols;
+    float *w = randn(n, 0.05f), *ref = malloc(n * 4), *x = randn(cols, 1.0f),
+          *bias = randn(rows, 1.0f);
+    w[n / 3] = 0.4f; /* an outlier block */
+    dp_nf4 q;
+    OK(dp_nf4_quantize(&q, w, rows, cols, blocksize));
+    dp_nf4_dequantize(&q, ref);
+    dp_nf4_dev d;
+    OK(gpu->nf4_upload(&d, &q));
+    float *out = NULL;
+    OK(gpu->dev_malloc((void **)&out, n * 4));
+    OK(gpu->nf4_dequantize(out, &d));
+    float *o = get_f32(out, n);
+    char what[96];
+    snprintf(what, sizeof what, "nf4 dequantize f32 %dx%d bs=%d (exact)", rows, cols, blocksize);
+    check_arrays_near(what, ref, o, n, 0, 0);
+    free(o);
+    dp_bf16 *ob = (dp_bf16 *)out;
+    OK(gpu->nf4_dequantize_bf16(ob, &d));
+    o = get_bf16(ob, n);
+    round_bf16(ref, n);
+    check_arrays_near("  dequantize bf16 (exact rounding)", ref, o, n, 0, 0);
+    free(o);
+    float *gref = malloc(rows * 4), *dx = dev_f32(x, cols), *db = dev_f32(bias, rows), *dy = NULL;
+    gemv_nf4(gref, x, &q, bias, cols, rows);
+    OK(gpu->dev_malloc((void **)&dy, rows * 4));
+    OK(gpu->gemv_nf4(dy, dx, &d, db, cols, rows));
+    o = get_f32(dy, rows);
+    check_arrays_near("  fused gemv vs CPU gemv_nf4", gref, o, rows, 1e-5, 1e-4);
+    free(o);
+    CHECK(gpu->gemv_nf4(dy, dx, &d, db, cols + 1, rows) != 0); /* shape mismatch is refused */
+    OK(gpu->nf4_free(&d));
+    dp_nf4_free(&q);
+    free(w), free(ref), free(x), free(bias), free(gref);
+    dfree(out), dfree(dx), dfree(db), dfree(dy);
+}
+
 /* ---------------------------------------------------------------- memory accounting */
 static void test_peak_bytes(void) {
     size_t before = dp_emu_device_bytes();
@@ -587,6 +626,10 @@ int main(void) {
     test_elementwise(37 * 29);
     test_gemm(7, 5, 9, 1);
     test_gemm(4, 6, 3, 3);
+    test_nf4(37, 100, 64);  /* ragged last block */
+    test_nf4(3, 65, 64);    /* odd element count */
+    test_nf4(300, 128, 64); /* more than 256 blocks: two absmax2 groups */
+    test_nf4(8, 512, 128);
     test_peak_bytes();
     size_t launches, blocks, switches;
     dp_emu_counters(&launches, &blocks, &switches);

@@ -3,6 +3,7 @@
  * in tokenizer.json, the streaming decoder, UTF-8 checks and the errors for unsupported types.
  * Expected ids are worked out by hand from the BPE rules of REFERENCE.md section 6. */
 #include "check.h"
+#include "tok_fixture.h"
 #include "data/error.h"
 #include "data/tokenizer.h"
 
@@ -316,7 +317,23 @@ static void test_fingerprint(void) {
     dp_tokenizer_free(e);
 }
 
+/* The generic tokenizer.json pipeline (NFC, Digits, Split, ByteLevel with add_prefix_space and
+ * its regex, an added token) against HF tokenizers' ids (tests/fixtures/toy-tokenizer*). */
+static void test_toy_fixture(void) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/tests/fixtures/toy-tokenizer.json", DOPPEL_SOURCE_DIR);
+    dp_tokenizer *t = dp_tokenizer_load(path);
+    CHECK_REPORT(t != NULL, "%s", dp_last_error());
+    if (!t) return;
+    snprintf(path, sizeof path, "%s/tests/fixtures/toy-tokenizer-ids.jsonl", DOPPEL_SOURCE_DIR);
+    int n = 0;
+    check_jsonl(t, path, "ids", &n, false); /* add_prefix_space: no plain round trip */
+    CHECK_EQ_INT(300, n);
+    dp_tokenizer_free(t);
+}
+
 int main(void) {
+    test_toy_fixture();
     test_fingerprint();
     test_missing_byte();
     test_merge_order();

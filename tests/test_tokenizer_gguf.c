@@ -23,7 +23,7 @@ int main(void) {
     if (t) {
         fprintf(stderr, "smollm2: %s\n", dp_tokenizer_describe(t));
         int n = 0;
-        check_jsonl(t, fixture, "smollm2", &n);
+        check_jsonl(t, fixture, "smollm2", &n, true);
         fprintf(stderr, "  corpus fixture: %d lines\n", n);
         CHECK_EQ_INT(49152, dp_tokenizer_vocab_size(t));
         CHECK_EQ_INT(1, dp_tokenizer_bos_id(t));
@@ -42,7 +42,7 @@ int main(void) {
     CHECK_REPORT(t != NULL, "%s", dp_last_error());
     if (t) {
         int n = 0;
-        check_jsonl(t, fixture, "smollm2_gpt2", &n);
+        check_jsonl(t, fixture, "smollm2_gpt2", &n, true);
         dp_tokenizer_free(t);
     }
     CHECK(dp_tokenizer_from_gguf(g, "falcon") == NULL);

@@ -102,11 +102,11 @@ int main(void) {
                 (double)(clock() - c0) / CLOCKS_PER_SEC);
         int n = 0;
         snprintf(path, sizeof path, "%s/tokenizers/%s/reference-ids.jsonl", shared, names[k]);
-        check_jsonl(t, path, "ids", &n);
+        check_jsonl(t, path, "ids", &n, true);
         fprintf(stderr, "  reference-ids.jsonl: %d lines\n", n);
         snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer-corpus.jsonl.zst",
                  DOPPEL_SOURCE_DIR);
-        check_jsonl(t, path, names[k], &n);
+        check_jsonl(t, path, names[k], &n, true);
         fprintf(stderr, "  tokenizer-corpus fixture: %d lines\n", n);
         check_long_runs(t, names[k]);
         check_clones(t, path); /* the corpus fixture's JSON lines, as text */

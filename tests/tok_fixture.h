@@ -30,7 +30,8 @@ static inline void print_mismatch(const char *what, int line, const char *text, 
 }
 
 /* Every {"text", "ids"} line (or {"text", "<key>"} when key is given) must encode exactly. */
-static inline int check_jsonl(dp_tokenizer *t, const char *path, const char *key, int *n_lines) {
+static inline int check_jsonl(dp_tokenizer *t, const char *path, const char *key, int *n_lines,
+                              bool round_trip) {
     char *data;
     size_t len;
     if (dp_read_file(path, &data, &len)) {
@@ -60,11 +61,16 @@ static inline int check_jsonl(dp_tokenizer *t, const char *path, const char *key
                     if (bad++ < 5) print_mismatch(path, line, text->valuestring, &got, want);
                 }
                 /* round trip: decode(encode(s)) == NFC(s) with an NFC normalizer, else s */
+                if (!round_trip) {
+                    dp_ids_free(&got);
+                    cJSON_Delete(j);
+                    p += l + 1;
+                    continue;
+                }
                 dp_buf dec = {0};
                 CHECK_EQ_INT(0, dp_tokenizer_decode(t, got.v, got.n, false, &dec));
                 char *nfc = dp_utf8_nfc(text->valuestring, strlen(text->valuestring), NULL);
-                char *expect =
-                    strstr(dp_tokenizer_describe(t), ", NFC,") ? nfc : text->valuestring;
+                char *expect = strstr(dp_tokenizer_describe(t), ", NFC,") ? nfc : text->valuestring;
                 if (dp_tokenizer_dropped_bytes(t) != dropped0) {
                     /* bytes the vocabulary has no token for are dropped (as HF does) */
                     size_t k = 0;

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/nf4.h"
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -19,6 +21,17 @@ extern "C" {
 typedef uint16_t dp_bf16; /* bit pattern of a bfloat16 (__nv_bfloat16 on the device side) */
 typedef enum { DP_F32 = 0, DP_BF16 = 1 } dp_dtype;
 typedef struct dp_blas dp_blas; /* a cuBLAS handle (and workspace); a stub under EMU */
+
+/* An NF4 matrix in device memory: a dp_nf4 (kernels/nf4.h) copied over by nf4_upload. */
+typedef struct {
+    int64_t rows, cols, n, nblocks;
+    int blocksize;
+    uint8_t *codes;    /* (ceil(n / 2)) first element in the high nibble */
+    uint8_t *absmax_q; /* (nblocks) */
+    float *absmax2;    /* (ceil(nblocks / 256)) */
+    float *maps;       /* (256 + 16): the dynamic map of absmax codes, then the NF4 values */
+    float offset;
+} dp_nf4_dev;
 
 /* clang-format off */
 #define DP_GPU_OP_LIST(X)                                                                          \
@@ -28,6 +41,7 @@ typedef struct dp_blas dp_blas; /* a cuBLAS handle (and workspace); a stub under
     X(upload, (void *dst, const void *src, size_t n))                                             \
     X(download, (void *dst, const void *src, size_t n))                                           \
     X(dev_memset, (void *p, int value, size_t n))                                                 \
+    X(dev_copy, (void *dst, const void *src, size_t n)) /* device to device */                    \
     X(synchronize, (void))                                                                        \
     /* ---- GEMM through cuBLAS (fp32 compute), row-major:                                       \
      * C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C; A is (M, K) or (K, M) when    \
@@ -104,6 +118,14 @@ typedef struct dp_blas dp_blas; /* a cuBLAS handle (and workspace); a stub under
     X(cross_entropy_forward_backward_bf16, (float *losses, dp_bf16 *dlogits,                      \
                                             const dp_bf16 *logits, const int32_t *targets, int N, \
                                             int V, float dloss))                                  \
+    /* ---- NF4 (double-quantized absmax): upload, dequantize, fused GEMV for decoding:       \
+     * out (OC) = W (OC, C) x (C) + bias (OC or NULL) */                                         \
+    X(nf4_upload, (dp_nf4_dev *d, const dp_nf4 *q))                                               \
+    X(nf4_free, (dp_nf4_dev *d))                                                                  \
+    X(nf4_dequantize, (float *out, const dp_nf4_dev *w))                                          \
+    X(nf4_dequantize_bf16, (dp_bf16 *out, const dp_nf4_dev *w))                                   \
+    X(gemv_nf4, (float *out, const float *x, const dp_nf4_dev *w, const float *bias, int C,      \
+                 int OC))                                                                         \
     /* ---- optimizer: AdamW step; sum of squares ACCUMULATED into *acc (device double) */      \
     X(adamw_update, (float *param, const float *grad, float *m, float *v, size_t n, float lr,     \
                      float beta1, float beta2, float eps, float weight_decay, float grad_scale,   \

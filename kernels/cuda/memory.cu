@@ -27,6 +27,10 @@ extern "C" int DP_CUDA_FN(dev_memset)(void *p, int value, size_t n) {
     CUDA_CHECK(cudaMemset(p, value, n));
     return 0;
 }
+extern "C" int DP_CUDA_FN(dev_copy)(void *dst, const void *src, size_t n) {
+    CUDA_CHECK(cudaMemcpy(dst, src, n, cudaMemcpyDeviceToDevice));
+    return 0;
+}
 extern "C" int DP_CUDA_FN(synchronize)(void) {
     CUDA_CHECK(cudaDeviceSynchronize());
     return 0;

@@ -146,6 +146,13 @@ static inline float rsqrtf(float x) {
 static inline float __fdividef(float x, float y) {
     return x / y;
 }
+/* rounded operations that nvcc never contracts into an FMA */
+static inline float __fmul_rn(float x, float y) {
+    return x * y;
+}
+static inline float __fadd_rn(float x, float y) {
+    return x + y;
+}
 static inline float __frcp_rn(float x) {
     return 1.0f / x;
 }

@@ -37,7 +37,7 @@ row() {
 echo "input: $n messages, $(awk -v b=$(size $dir/export-fwd.csv) 'BEGIN{printf "%.1f", b/1e6}') MB (time order), $(awk -v b=$(size $dir/export-rev.csv) 'BEGIN{printf "%.1f", b/1e6}') MB (newest first, CRLF); $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 printf "%-44s %7s %7s %8s %8s %10s %9s %6s\n" "run" "wall s" "cpu s" "MB/s" "MB/cpu-s" "msg/s" "RSS MB" "RSS/in"
 common=(--persona mossy --val-fraction 0 --quiet)
-row "doppel prep (time order, streamed)" "$dir/export-fwd.csv" "$bin" prep "$dir/export-fwd.csv" "${common[@]}" --out "$dir/doppel.jsonl"
+row "doppel prep (time order, streamed)" "$dir/export-fwd.csv" "$bin" prep "$dir/export-fwd.csv" "${common[@]}" --out "$dir/doppel.jsonl" --stats "$dir/stats.json"
 read dw dc dr <"$dir/last.txt"
 row "doppel prep (newest first, streamed back)" "$dir/export-rev.csv" "$bin" prep "$dir/export-rev.csv" "${common[@]}" --out "$dir/doppel-rev.jsonl"
 row "doppel prep --sort-in-memory" "$dir/export-fwd.csv" "$bin" prep "$dir/export-fwd.csv" "${common[@]}" --sort-in-memory --out "$dir/doppel-sort.jsonl"
@@ -59,3 +59,10 @@ libcsv_bench=$(dirname "$bin")/bench_libcsv
 [ -x "$libcsv_bench" ] && "$libcsv_bench" "$dir/export-fwd.csv"
 mbin=$(awk -v b="$(size "$dir/export-fwd.csv")" 'BEGIN{print b/1e6}')
 awk -v pc="$pc" -v mb="$mbin" 'BEGIN { printf "30x less CPU than python would need %.0f MB/cpu-s\n", mb / (pc / 30) }'
+# the two threads' CPU seconds: on two free cores the larger one bounds the wall time
+python3 -c "
+import json, sys
+d = json.load(open(sys.argv[1]))
+r, t = d['reader_cpu_seconds'], d['timeline_cpu_seconds']
+print(f'threads: reader {r:.2f} CPU s, timeline+output {t:.2f} CPU s -> on two free cores about '
+      f'{d[\"input_bytes\"] / 1e6 / max(r, t):.0f} MB/s, {d[\"rows\"] / max(r, t):.0f} msg/s')" "$dir/stats.json"

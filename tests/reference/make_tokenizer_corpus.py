@@ -135,6 +135,51 @@ def chat_fixture(shared, path):
     print(f"{path}: {len(out)} conversations", file=sys.stderr)
 
 
+def toy_fixture(fixtures, texts):
+    """A small tokenizer.json exercising the generic pipeline (NFC, Digits, a String-free Split,
+    ByteLevel with add_prefix_space and its regex, an added token) and HF's ids for texts."""
+    from tokenizers import Tokenizer
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    vocab = {chr(c): b for b, c in zip(bs, cs)}
+    merges = ["h e", "Ġ t", "Ġt he", "k k", "kk kk", "Ã ©", "Ġ Ġ"]
+    for m in merges:
+        vocab[m.replace(" ", "")] = len(vocab)
+    j = {"version": "1.0", "truncation": None, "padding": None,
+         "added_tokens": [{"id": len(vocab), "content": "<|im_end|>", "single_word": False,
+                           "lstrip": False, "rstrip": False, "normalized": False,
+                           "special": True}],
+         "normalizer": {"type": "NFC"},
+         "pre_tokenizer": {"type": "Sequence", "pretokenizers": [
+             {"type": "Digits", "individual_digits": False},
+             {"type": "Split", "pattern": {"Regex": "\\s+|\\S+"}, "behavior": "Isolated",
+              "invert": False},
+             {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+              "use_regex": True}]},
+         "post_processor": None,
+         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False,
+                     "use_regex": True},
+         "model": {"type": "BPE", "dropout": None, "unk_token": None,
+                   "continuing_subword_prefix": None, "end_of_word_suffix": None,
+                   "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
+                   "vocab": vocab, "merges": merges}}
+    path = os.path.join(fixtures, "toy-tokenizer.json")
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(j, f, ensure_ascii=False)
+    tok = Tokenizer.from_file(path)
+    with open(os.path.join(fixtures, "toy-tokenizer-ids.jsonl"), "w", encoding="utf-8") as f:
+        for s in texts:
+            f.write(json.dumps({"text": s, "ids": tok.encode(s, add_special_tokens=False).ids},
+                               ensure_ascii=False) + "\n")
+    print(f"{path}: {len(texts)} texts", file=sys.stderr)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shared", default=os.path.join(ROOT, "..", "shared"))
@@ -168,6 +213,7 @@ def main():
               file=sys.stderr)
     chat_fixture(a.shared, os.path.join(os.path.dirname(a.out), "chat-render.json"))
     texts = corpus()
+    toy_fixture(os.path.dirname(a.out), texts[:300])
     rows = []
     for s in texts:
         row = {"text": s}
