@@ -1,21 +1,406 @@
-/* doppel chat: chat with the persona in the terminal (not built yet: issue 5). */
+/* doppel chat: talk to a model (later: the persona) in the terminal, a REPL with libedit line
+ * editing and history, or one answer with --prompt for scripts. */
 #include "cmd/commands.h"
+#include "data/chat_format.h"
+#include "data/error.h"
+#include "data/tokenizer.h"
+#include "infer/generate.h"
+#include "infer/config.h"
+#include "infer/model_load.h"
+#include "kernels/device.h"
 
-static const dp_opt opts[] = {{0}};
+#include <editline/readline.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text,
+    *device = "auto", *chat_format, *precision = "nf4";
+static int64_t max_context, max_tokens, top_k, seed;
+static double temperature, top_p, min_p, repeat_penalty;
+static bool show_stats;
+
+static const dp_opt opts[] = {
+    {"model", DP_OPT_STRING, &model_path, "M", "model: Hugging Face directory or .gguf file"},
+    {"adapter", DP_OPT_STRING, &adapter_dir, "DIR", "LoRA adapter from `doppel train`"},
+    {"system", DP_OPT_STRING, &system_prompt, "TEXT", "system prompt"},
+    {"as", DP_OPT_STRING, &as_name, "NAME", "send your messages as `[NAME]: text` lines"},
+    {"prompt", DP_OPT_STRING, &prompt_text, "TEXT", "answer this one message and exit"},
+    {"max-context", DP_OPT_INT, &max_context, "N",
+     "context in tokens; older turns are dropped beyond it (default 2048)"},
+    {"max-tokens", DP_OPT_INT, &max_tokens, "N", "longest reply in tokens (default 512)"},
+    {"temperature", DP_OPT_DOUBLE, &temperature, "T", "0 = greedy (default 0.7 or the model's)"},
+    {"top-k", DP_OPT_INT, &top_k, "K", "keep the K most likely tokens, 0 = off (default 40)"},
+    {"top-p", DP_OPT_DOUBLE, &top_p, "P", "nucleus sampling, 1 = off (default 0.9)"},
+    {"min-p", DP_OPT_DOUBLE, &min_p, "P", "drop tokens below P x the best one (default 0.05)"},
+    {"repeat-penalty", DP_OPT_DOUBLE, &repeat_penalty, "X",
+     "penalize the last 64 tokens, 1 = off (default 1.1)"},
+    {"seed", DP_OPT_INT, &seed, "N", "sampling seed (default: from the clock)"},
+    {"device", DP_OPT_STRING, &device, "auto|cpu|cuda", "where to run (default auto)"},
+    {"precision", DP_OPT_STRING, &precision, "nf4|fp32",
+     "base weights: NF4 (default) or fp32 as loaded"},
+    {"chat-format", DP_OPT_STRING, &chat_format, "chatml|llama3",
+     "override the format read from the chat template"},
+    {"stats", DP_OPT_FLAG, &show_stats, NULL, "print tokens/s after each reply"},
+    {0},
+};
 
 const dp_command_spec dp_chat_spec = {
     .name = "chat",
-    .usage = "--model M [--adapter DIR]",
+    .usage = "--model M [--adapter DIR] [--system TEXT] [--as NAME] [--prompt TEXT]",
     .summary = "chat with the persona in the terminal",
+    .details =
+        "In the REPL: /reset forgets the conversation (keeps the system prompt), /save FILE\n"
+        "and /load FILE store and restore it as JSON, /temp X sets the temperature, /probs\n"
+        "toggles a table of the 5 most likely next tokens at each step, /quit or Ctrl-D\n"
+        "leaves. Ctrl-C stops a reply. Sampling defaults come from the model's\n"
+        "generation_config.json where it has them.",
     .opts = opts,
     .min_args = 0,
-    .max_args = -1,
+    .max_args = 0,
 };
+
+/* ---- one reply */
+static volatile sig_atomic_t interrupted;
+static void on_sigint(int sig) {
+    (void)sig;
+    interrupted = 1;
+}
+
+typedef struct {
+    dp_tokenizer *tok;
+    dp_tok_stream stream;
+    dp_buf text; /* the reply so far */
+    bool probs;
+} reply_ctx;
+
+static void print_token_text(const dp_tokenizer *t, int32_t id) {
+    size_t len = 0;
+    const char *b = dp_tokenizer_token_bytes(t, id, &len);
+    putchar('\'');
+    dp_buf s = {0};
+    dp_tok_stream st = {0};
+    if (b && !dp_tok_stream_feed(&st, t, id, &s)) dp_tok_stream_flush(&st, &s);
+    for (size_t i = 0; i < s.len; i++) {
+        unsigned char ch = (unsigned char)s.data[i];
+        if (ch == '\n')
+            fputs("\\n", stdout);
+        else if (ch == '\t')
+            fputs("\\t", stdout);
+        else
+            putchar(ch);
+    }
+    dp_buf_free(&s);
+    putchar('\'');
+}
+
+static int on_token(void *vctx, int32_t id, const int32_t *top_ids, const float *top_probs,
+                    int n_top) {
+    reply_ctx *c = vctx;
+    size_t before = c->text.len;
+    if (dp_tok_stream_feed(&c->stream, c->tok, id, &c->text)) return -1;
+    if (c->probs) {
+        printf("  ");
+        print_token_text(c->tok, id);
+        printf("  <-");
+        for (int i = 0; i < n_top; i++) {
+            printf("  ");
+            print_token_text(c->tok, top_ids[i]);
+            printf(" %.1f%%", 100.0 * top_probs[i]);
+        }
+        putchar('\n');
+    } else {
+        fwrite(c->text.data + before, 1, c->text.len - before, stdout);
+    }
+    fflush(stdout);
+    return interrupted ? 1 : 0;
+}
+
+typedef struct {
+    dp_model *model;
+    dp_tokenizer *tok;
+    dp_chat_format format;
+    dp_gen_state gen;
+    dp_sampler sampler;
+    dp_sampler_params sp;
+    int32_t stop[16];
+    int n_stop;
+    int max_context, max_tokens;
+    bool probs;
+} chat_state;
+
+/* Sends the user's line, streams the reply, and records it in the session. */
+static int answer(chat_state *cs, dp_session *s, const char *line) {
+    dp_buf msg = {0};
+    if (as_name && *as_name ? dp_buf_printf(&msg, "[%s]: %s", as_name, line)
+                            : dp_buf_puts(&msg, line))
+        return -1;
+    int rc = dp_session_add(s, "user", msg.data);
+    dp_buf_free(&msg);
+    if (rc) return -1;
+
+    int reserve = cs->max_tokens < cs->max_context / 2 ? cs->max_tokens : cs->max_context / 2;
+    dp_chat_tokens ct = {0};
+    int dropped = 0;
+    if (dp_session_render(s, cs->tok, cs->format, cs->max_context - reserve, &ct, &dropped)) {
+        s->n--; /* the message that does not fit is not kept */
+        free(s->msgs[s->n].role);
+        free(s->msgs[s->n].content);
+        return -1;
+    }
+    if (dropped) fprintf(stderr, "(history trimmed: %d oldest messages dropped)\n", dropped);
+
+    reply_ctx rc_ctx = {.tok = cs->tok, .probs = cs->probs};
+    rc_ctx.stream.skip_special = true;
+    dp_gen_opts go = {
+        .max_tokens = cs->max_tokens, .stop = cs->stop, .n_stop = cs->n_stop, .top = cs->probs};
+    dp_gen_result res;
+    interrupted = 0;
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    rc = dp_generate(&cs->gen, &cs->sampler, ct.ids.v, (int)ct.ids.n, &go, on_token, &rc_ctx, NULL,
+                     &res);
+    sigaction(SIGINT, &old, NULL);
+    dp_chat_tokens_free(&ct);
+    if (!rc) rc = dp_tok_stream_flush(&rc_ctx.stream, &rc_ctx.text);
+    if (!rc) {
+        if (cs->probs) fwrite(rc_ctx.text.data, 1, rc_ctx.text.len, stdout);
+        putchar('\n');
+        fflush(stdout);
+        rc = dp_session_add(s, "assistant", rc_ctx.text.data ? rc_ctx.text.data : "");
+        if (!strcmp(res.finish, "cancelled")) fprintf(stderr, "(stopped)\n");
+        if (!strcmp(res.finish, "context")) fprintf(stderr, "(the context is full)\n");
+        if (show_stats)
+            fprintf(stderr,
+                    "[prompt %d tokens (%d cached) in %.2f s; %d tokens in %.2f s, %.1f tok/s; "
+                    "finish: %s]\n",
+                    res.n_prompt, res.n_reused, res.prefill_seconds, res.n_generated,
+                    res.decode_seconds,
+                    res.decode_seconds > 0 ? res.n_generated / res.decode_seconds : 0.0,
+                    res.finish);
+    }
+    dp_buf_free(&rc_ctx.text);
+    return rc;
+}
+
+/* ---- the REPL */
+static char *read_line(bool tty) {
+    if (tty) return readline("> ");
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, stdin);
+    if (n < 0) {
+        free(line);
+        return NULL;
+    }
+    while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+    return line;
+}
+
+static void help(void) {
+    printf("commands: /reset  /save FILE  /load FILE  /temp X  /probs  /quit (or Ctrl-D); "
+           "Ctrl-C stops a reply\n");
+}
+
+static int repl(chat_state *cs, dp_session *s) {
+    bool tty = isatty(STDIN_FILENO);
+    char hist[4096] = "";
+    const char *home = getenv("HOME");
+    if (tty) {
+        if (home) {
+            snprintf(hist, sizeof hist, "%s/.doppel_history", home);
+            read_history(hist);
+        }
+        printf("doppel chat: %s (%s). /help for commands, Ctrl-D to leave.\n", model_path,
+               dp_chat_format_name(cs->format));
+    }
+    char *line;
+    while ((line = read_line(tty))) {
+        char *p = line;
+        while (*p == ' ' || *p == '\t') p++;
+        if (!*p) {
+            free(line);
+            continue;
+        }
+        if (tty) add_history(p);
+        int rc = 0;
+        if (*p == '/') {
+            char *arg = strchr(p, ' ');
+            if (arg) {
+                *arg++ = 0;
+                while (*arg == ' ') arg++;
+            }
+            if (!strcmp(p, "/quit") || !strcmp(p, "/exit")) {
+                free(line);
+                break;
+            } else if (!strcmp(p, "/reset")) {
+                dp_session_reset(s);
+                printf("(conversation cleared%s)\n", s->system ? "; system prompt kept" : "");
+            } else if (!strcmp(p, "/save") && arg && *arg) {
+                rc = dp_session_save(s, arg);
+                if (!rc) printf("(saved %d messages to %s)\n", s->n, arg);
+            } else if (!strcmp(p, "/load") && arg && *arg) {
+                rc = dp_session_load(s, arg);
+                if (!rc) printf("(loaded %d messages from %s)\n", s->n, arg);
+            } else if (!strcmp(p, "/temp") && arg && *arg) {
+                char *end;
+                double t = strtod(arg, &end);
+                if (*end || !(t >= 0 && t <= 100)) {
+                    printf("/temp needs a number from 0 (greedy) to 100\n");
+                } else {
+                    cs->sp.temperature = (float)t;
+                    dp_sampler_set(&cs->sampler, &cs->sp);
+                    printf("(temperature %g)\n", t);
+                }
+            } else if (!strcmp(p, "/probs")) {
+                cs->probs = !cs->probs;
+                printf("(next-token table %s)\n", cs->probs ? "on" : "off");
+            } else {
+                help();
+            }
+        } else {
+            rc = answer(cs, s, p);
+        }
+        if (rc) fprintf(stderr, "doppel chat: %s\n", dp_last_error());
+        free(line);
+    }
+    if (tty && *hist) write_history(hist);
+    return DP_EXIT_OK;
+}
 
 int dp_cmd_chat(int argc, char **argv) {
     dp_cli cli;
+    model_path = adapter_dir = system_prompt = as_name = prompt_text = chat_format = NULL;
+    device = "auto";
+    precision = "nf4";
+    max_context = 2048;
+    max_tokens = 512;
+    top_k = seed = INT64_MIN;
+    temperature = top_p = min_p = repeat_penalty = NAN;
+    show_stats = false;
     int rc = dp_cli_parse(&dp_chat_spec, argc, argv, &cli);
-    if (rc == 0) rc = dp_not_built(&dp_chat_spec, "issue 5");
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    rc = DP_EXIT_OK;
+    chat_state cs;
+    memset(&cs, 0, sizeof cs);
+    dp_session s;
+    dp_session_init(&s, system_prompt);
+    bool gen_ok = false, sampler_ok = false;
+
+    if (!model_path) {
+        rc = dp_usage_error(&dp_chat_spec, "--model is required (a model directory or .gguf)");
+        goto out;
+    }
+    if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
+        rc = dp_usage_error(&dp_chat_spec, "--device must be auto, cpu or cuda, not '%s'", device);
+        goto out;
+    }
+    if (strcmp(precision, "nf4") && strcmp(precision, "fp32")) {
+        rc = dp_usage_error(&dp_chat_spec, "--precision must be nf4 or fp32, not '%s'", precision);
+        goto out;
+    }
+    if (max_context < 16 || max_context > 1 << 20 || max_tokens < 1 || max_tokens > 1 << 20) {
+        rc = dp_usage_error(&dp_chat_spec, "--max-context must be 16..1048576 and --max-tokens "
+                                           "1..1048576");
+        goto out;
+    }
+    if (adapter_dir) {
+        /* the hook is dp_forward_set_hook (infer/forward.h); LoRA arrives with `doppel train` */
+        rc = dp_usage_error(&dp_chat_spec, "--adapter: LoRA adapters are not supported yet "
+                                           "(they come with `doppel train`)");
+        goto out;
+    }
+    dp_cuda_info cu;
+    dp_cuda_query(&cu);
+    if (!strcmp(device, "cuda")) {
+        rc = dp_usage_error(&dp_chat_spec, "--device cuda: chat runs on the CPU only for now; "
+                                           "use --device cpu");
+        goto out;
+    }
+    if (!strcmp(device, "auto") && !cli.quiet)
+        fprintf(stderr, "doppel chat: %s; running on the CPU\n",
+                cu.device_count > 0 ? "the CUDA chat path is not built yet" : "no CUDA device");
+
+    /* sampling: defaults < generation_config.json < command line */
+    cs.sp = dp_sampler_defaults();
+    if (dp_sampler_params_from_generation_config(&cs.sp, model_path)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    if (!isnan(temperature)) cs.sp.temperature = (float)temperature;
+    if (!isnan(top_p)) cs.sp.top_p = (float)top_p;
+    if (!isnan(min_p)) cs.sp.min_p = (float)min_p;
+    if (!isnan(repeat_penalty)) cs.sp.repeat_penalty = (float)repeat_penalty;
+    if (top_k != INT64_MIN) cs.sp.top_k = (int)top_k;
+    cs.sp.seed = seed != INT64_MIN ? (uint64_t)seed : (uint64_t)time(NULL);
+    if (!(cs.sp.temperature >= 0) || !(cs.sp.top_p > 0 && cs.sp.top_p <= 1) ||
+        !(cs.sp.min_p >= 0 && cs.sp.min_p <= 1) || !(cs.sp.repeat_penalty > 0) || cs.sp.top_k < 0) {
+        rc = dp_usage_error(&dp_chat_spec, "sampling: need temperature >= 0, 0 < top-p <= 1, "
+                                           "0 <= min-p <= 1, repeat-penalty > 0, top-k >= 0");
+        goto out;
+    }
+
+    cs.tok = dp_model_tokenizer(model_path);
+    if (!cs.tok) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    if (dp_chat_format_choose(dp_tokenizer_chat_template(cs.tok), chat_format, &cs.format)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    dp_load_opts lo = {.nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet};
+    cs.model = dp_model_load(model_path, &lo);
+    if (!cs.model) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    const dp_model_config *c = &cs.model->cfg;
+    cs.max_context = (int)max_context;
+    if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
+    cs.max_tokens = (int)max_tokens;
+    if (dp_gen_state_create(&cs.gen, cs.model, cs.max_context)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    gen_ok = true;
+    int n_valid = dp_tokenizer_vocab_size(cs.tok);
+    if (n_valid > c->V) n_valid = c->V;
+    if (dp_sampler_create(&cs.sampler, &cs.sp, c->V, n_valid)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    sampler_ok = true;
+    cs.n_stop = dp_chat_stop_ids(cs.tok, cs.format, cs.stop, 8);
+    for (int i = 0; i < c->n_eos && cs.n_stop < 16; i++) {
+        bool have = false;
+        for (int j = 0; j < cs.n_stop; j++) have |= cs.stop[j] == c->eos_ids[i];
+        if (!have) cs.stop[cs.n_stop++] = c->eos_ids[i];
+    }
+    if (!cli.quiet)
+        fprintf(stderr,
+                "doppel chat: %s, %s weights; KV cache %.1f MiB for %d tokens, activations "
+                "%.1f MiB; temperature %g top-k %d top-p %g min-p %g repeat-penalty %g\n",
+                dp_arch_name(c->arch), precision, cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context,
+                cs.gen.fwd.act_bytes / 1048576.0, cs.sp.temperature, cs.sp.top_k, cs.sp.top_p,
+                cs.sp.min_p, cs.sp.repeat_penalty);
+
+    if (prompt_text) {
+        if (answer(&cs, &s, prompt_text)) rc = dp_runtime_error(&dp_chat_spec);
+    } else {
+        rc = repl(&cs, &s);
+    }
+out:
+    if (sampler_ok) dp_sampler_free(&cs.sampler);
+    if (gen_ok) dp_gen_state_free(&cs.gen);
+    dp_model_free(cs.model);
+    dp_tokenizer_free(cs.tok);
+    dp_session_free(&s);
     dp_cli_free(&cli);
-    return rc < 0 ? DP_EXIT_OK : rc;
+    return rc;
 }

@@ -4,6 +4,8 @@
 
 #include "data/error.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,16 +16,55 @@ static size_t round_up(size_t n) {
     return (n + ALIGN_FLOATS - 1) / ALIGN_FLOATS * ALIGN_FLOATS;
 }
 
+/* Threads: OpenMP only. The OpenBLAS calls run single-threaded inside OpenMP threads (see
+ * dp_forward_tokens): a pthreads OpenBLAS spinning beside spinning OpenMP workers on the same
+ * cores slows a busy 2-core machine down by orders of magnitude. */
+static void dense_forward(float *y, const float *x, const dp_linear *lin, int N) {
+    const int C = lin->in, OC = lin->out;
+    int nt = omp_get_max_threads();
+    if (N == 1) { /* decode: rows of W split across threads, one sgemv each */
+#pragma omp parallel for schedule(static) if (nt > 1 && (size_t)OC * C >= 65536)
+        for (int t = 0; t < nt; t++) {
+            int o0 = (int)((int64_t)OC * t / nt), o1 = (int)((int64_t)OC * (t + 1) / nt);
+            if (o1 <= o0) continue;
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, o1 - o0, C, 1.0f, lin->w + (size_t)o0 * C, C,
+                        x, 1, 0.0f, y + o0, 1);
+            if (lin->bias)
+                for (int o = o0; o < o1; o++) y[o] += lin->bias[o];
+        }
+        return;
+    }
+    /* prefill: input rows split across threads, one sgemm each */
+#pragma omp parallel for schedule(static) if (nt > 1 && N >= 2 * nt)
+    for (int t = 0; t < nt; t++) {
+        int n0 = (int)((int64_t)N * t / nt), n1 = (int)((int64_t)N * (t + 1) / nt);
+        if (n1 > n0)
+            matmul_forward(y + (size_t)n0 * OC, x + (size_t)n0 * C, lin->w, lin->bias, n1 - n0, C,
+                           OC);
+    }
+}
+
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
     if (lin->w) {
-        matmul_forward(y, x, lin->w, lin->bias, N, lin->in, lin->out);
+        dense_forward(y, x, lin, N);
         return 0;
     }
     if (lin->nf4) { /* one row: the fused NF4 dot products; more: dequantized tiles + sgemm */
-        if (N == 1)
-            gemv_nf4(y, x, lin->nf4, lin->bias, lin->in, lin->out);
-        else
-            matmul_nf4_forward(y, x, lin->nf4, lin->bias, N, lin->in, lin->out);
+        const int C = lin->in, OC = lin->out, nt = omp_get_max_threads();
+        if (N == 1) {
+            gemv_nf4(y, x, lin->nf4, lin->bias, C, OC);
+        } else if (nt > 1 && N >= 16 * nt) {
+            /* long prefill: input rows split across threads; each dequantizes the tiles itself
+             * (nested OpenMP is off), which costs little next to its sgemm */
+#pragma omp parallel for schedule(static)
+            for (int t = 0; t < nt; t++) {
+                int n0 = (int)((int64_t)N * t / nt), n1 = (int)((int64_t)N * (t + 1) / nt);
+                matmul_nf4_forward(y + (size_t)n0 * OC, x + (size_t)n0 * C, lin->nf4, lin->bias,
+                                   n1 - n0, C, OC);
+            }
+        } else {
+            matmul_nf4_forward(y, x, lin->nf4, lin->bias, N, C, OC);
+        }
         return 0;
     }
     return dp_fail("linear layer (%d x %d) has no weights; the model was not fully loaded",
@@ -172,15 +213,19 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
         if (tokens[i] < 0 || tokens[i] >= c->V)
             return dp_fail("forward: token id %d at position %d is outside the vocabulary [0, %d)",
                            tokens[i], i, c->V);
-    int T_start = f->T;
+    int T_start = f->T, blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    int rc = 0;
     for (int done = 0; done < N;) {
         int n = N - done < f->chunk ? N - done : f->chunk;
         float *lg = all_logits ? all_logits + (size_t)done * c->V : NULL;
         if (forward_chunk(f, tokens + done, n, lg)) {
             f->T = T_start; /* nothing appended on failure */
-            return -1;
+            rc = -1;
+            break;
         }
         done += n;
     }
-    return 0;
+    openblas_set_num_threads(blas_threads);
+    return rc;
 }
