@@ -34,13 +34,19 @@ rm -rf "$out/run"
 "$bin" train --model "$model" --data "$out/train.jsonl" --val "$out/train.val.jsonl" \
   --out "$out/run" --config configs/cpu-demo.json --max-steps "$steps" --persona mossy
 echo
-if "$bin" chat --help 2>/dev/null | grep -q -- "--adapter"; then
+if "$bin" chat --help 2>/dev/null | grep -qE '^ +--adapter' &&
+   "$bin" chat --help 2>/dev/null | grep -qE '^ +--prompt'; then
   echo "== replies to fixed prompts: base model, then with the adapter"
   for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam go?" \
            "[Sam Walker]: what are you listening to these days?"; do
     echo "-- prompt: $p"
-    printf '   base:    '; "$bin" chat --model "$model" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' '; echo
-    printf '   adapter: '; "$bin" chat --model "$model" --adapter "$out/run" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' '; echo
+    printf '   base:    '
+    "$bin" chat --model "$model" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' ' || true
+    echo
+    printf '   adapter: '
+    "$bin" chat --model "$model" --adapter "$out/run" --prompt "$p" --seed 1 --max-tokens 40 \
+      --quiet | tr '\n' ' ' || true
+    echo
   done
 else
   echo "== replies base vs adapter: doppel chat --adapter is not built yet"
