@@ -7,8 +7,11 @@
 #include "infer/generate.h"
 #include "infer/config.h"
 #include "infer/model_load.h"
+#include "train/adapter.h"
+#include "train/lora.h"
 #include "kernels/device.h"
 
+#include <cjson/cJSON.h>
 #include <editline/readline.h>
 #include <math.h>
 #include <signal.h>
@@ -131,7 +134,33 @@ typedef struct {
     int n_stop;
     int max_context, max_tokens;
     bool probs;
+    dp_lora *lora;         /* --adapter, applied through the forward hook */
+    char *chat_format_buf; /* the adapter's chat_format */
 } chat_state;
+
+/* --adapter DIR: the PEFT weights, checked against the base; doppel.json's system prompt and
+ * chat format are used unless --system / --chat-format say otherwise (training = chat). */
+static int load_adapter(chat_state *cs, dp_session *s) {
+    char *dj = NULL;
+    if (dp_lora_load_peft(adapter_dir, &cs->model->cfg, &cs->lora, &dj)) return -1;
+    int rc = 0;
+    if (dj) {
+        rc = dp_adapter_check_base(dj, adapter_dir, cs->model);
+        cJSON *j = rc ? NULL : cJSON_Parse(dj);
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(j, "system_prompt");
+        const cJSON *cf = cJSON_GetObjectItemCaseSensitive(j, "chat_format");
+        const cJSON *pn = cJSON_GetObjectItemCaseSensitive(j, "persona");
+        if (!system_prompt && cJSON_IsString(sp) && !s->system)
+            s->system = dp_strdup(sp->valuestring);
+        if (!chat_format && cJSON_IsString(cf))
+            chat_format = cs->chat_format_buf = dp_strdup(cf->valuestring);
+        if (cJSON_IsString(pn))
+            fprintf(stderr, "doppel chat: adapter %s (persona %s)\n", adapter_dir, pn->valuestring);
+        cJSON_Delete(j);
+        free(dj);
+    }
+    return rc;
+}
 
 /* Sends the user's line, streams the reply, and records it in the session. */
 static int answer(chat_state *cs, dp_session *s, const char *line) {
@@ -309,12 +338,6 @@ int dp_cmd_chat(int argc, char **argv) {
                                            "1..1048576");
         goto out;
     }
-    if (adapter_dir) {
-        /* the hook is dp_forward_set_hook (infer/forward.h); LoRA arrives with `doppel train` */
-        rc = dp_usage_error(&dp_chat_spec, "--adapter: LoRA adapters are not supported yet "
-                                           "(they come with `doppel train`)");
-        goto out;
-    }
     dp_cuda_info cu;
     dp_cuda_query(&cu);
     if (!strcmp(device, "cuda")) {
@@ -350,10 +373,6 @@ int dp_cmd_chat(int argc, char **argv) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    if (dp_chat_format_choose(dp_tokenizer_chat_template(cs.tok), chat_format, &cs.format)) {
-        rc = dp_runtime_error(&dp_chat_spec);
-        goto out;
-    }
     dp_load_opts lo = {.nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet};
     cs.model = dp_model_load(model_path, &lo);
     if (!cs.model) {
@@ -361,6 +380,14 @@ int dp_cmd_chat(int argc, char **argv) {
         goto out;
     }
     const dp_model_config *c = &cs.model->cfg;
+    if (adapter_dir && load_adapter(&cs, &s)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    if (dp_chat_format_choose(dp_tokenizer_chat_template(cs.tok), chat_format, &cs.format)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
     cs.max_context = (int)max_context;
     if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
     cs.max_tokens = (int)max_tokens;
@@ -369,6 +396,7 @@ int dp_cmd_chat(int argc, char **argv) {
         goto out;
     }
     gen_ok = true;
+    if (cs.lora) dp_forward_set_hook(&cs.gen.fwd, dp_lora_hook, cs.lora);
     int n_valid = dp_tokenizer_vocab_size(cs.tok);
     if (n_valid > c->V) n_valid = c->V;
     if (dp_sampler_create(&cs.sampler, &cs.sp, c->V, n_valid)) {
@@ -398,6 +426,8 @@ int dp_cmd_chat(int argc, char **argv) {
 out:
     if (sampler_ok) dp_sampler_free(&cs.sampler);
     if (gen_ok) dp_gen_state_free(&cs.gen);
+    dp_lora_free(cs.lora);
+    free(cs.chat_format_buf);
     dp_model_free(cs.model);
     dp_tokenizer_free(cs.tok);
     dp_session_free(&s);
