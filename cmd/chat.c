@@ -7,6 +7,10 @@
 #include "infer/generate.h"
 #include "infer/config.h"
 #include "infer/model_load.h"
+#include "train/adapter.h"
+#include "train/lora.h"
+#include "data/io.h"
+#include <cjson/cJSON.h>
 #include "kernels/device.h"
 
 #include <editline/readline.h>
@@ -288,6 +292,9 @@ int dp_cmd_chat(int argc, char **argv) {
     rc = DP_EXIT_OK;
     chat_state cs;
     memset(&cs, 0, sizeof cs);
+    char *adapter_json = NULL, *adapter_system = NULL, *adapter_format = NULL;
+    cJSON *aj = NULL;
+    dp_lora *lora = NULL;
     dp_session s;
     dp_session_init(&s, system_prompt);
     bool gen_ok = false, sampler_ok = false;
@@ -309,11 +316,28 @@ int dp_cmd_chat(int argc, char **argv) {
                                            "1..1048576");
         goto out;
     }
+    /* the adapter's doppel.json: the system prompt and chat format training used (the command
+     * line still wins), and the tokenizer and base model it needs */
     if (adapter_dir) {
-        /* the hook is dp_forward_set_hook (infer/forward.h); LoRA arrives with `doppel train` */
-        rc = dp_usage_error(&dp_chat_spec, "--adapter: LoRA adapters are not supported yet "
-                                           "(they come with `doppel train`)");
-        goto out;
+        char jp[4200];
+        snprintf(jp, sizeof jp, "%s/doppel.json", adapter_dir);
+        size_t jl;
+        if (access(jp, R_OK) == 0) {
+            if (dp_read_file(jp, &adapter_json, &jl) || !(aj = cJSON_Parse(adapter_json))) {
+                fprintf(stderr, "doppel chat: %s: not a readable doppel.json\n", jp);
+                rc = DP_EXIT_ERROR;
+                goto out;
+            }
+            const cJSON *sp = cJSON_GetObjectItem(aj, "system_prompt"),
+                        *cf = cJSON_GetObjectItem(aj, "chat_format");
+            if (cJSON_IsString(sp)) adapter_system = sp->valuestring;
+            if (cJSON_IsString(cf)) adapter_format = cf->valuestring;
+        }
+        if (!system_prompt && adapter_system) {
+            dp_session_free(&s);
+            dp_session_init(&s, adapter_system);
+        }
+        if (!chat_format) chat_format = adapter_format;
     }
     dp_cuda_info cu;
     dp_cuda_query(&cu);
@@ -360,6 +384,33 @@ int dp_cmd_chat(int argc, char **argv) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
+    if (adapter_dir) {
+        /* the unmerged adapter: B (A x) * scale added after every adapted linear */
+        char *dj = NULL;
+        if (dp_lora_load_peft(adapter_dir, &cs.model->cfg, &lora, &dj) ||
+            (dj && dp_adapter_check_base(dj, adapter_dir, cs.model))) {
+            free(dj);
+            rc = dp_runtime_error(&dp_chat_spec);
+            goto out;
+        }
+        free(dj);
+        const cJSON *tf = aj ? cJSON_GetObjectItem(aj, "tokenizer_fingerprint") : NULL;
+        char hx[17];
+        snprintf(hx, sizeof hx, "%016llx", (unsigned long long)dp_tokenizer_fingerprint(cs.tok));
+        if (cJSON_IsString(tf) && strcmp(tf->valuestring, hx)) {
+            fprintf(stderr,
+                    "doppel chat: %s was trained with another tokenizer (%s, this model's is "
+                    "%s): pass the model it was trained on\n",
+                    adapter_dir, tf->valuestring, hx);
+            rc = DP_EXIT_ERROR;
+            goto out;
+        }
+        if (!cli.quiet)
+            fprintf(stderr, "doppel chat: adapter %s: LoRA r %d on %.2f M parameters%s%s\n",
+                    adapter_dir, lora->cfg.r, lora->n / 1e6,
+                    s.system ? ", system prompt from training" : "",
+                    adapter_format ? "" : " (no doppel.json: format from the model)");
+    }
     const dp_model_config *c = &cs.model->cfg;
     cs.max_context = (int)max_context;
     if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
@@ -369,6 +420,7 @@ int dp_cmd_chat(int argc, char **argv) {
         goto out;
     }
     gen_ok = true;
+    if (lora) dp_forward_set_hook(&cs.gen.fwd, dp_lora_hook, lora);
     int n_valid = dp_tokenizer_vocab_size(cs.tok);
     if (n_valid > c->V) n_valid = c->V;
     if (dp_sampler_create(&cs.sampler, &cs.sp, c->V, n_valid)) {
@@ -396,6 +448,9 @@ int dp_cmd_chat(int argc, char **argv) {
         rc = repl(&cs, &s);
     }
 out:
+    dp_lora_free(lora);
+    cJSON_Delete(aj);
+    free(adapter_json);
     if (sampler_ok) dp_sampler_free(&cs.sampler);
     if (gen_ok) dp_gen_state_free(&cs.gen);
     dp_model_free(cs.model);
