@@ -320,6 +320,14 @@ int dp_cmd_chat(int argc, char **argv) {
      * line still wins), and the tokenizer and base model it needs */
     if (adapter_dir) {
         char jp[4200];
+        snprintf(jp, sizeof jp, "%s/adapter_config.json", adapter_dir);
+        if (access(jp, R_OK)) {
+            rc = dp_usage_error(&dp_chat_spec,
+                                "--adapter %s: no adapter_config.json (expected a directory "
+                                "written by `doppel train` or PEFT)",
+                                adapter_dir);
+            goto out;
+        }
         snprintf(jp, sizeof jp, "%s/doppel.json", adapter_dir);
         size_t jl;
         if (access(jp, R_OK) == 0) {
