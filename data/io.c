@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <zstd.h>
@@ -19,6 +20,36 @@ bool dp_path_is_zstd(const char *path) {
 
 static bool is_zstd_magic(const unsigned char *p, size_t n) {
     return n >= 4 && p[0] == 0x28 && p[1] == 0xB5 && p[2] == 0x2F && p[3] == 0xFD;
+}
+
+/* ------------------------------------------------------------------ read-only mapping */
+
+int dp_map_file(const char *path, void **map, size_t *size) {
+    *map = NULL;
+    *size = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return dp_fail("%s: cannot open: %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return dp_fail("%s: not a regular file", path);
+    }
+    if (sb.st_size > 0) {
+        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        if (m == MAP_FAILED) {
+            close(fd);
+            return dp_fail("%s: cannot mmap %lld bytes: %s", path, (long long)sb.st_size,
+                           strerror(errno));
+        }
+        *map = m;
+        *size = (size_t)sb.st_size;
+    }
+    close(fd);
+    return 0;
+}
+
+void dp_unmap_file(void *map, size_t size) {
+    if (map && size) munmap(map, size);
 }
 
 /* ------------------------------------------------------------------ streaming reader */

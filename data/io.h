@@ -19,6 +19,11 @@ bool dp_path_is_zstd(const char *path);
  * Returns 0 and sets *data (free()) and *len, or -1 with dp_last_error(). */
 int dp_read_file(const char *path, char **data, size_t *len);
 
+/* Maps a regular file read-only (a zero-length file maps to NULL with *size 0).
+ * Returns 0, or -1 with "PATH: why" recorded. Release with dp_unmap_file. */
+int dp_map_file(const char *path, void **map, size_t *size);
+void dp_unmap_file(void *map, size_t size);
+
 /* Streaming reader: plain or zstd (detected by the frame magic, not the name). */
 typedef struct dp_reader dp_reader;
 dp_reader *dp_reader_open(const char *path);

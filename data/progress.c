@@ -50,7 +50,8 @@ dp_progress *dp_progress_start(const char *label, int64_t total, const char *uni
     snprintf(p->unit, sizeof p->unit, "%s", unit ? unit : "");
     p->total = total;
     p->t0 = p->o.clock();
-    p->last_draw = -1e9;
+    /* plain lines start after one interval, so short work prints only its final line */
+    p->last_draw = p->o.style == DP_PROGRESS_BAR ? -1e9 : p->t0;
     return p;
 }
 
@@ -91,7 +92,7 @@ void dp_progress_update(dp_progress *p, int64_t done) {
     if (p->o.quiet) return;
     double now = p->o.clock();
     double interval = p->o.style == DP_PROGRESS_BAR ? 0.1 : p->o.plain_interval;
-    if (now - p->last_draw >= interval) draw(p, false);
+    if (now - p->last_draw >= interval && !(p->total > 0 && done >= p->total)) draw(p, false);
 }
 
 void dp_progress_note(dp_progress *p, const char *fmt, ...) {

@@ -338,3 +338,26 @@ int dp_config_from_gguf(dp_model_config *cfg, const dp_gguf *g) {
         cfg->bos_id = (int)id;
     return validate(cfg, g->path);
 }
+
+void dp_linear_shape(const dp_model_config *c, dp_linear_id id, int64_t *out, int64_t *in) {
+    int64_t q = (int64_t)c->H * c->D, kv = (int64_t)c->KVH * c->D;
+    switch (id) {
+    case DP_Q:
+        *out = q, *in = c->C;
+        break;
+    case DP_K:
+    case DP_V:
+        *out = kv, *in = c->C;
+        break;
+    case DP_O:
+        *out = c->C, *in = q;
+        break;
+    case DP_GATE:
+    case DP_UP:
+        *out = c->F, *in = c->C;
+        break;
+    default:
+        *out = c->C, *in = c->F;
+        break; /* DP_DOWN */
+    }
+}

@@ -3,16 +3,12 @@
 #include "infer/gguf.h"
 
 #include "data/error.h"
+#include "data/io.h"
 #include "infer/dtype.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #define MAX_COUNT (1u << 24) /* tensors, KVs: far above any real model */
 #define MAX_KEY   65536
@@ -356,7 +352,7 @@ void dp_gguf_close(dp_gguf *g) {
     free(g->kv);
     for (uint64_t k = 0; k < g->n_tensors; k++) free(g->tensors[k].name);
     free(g->tensors);
-    if (g->owns_map && g->map) munmap(g->map, g->map_size);
+    if (g->owns_map) dp_unmap_file(g->map, g->map_size);
     free(g->path);
     free(g);
 }
@@ -375,34 +371,19 @@ dp_gguf *dp_gguf_open_memory(const void *buf, size_t len, const char *name) {
 }
 
 dp_gguf *dp_gguf_open(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        dp_fail("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        close(fd);
-        dp_fail("%s: not a regular file", path);
-        return NULL;
-    }
+    void *map;
+    size_t size;
+    if (dp_map_file(path, &map, &size)) return NULL;
     dp_gguf *g = dp_calloc(1, sizeof *g);
     if (!g) {
-        close(fd);
+        dp_unmap_file(map, size);
         return NULL;
     }
     g->path = dp_strdup(path);
-    if (sb.st_size > 0) {
-        void *m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m != MAP_FAILED) {
-            g->map = m;
-            g->map_size = (size_t)sb.st_size;
-            g->owns_map = true;
-        } else
-            dp_fail("%s: cannot mmap: %s", path, strerror(errno));
-    }
-    close(fd);
-    if (!g->path || (sb.st_size > 0 && !g->map) || parse(g)) {
+    g->map = map;
+    g->map_size = size;
+    g->owns_map = true;
+    if (!g->path || parse(g)) {
         dp_gguf_close(g);
         return NULL;
     }

@@ -14,12 +14,12 @@ typedef enum { DP_ARCH_LLAMA, DP_ARCH_QWEN2, DP_ARCH_QWEN3 } dp_arch;
 
 typedef struct {
     dp_arch arch;
-    int L;        /* num_hidden_layers */
-    int C;        /* hidden_size */
-    int F;        /* intermediate_size */
-    int H, KVH;   /* num_attention_heads, num_key_value_heads */
-    int D;        /* head_dim (explicit in Qwen3, else C / H) */
-    int V;        /* vocab_size (rows of the embedding; may exceed the tokenizer's count) */
+    int L;      /* num_hidden_layers */
+    int C;      /* hidden_size */
+    int F;      /* intermediate_size */
+    int H, KVH; /* num_attention_heads, num_key_value_heads */
+    int D;      /* head_dim (explicit in Qwen3, else C / H) */
+    int V;      /* vocab_size (rows of the embedding; may exceed the tokenizer's count) */
     int max_position;
     float rms_eps, rope_theta;
     dp_rope_scaling rope_scaling;
@@ -34,14 +34,17 @@ typedef struct {
 /* A linear layer y = x W^T + b: W (out, in) either fp32 or NF4 (exactly one is set). */
 typedef struct {
     int out, in;
-    float *w;      /* (out, in) fp32, or NULL */
-    dp_nf4 *nf4;   /* NF4 + double quant, or NULL */
-    float *bias;   /* (out) or NULL */
+    float *w;    /* (out, in) fp32, or NULL */
+    dp_nf4 *nf4; /* NF4 + double quant, or NULL */
+    float *bias; /* (out) or NULL */
 } dp_linear;
 
 /* The seven linear modules of a block, in PEFT's order of names. */
 typedef enum { DP_Q, DP_K, DP_V, DP_O, DP_GATE, DP_UP, DP_DOWN, DP_N_LINEAR } dp_linear_id;
 extern const char *const dp_linear_names[DP_N_LINEAR]; /* "q_proj", ... "down_proj" */
+
+/* (out, in) of linear module `id` of a block: the shape of W, of LoRA B (out, r) and A (r, in). */
+void dp_linear_shape(const dp_model_config *c, dp_linear_id id, int64_t *out, int64_t *in);
 
 typedef struct {
     float *attn_norm;       /* (C) input_layernorm */

@@ -5,6 +5,7 @@
 #include "infer/model_load.h"
 
 #include "data/error.h"
+#include "data/progress.h"
 #include "infer/config.h"
 #include "infer/gguf.h"
 #include "infer/safetensors.h"
@@ -189,23 +190,11 @@ typedef struct {
 } lin_shape;
 
 static lin_shape linear_shape(const dp_model_config *c, int id) {
-    int64_t q = (int64_t)c->H * c->D, kv = (int64_t)c->KVH * c->D;
-    bool llama = c->arch == DP_ARCH_LLAMA;
-    switch (id) {
-    case DP_Q:
-        return (lin_shape){q, c->C, llama ? c->H : 0};
-    case DP_K:
-        return (lin_shape){kv, c->C, llama ? c->KVH : 0};
-    case DP_V:
-        return (lin_shape){kv, c->C, 0};
-    case DP_O:
-        return (lin_shape){c->C, q, 0};
-    case DP_GATE:
-    case DP_UP:
-        return (lin_shape){c->F, c->C, 0};
-    default:
-        return (lin_shape){c->C, c->F, 0};
-    }
+    lin_shape s = {0, 0, 0};
+    dp_linear_shape(c, (dp_linear_id)id, &s.rows, &s.cols);
+    if (c->arch == DP_ARCH_LLAMA && (id == DP_Q || id == DP_K))
+        s.permute = id == DP_Q ? c->H : c->KVH;
+    return s;
 }
 
 static void names(int layer, int id, char *hf, char *gg, size_t cap, const char *what) {
@@ -222,6 +211,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     storage *stg = dp_calloc(1, sizeof *stg);
     source src = {0}, nf4src = {0};
     float *tmp = NULL;
+    dp_progress *progress = NULL;
     if (!m || !stg) goto fail;
     m->storage = stg;
     m->source = dp_strdup(path);
@@ -303,7 +293,11 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     if (fetch(base, "model.norm.weight", "output_norm.weight", m->final_norm, c->C, 0, 0))
         goto fail;
     char hf[256], gg[256];
+    dp_progress_opts popts = {.quiet = opts.quiet};
+    progress = dp_progress_start(opts.nf4 && !nf4src.st ? "loading + NF4" : "loading", L, "layers",
+                                 &popts);
     for (int l = 0; l < L; l++) {
+        dp_progress_update(progress, l);
         dp_layer *ly = &m->layers[l];
         ly->attn_norm = TAKE(C);
         ly->ffn_norm = TAKE(C);
@@ -350,9 +344,10 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
                        dp_nf4_quantize(q, tmp, s.rows, s.cols, opts.blocksize))
                 goto fail;
         }
-        if (!opts.quiet && (l + 1) % 8 == 0 && l + 1 < L)
-            fprintf(stderr, "loading %s: %d/%d layers\r", path, l + 1, L);
     }
+    dp_progress_update(progress, L);
+    dp_progress_finish(progress);
+    progress = NULL;
     m->lm_head.out = c->V;
     m->lm_head.in = c->C;
     if (c->tied_embeddings) {
@@ -383,6 +378,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
 fail_nf4:
     dp_fail_context("%s", nf4path);
 fail:
+    dp_progress_finish(progress);
     free(tmp);
     dp_st_set_close(src.st);
     dp_gguf_close(src.gg);

@@ -5,14 +5,10 @@
 #include "data/io.h"
 
 #include <cjson/cJSON.h>
-#include <errno.h>
-#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 /* JSON numbers are doubles: integers above 2^53 are not exact, and no file is that large. */
 #define MAX_JSON_INT 9007199254740992.0
@@ -204,7 +200,7 @@ void dp_safetensors_close(dp_safetensors *st) {
     }
     free(st->meta_keys);
     free(st->meta_values);
-    if (st->owns_map && st->map && st->map_size) munmap(st->map, st->map_size);
+    if (st->owns_map) dp_unmap_file(st->map, st->map_size);
     free(st->path);
     free(st);
 }
@@ -223,36 +219,19 @@ dp_safetensors *dp_safetensors_open_memory(const void *buf, size_t len, const ch
 }
 
 dp_safetensors *dp_safetensors_open(const char *path) {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        dp_fail("%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat sb;
-    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        dp_fail("%s: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
+    void *map;
+    size_t size;
+    if (dp_map_file(path, &map, &size)) return NULL;
     dp_safetensors *st = dp_calloc(1, sizeof *st);
     if (!st) {
-        close(fd);
+        dp_unmap_file(map, size);
         return NULL;
     }
     st->path = dp_strdup(path);
-    st->map_size = (size_t)sb.st_size;
-    if (st->map_size) {
-        void *m = mmap(NULL, st->map_size, PROT_READ, MAP_PRIVATE, fd, 0);
-        if (m == MAP_FAILED) {
-            dp_fail("%s: cannot mmap %zu bytes: %s", path, st->map_size, strerror(errno));
-            st->map_size = 0;
-        } else {
-            st->map = m;
-            st->owns_map = true;
-        }
-    }
-    close(fd);
-    if (!st->path || (st->map_size && !st->map) || parse(st)) {
+    st->map = map;
+    st->map_size = size;
+    st->owns_map = true;
+    if (!st->path || parse(st)) {
         dp_safetensors_close(st);
         return NULL;
     }

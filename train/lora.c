@@ -50,26 +50,9 @@ void dp_lora_format_targets(unsigned mask, char *out, size_t cap) {
 }
 
 void dp_lora_module_shape(const dp_model_config *cfg, int m, int *out, int *in) {
-    int q = cfg->H * cfg->D, kv = cfg->KVH * cfg->D;
-    switch (m) {
-    case DP_Q:
-        *out = q, *in = cfg->C;
-        break;
-    case DP_K:
-    case DP_V:
-        *out = kv, *in = cfg->C;
-        break;
-    case DP_O:
-        *out = cfg->C, *in = q;
-        break;
-    case DP_GATE:
-    case DP_UP:
-        *out = cfg->F, *in = cfg->C;
-        break;
-    default:
-        *out = cfg->C, *in = cfg->F;
-        break;
-    }
+    int64_t o, i;
+    dp_linear_shape(cfg, (dp_linear_id)m, &o, &i);
+    *out = (int)o, *in = (int)i;
 }
 
 dp_lora *dp_lora_create(const dp_model_config *mc, const dp_lora_config *lc) {

@@ -40,30 +40,6 @@ static uint64_t nf4_bytes(int64_t rows, int64_t cols) {
     return dp_nf4_size(rows, cols, 64);
 }
 
-/* (out, in) of each linear module of a block. */
-static void linear_shape(const dp_model_config *c, int id, int64_t *out, int64_t *in) {
-    int64_t q = (int64_t)c->H * c->D, kv = (int64_t)c->KVH * c->D;
-    switch (id) {
-    case DP_Q:
-        *out = q, *in = c->C;
-        break;
-    case DP_K:
-    case DP_V:
-        *out = kv, *in = c->C;
-        break;
-    case DP_O:
-        *out = c->C, *in = q;
-        break;
-    case DP_GATE:
-    case DP_UP:
-        *out = c->F, *in = c->C;
-        break;
-    default:
-        *out = c->C, *in = c->F;
-        break; /* DP_DOWN */
-    }
-}
-
 static int add(dp_memplan *p, dp_mem_category cat, const char *name, uint64_t bytes) {
     if (p->n == p->cap) {
         int ncap = p->cap ? p->cap * 2 : 32;
@@ -112,7 +88,7 @@ int dp_memplan_build(dp_memplan *p, const dp_model_config *c, const dp_train_sha
     uint64_t nf4 = 0, lora = 0, max_linear = 0;
     for (int id = 0; id < DP_N_LINEAR; id++) {
         int64_t out, in;
-        linear_shape(c, id, &out, &in);
+        dp_linear_shape(c, (dp_linear_id)id, &out, &in);
         nf4 += nf4_bytes(out, in);
         p->base_linear_params += (uint64_t)(out * in);
         if ((uint64_t)(out * in) > max_linear) max_linear = (uint64_t)(out * in);
