@@ -50,6 +50,15 @@ grep -q '"val_loss_after"' "$tmp/full/doppel.json" || { echo "FAIL: doppel.json 
 ls "$tmp"/d.jsonl.tok-*.h5 >/dev/null 2>&1 || { echo "FAIL: no token cache beside the data"; fail=1; }
 expect 2 "existing checkpoint without --resume" "$bin" train "${run[@]}" --out "$tmp/full"
 
+# chat applies the adapter unmerged; another base model is refused
+expect 0 "chat --adapter" "$bin" chat --model "$model" --adapter "$tmp/full" --prompt "hi" \
+  --max-tokens 4 --seed 1 --quiet
+if [ -f tests/fixtures/tiny-qwen2/config.json ]; then
+  expect 1 "chat --adapter on another model" "$bin" chat --model tests/fixtures/tiny-qwen2 \
+    --adapter "$tmp/full" --prompt "hi" --max-tokens 4 --quiet
+  grep -q "another base model\|is (" "$tmp/err" || { echo "FAIL: base mismatch message"; cat "$tmp/err"; fail=1; }
+fi
+
 # stop at step 4, resume: the same adapter, byte for byte
 expect 0 "stop-at" "$bin" train "${run[@]}" --out "$tmp/half" --stop-at 4
 expect 2 "resume with another lr" "$bin" train "${run[@]}" --out "$tmp/half" --resume --lr 1e-3

@@ -28,8 +28,8 @@ if [ ! -f "$model" ]; then
   echo "  (no SmolLM2 GGUF and no network: training skipped)"
   exit 0
 fi
-# DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 120.
-steps=${DEMO_STEPS:-120}
+# DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 40.
+steps=${DEMO_STEPS:-40}
 rm -rf "$out/run"
 "$bin" train --model "$model" --data "$out/train.jsonl" --val "$out/train.val.jsonl" \
   --out "$out/run" --config configs/cpu-demo.json --max-steps "$steps" --persona mossy
