@@ -139,8 +139,8 @@ typedef struct {
 DP_GPU_OP_LIST(DP_GPU_DECLARE)
 #undef DP_GPU_DECLARE
 
-typedef struct {
-    const char *backend; /* "cuda" or "emu" */
+typedef struct dp_gpu_ops { /* tagged: headers that clash with dp_dtype can still name it */
+    const char *backend;    /* "cuda" or "emu" */
 #define DP_GPU_FIELD(name, args) int(*name) args;
     DP_GPU_OP_LIST(DP_GPU_FIELD)
 #undef DP_GPU_FIELD

@@ -1,0 +1,60 @@
+/* The whole-model forward pass on a GPU backend (dp_gpu_ops: CUDA, or EMU on the CPU): weights
+ * uploaded once, prefill and decode through a device KV cache, fp32 or bf16 activations. Its
+ * device memory is one allocation per category, sized by dp_gpu_forward_plan. */
+#ifndef DOPPEL_FORWARD_GPU_H
+#define DOPPEL_FORWARD_GPU_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "infer/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum {
+    DP_GF_WEIGHTS_NF4,   /* NF4 codes, absmax codes, absmax scales of the NF4 linears; maps */
+    DP_GF_WEIGHTS_DENSE, /* embedding, dense linears (activation dtype); norms, biases (fp32) */
+    DP_GF_KV_CACHE,      /* k and v, each (L, max_T, KVH, D), activation dtype */
+    DP_GF_ACTIVATIONS,   /* one chunk's buffers, logits (chunk, V) fp32, positions, tokens */
+    DP_GF_DEQUANT,       /* scratch for the largest NF4 matrix dequantized */
+    DP_GF_N_CATEGORIES
+} dp_gf_category;
+
+extern const char *const dp_gf_category_names[DP_GF_N_CATEGORIES];
+
+/* The allocation table of a run: bytes per category (each a multiple of 256). */
+typedef struct {
+    uint64_t bytes[DP_GF_N_CATEGORIES];
+    uint64_t total;
+} dp_gf_plan;
+
+/* The table for model `m` (its storage: NF4 or fp32 per linear), max_T positions, chunks of
+ * `chunk` rows, activations in bf16 or fp32. Returns 0 or -1 (bad shape). */
+int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, int max_T, int chunk, bool bf16);
+
+/* The run's state (weights, cache, buffers): opaque, so that this header does not need the
+ * backend table's header (its dp_dtype clashes with infer/dtype.h's). */
+typedef struct dp_gpu_forward dp_gpu_forward;
+struct dp_gpu_ops; /* kernels/cuda/kernels.h: dp_cuda_ops or dp_emu_ops */
+
+/* Uploads the weights and allocates the cache for max_T positions (<= 0: 2048), chunks of
+ * `chunk` rows (<= 0: 256). Returns 0 or -1 with dp_fail (nothing left allocated). */
+int dp_gpu_forward_create(dp_gpu_forward **g, const struct dp_gpu_ops *ops, const dp_model *m,
+                          int max_T, int chunk, bool bf16);
+void dp_gpu_forward_free(dp_gpu_forward *g);
+
+/* As dp_forward_tokens: appends N tokens; all_logits (host, (N, V)) or NULL; dp_gpu_forward_logits
+ * holds the last position's afterwards. Nothing appended on failure. */
+int dp_gpu_forward_tokens(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits);
+
+const float *dp_gpu_forward_logits(const dp_gpu_forward *g); /* (V) last position, host */
+int dp_gpu_forward_positions(const dp_gpu_forward *g);       /* positions in the cache */
+const dp_gf_plan *dp_gpu_forward_table(const dp_gpu_forward *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,186 @@
+/* The whole-model GPU forward pass (infer/forward_gpu.c) under EMU on the tiny reference models:
+ * prefill logits of every position and a prefill + KV-cache decode, against the CPU forward
+ * (infer/forward.c) and transformers' committed logits, fp32 and NF4 weights, fp32 and bf16
+ * activations; and the run's peak "device" bytes against the allocation table. */
+#include "check.h"
+#include "data/error.h"
+#include "infer/forward.h"
+#include "infer/forward_gpu.h"
+#include "infer/model_load.h"
+#include "infer/safetensors.h"
+#include "kernels/emu/emu_api.h"
+
+extern const struct dp_gpu_ops dp_emu_ops; /* kernels/cuda/kernels.h clashes with dtype.h */
+
+#include <math.h>
+#include <stdlib.h>
+
+static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
+
+static void *tensor(const dp_safetensors *ref, const char *name, int64_t *numel) {
+    const dp_st_tensor *t = dp_safetensors_find(ref, name);
+    if (!t) {
+        CHECK_REPORT(0, "reference tensor %s missing", name);
+        return NULL;
+    }
+    float *out = malloc((size_t)t->numel * sizeof(float));
+    if (t->dtype == DP_DT_I32)
+        memcpy(out, t->data, (size_t)t->numel * 4);
+    else
+        CHECK(dp_st_tensor_f32(t, out, t->shape[0], t->ndim == 2 ? t->shape[1] : 0) == 0);
+    *numel = t->numel;
+    return out;
+}
+
+static double max_abs(const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
+    return m;
+}
+
+/* Tolerances, relative to the largest reference logit: fp32 activations differ from the CPU
+ * only in summation order; bf16 rounds every activation and weight to 8 mantissa bits. NF4:
+ * see tests/test_forward.c (an absmax code may differ by one step from bitsandbytes'). */
+static double tol_cpu(bool bf16) {
+    return bf16 ? 3e-2 : 1e-5;
+}
+static double tol_ref(bool bf16, bool nf4) {
+    return bf16 ? 3e-2 : nf4 ? 1e-3 : 1e-4;
+}
+
+/* Every position of the longest sequence in one prefill (and in chunks of 5) */
+static void check_prefill(const dp_model *m, const dp_safetensors *ref, const char *name, bool nf4,
+                          bool bf16) {
+    const int V = m->cfg.V;
+    int64_t T, n;
+    int32_t *tok = tensor(ref, "seq3.tokens", &T);
+    float *want = tensor(ref, nf4 ? "nf4.seq3.logits" : "seq3.logits", &n);
+    if (!tok || !want || n != T * V) {
+        CHECK_REPORT(0, "%s: bad reference shapes", name);
+        free(tok), free(want);
+        return;
+    }
+    float *cpu = calloc((size_t)n, 4), *got = calloc((size_t)n, 4);
+    dp_forward f;
+    CHECK(dp_forward_create(&f, m, 64, 0) == 0);
+    CHECK(dp_forward_tokens(&f, tok, (int)T, cpu) == 0);
+    dp_forward_free(&f);
+    double scale = max_abs(want, (size_t)n);
+    for (int chunk = 0; chunk <= 5; chunk += 5) {
+        dp_gpu_forward *g;
+        if (dp_gpu_forward_create(&g, &dp_emu_ops, m, 64, chunk, bf16)) {
+            CHECK_REPORT(0, "%s: %s", name, dp_last_error());
+            break;
+        }
+        CHECK_REPORT(dp_gpu_forward_tokens(g, tok, (int)T, got) == 0, "%s", dp_last_error());
+        char what[160];
+        snprintf(what, sizeof what, "%s %s %s prefill T=%d%s vs CPU", name, nf4 ? "nf4" : "fp32",
+                 bf16 ? "bf16-act" : "f32-act", (int)T, chunk ? " (chunks of 5)" : "");
+        check_arrays_near(what, cpu, got, (size_t)n, tol_cpu(bf16) * scale, 0);
+        snprintf(what, sizeof what, "%s %s %s prefill T=%d%s vs transformers", name,
+                 nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", (int)T,
+                 chunk ? " (chunks of 5)" : "");
+        check_arrays_near(what, want, got, (size_t)n, tol_ref(bf16, nf4) * scale, 0);
+        CHECK_NEAR(got[(T - 1) * V + 3], dp_gpu_forward_logits(g)[3], 0, 0);
+        dp_gpu_forward_free(g);
+    }
+    free(tok), free(want), free(cpu), free(got);
+}
+
+/* A prefill, then decode steps one token at a time through the device KV cache; the table's
+ * total equals the peak device bytes the EMU recorded over the whole run. */
+static void check_decode(const dp_model *m, const dp_safetensors *ref, const char *name, bool nf4,
+                         bool bf16) {
+    const int V = m->cfg.V;
+    int64_t P, S, n;
+    int32_t *prefix = tensor(ref, "decode.prefix", &P);
+    int32_t *steps = tensor(ref, "decode.tokens", &S);
+    float *want = tensor(ref, "decode.logits", &n);
+    if (!prefix || !steps || !want || n != (S + 1) * V) {
+        CHECK_REPORT(0, "%s: bad decode reference", name);
+        free(prefix), free(steps), free(want);
+        return;
+    }
+    float *cpu = calloc((size_t)n, 4), *got = calloc((size_t)n, 4);
+    dp_forward f;
+    CHECK(dp_forward_create(&f, m, 32, 0) == 0);
+    CHECK(dp_forward_tokens(&f, prefix, (int)P, NULL) == 0);
+    memcpy(cpu, f.logits, (size_t)V * 4);
+    for (int i = 0; i < S; i++) {
+        CHECK(dp_forward_tokens(&f, &steps[i], 1, NULL) == 0);
+        memcpy(cpu + (size_t)(i + 1) * V, f.logits, (size_t)V * 4);
+    }
+    dp_forward_free(&f);
+
+    size_t live0 = dp_emu_device_bytes();
+    dp_emu_reset_peak();
+    dp_gpu_forward *g;
+    if (dp_gpu_forward_create(&g, &dp_emu_ops, m, 32, 0, bf16)) {
+        CHECK_REPORT(0, "%s: %s", name, dp_last_error());
+        goto out;
+    }
+    CHECK_REPORT(dp_gpu_forward_tokens(g, prefix, (int)P, NULL) == 0, "%s", dp_last_error());
+    memcpy(got, dp_gpu_forward_logits(g), (size_t)V * 4);
+    for (int i = 0; i < S; i++) {
+        CHECK_REPORT(dp_gpu_forward_tokens(g, &steps[i], 1, NULL) == 0, "%s", dp_last_error());
+        memcpy(got + (size_t)(i + 1) * V, dp_gpu_forward_logits(g), (size_t)V * 4);
+    }
+    CHECK_EQ_INT(P + S, dp_gpu_forward_positions(g));
+    double scale = max_abs(want, (size_t)n);
+    char what[160];
+    snprintf(what, sizeof what, "%s %s %s prefill %d + decode %d vs CPU", name,
+             nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", (int)P, (int)S);
+    check_arrays_near(what, cpu, got, (size_t)n, tol_cpu(bf16) * scale, 0);
+    if (!nf4) { /* transformers' decode reference is for the fp32 weights only */
+        snprintf(what, sizeof what, "%s fp32 %s prefill %d + decode %d vs transformers", name,
+                 bf16 ? "bf16-act" : "f32-act", (int)P, (int)S);
+        check_arrays_near(what, want, got, (size_t)n, tol_ref(bf16, false) * scale, 0);
+    }
+    /* overflow and bad ids fail cleanly and append nothing */
+    int T = dp_gpu_forward_positions(g);
+    int32_t big[40] = {0}, bad = V;
+    CHECK(dp_gpu_forward_tokens(g, big, 40, NULL) == -1);
+    CHECK(dp_gpu_forward_tokens(g, &bad, 1, NULL) == -1);
+    CHECK_EQ_INT(T, dp_gpu_forward_positions(g));
+
+    size_t peak = dp_emu_device_peak_bytes() - live0;
+    fprintf(stderr, "  %s %s %s: EMU peak device bytes %zu, table total %llu (", name,
+            nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", peak,
+            (unsigned long long)dp_gpu_forward_table(g)->total);
+    for (int c = 0; c < DP_GF_N_CATEGORIES; c++)
+        fprintf(stderr, "%s%s %llu", c ? ", " : "", dp_gf_category_names[c],
+                (unsigned long long)dp_gpu_forward_table(g)->bytes[c]);
+    fprintf(stderr, ")\n");
+    CHECK_EQ_INT((long long)dp_gpu_forward_table(g)->total, (long long)peak);
+    dp_gpu_forward_free(g);
+    CHECK_EQ_INT((long long)live0, (long long)dp_emu_device_bytes());
+out:
+    free(prefix), free(steps), free(want), free(cpu), free(got);
+}
+
+int main(void) {
+    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) {
+        char dir[4096], refpath[4200];
+        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", DOPPEL_SOURCE_DIR, MODELS[i]);
+        snprintf(refpath, sizeof refpath, "%s/reference.safetensors", dir);
+        dp_safetensors *ref = dp_safetensors_open(refpath);
+        CHECK_REPORT(ref != NULL, "%s", dp_last_error());
+        if (!ref) continue;
+        for (int nf4 = 0; nf4 < 2; nf4++) {
+            dp_load_opts opts = {.quiet = true};
+            dp_model *m = dp_model_load(dir, &opts);
+            if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
+                CHECK_REPORT(0, "%s: %s", MODELS[i], dp_last_error());
+                dp_model_free(m);
+                continue;
+            }
+            for (int bf16 = 0; bf16 < 2; bf16++) {
+                check_prefill(m, ref, MODELS[i], nf4, bf16);
+                check_decode(m, ref, MODELS[i], nf4, bf16);
+            }
+            dp_model_free(m);
+        }
+        dp_safetensors_close(ref);
+    }
+    return check_done();
+}
