@@ -14,10 +14,12 @@ build: deps
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release
 	cmake --build $(BUILD) -j$(JOBS)
 
-# The test command: Release build with CUDA (when nvcc is there) + EMU, then ASan/UBSan.
+# The test command: Release build with CUDA (when nvcc is there) + EMU, then ASan/UBSan, then
+# the demo shortened to 2 training steps with both notebooks executed.
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory test-asan
+	DEMO_STEPS=2 DEMO_STRICT=1 DEMO_OUT=$(BUILD)/demo bash tests/demo.sh $(BUILD)/doppel
 
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDOPPEL_SANITIZE=ON -DDOPPEL_CUDA=OFF

@@ -1,21 +1,13 @@
 #!/usr/bin/env bash
-# The README's demo: the whole pipeline on the bundled sample export, as far as it is built.
-# Today: the build and machine report. Each issue that lands extends this script.
+# The README's demo: prep on the bundled sample export, a short QLoRA run on SmolLM2-135M on
+# the CPU, base vs adapter replies, and the notebooks. DEMO_STEPS shortens training (the test
+# command runs 2 steps); DEMO_STRICT=1 makes a missing notebook toolchain an error.
 set -euo pipefail
 bin=${1:-build/doppel}
-out=${DEMO_OUT:-demo-out}
-mkdir -p "$out"
+mkdir -p "${DEMO_OUT:-demo-out}"
+out=$(cd "${DEMO_OUT:-demo-out}" && pwd) # absolute: the notebooks run in notebooks/
 echo "== doppel info"
 "$bin" info
-echo
-echo "== what is built so far"
-for c in prep train chat; do
-  if "$bin" "$c" >/dev/null 2>&1 </dev/null; [ $? -eq 2 ] && "$bin" "$c" 2>&1 | grep -q "not built yet"; then
-    echo "  doppel $c: not built yet"
-  else
-    echo "  doppel $c: available"
-  fi
-done
 echo
 echo "== doppel prep: the bundled sample export -> ChatML conversations (persona: mossy)"
 "$bin" prep tests/fixtures/sample-export.csv --persona mossy --out "$out/train.jsonl" \
@@ -26,6 +18,7 @@ model=${DOPPEL_CACHE:-$HOME/.cache/doppel}/smollm2/SmolLM2-135M-Instruct.Q4_1.gg
 [ -f "$model" ] || bash .ci/fetch-smollm2
 if [ ! -f "$model" ]; then
   echo "  (no SmolLM2 GGUF and no network: training skipped)"
+  [ "${DEMO_STRICT:-0}" = 1 ] && exit 1
   exit 0
 fi
 # DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 40.
@@ -34,23 +27,18 @@ rm -rf "$out/run"
 "$bin" train --model "$model" --data "$out/train.jsonl" --val "$out/train.val.jsonl" \
   --out "$out/run" --config configs/cpu-demo.json --max-steps "$steps" --persona mossy
 echo
-if "$bin" chat --help 2>/dev/null | grep -qE '^ +--adapter' &&
-   "$bin" chat --help 2>/dev/null | grep -qE '^ +--prompt'; then
-  echo "== replies to fixed prompts: base model, then with the adapter"
-  for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam go?" \
-           "[Sam Walker]: what are you listening to these days?"; do
-    echo "-- prompt: $p"
-    printf '   base:    '
-    "$bin" chat --model "$model" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' ' || true
-    echo
-    printf '   adapter: '
-    "$bin" chat --model "$model" --adapter "$out/run" --prompt "$p" --seed 1 --max-tokens 40 \
-      --quiet | tr '\n' ' ' || true
-    echo
-  done
-else
-  echo "== replies base vs adapter: doppel chat --adapter is not built yet"
-fi
+echo "== replies to fixed prompts: base model, then with the adapter"
+for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam go?" \
+         "[Sam Walker]: what are you listening to these days?"; do
+  echo "-- prompt: $p"
+  printf '   base:    '
+  "$bin" chat --model "$model" --prompt "$p" --seed 1 --max-tokens 40 --quiet | tr '\n' ' '
+  echo
+  printf '   adapter: '
+  "$bin" chat --model "$model" --adapter "$out/run" --prompt "$p" --seed 1 --max-tokens 40 \
+    --quiet | tr '\n' ' '
+  echo
+done
 if command -v jupyter >/dev/null 2>&1 && python3 -c "import h5py, matplotlib" 2>/dev/null; then
   echo
   echo "== notebooks (executed headless): training curves and the dataset"
@@ -58,4 +46,9 @@ if command -v jupyter >/dev/null 2>&1 && python3 -c "import h5py, matplotlib" 2>
     jupyter nbconvert --to notebook --execute --output-dir "$out" \
     notebooks/training.ipynb notebooks/dataset.ipynb
   echo "  plots: $out/run/training.png $out/train.dataset.png"
+elif [ "${DEMO_STRICT:-0}" = 1 ]; then
+  echo "demo: jupyter, h5py and matplotlib are needed for the notebooks (make deps installs them)" >&2
+  exit 1
+else
+  echo "(notebooks skipped: pip install nbconvert ipykernel h5py matplotlib)"
 fi
