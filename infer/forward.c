@@ -18,7 +18,8 @@ static size_t round_up(size_t n) {
 
 /* Threads: OpenMP only. The OpenBLAS calls run single-threaded inside OpenMP threads (see
  * dp_forward_tokens): a pthreads OpenBLAS spinning beside spinning OpenMP workers on the same
- * cores slows a busy 2-core machine down by orders of magnitude. */
+ * cores slows a busy 2-core machine down by orders of magnitude. dp_forward_create sets
+ * OpenBLAS to one thread for the context's lifetime. */
 static void dense_forward(float *y, const float *x, const dp_linear *lin, int N) {
     const int C = lin->in, OC = lin->out;
     int nt = omp_get_max_threads();
@@ -116,11 +117,16 @@ int dp_forward_create(dp_forward *f, const dp_model *m, int max_T, int chunk) {
     }
     f->pos = (int32_t *)p;
     rope_inv_freq(f->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
+    /* OpenBLAS runs single-threaded while the context lives (restored by dp_forward_free):
+     * switching its pool on and off per call wakes threads that spin beside OpenMP's */
+    f->blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     return 0;
 }
 
 void dp_forward_free(dp_forward *f) {
     if (!f) return;
+    if (f->blas_threads > 0) openblas_set_num_threads(f->blas_threads);
     free(f->kv);
     free(f->act);
     memset(f, 0, sizeof *f);
@@ -213,9 +219,7 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
         if (tokens[i] < 0 || tokens[i] >= c->V)
             return dp_fail("forward: token id %d at position %d is outside the vocabulary [0, %d)",
                            tokens[i], i, c->V);
-    int T_start = f->T, blas_threads = openblas_get_num_threads();
-    openblas_set_num_threads(1);
-    int rc = 0;
+    int T_start = f->T, rc = 0;
     for (int done = 0; done < N;) {
         int n = N - done < f->chunk ? N - done : f->chunk;
         float *lg = all_logits ? all_logits + (size_t)done * c->V : NULL;
@@ -226,6 +230,5 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
         }
         done += n;
     }
-    openblas_set_num_threads(blas_threads);
     return rc;
 }

@@ -39,6 +39,7 @@ typedef struct dp_forward {
     float *inv_freq;            /* (D/2) */
     int32_t *pos;               /* (chunk) */
     size_t kv_bytes, act_bytes; /* the two allocations, for the start-up line */
+    int blas_threads;           /* OpenBLAS threads before create, restored by free */
     dp_linear_hook hook;        /* adapter hook or NULL */
     void *hook_ctx;
 } dp_forward;
