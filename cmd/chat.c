@@ -140,7 +140,7 @@ typedef struct {
 
 /* --adapter DIR: the PEFT weights, checked against the base; doppel.json's system prompt and
  * chat format are used unless --system / --chat-format say otherwise (training = chat). */
-static int load_adapter(chat_state *cs, dp_session *s) {
+static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
     char *dj = NULL;
     if (dp_lora_load_peft(adapter_dir, &cs->model->cfg, &cs->lora, &dj)) return -1;
     int rc = 0;
@@ -154,7 +154,7 @@ static int load_adapter(chat_state *cs, dp_session *s) {
             s->system = dp_strdup(sp->valuestring);
         if (!chat_format && cJSON_IsString(cf))
             chat_format = cs->chat_format_buf = dp_strdup(cf->valuestring);
-        if (cJSON_IsString(pn))
+        if (cJSON_IsString(pn) && !quiet)
             fprintf(stderr, "doppel chat: adapter %s (persona %s)\n", adapter_dir, pn->valuestring);
         cJSON_Delete(j);
         free(dj);
@@ -380,7 +380,7 @@ int dp_cmd_chat(int argc, char **argv) {
         goto out;
     }
     const dp_model_config *c = &cs.model->cfg;
-    if (adapter_dir && load_adapter(&cs, &s)) {
+    if (adapter_dir && load_adapter(&cs, &s, cli.quiet)) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
