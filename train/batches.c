@@ -1,6 +1,7 @@
 /* Tokenized training data, its HDF5 cache and micro-batch packing (see batches.h). */
 #include "train/batches.h"
 #include "data/error.h"
+#include "train/h5.h"
 #include "data/io.h"
 #include "train/rng.h"
 
@@ -161,50 +162,23 @@ void dp_token_cache_path(char *out, size_t cap, const char *dataset, uint64_t ke
     snprintf(out, cap, "%s.tok-%016llx.h5", dataset, (unsigned long long)key);
 }
 
-static int write_ds(hid_t f, const char *name, hid_t ftype, hid_t mtype, const void *x, hsize_t n) {
-    hsize_t dims[1] = {n}, chunk[1] = {n < 65536 ? (n ? n : 1) : 65536};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t pl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(pl, 1, chunk);
-    H5Pset_deflate(pl, 4);
-    hid_t d = H5Dcreate2(f, name, ftype, sp, H5P_DEFAULT, pl, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
-    if (d >= 0) H5Dclose(d);
-    H5Pclose(pl);
-    H5Sclose(sp);
-    return rc < 0 ? -1 : 0;
-}
-
-static int set_attr(hid_t f, const char *name, int64_t v) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? -1 : 0;
-}
-
-static int get_attr(hid_t f, const char *name, int64_t *v) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_INT64, v);
-    if (a >= 0) H5Aclose(a);
-    return rc < 0 ? -1 : 0;
-}
-
 int dp_token_cache_save(const char *path, uint64_t key, const dp_token_data *d) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.%d", path, (int)getpid());
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return dp_fail("%s: cannot create the token cache", tmp);
-    int rc = write_ds(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, d->tokens, (hsize_t)d->T);
-    rc |= write_ds(f, "loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, d->loss_mask, (hsize_t)d->T);
-    rc |= write_ds(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, d->offsets, (hsize_t)d->nseq + 1);
-    rc |= set_attr(f, "format_version", CACHE_FORMAT);
-    rc |= set_attr(f, "key", (int64_t)key);
-    rc |= set_attr(f, "n_read", d->n_read);
-    rc |= set_attr(f, "n_truncated", d->n_truncated);
-    rc |= set_attr(f, "n_skipped", d->n_skipped);
+    int rc = dp_h5_write_1d(f, "tokens", H5T_STD_I32LE, H5T_NATIVE_INT32, d->tokens, (hsize_t)d->T,
+                            true);
+    rc |= dp_h5_write_1d(f, "loss_mask", H5T_STD_U8LE, H5T_NATIVE_UINT8, d->loss_mask,
+                         (hsize_t)d->T, true);
+    rc |= dp_h5_write_1d(f, "offsets", H5T_STD_I64LE, H5T_NATIVE_INT64, d->offsets,
+                         (hsize_t)d->nseq + 1, true);
+    rc |= dp_h5_write_attr_i64(f, "format_version", CACHE_FORMAT);
+    rc |= dp_h5_write_attr_i64(f, "key", (int64_t)key);
+    rc |= dp_h5_write_attr_i64(f, "n_read", d->n_read);
+    rc |= dp_h5_write_attr_i64(f, "n_truncated", d->n_truncated);
+    rc |= dp_h5_write_attr_i64(f, "n_skipped", d->n_skipped);
     if (H5Fclose(f) < 0) rc = -1;
     if (rc || rename(tmp, path)) {
         unlink(tmp);
@@ -240,14 +214,14 @@ int dp_token_cache_load(const char *path, uint64_t key, dp_token_data *d) {
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) return 0; /* unreadable: rebuilt and replaced */
     int64_t fmt = 0, k = 0, nt = 0, nm = 0, no = 0;
-    if (get_attr(f, "format_version", &fmt) || fmt != CACHE_FORMAT || get_attr(f, "key", &k) ||
-        (uint64_t)k != key) {
+    if (dp_h5_read_attr_i64(f, "format_version", &fmt) || fmt != CACHE_FORMAT ||
+        dp_h5_read_attr_i64(f, "key", &k) || (uint64_t)k != key) {
         H5Fclose(f);
         return 0;
     }
-    get_attr(f, "n_read", &d->n_read);
-    get_attr(f, "n_truncated", &d->n_truncated);
-    get_attr(f, "n_skipped", &d->n_skipped);
+    dp_h5_read_attr_i64(f, "n_read", &d->n_read);
+    dp_h5_read_attr_i64(f, "n_truncated", &d->n_truncated);
+    dp_h5_read_attr_i64(f, "n_skipped", &d->n_skipped);
     int rc = read_ds(f, path, "tokens", H5T_NATIVE_INT32, 4, (void **)&d->tokens, &nt);
     if (!rc) rc = read_ds(f, path, "loss_mask", H5T_NATIVE_UINT8, 1, (void **)&d->loss_mask, &nm);
     if (!rc) rc = read_ds(f, path, "offsets", H5T_NATIVE_INT64, 8, (void **)&d->offsets, &no);

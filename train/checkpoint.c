@@ -2,6 +2,7 @@
  * /config (string), root attributes for the state and format_version. */
 #include "train/checkpoint.h"
 #include "data/error.h"
+#include "train/h5.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -14,34 +15,6 @@
 #include <unistd.h>
 
 #define CKPT_FORMAT 1
-
-static int write_floats(hid_t f, const char *name, const float *x, size_t n) {
-    hsize_t dims[1] = {n};
-    hid_t sp = H5Screate_simple(1, dims, NULL);
-    hid_t d = H5Dcreate2(f, name, H5T_IEEE_F32LE, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = d < 0 ? -1 : H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
-    if (d >= 0) H5Dclose(d);
-    H5Sclose(sp);
-    return rc < 0 ? -1 : 0;
-}
-
-static int attr_i64(hid_t f, const char *name, int64_t v) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_INT64, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? -1 : 0;
-}
-
-static int attr_f64(hid_t f, const char *name, double v) {
-    hid_t sp = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(f, name, H5T_IEEE_F64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Awrite(a, H5T_NATIVE_DOUBLE, &v);
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(sp);
-    return rc < 0 ? -1 : 0;
-}
 
 static int fsync_path(const char *path, int flags) {
     int fd = open(path, flags);
@@ -59,9 +32,10 @@ int dp_checkpoint_save(const char *path, const dp_lora *lora, const float *m, co
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return dp_fail("%s: cannot create the checkpoint (is the directory writable?)", tmp);
-    int rc = write_floats(f, "lora", lora->params, lora->n);
-    rc |= write_floats(f, "adam_m", m, lora->n);
-    rc |= write_floats(f, "adam_v", v, lora->n);
+    int rc =
+        dp_h5_write_1d(f, "lora", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, lora->params, lora->n, false);
+    rc |= dp_h5_write_1d(f, "adam_m", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, m, lora->n, false);
+    rc |= dp_h5_write_1d(f, "adam_v", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, v, lora->n, false);
     /* the run config as one fixed-length string */
     const char *cfg = config_json ? config_json : "{}";
     hid_t st_t = H5Tcopy(H5T_C_S1);
@@ -72,18 +46,18 @@ int dp_checkpoint_save(const char *path, const dp_lora *lora, const float *m, co
     if (d >= 0) H5Dclose(d);
     H5Sclose(sp);
     H5Tclose(st_t);
-    rc |= attr_i64(f, "format_version", CKPT_FORMAT);
-    rc |= attr_i64(f, "n_params", (int64_t)lora->n);
-    rc |= attr_i64(f, "r", lora->cfg.r);
-    rc |= attr_i64(f, "step", st->step);
-    rc |= attr_i64(f, "seed", (int64_t)st->seed);
-    rc |= attr_i64(f, "epoch", st->epoch);
-    rc |= attr_i64(f, "cursor", st->cursor);
-    rc |= attr_f64(f, "best_val", st->best_val);
-    rc |= attr_i64(f, "best_step", st->best_step);
-    rc |= attr_i64(f, "evals_since_best", st->evals_since_best);
-    rc |= attr_i64(f, "tokens_seen", st->tokens_seen);
-    rc |= attr_f64(f, "elapsed", st->elapsed);
+    rc |= dp_h5_write_attr_i64(f, "format_version", CKPT_FORMAT);
+    rc |= dp_h5_write_attr_i64(f, "n_params", (int64_t)lora->n);
+    rc |= dp_h5_write_attr_i64(f, "r", lora->cfg.r);
+    rc |= dp_h5_write_attr_i64(f, "step", st->step);
+    rc |= dp_h5_write_attr_i64(f, "seed", (int64_t)st->seed);
+    rc |= dp_h5_write_attr_i64(f, "epoch", st->epoch);
+    rc |= dp_h5_write_attr_i64(f, "cursor", st->cursor);
+    rc |= dp_h5_write_attr_f64(f, "best_val", st->best_val);
+    rc |= dp_h5_write_attr_i64(f, "best_step", st->best_step);
+    rc |= dp_h5_write_attr_i64(f, "evals_since_best", st->evals_since_best);
+    rc |= dp_h5_write_attr_i64(f, "tokens_seen", st->tokens_seen);
+    rc |= dp_h5_write_attr_f64(f, "elapsed", st->elapsed);
     if (H5Fclose(f) < 0) rc = -1;
     if (rc) {
         unlink(tmp);
@@ -116,17 +90,15 @@ static hid_t open_ckpt(const char *path) {
 }
 
 static int read_attr_i64(hid_t f, const char *path, const char *name, int64_t *v) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_INT64, v);
-    if (a >= 0) H5Aclose(a);
-    return rc < 0 ? dp_fail("%s: checkpoint attribute '%s' missing or unreadable", path, name) : 0;
+    return dp_h5_read_attr_i64(f, name, v)
+               ? dp_fail("%s: checkpoint attribute '%s' missing or unreadable", path, name)
+               : 0;
 }
 
 static int read_attr_f64(hid_t f, const char *path, const char *name, double *v) {
-    hid_t a = H5Aopen(f, name, H5P_DEFAULT);
-    herr_t rc = a < 0 ? -1 : H5Aread(a, H5T_NATIVE_DOUBLE, v);
-    if (a >= 0) H5Aclose(a);
-    return rc < 0 ? dp_fail("%s: checkpoint attribute '%s' missing or unreadable", path, name) : 0;
+    return dp_h5_read_attr_f64(f, name, v)
+               ? dp_fail("%s: checkpoint attribute '%s' missing or unreadable", path, name)
+               : 0;
 }
 
 int dp_checkpoint_read_config(const char *path, char **config_json) {
