@@ -214,10 +214,9 @@ static void check_lora(const dp_model *m, const dp_safetensors *ref, const char 
         st = st * 6364136223846793005ULL + 1442695040888963407ULL;
         lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
     }
-    int64_t T, S, P;
+    int64_t T, S;
     int32_t *tok = tensor(ref, "seq3.tokens", &T);
     int32_t *steps = tensor(ref, "decode.tokens", &S);
-    (void)P;
     if (!tok || !steps) goto out;
     size_t n = (size_t)(T + S) * V;
     float *cpu = calloc(n, 4), *got = calloc(n, 4);
