@@ -10,8 +10,8 @@
 #include <string.h>
 
 const char *const dp_gf_category_names[DP_GF_N_CATEGORIES] = {
-    "weights (NF4)", "weights (dense, norms, biases)", "KV cache", "activations + logits",
-    "NF4 dequantize scratch"};
+    "weights (NF4)",        "weights (dense, norms, biases)", "KV cache",
+    "activations + logits", "NF4 dequantize scratch",         "LoRA A and B (fp32)"};
 
 typedef struct {
     dp_linear_id id;
@@ -19,6 +19,7 @@ typedef struct {
     void *w;        /* (out, in) activation dtype, or NULL */
     dp_nf4_dev nf4; /* when w == NULL */
     float *bias;    /* (out) fp32 or NULL */
+    float *A, *B;   /* LoRA A (r, in), B (out, r) fp32, or NULL */
 } dp_gf_linear;
 
 typedef struct {
@@ -29,6 +30,7 @@ typedef struct {
 struct dp_gpu_forward {
     const dp_gpu_ops *ops;
     const dp_model *model; /* borrowed */
+    const dp_lora *lora;   /* borrowed, or NULL */
     bool bf16;
     int max_T, chunk, T;
     dp_gf_plan plan;
@@ -47,6 +49,8 @@ struct dp_gpu_forward {
     float *inv_freq;         /* (D/2) */
     int32_t *pos, *tokens;   /* (chunk) */
     void *dequant;           /* scratch for one NF4 matrix */
+    float *xa;               /* (chunk, r) LoRA x A^T */
+    float *lx, *ly;          /* (chunk, widest): fp32 copies for LoRA on bf16 activations */
     float *logits;           /* host (V): the last position's logits */
 };
 
@@ -74,7 +78,8 @@ static void *carve(carver *cv, dp_gf_category cat, uint64_t bytes) {
 }
 
 static void carve_linear(carver *cv, dp_gf_linear *d, const dp_linear *lin, dp_linear_id id,
-                         size_t es, float *maps, uint64_t *dequant) {
+                         size_t es, float *maps, uint64_t *dequant, const dp_lora_module *lm,
+                         int r) {
     memset(d, 0, sizeof *d);
     d->id = id, d->out = lin->out, d->in = lin->in;
     if (lin->w) {
@@ -90,6 +95,10 @@ static void carve_linear(carver *cv, dp_gf_linear *d, const dp_linear *lin, dp_l
         if ((uint64_t)q->n * es > *dequant) *dequant = (uint64_t)q->n * es;
     }
     if (lin->bias) d->bias = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)lin->out * 4);
+    if (lm && lm->A) {
+        d->A = carve(cv, DP_GF_LORA, (uint64_t)r * lin->in * 4);
+        d->B = carve(cv, DP_GF_LORA, (uint64_t)lin->out * r * 4);
+    }
 }
 
 /* Assigns every device pointer of g (or, with cv->base all NULL, only sizes them). */
@@ -113,7 +122,9 @@ static void layout(dp_gpu_forward *g, carver *cv) {
         d->q_norm = ly->q_norm ? carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->D * 4) : NULL;
         d->k_norm = ly->k_norm ? carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->D * 4) : NULL;
         for (int i = 0; i < DP_N_LINEAR; i++) {
-            carve_linear(cv, &d->lin[i], &ly->lin[i], (dp_linear_id)i, es, maps, &dequant);
+            const dp_lora_module *lm = g->lora ? dp_lora_mod(g->lora, l, i) : NULL;
+            carve_linear(cv, &d->lin[i], &ly->lin[i], (dp_linear_id)i, es, maps, &dequant, lm,
+                         g->lora ? g->lora->cfg.r : 0);
             if (ly->lin[i].bias && (uint64_t)ly->lin[i].out > max_bias)
                 max_bias = (uint64_t)ly->lin[i].out;
         }
@@ -123,7 +134,7 @@ static void layout(dp_gpu_forward *g, carver *cv) {
         g->lm_head.out = c->V, g->lm_head.in = c->C, g->lm_head.w = g->embed;
         g->lm_head.id = DP_N_LINEAR;
     } else {
-        carve_linear(cv, &g->lm_head, &m->lm_head, DP_N_LINEAR, es, maps, &dequant);
+        carve_linear(cv, &g->lm_head, &m->lm_head, DP_N_LINEAR, es, maps, &dequant, NULL, 0);
     }
     uint64_t kv = (uint64_t)c->L * g->max_T * kvd * es;
     g->k_cache = carve(cv, DP_GF_KV_CACHE, kv);
@@ -142,6 +153,16 @@ static void layout(dp_gpu_forward *g, carver *cv) {
     g->pos = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->tokens = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->dequant = dequant ? carve(cv, DP_GF_DEQUANT, dequant) : NULL;
+    g->xa = g->lx = g->ly = NULL;
+    if (g->lora) {
+        uint64_t wide = (uint64_t)(c->F > c->C ? c->F : c->C);
+        if ((uint64_t)qd > wide) wide = qd;
+        g->xa = carve(cv, DP_GF_ACTIVATIONS, n * g->lora->cfg.r * 4);
+        if (g->bf16) {
+            g->lx = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
+            g->ly = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
+        }
+    }
 }
 
 static int check_shape(const dp_model *m, int max_T, int chunk) {
@@ -168,11 +189,15 @@ static void defaults(int *max_T, int *chunk) {
     if (*chunk > *max_T) *chunk = *max_T;
 }
 
-int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, int max_T, int chunk, bool bf16) {
+int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora, int max_T,
+                        int chunk, bool bf16) {
     memset(plan, 0, sizeof *plan);
     defaults(&max_T, &chunk);
     if (check_shape(m, max_T, chunk)) return -1;
-    dp_gpu_forward g = {.model = m, .bf16 = bf16, .max_T = max_T, .chunk = chunk};
+    if (lora && (lora->L != m->cfg.L || lora->cfg.r <= 0))
+        return dp_fail("GPU forward: the LoRA adapter has %d layers (rank %d), the model %d",
+                       lora->L, lora->cfg.r, m->cfg.L);
+    dp_gpu_forward g = {.model = m, .lora = lora, .bf16 = bf16, .max_T = max_T, .chunk = chunk};
     g.layers = dp_calloc((size_t)m->cfg.L, sizeof *g.layers);
     if (!g.layers) return -1;
     carver cv = {0};
@@ -239,6 +264,13 @@ static int upload_weights(dp_gpu_forward *g) {
             return -1;
         for (int i = 0; i < DP_N_LINEAR; i++) {
             if (put_linear(g, &d->lin[i], &ly->lin[i])) return -1;
+            if (d->lin[i].A) {
+                const dp_lora_module *lm = dp_lora_mod(g->lora, l, i);
+                int r = g->lora->cfg.r;
+                if (ops->upload(d->lin[i].A, lm->A, (size_t)r * lm->in * 4) ||
+                    ops->upload(d->lin[i].B, lm->B, (size_t)lm->out * r * 4))
+                    return -1;
+            }
             if (d->lin[i].nf4.maps) maps = d->lin[i].nf4.maps;
         }
     }
@@ -269,17 +301,17 @@ void dp_gpu_forward_free(dp_gpu_forward *g) {
     free(g);
 }
 
-int dp_gpu_forward_create(dp_gpu_forward **out, const dp_gpu_ops *ops, const dp_model *m, int max_T,
-                          int chunk, bool bf16) {
+int dp_gpu_forward_create(dp_gpu_forward **out, const dp_gpu_ops *ops, const dp_model *m,
+                          const dp_lora *lora, int max_T, int chunk, bool bf16) {
     *out = NULL;
     dp_gpu_forward *g = dp_calloc(1, sizeof *g);
     if (!g) return -1;
     defaults(&max_T, &chunk);
-    if (dp_gpu_forward_plan(&g->plan, m, max_T, chunk, bf16)) {
+    if (dp_gpu_forward_plan(&g->plan, m, lora, max_T, chunk, bf16)) {
         free(g);
         return -1;
     }
-    g->ops = ops, g->model = m, g->bf16 = bf16, g->max_T = max_T, g->chunk = chunk;
+    g->ops = ops, g->model = m, g->lora = lora, g->bf16 = bf16, g->max_T = max_T, g->chunk = chunk;
     g->layers = dp_calloc((size_t)m->cfg.L, sizeof *g->layers);
     g->logits = dp_calloc((size_t)m->cfg.V, sizeof(float));
     if (!g->layers || !g->logits) goto fail;
@@ -308,7 +340,29 @@ fail:
         if ((call) != 0) return -1;                                                                \
     } while (0)
 
-/* y (N, out) = x (N, in) W^T + b; y in the activation dtype, or fp32 when f32_out */
+static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N, dp_dtype cd);
+
+/* y (N, out) += scale * (x A^T) B^T, fp32 GEMMs over the fp32 master weights (bf16 activations
+ * go through fp32 copies) */
+static int lora_forward(dp_gpu_forward *g, const dp_gf_linear *d, void *y, const void *x, int N) {
+    const dp_gpu_ops *ops = g->ops;
+    const int r = g->lora->cfg.r;
+    const float *xf = x;
+    float *yf = y;
+    if (g->bf16) {
+        TRY(ops->cast_bf16_to_f32(g->lx, x, (size_t)N * d->in));
+        TRY(ops->cast_bf16_to_f32(g->ly, y, (size_t)N * d->out));
+        xf = g->lx, yf = g->ly;
+    }
+    TRY(ops->gemm(g->blas, false, true, N, r, d->in, 1.0f, xf, d->in, d->A, d->in, 0.0f, g->xa, r,
+                  DP_F32, DP_F32));
+    TRY(ops->gemm(g->blas, false, true, N, d->out, r, g->lora->scale, g->xa, r, d->B, r, 1.0f, yf,
+                  d->out, DP_F32, DP_F32));
+    return g->bf16 ? ops->cast_f32_to_bf16(y, g->ly, (size_t)N * d->out) : 0;
+}
+
+/* y (N, out) = x (N, in) W^T + b (+ the LoRA path); y in the activation dtype, or fp32 when
+ * f32_out */
 static int linear(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, const void *x, int N,
                   bool f32_out) {
     const dp_gpu_ops *ops = g->ops;
@@ -316,14 +370,23 @@ static int linear(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, co
     const void *w = d->w;
     if (!w) {
         if (ab == DP_F32 && N == 1 && ldy == d->out) /* decode: the fused NF4 GEMV */
-            return ops->gemv_nf4(y, x, &d->nf4, d->bias, d->in, d->out);
+        {
+            TRY(ops->gemv_nf4(y, x, &d->nf4, d->bias, d->in, d->out));
+            return d->A ? lora_forward(g, d, y, x, N) : 0;
+        }
         TRY(g->bf16 ? ops->nf4_dequantize_bf16(g->dequant, &d->nf4)
                     : ops->nf4_dequantize(g->dequant, &d->nf4));
         w = g->dequant;
     }
     TRY(ops->gemm(g->blas, false, true, N, d->out, d->in, 1.0f, x, d->in, w, d->in, 0.0f, y, ldy,
                   ab, cd));
-    if (!d->bias) return 0;
+    if (d->bias) TRY(add_bias(g, d, y, ldy, N, cd));
+    return d->A ? lora_forward(g, d, y, x, N) : 0;
+}
+
+static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N,
+                    dp_dtype cd) {
+    const dp_gpu_ops *ops = g->ops;
     if (cd == DP_F32 && ldy == d->out) return ops->bias_forward(y, d->bias, N, d->out);
     if (ldy != d->out) return dp_fail("GPU forward: bias on a strided output is not supported");
     TRY(ops->cast_bf16_to_f32(g->tmp, y, (size_t)N * d->out));

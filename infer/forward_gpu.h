@@ -9,6 +9,7 @@
 #include <stdint.h>
 
 #include "infer/model.h"
+#include "train/lora.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -20,6 +21,7 @@ typedef enum {
     DP_GF_KV_CACHE,      /* k and v, each (L, max_T, KVH, D), activation dtype */
     DP_GF_ACTIVATIONS,   /* one chunk's buffers, logits (chunk, V) fp32, positions, tokens */
     DP_GF_DEQUANT,       /* scratch for the largest NF4 matrix dequantized */
+    DP_GF_LORA,          /* LoRA A and B of the adapted modules, fp32 */
     DP_GF_N_CATEGORIES
 } dp_gf_category;
 
@@ -33,17 +35,20 @@ typedef struct {
 
 /* The table for model `m` (its storage: NF4 or fp32 per linear), max_T positions, chunks of
  * `chunk` rows, activations in bf16 or fp32. Returns 0 or -1 (bad shape). */
-int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, int max_T, int chunk, bool bf16);
+int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora, int max_T,
+                        int chunk, bool bf16);
 
 /* The run's state (weights, cache, buffers): opaque, so that this header does not need the
  * backend table's header (its dp_dtype clashes with infer/dtype.h's). */
 typedef struct dp_gpu_forward dp_gpu_forward;
 struct dp_gpu_ops; /* kernels/cuda/kernels.h: dp_cuda_ops or dp_emu_ops */
 
-/* Uploads the weights and allocates the cache for max_T positions (<= 0: 2048), chunks of
- * `chunk` rows (<= 0: 256). Returns 0 or -1 with dp_fail (nothing left allocated). */
+/* Uploads the weights (and the LoRA adapter when lora is not NULL: applied unmerged, y +=
+ * scale * (x A^T) B^T after each adapted linear, as dp_lora_hook does on the CPU) and allocates the
+ * cache for max_T positions (<= 0: 2048), chunks of `chunk` rows (<= 0: 256). Returns 0 or -1 with
+ * dp_fail (nothing left allocated). */
 int dp_gpu_forward_create(dp_gpu_forward **g, const struct dp_gpu_ops *ops, const dp_model *m,
-                          int max_T, int chunk, bool bf16);
+                          const dp_lora *lora, int max_T, int chunk, bool bf16);
 void dp_gpu_forward_free(dp_gpu_forward *g);
 
 /* As dp_forward_tokens: appends N tokens; all_logits (host, (N, V)) or NULL; dp_gpu_forward_logits

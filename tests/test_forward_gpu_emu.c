@@ -9,11 +9,26 @@
 #include "infer/model_load.h"
 #include "infer/safetensors.h"
 #include "kernels/emu/emu_api.h"
+#include "train/lora.h"
+#include "train/memplan.h"
 
 extern const struct dp_gpu_ops dp_emu_ops; /* kernels/cuda/kernels.h clashes with dtype.h */
 
 #include <math.h>
 #include <stdlib.h>
+
+/* Under the sanitizers the EMU fibers run ~50x slower: one (weights, activations) combination
+ * per model there, each combination still covered by some model, no chunked prefill. */
+#if defined(__SANITIZE_ADDRESS__)
+#define REDUCED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define REDUCED 1
+#endif
+#endif
+#ifndef REDUCED
+#define REDUCED 0
+#endif
 
 static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 
@@ -66,9 +81,9 @@ static void check_prefill(const dp_model *m, const dp_safetensors *ref, const ch
     CHECK(dp_forward_tokens(&f, tok, (int)T, cpu) == 0);
     dp_forward_free(&f);
     double scale = max_abs(want, (size_t)n);
-    for (int chunk = 0; chunk <= 5; chunk += 5) {
+    for (int chunk = 0; chunk <= (REDUCED ? 0 : 5); chunk += 5) {
         dp_gpu_forward *g;
-        if (dp_gpu_forward_create(&g, &dp_emu_ops, m, 64, chunk, bf16)) {
+        if (dp_gpu_forward_create(&g, &dp_emu_ops, m, NULL, 64, chunk, bf16)) {
             CHECK_REPORT(0, "%s: %s", name, dp_last_error());
             break;
         }
@@ -115,7 +130,7 @@ static void check_decode(const dp_model *m, const dp_safetensors *ref, const cha
     size_t live0 = dp_emu_device_bytes();
     dp_emu_reset_peak();
     dp_gpu_forward *g;
-    if (dp_gpu_forward_create(&g, &dp_emu_ops, m, 32, 0, bf16)) {
+    if (dp_gpu_forward_create(&g, &dp_emu_ops, m, NULL, 32, 0, bf16)) {
         CHECK_REPORT(0, "%s: %s", name, dp_last_error());
         goto out;
     }
@@ -152,13 +167,99 @@ static void check_decode(const dp_model *m, const dp_safetensors *ref, const cha
                 (unsigned long long)dp_gpu_forward_table(g)->bytes[c]);
     fprintf(stderr, ")\n");
     CHECK_EQ_INT((long long)dp_gpu_forward_table(g)->total, (long long)peak);
+    /* two table rows from the config by hand: the cache holds k and v of every layer and
+     * position; the dequantize scratch one (F, C) matrix (the largest NF4 linear here) */
+    const dp_model_config *c = &m->cfg;
+    long long es = bf16 ? 2 : 4, kv = 2LL * c->L * 32 * c->KVH * c->D * es;
+    CHECK_EQ_INT((kv / 2 + 255) / 256 * 256 * 2,
+                 (long long)dp_gpu_forward_table(g)->bytes[DP_GF_KV_CACHE]);
+    CHECK_EQ_INT(nf4 ? ((long long)c->F * c->C * es + 255) / 256 * 256 : 0,
+                 (long long)dp_gpu_forward_table(g)->bytes[DP_GF_DEQUANT]);
+    if (nf4) { /* the training planner (train/memplan.c) sizes the same NF4 weights and bf16
+                * dequantize scratch from the config alone */
+        dp_train_shape shape = dp_train_shape_default();
+        dp_memplan tp;
+        CHECK(dp_memplan_build(&tp, c, &shape) == 0);
+        const dp_gf_plan *ip = dp_gpu_forward_table(g);
+        /* ours: each of 3 buffers per linear starts 256-aligned, plus the 272-float maps */
+        uint64_t pad = (uint64_t)c->L * DP_N_LINEAR * 3 * 256 + 2048;
+        fprintf(stderr, "  %s NF4 weights: table %llu, training planner %llu (+ alignment)\n", name,
+                (unsigned long long)ip->bytes[DP_GF_WEIGHTS_NF4],
+                (unsigned long long)tp.by_category[DP_MEM_BASE_NF4]);
+        CHECK(ip->bytes[DP_GF_WEIGHTS_NF4] >= tp.by_category[DP_MEM_BASE_NF4] &&
+              ip->bytes[DP_GF_WEIGHTS_NF4] <= tp.by_category[DP_MEM_BASE_NF4] + pad);
+        if (bf16)
+            CHECK_EQ_INT((long long)tp.by_category[DP_MEM_DEQUANT],
+                         (long long)ip->bytes[DP_GF_DEQUANT]);
+        dp_memplan_free(&tp);
+    }
     dp_gpu_forward_free(g);
     CHECK_EQ_INT((long long)live0, (long long)dp_emu_device_bytes());
 out:
     free(prefix), free(steps), free(want), free(cpu), free(got);
 }
 
+/* An adapter with random A and B (PEFT's init leaves B = 0, which would test nothing): the
+ * prefill and decode logits of the GPU forward with the adapter unmerged against the CPU
+ * forward with dp_lora_hook; the table (now with the LoRA row) against the EMU peak. */
+static void check_lora(const dp_model *m, const dp_safetensors *ref, const char *name, bool nf4,
+                       bool bf16) {
+    const int V = m->cfg.V;
+    dp_lora_config lc = {.r = 4, .alpha = 8, .targets = DP_LORA_ALL_TARGETS};
+    dp_lora *lora = dp_lora_create(&m->cfg, &lc);
+    CHECK_REPORT(lora != NULL, "%s", dp_last_error());
+    if (!lora) return;
+    uint64_t st = 12345;
+    for (size_t i = 0; i < lora->n; i++) {
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
+    }
+    int64_t T, S;
+    int32_t *tok = tensor(ref, "seq3.tokens", &T);
+    int32_t *steps = tensor(ref, "decode.tokens", &S);
+    if (!tok || !steps) goto out;
+    size_t n = (size_t)(T + S) * V;
+    float *cpu = calloc(n, 4), *got = calloc(n, 4);
+    dp_forward f;
+    CHECK(dp_forward_create(&f, m, 64, 0) == 0);
+    dp_forward_set_hook(&f, dp_lora_hook, lora);
+    CHECK(dp_forward_tokens(&f, tok, (int)T, cpu) == 0);
+    for (int i = 0; i < S; i++) {
+        CHECK(dp_forward_tokens(&f, &steps[i], 1, NULL) == 0);
+        memcpy(cpu + (size_t)(T + i) * V, f.logits, (size_t)V * 4);
+    }
+    dp_forward_free(&f);
+    size_t live0 = dp_emu_device_bytes();
+    dp_emu_reset_peak();
+    dp_gpu_forward *g;
+    if (dp_gpu_forward_create(&g, &dp_emu_ops, m, lora, 64, 0, bf16)) {
+        CHECK_REPORT(0, "%s: %s", name, dp_last_error());
+    } else {
+        CHECK_REPORT(dp_gpu_forward_tokens(g, tok, (int)T, got) == 0, "%s", dp_last_error());
+        for (int i = 0; i < S; i++) {
+            CHECK(dp_gpu_forward_tokens(g, &steps[i], 1, NULL) == 0);
+            memcpy(got + (size_t)(T + i) * V, dp_gpu_forward_logits(g), (size_t)V * 4);
+        }
+        char what[160];
+        snprintf(what, sizeof what, "%s %s %s LoRA r=4 prefill %d + decode %d vs CPU hook", name,
+                 nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", (int)T, (int)S);
+        check_arrays_near(what, cpu, got, n, tol_cpu(bf16) * max_abs(cpu, n), 0);
+        size_t peak = dp_emu_device_peak_bytes() - live0;
+        const dp_gf_plan *ip = dp_gpu_forward_table(g);
+        fprintf(stderr, "  %s: EMU peak device bytes %zu, table total %llu (LoRA %llu)\n", what,
+                peak, (unsigned long long)ip->total, (unsigned long long)ip->bytes[DP_GF_LORA]);
+        CHECK_EQ_INT((long long)ip->total, (long long)peak);
+        CHECK_EQ_INT((long long)ip->bytes[DP_GF_LORA], (long long)(lora->n * 4)); /* all aligned */
+        dp_gpu_forward_free(g);
+    }
+    free(cpu), free(got);
+out:
+    free(tok), free(steps);
+    dp_lora_free(lora);
+}
+
 int main(void) {
+    if (REDUCED) fprintf(stderr, "  sanitizer build: reduced matrix (see REDUCED)\n");
     for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) {
         char dir[4096], refpath[4200];
         snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", DOPPEL_SOURCE_DIR, MODELS[i]);
@@ -175,8 +276,13 @@ int main(void) {
                 continue;
             }
             for (int bf16 = 0; bf16 < 2; bf16++) {
+                /* reduced: qwen2 fp32/f32, llama nf4/bf16, qwen3 nf4/f32 and fp32/bf16 */
+                if (REDUCED && !((i == 0 && !nf4 && !bf16) || (i == 1 && nf4 && bf16) ||
+                                 (i == 2 && nf4 != bf16)))
+                    continue;
                 check_prefill(m, ref, MODELS[i], nf4, bf16);
                 check_decode(m, ref, MODELS[i], nf4, bf16);
+                check_lora(m, ref, MODELS[i], nf4, bf16);
             }
             dp_model_free(m);
         }
