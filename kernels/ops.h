@@ -29,7 +29,7 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 /* ---- RoPE, half-split ("NEOX") pairs (i, i + D/2), in place.
  * inv_freq: (D/2) from rope_inv_freq; x: (N, nh, D); pos: (N) position of each row. */
 typedef struct {
-    bool llama3;              /* rope_scaling.rope_type == "llama3" */
+    bool llama3; /* rope_scaling.rope_type == "llama3" */
     float factor, low_freq_factor, high_freq_factor;
     int original_max_position;
 } dp_rope_scaling;
@@ -41,7 +41,8 @@ void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int N, 
 /* ---- causal GQA attention over packed sequences (varlen, no padding): sequence s spans rows
  * [cu_seqlens[s], cu_seqlens[s+1]); rows never attend across sequences. Query head h uses kv
  * head h / (H / KVH). Scale 1/sqrt(D).
- * q, out: (N, H, D); k, v: (N, KVH, D); lse: (N, H) log-sum-exp saved for backward (may be NULL). */
+ * q, out: (N, H, D); k, v: (N, KVH, D); lse: (N, H) log-sum-exp saved for backward (may be NULL).
+ */
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *cu_seqlens, int nseq, int H, int KVH, int D);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
@@ -65,8 +66,8 @@ void dropout_forward(float *out, const float *inp, size_t n, float p, uint64_t s
 /* ---- dense linear (OpenBLAS): out (N, OC) = inp (N, C) @ weight (OC, C)^T + bias (OC or NULL). */
 void matmul_forward(float *out, const float *inp, const float *weight, const float *bias, int N,
                     int C, int OC);
-void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout,
-                     const float *inp, const float *weight, int N, int C, int OC);
+void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
+                     const float *weight, int N, int C, int OC);
 
 /* ---- cross-entropy over logits rows with ignored targets (target < 0 is not trained).
  * logits, dlogits: (N, V); losses: (N) per-row loss (0 for ignored rows).
