@@ -50,6 +50,8 @@ struct dp_gpu_forward {
     int32_t *pos, *tokens;   /* (chunk) */
     void *dequant;           /* scratch for one NF4 matrix */
     float *xa;               /* (chunk, r) LoRA x A^T */
+    float *losses;           /* (chunk) per-row cross-entropy */
+    int32_t *targets;        /* (chunk) */
     float *lx, *ly;          /* (chunk, widest): fp32 copies for LoRA on bf16 activations */
     float *logits;           /* host (V): the last position's logits */
 };
@@ -152,6 +154,8 @@ static void layout(dp_gpu_forward *g, carver *cv) {
     g->inv_freq = carve(cv, DP_GF_ACTIVATIONS, (uint64_t)c->D / 2 * 4);
     g->pos = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->tokens = carve(cv, DP_GF_ACTIVATIONS, n * 4);
+    g->targets = carve(cv, DP_GF_ACTIVATIONS, n * 4);
+    g->losses = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->dequant = dequant ? carve(cv, DP_GF_DEQUANT, dequant) : NULL;
     g->xa = g->lx = g->ly = NULL;
     if (g->lora) {
@@ -410,7 +414,8 @@ static int residual(dp_gpu_forward *g, void *x, const void *y, size_t n) {
 }
 
 /* One step over N <= chunk rows at positions [g->T, g->T + N). */
-static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits) {
+static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits,
+                         bool device_logits) {
     const dp_gpu_ops *ops = g->ops;
     const dp_model_config *c = &g->model->cfg;
     const int C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F, V = c->V, T0 = g->T;
@@ -456,9 +461,13 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
         TRY(residual(g, g->x, g->proj, (size_t)N * C));
     }
     /* final norm + lm_head (fp32 logits): every row when asked, else only the last one */
-    if (all_logits) {
+    if (all_logits || device_logits) { /* device_logits: left in g->dlogits (N, V) */
         TRY(rmsnorm(g, g->xn, g->x, g->final_norm, N, C));
         TRY(linear(g, &g->lm_head, g->dlogits, V, g->xn, N, true));
+        if (!all_logits) {
+            g->T = T0 + N;
+            return 0;
+        }
         TRY(ops->download(all_logits, g->dlogits, (size_t)N * V * 4));
         memcpy(g->logits, all_logits + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
     } else {
@@ -470,7 +479,7 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
     return 0;
 }
 
-int dp_gpu_forward_tokens(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits) {
+static int check_tokens(dp_gpu_forward *g, const int32_t *tokens, int N) {
     const dp_model_config *c = &g->model->cfg;
     if (N <= 0) return dp_fail("GPU forward: no tokens to process");
     if (N > g->max_T - g->T)
@@ -482,15 +491,46 @@ int dp_gpu_forward_tokens(dp_gpu_forward *g, const int32_t *tokens, int N, float
             return dp_fail("GPU forward: token id %d at position %d is outside the vocabulary "
                            "[0, %d)",
                            tokens[i], i, c->V);
+    return 0;
+}
+
+int dp_gpu_forward_tokens(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits) {
+    const dp_model_config *c = &g->model->cfg;
+    if (check_tokens(g, tokens, N)) return -1;
     int T_start = g->T;
     for (int done = 0; done < N;) {
         int n = N - done < g->chunk ? N - done : g->chunk;
-        if (forward_chunk(g, tokens + done, n,
-                          all_logits ? all_logits + (size_t)done * c->V : NULL)) {
+        if (forward_chunk(g, tokens + done, n, all_logits ? all_logits + (size_t)done * c->V : NULL,
+                          false)) {
             g->T = T_start; /* nothing appended on failure */
             return -1;
         }
         done += n;
     }
     return g->ops->synchronize();
+}
+
+int dp_gpu_forward_loss(dp_gpu_forward *g, const int32_t *tokens, const int32_t *targets, int N,
+                        double *loss_sum, int64_t *ntrained) {
+    const dp_gpu_ops *ops = g->ops;
+    const int V = g->model->cfg.V;
+    *loss_sum = 0, *ntrained = 0;
+    if (check_tokens(g, tokens, N)) return -1;
+    float *losses = dp_malloc((size_t)g->chunk * sizeof(float));
+    if (!losses) return -1;
+    int T_start = g->T, rc = 0;
+    for (int done = 0; done < N && !rc;) {
+        int n = N - done < g->chunk ? N - done : g->chunk;
+        rc = forward_chunk(g, tokens + done, n, NULL, true) ||
+             ops->upload(g->targets, targets + done, (size_t)n * 4) ||
+             ops->cross_entropy_forward_backward(g->losses, NULL, g->dlogits, g->targets, n, V,
+                                                 0.0f) ||
+             ops->download(losses, g->losses, (size_t)n * 4);
+        for (int i = 0; i < n && !rc; i++)
+            if (targets[done + i] >= 0) *loss_sum += losses[i], ++*ntrained;
+        done += n;
+    }
+    free(losses);
+    if (rc) g->T = T_start;
+    return rc ? -1 : ops->synchronize();
 }

@@ -55,6 +55,12 @@ void dp_gpu_forward_free(dp_gpu_forward *g);
  * holds the last position's afterwards. Nothing appended on failure. */
 int dp_gpu_forward_tokens(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits);
 
+/* Appends N tokens and sums the cross-entropy of each row's logits against targets (-1: row not
+ * counted), one chunk of logits at a time on the device (never (N, V) at once), as
+ * dp_model_loss does on the CPU: *loss_sum over the counted rows, *ntrained of them. */
+int dp_gpu_forward_loss(dp_gpu_forward *g, const int32_t *tokens, const int32_t *targets, int N,
+                        double *loss_sum, int64_t *ntrained);
+
 const float *dp_gpu_forward_logits(const dp_gpu_forward *g); /* (V) last position, host */
 int dp_gpu_forward_positions(const dp_gpu_forward *g);       /* positions in the cache */
 const dp_gf_plan *dp_gpu_forward_table(const dp_gpu_forward *g);

@@ -11,6 +11,7 @@
 #include "kernels/emu/emu_api.h"
 #include "train/lora.h"
 #include "train/memplan.h"
+#include "train/model_grad.h"
 
 extern const struct dp_gpu_ops dp_emu_ops; /* kernels/cuda/kernels.h clashes with dtype.h */
 
@@ -252,6 +253,29 @@ static void check_lora(const dp_model *m, const dp_safetensors *ref, const char 
         CHECK_EQ_INT((long long)ip->bytes[DP_GF_LORA], (long long)(lora->n * 4)); /* all aligned */
         dp_gpu_forward_free(g);
     }
+    /* the loss of the sequence (next-token targets, the first 5 rows not counted) with the
+     * adapter: chunks of 16 rows of logits on the device vs train/model_grad.c's CPU loss */
+    int N = (int)T - 1;
+    int32_t *tg = malloc((size_t)N * 4), *pos = malloc((size_t)N * 4), cu[2] = {0, N};
+    for (int i = 0; i < N; i++) tg[i] = i < 5 ? -1 : tok[i + 1], pos[i] = i;
+    dp_batch b = {.N = N, .nseq = 1, .tokens = tok, .targets = tg, .pos = pos, .cu_seqlens = cu};
+    dp_grad_ws *ws = dp_grad_ws_create(m, lora, N, false, 0);
+    double want = 0, have = 0;
+    int64_t nw = 0, nh = 0;
+    CHECK(ws && dp_model_loss(ws, m, lora, &b, &want, &nw) == 0);
+    dp_grad_ws_free(ws);
+    if (dp_gpu_forward_create(&g, &dp_emu_ops, m, lora, 64, 16, bf16) == 0) {
+        CHECK_REPORT(dp_gpu_forward_loss(g, tok, tg, N, &have, &nh) == 0, "%s", dp_last_error());
+        fprintf(stderr, "  %s %s %s LoRA loss sum: EMU %.6f, CPU %.6f over %lld rows\n", name,
+                nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", have, want, (long long)nw);
+        CHECK_NEAR(want, have, 0, bf16 ? 2e-3 : 1e-5);
+        CHECK_EQ_INT(nw, nh);
+        CHECK_EQ_INT(N - 5, nh);
+        dp_gpu_forward_free(g);
+    } else {
+        CHECK_REPORT(0, "%s: %s", name, dp_last_error());
+    }
+    free(tg), free(pos);
     free(cpu), free(got);
 out:
     free(tok), free(steps);
