@@ -4,6 +4,7 @@
 #include "infer/forward_gpu.h"
 
 #include "data/error.h"
+#include "infer/dtype.h"
 #include "kernels/cuda/kernels.h"
 
 #include <stdlib.h>
@@ -214,22 +215,12 @@ int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora
     return 0;
 }
 
-/* round to nearest even, as torch does (infer/dtype.h has its own, but its dp_dtype enum
- * clashes with the backend table's) */
-static uint16_t to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    if ((u & 0x7f800000u) == 0x7f800000u && (u & 0x7fffffu)) return (uint16_t)((u >> 16) | 0x40);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* host fp32 → device, converted to bf16 on the way when asked */
 static int put(const dp_gpu_ops *ops, void *dst, const float *src, size_t n, bool bf16) {
     if (!bf16) return ops->upload(dst, src, n * 4);
     uint16_t *t = dp_malloc(n * 2);
     if (!t) return -1;
-    for (size_t i = 0; i < n; i++) t[i] = to_bf16(src[i]);
+    for (size_t i = 0; i < n; i++) t[i] = dp_f32_to_bf16(src[i]);
     int rc = ops->upload(dst, t, n * 2);
     free(t);
     return rc;
@@ -344,7 +335,8 @@ fail:
         if ((call) != 0) return -1;                                                                \
     } while (0)
 
-static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N, dp_dtype cd);
+static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N,
+                    dp_act_dtype cd);
 
 /* y (N, out) += scale * (x A^T) B^T, fp32 GEMMs over the fp32 master weights (bf16 activations
  * go through fp32 copies) */
@@ -370,7 +362,7 @@ static int lora_forward(dp_gpu_forward *g, const dp_gf_linear *d, void *y, const
 static int linear(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, const void *x, int N,
                   bool f32_out) {
     const dp_gpu_ops *ops = g->ops;
-    const dp_dtype ab = g->bf16 ? DP_BF16 : DP_F32, cd = f32_out ? DP_F32 : ab;
+    const dp_act_dtype ab = g->bf16 ? DP_BF16 : DP_F32, cd = f32_out ? DP_F32 : ab;
     const void *w = d->w;
     if (!w) {
         if (ab == DP_F32 && N == 1 && ldy == d->out) /* decode: the fused NF4 GEMV */
@@ -389,7 +381,7 @@ static int linear(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, co
 }
 
 static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N,
-                    dp_dtype cd) {
+                    dp_act_dtype cd) {
     const dp_gpu_ops *ops = g->ops;
     if (cd == DP_F32 && ldy == d->out) return ops->bias_forward(y, d->bias, N, d->out);
     if (ldy != d->out) return dp_fail("GPU forward: bias on a strided output is not supported");

@@ -39,7 +39,7 @@ int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora
                         int chunk, bool bf16);
 
 /* The run's state (weights, cache, buffers): opaque, so that this header does not need the
- * backend table's header (its dp_dtype clashes with infer/dtype.h's). */
+ * backend table's header (its dp_act_dtype clashes with infer/dtype.h's). */
 typedef struct dp_gpu_forward dp_gpu_forward;
 struct dp_gpu_ops; /* kernels/cuda/kernels.h: dp_cuda_ops or dp_emu_ops */
 

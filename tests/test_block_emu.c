@@ -121,7 +121,7 @@ static float *down(const void *d, size_t n, int bf16) {
 /* out (N, OC) = inp (N, K) @ W (OC, K)^T, the matmul_forward convention through the wrapper */
 static void linear(dp_blas *blas, void *out, const void *inp, const void *wt, int N, int K, int OC,
                    int bf16) {
-    dp_dtype t = bf16 ? DP_BF16 : DP_F32;
+    dp_act_dtype t = bf16 ? DP_BF16 : DP_F32;
     OK(gpu->gemm(blas, false, true, N, OC, K, 1.0f, inp, K, wt, K, 0.0f, out, OC, t, t));
 }
 

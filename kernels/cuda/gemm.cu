@@ -60,7 +60,7 @@ static int gemm_check(const char *what, bool transA, bool transB, int M, int N, 
 
 #ifdef DOPPEL_EMU
 /* rows x cols of a row-major matrix with leading dimension ld, to dense fp32 */
-static float *to_f32(const void *p, dp_dtype t, int rows, int cols, int ld) {
+static float *to_f32(const void *p, dp_act_dtype t, int rows, int cols, int ld) {
     float *out = (float *)malloc((size_t)rows * cols * sizeof(float));
     if (!out) return NULL;
     for (int r = 0; r < rows; r++)
@@ -74,8 +74,8 @@ static float *to_f32(const void *p, dp_dtype t, int rows, int cols, int ld) {
 }
 
 static int emu_gemm(bool transA, bool transB, int M, int N, int K, float alpha, const void *A,
-                    int lda, const void *B, int ldb, float beta, void *C, int ldc, dp_dtype ab,
-                    dp_dtype c) {
+                    int lda, const void *B, int ldb, float beta, void *C, int ldc, dp_act_dtype ab,
+                    dp_act_dtype c) {
     int ra = transA ? K : M, ca = transA ? M : K, rb = transB ? N : K, cb = transB ? K : N;
     float *a = to_f32(A, ab, ra, ca, lda), *b = to_f32(B, ab, rb, cb, ldb);
     float *c32 = c == DP_BF16 ? to_f32(C, DP_BF16, M, N, ldc) : (float *)C;
@@ -98,14 +98,14 @@ static int emu_gemm(bool transA, bool transB, int M, int N, int K, float alpha, 
     return rc;
 }
 #else
-static cudaDataType_t cuda_type(dp_dtype t) {
+static cudaDataType_t cuda_type(dp_act_dtype t) {
     return t == DP_BF16 ? CUDA_R_16BF : CUDA_R_32F;
 }
 #endif
 
 extern "C" int DP_CUDA_FN(gemm)(dp_blas *h, bool transA, bool transB, int M, int N, int K,
                                 float alpha, const void *A, int lda, const void *B, int ldb,
-                                float beta, void *C, int ldc, dp_dtype ab, dp_dtype c) {
+                                float beta, void *C, int ldc, dp_act_dtype ab, dp_act_dtype c) {
     if (gemm_check("gemm", transA, transB, M, N, K, lda, ldb, ldc, 1)) return -1;
 #ifdef DOPPEL_EMU
     (void)h;
@@ -122,8 +122,8 @@ extern "C" int DP_CUDA_FN(gemm)(dp_blas *h, bool transA, bool transB, int M, int
 extern "C" int DP_CUDA_FN(gemm_batched)(dp_blas *h, bool transA, bool transB, int M, int N, int K,
                                         float alpha, const void *A, int lda, int64_t strideA,
                                         const void *B, int ldb, int64_t strideB, float beta,
-                                        void *C, int ldc, int64_t strideC, int batch, dp_dtype ab,
-                                        dp_dtype c) {
+                                        void *C, int ldc, int64_t strideC, int batch,
+                                        dp_act_dtype ab, dp_act_dtype c) {
     if (gemm_check("gemm_batched", transA, transB, M, N, K, lda, ldb, ldc, batch)) return -1;
 #ifdef DOPPEL_EMU
     (void)h;

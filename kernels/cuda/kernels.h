@@ -19,7 +19,7 @@ extern "C" {
 #endif
 
 typedef uint16_t dp_bf16; /* bit pattern of a bfloat16 (__nv_bfloat16 on the device side) */
-typedef enum { DP_F32 = 0, DP_BF16 = 1 } dp_dtype;
+typedef enum { DP_F32 = 0, DP_BF16 = 1 } dp_act_dtype;
 typedef struct dp_blas dp_blas; /* a cuBLAS handle (and workspace); a stub under EMU */
 
 /* An NF4 matrix in device memory: a dp_nf4 (kernels/nf4.h) copied over by nf4_upload. */
@@ -51,11 +51,11 @@ typedef struct {
     X(blas_destroy, (dp_blas *h))                                                                 \
     X(gemm, (dp_blas *h, bool transA, bool transB, int M, int N, int K, float alpha,             \
              const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,        \
-             dp_dtype ab, dp_dtype c))                                                            \
+             dp_act_dtype ab, dp_act_dtype c))                                                            \
     X(gemm_batched, (dp_blas *h, bool transA, bool transB, int M, int N, int K, float alpha,     \
                      const void *A, int lda, int64_t strideA, const void *B, int ldb,             \
                      int64_t strideB, float beta, void *C, int ldc, int64_t strideC, int batch,   \
-                     dp_dtype ab, dp_dtype c))                                                    \
+                     dp_act_dtype ab, dp_act_dtype c))                                                    \
     /* ---- elementwise: casts, residual out = a + b, bias out (N, OC) += bias (OC) */           \
     X(cast_f32_to_bf16, (dp_bf16 *out, const float *inp, size_t n))                               \
     X(cast_bf16_to_f32, (float *out, const dp_bf16 *inp, size_t n))                               \
@@ -139,8 +139,8 @@ typedef struct {
 DP_GPU_OP_LIST(DP_GPU_DECLARE)
 #undef DP_GPU_DECLARE
 
-typedef struct dp_gpu_ops { /* tagged: headers that clash with dp_dtype can still name it */
-    const char *backend;    /* "cuda" or "emu" */
+typedef struct dp_gpu_ops {
+    const char *backend; /* "cuda" or "emu" */
 #define DP_GPU_FIELD(name, args) int(*name) args;
     DP_GPU_OP_LIST(DP_GPU_FIELD)
 #undef DP_GPU_FIELD
