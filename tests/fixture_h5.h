@@ -13,6 +13,15 @@
 #include <string.h>
 
 /* Reads a whole numeric dataset as float (or int32 when as_int); NULL when absent. */
+/* tests/fixtures/peft/ARCH.h5 opened read-only, or -1 after a failed check. */
+static inline hid_t fx_open(const char *arch) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    CHECK_REPORT(f >= 0, "cannot open %s", path);
+    return f;
+}
+
 static inline void *fx_read(hid_t f, const char *name, size_t *count, int as_int) {
     if (H5Lexists(f, name, H5P_DEFAULT) <= 0) return NULL;
     hid_t d = H5Dopen2(f, name, H5P_DEFAULT);

@@ -8,10 +8,7 @@
 #include "train/model_grad.h"
 
 static void test_arch(const char *arch) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
+    hid_t f = fx_open(arch);
     if (f < 0) return;
     fx_model fm;
     CHECK(fx_model_load(f, arch, &fm) == 0);

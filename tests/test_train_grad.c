@@ -54,10 +54,7 @@ static int count_trained(const dp_batch *b) {
 }
 
 static void test_arch(const char *arch) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
+    hid_t f = fx_open(arch);
     if (f < 0) return;
     fx_model fm;
     CHECK(fx_model_load(f, arch, &fm) == 0);
@@ -138,10 +135,7 @@ static void test_arch(const char *arch) {
 /* QLoRA: with the block linears in NF4, the gradients equal those of the fp32 model whose
  * weights are dequantize(quantize(W)) (tiled NF4 GEMMs against dense ones). */
 static void test_nf4(const char *arch) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
+    hid_t f = fx_open(arch);
     if (f < 0) return;
     fx_model fm;
     CHECK(fx_model_load(f, arch, &fm) == 0);
@@ -206,10 +200,7 @@ static void test_nf4(const char *arch) {
  * loss (the masks are a pure function of the seed, so both sides see the same ones), and the
  * dropout really changes the loss. */
 static void test_dropout(const char *arch) {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
+    hid_t f = fx_open(arch);
     if (f < 0) return;
     fx_model fm;
     CHECK(fx_model_load(f, arch, &fm) == 0);

@@ -13,8 +13,7 @@ static char args[8192]; /* FIXTURE ADAPTER LOGITS triples for one python run */
 static void test_arch(const char *arch, const char *tmp) {
     char path[1024], dir[512], lpath[512];
     snprintf(path, sizeof path, "%s/tests/fixtures/peft/%s.h5", DOPPEL_SOURCE_DIR, arch);
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    CHECK(f >= 0);
+    hid_t f = fx_open(arch);
     if (f < 0) return;
     fx_model fm;
     CHECK(fx_model_load(f, arch, &fm) == 0);
