@@ -5,6 +5,7 @@
  * activations and weights; then a decode step with a KV cache against the full forward, and
  * the input gradient through the block (frozen weights, as in LoRA training). */
 #include "check.h"
+#include "infer/dtype.h"
 #include "data/error.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
@@ -30,18 +31,6 @@ static float *randn(size_t n, float scale) {
     float *x = malloc(n * sizeof(float));
     for (size_t i = 0; i < n; i++) x[i] = scale * frand();
     return x;
-}
-static dp_bf16 to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (dp_bf16)(u >> 16);
-}
-static float from_bf16(dp_bf16 b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
 }
 
 typedef struct {
@@ -97,7 +86,7 @@ static void *up(const float *h, size_t n, int bf16) {
     OK(gpu->dev_malloc(&d, n * (bf16 ? 2 : 4)));
     if (bf16) {
         dp_bf16 *t = malloc(n * 2);
-        for (size_t i = 0; i < n; i++) t[i] = to_bf16(h[i]);
+        for (size_t i = 0; i < n; i++) t[i] = dp_f32_to_bf16(h[i]);
         OK(gpu->upload(d, t, n * 2));
         free(t);
     } else {
@@ -110,7 +99,7 @@ static float *down(const void *d, size_t n, int bf16) {
     if (bf16) {
         dp_bf16 *t = malloc(n * 2);
         OK(gpu->download(t, d, n * 2));
-        for (size_t i = 0; i < n; i++) h[i] = from_bf16(t[i]);
+        for (size_t i = 0; i < n; i++) h[i] = dp_bf16_to_f32(t[i]);
         free(t);
     } else {
         OK(gpu->download(h, d, n * 4));

@@ -3,6 +3,7 @@
  * rounded to bf16, the CPU twin runs on the same rounded values, and the tolerance allows the
  * bf16 rounding of the outputs; every comparison prints its max difference and tolerance. */
 #include "check.h"
+#include "infer/dtype.h"
 #include "data/error.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
@@ -30,21 +31,8 @@ static float *randn(size_t n, float scale) {
     return x;
 }
 
-/* ---- bf16 on the host: round to nearest even, as __float2bfloat16 */
-static dp_bf16 to_bf16(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (dp_bf16)(u >> 16);
-}
-static float from_bf16(dp_bf16 b) {
-    uint32_t u = (uint32_t)b << 16;
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
 static void round_bf16(float *x, size_t n) { /* x := bf16(x), kept as floats */
-    for (size_t i = 0; i < n; i++) x[i] = from_bf16(to_bf16(x[i]));
+    for (size_t i = 0; i < n; i++) x[i] = dp_bf16_to_f32(dp_f32_to_bf16(x[i]));
 }
 
 /* ---- device buffers */
@@ -59,7 +47,7 @@ static float *dev_f32(const float *h, size_t n) {
 }
 static dp_bf16 *dev_bf16(const float *h, size_t n) {
     dp_bf16 *tmp = malloc((n ? n : 1) * sizeof(dp_bf16));
-    for (size_t i = 0; i < n; i++) tmp[i] = to_bf16(h[i]);
+    for (size_t i = 0; i < n; i++) tmp[i] = dp_f32_to_bf16(h[i]);
     dp_bf16 *d = dev_copy(tmp, n * sizeof(dp_bf16));
     free(tmp);
     return d;
@@ -73,7 +61,7 @@ static float *get_bf16(const dp_bf16 *d, size_t n) {
     dp_bf16 *tmp = malloc((n ? n : 1) * sizeof(dp_bf16));
     float *h = malloc((n ? n : 1) * sizeof(float));
     OK(gpu->download(tmp, d, n * sizeof(dp_bf16)));
-    for (size_t i = 0; i < n; i++) h[i] = from_bf16(tmp[i]);
+    for (size_t i = 0; i < n; i++) h[i] = dp_bf16_to_f32(tmp[i]);
     free(tmp);
     return h;
 }
@@ -453,7 +441,7 @@ static void test_elementwise(size_t n) {
     OK(gpu->dev_malloc((void **)&bb, n * 2));
     OK(gpu->cast_f32_to_bf16(bb, da, n));
     o = get_bf16(bb, n);
-    for (size_t i = 0; i < n; i++) ref[i] = from_bf16(to_bf16(a[i]));
+    for (size_t i = 0; i < n; i++) ref[i] = dp_bf16_to_f32(dp_f32_to_bf16(a[i]));
     check_arrays_near("cast f32->bf16 (exact rounding)", ref, o, n, 0, 0);
     free(o);
     OK(gpu->cast_bf16_to_f32(dc, bb, n));
@@ -464,7 +452,8 @@ static void test_elementwise(size_t n) {
     OK(gpu->residual_forward_bf16(bb, ba, bc, n));
     o = get_bf16(bb, n);
     for (size_t i = 0; i < n; i++)
-        ref[i] = from_bf16(to_bf16(from_bf16(to_bf16(a[i])) + from_bf16(to_bf16(b[i]))));
+        ref[i] = dp_bf16_to_f32(dp_f32_to_bf16(dp_bf16_to_f32(dp_f32_to_bf16(a[i])) +
+                                               dp_bf16_to_f32(dp_f32_to_bf16(b[i]))));
     check_arrays_near("residual bf16", ref, o, n, 0, 0);
     free(o);
     /* bias over rows of width 37 */
