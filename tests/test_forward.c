@@ -2,6 +2,7 @@
  * whole sequences (every position), a prefill + KV-cache decode, chunked prefill, and the NF4
  * path against transformers run on bitsandbytes-dequantized weights. */
 #include "check.h"
+#include "fixture_st.h"
 #include "data/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
@@ -14,29 +15,6 @@
 
 static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 
-static float *tensor(const dp_safetensors *ref, const char *name, int64_t *numel) {
-    const dp_st_tensor *t = dp_safetensors_find(ref, name);
-    if (!t) {
-        CHECK_REPORT(0, "reference tensor %s missing", name);
-        return NULL;
-    }
-    float *out = malloc((size_t)t->numel * sizeof(float));
-    if (t->dtype == DP_DT_I32) {
-        const int32_t *src = t->data;
-        for (int64_t i = 0; i < t->numel; i++) ((int32_t *)out)[i] = src[i];
-    } else {
-        CHECK(dp_st_tensor_f32(t, out, t->shape[0], t->ndim == 2 ? t->shape[1] : 0) == 0);
-    }
-    *numel = t->numel;
-    return out;
-}
-
-static double max_abs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
 /* every position of each sequence, in one prefill (and in chunks of 5 for the longest) */
 static void check_sequences(const dp_model *m, const dp_safetensors *ref, const char *name,
                             const char *prefix, double rel_tol) {
@@ -45,15 +23,15 @@ static void check_sequences(const dp_model *m, const dp_safetensors *ref, const 
         char key[64], what[128];
         int64_t T, n;
         snprintf(key, sizeof key, "seq%d.tokens", s);
-        int32_t *tok = (int32_t *)tensor(ref, key, &T);
+        int32_t *tok = (int32_t *)fx_st_tensor(ref, key, &T);
         snprintf(key, sizeof key, "%sseq%d.logits", prefix, s);
-        float *want = tensor(ref, key, &n);
+        float *want = fx_st_tensor(ref, key, &n);
         if (!tok || !want || n != T * V) {
             CHECK_REPORT(0, "%s: bad reference shapes", name);
             free(tok), free(want);
             return;
         }
-        double tol = rel_tol * max_abs(want, (size_t)n);
+        double tol = rel_tol * fx_max_abs(want, (size_t)n);
         float *got = calloc((size_t)n, sizeof(float));
         for (int chunk = 0; chunk <= 5; chunk += 5) {
             if (chunk && T < 20) break;
@@ -74,14 +52,14 @@ static void check_sequences(const dp_model *m, const dp_safetensors *ref, const 
 static void check_decode(const dp_model *m, const dp_safetensors *ref, const char *name) {
     const int V = m->cfg.V;
     int64_t P, S, n;
-    int32_t *prefix = (int32_t *)tensor(ref, "decode.prefix", &P);
-    int32_t *steps = (int32_t *)tensor(ref, "decode.tokens", &S);
-    float *want = tensor(ref, "decode.logits", &n);
+    int32_t *prefix = (int32_t *)fx_st_tensor(ref, "decode.prefix", &P);
+    int32_t *steps = (int32_t *)fx_st_tensor(ref, "decode.tokens", &S);
+    float *want = fx_st_tensor(ref, "decode.logits", &n);
     if (!prefix || !steps || !want || n != (S + 1) * V) {
         CHECK_REPORT(0, "%s: bad decode reference", name);
         goto out;
     }
-    double tol = 1e-4 * max_abs(want, (size_t)n);
+    double tol = 1e-4 * fx_max_abs(want, (size_t)n);
     float *got = calloc((size_t)n, sizeof(float));
     dp_forward f;
     CHECK(dp_forward_create(&f, m, 32, 0) == 0);
@@ -136,7 +114,7 @@ static void check_nf4_kernels(const dp_model *m, const dp_safetensors *ref, cons
         }
     }
     int64_t T;
-    int32_t *tok = (int32_t *)tensor(ref, "seq3.tokens", &T);
+    int32_t *tok = (int32_t *)fx_st_tensor(ref, "seq3.tokens", &T);
     size_t n = (size_t)T * c->V;
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
     float *a1 = malloc((size_t)c->V * sizeof(float));
@@ -148,7 +126,7 @@ static void check_nf4_kernels(const dp_model *m, const dp_safetensors *ref, cons
     memcpy(a + (size_t)(T - 1) * c->V, fa.logits, (size_t)c->V * sizeof(float));
     char what[128];
     snprintf(what, sizeof what, "%s NF4 kernels vs fp32 of dequantized", name);
-    check_arrays_near(what, b, a, n, 1e-5 * max_abs(b, n), 0);
+    check_arrays_near(what, b, a, n, 1e-5 * fx_max_abs(b, n), 0);
     dp_forward_free(&fa);
     dp_forward_free(&fb);
     for (int l = 0; l < c->L; l++)

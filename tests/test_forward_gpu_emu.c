@@ -3,17 +3,17 @@
  * (infer/forward.c) and transformers' committed logits, fp32 and NF4 weights, fp32 and bf16
  * activations; and the run's peak "device" bytes against the allocation table. */
 #include "check.h"
+#include "fixture_st.h"
 #include "data/error.h"
 #include "infer/forward.h"
 #include "infer/forward_gpu.h"
 #include "infer/model_load.h"
 #include "infer/safetensors.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
 #include "train/lora.h"
 #include "train/memplan.h"
 #include "train/model_grad.h"
-
-extern const struct dp_gpu_ops dp_emu_ops; /* kernels/cuda/kernels.h clashes with dtype.h */
 
 #include <math.h>
 #include <stdlib.h>
@@ -33,27 +33,6 @@ extern const struct dp_gpu_ops dp_emu_ops; /* kernels/cuda/kernels.h clashes wit
 
 static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 
-static void *tensor(const dp_safetensors *ref, const char *name, int64_t *numel) {
-    const dp_st_tensor *t = dp_safetensors_find(ref, name);
-    if (!t) {
-        CHECK_REPORT(0, "reference tensor %s missing", name);
-        return NULL;
-    }
-    float *out = malloc((size_t)t->numel * sizeof(float));
-    if (t->dtype == DP_DT_I32)
-        memcpy(out, t->data, (size_t)t->numel * 4);
-    else
-        CHECK(dp_st_tensor_f32(t, out, t->shape[0], t->ndim == 2 ? t->shape[1] : 0) == 0);
-    *numel = t->numel;
-    return out;
-}
-
-static double max_abs(const float *x, size_t n) {
-    double m = 0;
-    for (size_t i = 0; i < n; i++) m = fmax(m, fabs(x[i]));
-    return m;
-}
-
 /* Tolerances, relative to the largest reference logit: fp32 activations differ from the CPU
  * only in summation order; bf16 rounds every activation and weight to 8 mantissa bits. NF4:
  * see tests/test_forward.c (an absmax code may differ by one step from bitsandbytes'). */
@@ -69,8 +48,8 @@ static void check_prefill(const dp_model *m, const dp_safetensors *ref, const ch
                           bool bf16) {
     const int V = m->cfg.V;
     int64_t T, n;
-    int32_t *tok = tensor(ref, "seq3.tokens", &T);
-    float *want = tensor(ref, nf4 ? "nf4.seq3.logits" : "seq3.logits", &n);
+    int32_t *tok = fx_st_tensor(ref, "seq3.tokens", &T);
+    float *want = fx_st_tensor(ref, nf4 ? "nf4.seq3.logits" : "seq3.logits", &n);
     if (!tok || !want || n != T * V) {
         CHECK_REPORT(0, "%s: bad reference shapes", name);
         free(tok), free(want);
@@ -81,7 +60,7 @@ static void check_prefill(const dp_model *m, const dp_safetensors *ref, const ch
     CHECK(dp_forward_create(&f, m, 64, 0) == 0);
     CHECK(dp_forward_tokens(&f, tok, (int)T, cpu) == 0);
     dp_forward_free(&f);
-    double scale = max_abs(want, (size_t)n);
+    double scale = fx_max_abs(want, (size_t)n);
     for (int chunk = 0; chunk <= (REDUCED ? 0 : 5); chunk += 5) {
         dp_gpu_forward *g;
         if (dp_gpu_forward_create(&g, &dp_emu_ops, m, NULL, 64, chunk, bf16)) {
@@ -109,9 +88,9 @@ static void check_decode(const dp_model *m, const dp_safetensors *ref, const cha
                          bool bf16) {
     const int V = m->cfg.V;
     int64_t P, S, n;
-    int32_t *prefix = tensor(ref, "decode.prefix", &P);
-    int32_t *steps = tensor(ref, "decode.tokens", &S);
-    float *want = tensor(ref, "decode.logits", &n);
+    int32_t *prefix = fx_st_tensor(ref, "decode.prefix", &P);
+    int32_t *steps = fx_st_tensor(ref, "decode.tokens", &S);
+    float *want = fx_st_tensor(ref, "decode.logits", &n);
     if (!prefix || !steps || !want || n != (S + 1) * V) {
         CHECK_REPORT(0, "%s: bad decode reference", name);
         free(prefix), free(steps), free(want);
@@ -142,7 +121,7 @@ static void check_decode(const dp_model *m, const dp_safetensors *ref, const cha
         memcpy(got + (size_t)(i + 1) * V, dp_gpu_forward_logits(g), (size_t)V * 4);
     }
     CHECK_EQ_INT(P + S, dp_gpu_forward_positions(g));
-    double scale = max_abs(want, (size_t)n);
+    double scale = fx_max_abs(want, (size_t)n);
     char what[160];
     snprintf(what, sizeof what, "%s %s %s prefill %d + decode %d vs CPU", name,
              nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", (int)P, (int)S);
@@ -216,8 +195,8 @@ static void check_lora(const dp_model *m, const dp_safetensors *ref, const char 
         lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
     }
     int64_t T, S;
-    int32_t *tok = tensor(ref, "seq3.tokens", &T);
-    int32_t *steps = tensor(ref, "decode.tokens", &S);
+    int32_t *tok = fx_st_tensor(ref, "seq3.tokens", &T);
+    int32_t *steps = fx_st_tensor(ref, "decode.tokens", &S);
     if (!tok || !steps) goto out;
     size_t n = (size_t)(T + S) * V;
     float *cpu = calloc(n, 4), *got = calloc(n, 4);
@@ -244,7 +223,7 @@ static void check_lora(const dp_model *m, const dp_safetensors *ref, const char 
         char what[160];
         snprintf(what, sizeof what, "%s %s %s LoRA r=4 prefill %d + decode %d vs CPU hook", name,
                  nf4 ? "nf4" : "fp32", bf16 ? "bf16-act" : "f32-act", (int)T, (int)S);
-        check_arrays_near(what, cpu, got, n, tol_cpu(bf16) * max_abs(cpu, n), 0);
+        check_arrays_near(what, cpu, got, n, tol_cpu(bf16) * fx_max_abs(cpu, n), 0);
         size_t peak = dp_emu_device_peak_bytes() - live0;
         const dp_gf_plan *ip = dp_gpu_forward_table(g);
         fprintf(stderr, "  %s: EMU peak device bytes %zu, table total %llu (LoRA %llu)\n", what,
