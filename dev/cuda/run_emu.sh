@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The `sandbox_emu` ctest suite: every sandbox program's EMU twin validates all its variants
+# against the CPU reference at two block sizes, on small ragged shapes (not multiples of the
+# block or tile sizes). $1: the build directory holding the sandbox_*_emu programs.
+set -euo pipefail
+bin="$1"
+run() {
+  local prog="$bin/sandbox_$1_emu"
+  shift
+  echo "== $(basename "$prog") $*"
+  "$prog" "$@"
+}
+run rmsnorm_forward --shape 7,200 --blocks 32,256
+run nf4_dequantize --shape 37,101 --blocks 32,256
+run gemv_nf4 --shape 37,200 --blocks 64,256
+run attention_forward --shape 2,37,4,2,40 --blocks 32,128
+run cross_entropy --shape 5,1000 --blocks 32,256
+run adamw --shape 1003 --blocks 32,256
+echo "== every sandbox validated under EMU"
