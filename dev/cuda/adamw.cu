@@ -49,9 +49,9 @@ __global__ static void adamw_kernel3(float *param, const float *grad, float *m, 
                      grad_scale);
 }
 
-static const char *const variants[] = {"simple: thread per element", "production launcher",
+static const char *const variants[] = {"simple: thread per element", "production (default 256)",
                                        "4 per thread, 128-bit, grid-stride"};
-static const bool fixed_block[] = {false, true, false};
+static const bool fixed_block[] = {false, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {40370176}; /* LoRA r=16 on every linear of Qwen2.5-7B */
@@ -94,8 +94,8 @@ int main(int argc, char **argv) {
                           d_m, d_v, n, beta1, beta2, eps, step_size, bc2_sqrt, decay, scale);
                 return true;
             case 2:
-                SB_OK(DP_CUDA_FN(adamw_update)(d_p, d_g, d_m, d_v, n, lr, beta1, beta2, eps, wd,
-                                               scale, t));
+                SB_OK(DP_CUDA_FN(adamw_update_block)(d_p, d_g, d_m, d_v, n, lr, beta1, beta2, eps,
+                                                     wd, scale, t, block));
                 return true;
             case 3: {
                 size_t g = (n / 4 + block - 1) / block, cap = sms > 0 ? (size_t)sms * 16 : 65535;

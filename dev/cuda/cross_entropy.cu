@@ -105,13 +105,13 @@ __global__ static void cross_entropy_kernel4(float *losses, bf16 *dlogits, const
     }
 }
 
-static const char *const variants[] = {"simple: thread per row, 3 passes", "production launcher",
-                                       "block per row, online softmax",
+static const char *const variants[] = {"simple: thread per row, 3 passes",
+                                       "production (default 512)", "block per row, online softmax",
                                        "online softmax, 128-bit loads"};
-static const bool fixed_block[] = {false, true, false, false};
+static const bool fixed_block[] = {false, false, false, false};
 
 int main(int argc, char **argv) {
-    static const int defaults[] = {1024, 152064}; /* a chunk of rows over Qwen2.5's vocabulary */
+    static const int defaults[] = {256, 152064}; /* a chunk of rows over Qwen2.5's vocabulary */
     sb_program p = {"cross_entropy", "N,V", "rows N (one chunk), vocabulary V", 2, defaults,
                     variants,        4};
     sb_opts o;
@@ -147,8 +147,9 @@ int main(int argc, char **argv) {
                           d_x, d_t, N, V, dloss);
                 return true;
             case 2:
-                SB_OK(DP_CUDA_FN(cross_entropy_forward_backward_bf16)(
-                    d_losses, (dp_bf16 *)d_dx, (const dp_bf16 *)d_x, d_t, N, V, dloss));
+                if (block % 32) return false;
+                SB_OK(DP_CUDA_FN(cross_entropy_forward_backward_bf16_block)(
+                    d_losses, (dp_bf16 *)d_dx, (const dp_bf16 *)d_x, d_t, N, V, dloss, block));
                 return true;
             case 3:
                 if (block % 32) return false;

@@ -63,9 +63,9 @@ __global__ static void gemv_nf4_kernel4(float *out, const float *x, dp_nf4_dev w
     if (threadIdx.x == 0) out[row] = s + (bias ? bias[row] : 0.0f);
 }
 
-static const char *const variants[] = {"simple: thread per row", "production launcher",
+static const char *const variants[] = {"simple: thread per row", "production (default 256)",
                                        "warp per row, 8 per lane, vector", "block per row, vector"};
-static const bool fixed_block[] = {false, true, false, false};
+static const bool fixed_block[] = {false, false, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {18944, 3584}; /* Qwen2.5-7B's gate/up projection, one token */
@@ -127,7 +127,8 @@ int main(int argc, char **argv) {
                           d_bias, C, OC);
                 return true;
             case 2:
-                SB_OK(DP_CUDA_FN(gemv_nf4)(d_out, d_x, &d, d_bias, C, OC));
+                if (block % 32) return false;
+                SB_OK(DP_CUDA_FN(gemv_nf4_block)(d_out, d_x, &d, d_bias, C, OC, block));
                 return true;
             case 3:
                 if (block % 32 || C % 8 || d.blocksize % 8) return false;

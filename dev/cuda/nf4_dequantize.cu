@@ -66,10 +66,10 @@ __global__ static void nf4_dequantize_kernel4(bf16 *out, dp_nf4_dev w) {
     }
 }
 
-static const char *const variants[] = {"simple: thread per element", "production launcher",
+static const char *const variants[] = {"simple: thread per element", "production (default 256)",
                                        "thread per byte, bf16x2 stores",
                                        "thread per 8, 128-bit stores"};
-static const bool fixed_block[] = {false, true, false, false};
+static const bool fixed_block[] = {false, false, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {18944, 3584}; /* Qwen2.5-7B's gate/up projection */
@@ -113,7 +113,7 @@ int main(int argc, char **argv) {
                           d_out, d);
                 return true;
             case 2:
-                SB_OK(DP_CUDA_FN(nf4_dequantize_bf16)((dp_bf16 *)d_out, &d));
+                SB_OK(DP_CUDA_FN(nf4_dequantize_bf16_block)((dp_bf16 *)d_out, &d, block));
                 return true;
             case 3:
                 DP_LAUNCH(nf4_dequantize_kernel3, grid((n + 1) / 2, block), block, 0, 0, d_out, d);

@@ -66,10 +66,10 @@ __global__ static void rmsnorm_forward_kernel4(bf16 *out, float *rstd, const bf1
     if (threadIdx.x == 0) rstd[blockIdx.x] = r;
 }
 
-static const char *const variants[] = {"simple: thread per row", "production launcher",
+static const char *const variants[] = {"simple: thread per row", "production (default 256)",
                                        "warp per row (shuffles only)",
                                        "block per row, 128-bit loads"};
-static const bool fixed_block[] = {false, true, false, false};
+static const bool fixed_block[] = {false, false, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {8192, 3584}; /* B*T rows of Qwen2.5-7B's hidden size */
@@ -104,8 +104,9 @@ int main(int argc, char **argv) {
                           d_rstd, d_x, d_w, N, C, eps);
                 return true;
             case 2:
-                SB_OK(DP_CUDA_FN(rmsnorm_forward_bf16)((dp_bf16 *)d_out, d_rstd,
-                                                       (const dp_bf16 *)d_x, d_w, N, C, eps));
+                if (block % 32) return false;
+                SB_OK(DP_CUDA_FN(rmsnorm_forward_bf16_block)(
+                    (dp_bf16 *)d_out, d_rstd, (const dp_bf16 *)d_x, d_w, N, C, eps, block));
                 return true;
             case 3:
                 if (block % 32) return false;

@@ -16,4 +16,5 @@ run gemv_nf4 --shape 37,200 --blocks 64,256
 run attention_forward --shape 2,37,4,2,40 --blocks 32,128
 run cross_entropy --shape 5,1000 --blocks 32,256
 run adamw --shape 1003 --blocks 32,256
+run swiglu_forward --shape 3,333 --blocks 64,1024
 echo "== every sandbox validated under EMU"

@@ -296,7 +296,8 @@ static inline size_t sb_l2_bytes(void) {
 
 /* Mean milliseconds of one run() over `reps` repetitions, each preceded by a write of a buffer
  * twice the L2 size so that no repetition finds its inputs in L2 (as in a real step, where
- * other kernels ran in between). Only the kernel is inside the events. */
+ * other kernels ran in between). Only the kernel is inside the events. A variant slower than
+ * 2 s per `reps` runs gets fewer repetitions. */
 static void *sb_flush;
 static size_t sb_flush_bytes;
 template <class F> static float sb_time_ms(int reps, F &&run) {
@@ -308,8 +309,14 @@ template <class F> static float sb_time_ms(int reps, F &&run) {
     cudaEvent_t start, stop;
     SB_CHECK(cudaEventCreate(&start));
     SB_CHECK(cudaEventCreate(&stop));
+    SB_CHECK(cudaEventRecord(start));
     run(); /* warm-up: first-launch costs are not the kernel's */
+    SB_CHECK(cudaEventRecord(stop));
+    SB_CHECK(cudaEventSynchronize(stop));
     SB_CHECK(cudaGetLastError());
+    float warm = 0.0f;
+    SB_CHECK(cudaEventElapsedTime(&warm, start, stop));
+    if (warm * reps > 2000.0f) reps = warm > 2000.0f ? 1 : (int)(2000.0f / warm); /* slow ones */
     float total = 0.0f;
     for (int r = 0; r < reps; r++) {
         SB_CHECK(cudaMemset(sb_flush, r & 0xff, sb_flush_bytes));
@@ -336,7 +343,7 @@ struct sb_cost {
 static inline void sb_print_time(float ms, sb_cost c, float peer_ms) {
     printf(" | %8.4f ms %7.1f GB/s", ms, c.bytes / (ms * 1e-3) / 1e9);
     if (c.flops > 0) printf(" %6.2f TFLOPS", c.flops / (ms * 1e-3) / 1e12);
-    if (peer_ms > 0) printf("  cuBLAS/this %.2fx", peer_ms / ms);
+    if (peer_ms > 0) printf("  %.2fx cuBLAS speed", peer_ms / ms); /* > 1: faster than the peer */
 }
 
 /* ---------------------------------------------------------------- the sweep
