@@ -111,7 +111,10 @@ static void compare_tensors(const char *what, const dp_lora *lora, const float *
  * own gradients: equal but for the summation order of the norm. Then the whole 3-step
  * trajectory against the all-CPU one: Adam divides each gradient by its own magnitude, so
  * near-zero gradient elements turn 1e-6 gradient differences into parameter differences of a
- * fraction of lr: the bound there is 1% of the largest move. */
+ * fraction of lr, which later steps carry on (a Debug build's CPU path alone moves them by 2%
+ * of the largest move): the bound there is 5% of the largest move, and the grad norms of the
+ * later steps agree to 1e-4. A wrong learning rate, bias correction or clip is off by far
+ * more. */
 static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const dp_lora *init,
                         const dp_batch *b, int nt, uint64_t seed, const char *what) {
     const size_t n = cpu->n;
@@ -136,7 +139,7 @@ static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const 
         fprintf(stderr, "  %-52s step %ld grad norm %.7f, CPU %.7f\n", what, step, gnorm, cnorm);
         CHECK(cnorm > ac.max_grad_norm); /* clipping is really exercised */
         CHECK_NEAR(enorm, gnorm, 0, 1e-12);
-        CHECK_NEAR(cnorm, gnorm, 0, 1e-5);
+        CHECK_NEAR(cnorm, gnorm, 0, step == 1 ? 1e-5 : 1e-4);
         for (size_t i = 0; i < n; i++) {
             double d = fmax(fabs((double)p[i] - ref->params[i]),
                             fmax(fabs((double)gm[i] - em[i]), fabs((double)gv[i] - ev[i])));
@@ -158,7 +161,7 @@ static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const 
     fprintf(stderr, "  %-52s params after 3 steps vs all-CPU: max|diff| %.3g, largest move %.3g\n",
             what, diff, moved);
     CHECK(moved > 1e-3);
-    CHECK(diff <= 1e-2 * moved);
+    CHECK(diff <= 5e-2 * moved);
     dp_grad_ws_free(ws);
     dp_lora_free(ref);
     free(mm), free(vv), free(p), free(gm), free(gv), free(gz), free(em), free(ev);
@@ -240,7 +243,7 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
     CHECK_EQ_INT((long long)live0, (long long)dp_emu_device_bytes());
 
     /* bad input fails cleanly */
-    if (!bf16 && !nf4 && dropout == 0) {
+    if (!bf16 && !nf4 && (dropout == 0 || REDUCED)) {
         dp_batch big = b;
         big.N = N + 1;
         CHECK(dp_gpu_train_create(&t, &dp_emu_ops, m, init, &shape) == 0);
@@ -276,13 +279,15 @@ int main(void) {
                 continue;
             }
             for (int bf16 = 0; bf16 < 2; bf16++) {
-                /* reduced: qwen2 fp32/f32, llama nf4/bf16, qwen3 nf4/f32 and fp32/bf16 */
-                if (REDUCED && !((i == 0 && !nf4 && !bf16) || (i == 1 && nf4 && bf16) ||
-                                 (i == 2 && nf4 != bf16)))
+                /* dropout and the optimizer: once per model, fp32 activations */
+                bool drop = nf4 == (int)(i % 2) && !bf16;
+                if (REDUCED) { /* qwen2 fp32/f32 with dropout + AdamW, qwen3 nf4/bf16 */
+                    if (i == 0 && !nf4 && !bf16) check_step(m, MODELS[i], false, false, 0.1f, true);
+                    if (i == 2 && nf4 && bf16) check_step(m, MODELS[i], true, true, 0.0f, false);
                     continue;
+                }
                 check_step(m, MODELS[i], nf4, bf16, 0.0f, !bf16);
-                /* dropout: one combination per model */
-                if (nf4 == (int)(i % 2) && !bf16) check_step(m, MODELS[i], nf4, bf16, 0.1f, true);
+                if (drop) check_step(m, MODELS[i], nf4, bf16, 0.1f, true);
             }
             dp_model_free(m);
         }
