@@ -6,6 +6,7 @@
 #include "data/progress.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
+#include "train/grad_gpu.h"
 #include "train/rng.h"
 
 #include <math.h>
@@ -137,6 +138,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     dp_metrics *mt = NULL;
     dp_progress *pg = NULL;
     dp_train_state st = {.seed = o->seed, .best_val = NAN, .best_step = -1};
+    dp_gpu_train *gt = NULL;
     if (!m || !v || !ws || dp_batch_buf_init(&bb, o->batch_tokens)) goto done;
     res->workspace_bytes = dp_grad_ws_bytes(ws);
 
@@ -156,6 +158,14 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                     path, (long long)st.step, total);
             goto done;
         }
+    }
+    if (o->gpu) { /* every device buffer from the memory plan; the (resumed) state uploaded */
+        dp_train_shape sh =
+            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, o->ce_chunk);
+        sh.recompute = o->recompute;
+        if (dp_gpu_train_create(&gt, o->gpu, o->model, lora, &sh) ||
+            dp_gpu_train_upload(gt, lora->params, m, v))
+            goto done;
     }
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     mt = dp_metrics_open(path, o->resume ? st.step : -1);
@@ -215,7 +225,9 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             int64_t nt;
             uint64_t dseed = dp_mix64(o->seed ^ dp_mix64((uint64_t)st.step * 64 + (uint64_t)j)) | 1;
             if (trained > 0 &&
-                dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s, &nt))
+                (gt ? dp_gpu_train_grad(gt, &bb.b, 1.0f / (float)trained, dseed, &s, &nt)
+                    : dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s,
+                                    &nt)))
                 goto done;
             if (trained > 0) loss_sum += s;
             rows += bb.b.N;
@@ -228,7 +240,12 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             goto done;
         }
         double lr = dp_schedule_lr(&sched, st.step);
-        double gnorm = trained > 0 ? dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1) : 0;
+        double gnorm = 0;
+        if (trained > 0 && !gt) gnorm = dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1);
+        if (trained > 0 && gt &&
+            (dp_gpu_train_adamw(gt, &o->adam, lr, st.step + 1, &gnorm) ||
+             dp_gpu_train_download(gt, lora->params, NULL, m, v)))
+            goto done;
         st.step++;
         st.tokens_seen += rows;
         tokens_here += rows;
@@ -292,6 +309,7 @@ done:
     dp_epoch_plan_free(&dpos.plan);
     dp_batch_buf_free(&bb);
     dp_grad_ws_free(ws);
+    dp_gpu_train_free(gt);
     free(m);
     free(v);
     return status;

@@ -49,6 +49,9 @@ typedef struct {
      * The batched form steps A, B, C by strideA/B/C elements `batch` times. */                 \
     X(blas_create, (dp_blas **h))                                                                 \
     X(blas_destroy, (dp_blas *h))                                                                 \
+    /* cuBLAS works in this device buffer (allocated by the caller, so its memory plan counts it) \
+     * instead of one it allocates itself; a no-op under EMU */                                  \
+    X(blas_set_workspace, (dp_blas *h, void *workspace, size_t bytes))                            \
     X(gemm, (dp_blas *h, bool transA, bool transB, int M, int N, int K, float alpha,             \
              const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,        \
              dp_act_dtype ab, dp_act_dtype c))                                                            \
