@@ -40,6 +40,41 @@ __global__ static void attention_forward_kernel1(bf16 *out, float *lse, const bf
     lse[(size_t)row * H + h] = mx + logf(sum);
 }
 
+/* variant 4: one warp per (row, head), an online softmax over the keys one at a time; each lane
+ * owns D/32 columns of q and of the output accumulator (no shared memory, no block barrier) */
+__global__ static void attention_forward_kernel4(bf16 *out, float *lse, const bf16 *q,
+                                                 const bf16 *k, const bf16 *v, const int32_t *cu,
+                                                 int nseq, int N, int H, int KVH, int D) {
+    int idx = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (idx >= N * H) return; /* whole warps leave together */
+    int row = idx / H, h = idx % H, kvh = h / (H / KVH);
+    int s = 0;
+    while (s + 1 < nseq && cu[s + 1] <= row) s++;
+    float qs[SB_ATT_MAXD / 32], acc[SB_ATT_MAXD / 32], scale = rsqrtf((float)D);
+    for (int e = 0; e < SB_ATT_MAXD / 32; e++) {
+        int d = lane + 32 * e;
+        qs[e] = d < D ? __bfloat162float(q[((size_t)row * H + h) * D + d]) * scale : 0.0f;
+        acc[e] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = cu[s]; j <= row; j++) {
+        const bf16 *kj = k + ((size_t)j * KVH + kvh) * D, *vj = v + ((size_t)j * KVH + kvh) * D;
+        float dot = 0.0f;
+        for (int e = 0; e < SB_ATT_MAXD / 32; e++)
+            if (lane + 32 * e < D) dot += qs[e] * __bfloat162float(kj[lane + 32 * e]);
+        dot = dp_warp_sum(dot);
+        float m_new = fmaxf(m, dot), corr = expf(m - m_new), p = expf(dot - m_new);
+        l = l * corr + p;
+        for (int e = 0; e < SB_ATT_MAXD / 32; e++)
+            if (lane + 32 * e < D) acc[e] = acc[e] * corr + p * __bfloat162float(vj[lane + 32 * e]);
+        m = m_new;
+    }
+    for (int e = 0; e < SB_ATT_MAXD / 32; e++)
+        if (lane + 32 * e < D)
+            out[((size_t)row * H + h) * D + lane + 32 * e] = __float2bfloat16(acc[e] / l);
+    if (lane == 0) lse[(size_t)row * H + h] = m + logf(l);
+}
+
 /* variant 3, the softmax between the two cuBLAS GEMMs: one block per (query row i, head h) of
  * one sequence. S (H, T, T) fp32 scaled scores in, P (H, T, T) bf16 probabilities out (zero
  * above the diagonal), lse of rows row0 + i. */
@@ -60,10 +95,10 @@ __global__ static void causal_softmax_kernel(bf16 *P, float *lse, const float *S
     if (threadIdx.x == 0) lse[(size_t)(row0 + i) * H + h] = mx + logf(sum);
 }
 
-static const char *const variants[] = {"simple: thread per (row, head)",
-                                       "production (fixed 16x32 tiles)",
-                                       "cuBLAS QK^T, softmax, cuBLAS PV"};
-static const bool fixed_block[] = {false, true, false};
+static const char *const variants[] = {
+    "simple: thread per (row, head)", "production (fixed 16x32 tiles)",
+    "cuBLAS QK^T, softmax, cuBLAS PV", "warp per (row, head), online"};
+static const bool fixed_block[] = {false, true, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {4, 1024, 28, 4, 128}; /* Qwen2.5-7B heads, 4 packed sequences */
@@ -74,7 +109,7 @@ int main(int argc, char **argv) {
                     5,
                     defaults,
                     variants,
-                    3};
+                    4};
     sb_opts o;
     sb_parse(argc, argv, p, &o);
     int B = o.shape[0], T = o.shape[1], H = o.shape[2], KVH = o.shape[3], D = o.shape[4];
@@ -172,6 +207,11 @@ int main(int argc, char **argv) {
                               H, cu[s]);
                     for (int g = 0; g < G; g++) gemm_pv(s, g);
                 }
+                return true;
+            case 4:
+                if (block % 32) return false;
+                DP_LAUNCH(attention_forward_kernel4, dp_ceil_div(N * H, block / 32), block, 0, 0,
+                          d_out, d_lse, d_q, d_k, d_v, d_cu, B, N, H, KVH, D);
                 return true;
             }
             return false;

@@ -389,6 +389,7 @@ static inline float sb_peer(const char *name, const sb_opts &o, sb_cost cost, Re
     SB_CHECK(cudaGetLastError());
     SB_CHECK(cudaDeviceSynchronize());
     check();
+    if (SB_EMU) printf("  (EMU: the gemm launcher runs OpenBLAS)");
     float ms = -1.0f;
     if (o.time) {
         ms = sb_time_ms(o.reps, run);
