@@ -73,11 +73,13 @@ static const bool fixed_block[] = {false, false, false, false};
 
 int main(int argc, char **argv) {
     static const int defaults[] = {18944, 3584}; /* Qwen2.5-7B's gate/up projection */
+    static const int emu_defaults[] = {37, 101}; /* small and ragged: seconds under EMU */
     sb_program p = {"nf4_dequantize",
                     "ROWS,COLS",
                     "weight rows, columns (NF4 block 64)",
                     2,
                     defaults,
+                    emu_defaults,
                     variants,
                     4};
     sb_opts o;

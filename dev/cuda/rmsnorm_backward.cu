@@ -84,9 +84,11 @@ static float sb_max_abs(const float *x, size_t n) {
 }
 
 int main(int argc, char **argv) {
-    static const int defaults[] = {8192, 3584}; /* B*T rows of Qwen2.5-7B's hidden size */
-    sb_program p = {"rmsnorm_backward", "N,C", "rows (B*T), hidden size C", 2, defaults,
-                    variants,           3};
+    static const int defaults[] = {8192, 3584};  /* B*T rows of Qwen2.5-7B's hidden size */
+    static const int emu_defaults[] = {40, 200}; /* small and ragged: seconds under EMU */
+    sb_program p = {
+        "rmsnorm_backward", "N,C", "rows (B*T), hidden size C", 2, defaults, emu_defaults,
+        variants,           3};
     sb_opts o;
     sb_parse(argc, argv, p, &o);
     int N = o.shape[0], C = o.shape[1];

@@ -22,9 +22,9 @@ run swiglu_forward --shape 3,333 --blocks 64,1024
 # the command line: --help succeeds, a bad variant or shape is a usage error (exit 2)
 help=$("$bin/sandbox_adamw_emu" --help)
 grep -q "usage: sandbox_adamw" <<<"$help"
-for bad in "9" "--shape 0" "--shape 3,4" "--blocks 2048" "--bogus"; do
+for bad in "9" "2x" "--shape 0" "--shape 3,4" "--blocks 2048" "--bogus"; do
   rc=0
-  "$bin/sandbox_adamw_emu" $bad >/dev/null 2>&1 || rc=$?
+  "$bin/sandbox_adamw_emu" $bad --shape 5 >/dev/null 2>&1 || rc=$?
   if [ "$rc" != 2 ]; then
     echo "FAIL: sandbox_adamw_emu $bad exited $rc, expected 2 (usage error)"
     exit 1

@@ -63,6 +63,7 @@ struct sb_program {
     const char *shape_help;  /* what the dimensions mean */
     int nshape;
     const int *defaults;         /* nshape values: a realistic GPU shape */
+    const int *emu_defaults;     /* nshape values: the EMU twin's default (small, ragged) */
     const char *const *variants; /* variant names, [0] is variant 1 */
     int nvariants;
 };
@@ -74,14 +75,17 @@ static inline void sb_usage(const sb_program &p, FILE *f) {
             "  variant   1..%d (default: all)\n",
             p.name, p.shape_names, p.nvariants);
     for (int v = 0; v < p.nvariants; v++) fprintf(f, "    %d  %s\n", v + 1, p.variants[v]);
+    const int *def = SB_EMU ? p.emu_defaults : p.defaults;
     fprintf(f, "  --shape   %s (default", p.shape_help);
-    for (int i = 0; i < p.nshape; i++) fprintf(f, "%c%d", i ? ',' : ' ', p.defaults[i]);
+    for (int i = 0; i < p.nshape; i++) fprintf(f, "%c%d", i ? ',' : ' ', def[i]);
     fprintf(f, ")\n"
                "  --blocks  block sizes to validate and time each variant at (default "
                "32,64,128,256,512,1024;\n"
                "            a variant whose launcher fixes its block size runs once)\n"
                "  --reps    timed repetitions, each after an L2 flush (default 20)\n"
-               "  --no-time validate only (always so under EMU)\n");
+               "  --no-time validate only (always so under EMU)\n"
+               "Every run is validated against the CPU reference (max |diff| and tolerance per\n"
+               "output); the exit status is 1 when any comparison is out of tolerance.\n");
 }
 
 /* "a,b,c" -> up to max positive ints; the count, or -1 when malformed */
@@ -104,7 +108,7 @@ static inline int sb_parse_list(const char *s, int *out, int max) {
 static inline void sb_parse(int argc, char **argv, const sb_program &p, sb_opts *o) {
     memset(o, 0, sizeof *o);
     o->nshape = p.nshape;
-    memcpy(o->shape, p.defaults, sizeof(int) * p.nshape);
+    memcpy(o->shape, SB_EMU ? p.emu_defaults : p.defaults, sizeof(int) * p.nshape);
     const int blocks[] = {32, 64, 128, 256, 512, 1024};
     o->nblocks = 6;
     memcpy(o->blocks, blocks, sizeof blocks);
@@ -140,8 +144,10 @@ static inline void sb_parse(int argc, char **argv, const sb_program &p, sb_opts 
         } else if (!strcmp(a, "--no-time")) {
             o->time = false;
         } else if (a[0] >= '0' && a[0] <= '9' && !o->variant) {
-            o->variant = atoi(a);
-            if (o->variant < 1 || o->variant > p.nvariants) {
+            char *end;
+            long v = strtol(a, &end, 10);
+            o->variant = *end || v < 1 || v > p.nvariants ? -1 : (int)v;
+            if (o->variant < 0) {
                 fprintf(stderr, "sandbox_%s: variant %s does not exist (1..%d)\n", p.name, a,
                         p.nvariants);
                 exit(2);
