@@ -221,11 +221,38 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
     compare_tensors(w2, cpu, g, g2, 1e-6);
     free(g2);
 
+    size_t peak_before = 0;
+    /* every layer's activations kept (no recomputation): the same gradients, and the plan's
+     * "all L layers" rows checked by the peak the same way */
+    if (!bf16 && !REDUCED && dropout == 0 && !strcmp(name, "tiny-qwen3")) {
+        dp_train_shape kept = shape;
+        kept.recompute = false;
+        dp_gpu_train *t2 = t;
+        size_t live1 = dp_emu_device_bytes();
+        peak_before = dp_emu_device_peak_bytes() - live0; /* of the main run so far */
+        dp_emu_reset_peak();
+        if (dp_gpu_train_create(&t, &dp_emu_ops, m, init, &kept) == 0) {
+            CHECK(dp_gpu_train_grad(t, &b, 1.0f / nt, seed, &have, &nh) == 0);
+            CHECK(dp_gpu_train_download(t, NULL, g, NULL, NULL) == 0);
+            snprintf(w2, sizeof w2, "%s stored activations grads", what);
+            compare_tensors(w2, cpu, cpu->grads, g, tol_grad);
+            const dp_memplan *kp = dp_gpu_train_plan(t);
+            CHECK_EQ_INT((long long)(kp->total - kp->by_category[DP_MEM_CONTEXT]),
+                         (long long)(dp_emu_device_peak_bytes() - live1));
+            dp_gpu_train_free(t);
+        } else {
+            CHECK_REPORT(0, "%s: %s", what, dp_last_error());
+        }
+        t = t2;
+        dp_emu_reset_peak();
+    }
+
     if (adam) check_adamw(t, m, cpu, init, &b, nt, seed, what);
 
     /* every device byte came from the plan, and the plan's items are exactly what was used */
     const dp_memplan *plan = dp_gpu_train_plan(t);
     size_t peak = dp_emu_device_peak_bytes() - live0;
+    if (peak_before > peak) peak = peak_before;
     uint64_t alloc = plan->total - plan->by_category[DP_MEM_CONTEXT];
     fprintf(stderr, "  %-52s EMU peak device bytes %zu, planner %llu - context estimate %llu\n",
             what, peak, (unsigned long long)plan->total,
