@@ -41,6 +41,13 @@ const float *dp_gpu_forward_logits(const dp_gpu_forward *g) {
 int dp_gpu_forward_positions(const dp_gpu_forward *g) {
     return g->T;
 }
+int dp_gpu_forward_capacity(const dp_gpu_forward *g) {
+    return g->max_T;
+}
+void dp_gpu_forward_truncate(dp_gpu_forward *g, int T) {
+    if (T < 0) T = 0;
+    if (T < g->T) g->T = T;
+}
 const dp_gf_plan *dp_gpu_forward_table(const dp_gpu_forward *g) {
     return &g->plan;
 }
