@@ -212,7 +212,16 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
     char w2[200];
     snprintf(w2, sizeof w2, "%s grads", what);
     compare_tensors(w2, cpu, cpu->grads, g, tol_grad);
-    /* a second micro-batch accumulates: the gradients double */
+    /* the forward-only loss (validation: no dropout, no gradient) against the CPU's */
+    double vw = 0, vh = 0;
+    int64_t nvw = 0, nvh = 0;
+    CHECK(dp_model_loss(ws, m, cpu, &b, &vw, &nvw) == 0);
+    CHECK(dp_gpu_train_loss(t, &b, &vh, &nvh) == 0);
+    fprintf(stderr, "  %-52s validation loss %.6f, CPU %.6f\n", what, vh / nvh, vw / nvw);
+    CHECK_EQ_INT(nvw, nvh);
+    CHECK_NEAR(vw, vh, 0, tol_loss);
+    if (dropout > 0) CHECK(fabs(vw - want) > 1e-4 * fabs(vw)); /* dropout was on in training */
+    /* a second micro-batch accumulates (the forward-only pass added nothing): they double */
     CHECK(dp_gpu_train_grad(t, &b, 1.0f / nt, seed, &have, &nh) == 0);
     float *g2 = malloc(cpu->n * sizeof(float));
     CHECK(dp_gpu_train_download(t, NULL, g2, NULL, NULL) == 0);
