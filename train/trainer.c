@@ -115,6 +115,11 @@ static int64_t batch_trained(const dp_token_data *d, const dp_epoch_plan *p, int
     return n;
 }
 
+/* The GPU step's parameters and moments into the host copies the files are written from. */
+static int host_state(const dp_gpu_train *gt, dp_lora *lora, float *m, float *v) {
+    return gt ? dp_gpu_train_download(gt, lora->params, NULL, m, v) : 0;
+}
+
 static int save_adapter(const dp_train_opts *o, const dp_lora *lora, const char *sub) {
     char dir[4200];
     if (sub)
@@ -251,9 +256,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
         double lr = dp_schedule_lr(&sched, st.step);
         double gnorm = 0;
         if (trained > 0 && !gt) gnorm = dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1);
-        if (trained > 0 && gt &&
-            (dp_gpu_train_adamw(gt, &o->adam, lr, st.step + 1, &gnorm) ||
-             dp_gpu_train_download(gt, lora->params, NULL, m, v)))
+        if (trained > 0 && gt && dp_gpu_train_adamw(gt, &o->adam, lr, st.step + 1, &gnorm))
             goto done;
         st.step++;
         st.tokens_seen += rows;
@@ -277,7 +280,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                 st.best_val = row.val_loss;
                 st.best_step = st.step;
                 st.evals_since_best = 0;
-                if (save_adapter(o, lora, "best")) goto done;
+                if (host_state(gt, lora, m, v) || save_adapter(o, lora, "best")) goto done;
             } else
                 st.evals_since_best++;
             if (!o->quiet)
@@ -290,7 +293,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                          peak_rss_mib());
         dp_progress_update(pg, st.step);
         if (o->save_every > 0 && st.step % o->save_every == 0 && !last &&
-            save_ckpt(o, lora, m, v, &st))
+            (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)))
             goto done;
         if (o->early_stop > 0 && st.evals_since_best >= o->early_stop) {
             res->early_stopped = true;
@@ -304,7 +307,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     res->tokens_per_s = secs > 0 ? tokens_here / secs : 0;
     res->peak_rss_mib = peak_rss_mib();
     (void)first_step;
-    if (save_ckpt(o, lora, m, v, &st)) goto done;
+    if (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)) goto done;
     /* an interrupted run leaves a usable adapter too; --resume continues from the checkpoint */
     if (save_adapter(o, lora, NULL)) goto done;
     res->interrupted = stopped;
