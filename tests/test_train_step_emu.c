@@ -114,9 +114,10 @@ static void compare_tensors(const char *what, const dp_lora *lora, const float *
  * fraction of lr, which later steps carry on (a Debug build's CPU path alone moves them by 2%
  * of the largest move): the bound there is 5% of the largest move, and the grad norms of the
  * later steps agree to 1e-4. A wrong learning rate, bias correction or clip is off by far
- * more. */
+ * more. With bf16 activations only the per-step check applies (the gradients themselves differ
+ * by a few percent). */
 static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const dp_lora *init,
-                        const dp_batch *b, int nt, uint64_t seed, const char *what) {
+                        const dp_batch *b, int nt, uint64_t seed, const char *what, bool bf16) {
     const size_t n = cpu->n;
     dp_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.01f, 0.5f};
     float *mm = calloc(n, 4), *vv = calloc(n, 4), *p = malloc(n * 4), *gm = malloc(n * 4);
@@ -125,7 +126,8 @@ static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const 
     dp_grad_ws *ws = dp_grad_ws_create(m, cpu, N, true, 5);
     CHECK(ws && ref && dp_gpu_train_zero_grads(t) == 0);
     double worst = 0;
-    for (long step = 1; ws && ref && step <= 3; step++) {
+    const long steps = REDUCED ? 2 : 3;
+    for (long step = 1; ws && ref && step <= steps; step++) {
         double lr = 1e-2 / (double)step, sum, gnorm, cnorm;
         int64_t n1;
         memset(cpu->grads, 0, n * sizeof(float));
@@ -139,7 +141,7 @@ static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const 
         fprintf(stderr, "  %-52s step %ld grad norm %.7f, CPU %.7f\n", what, step, gnorm, cnorm);
         CHECK(cnorm > ac.max_grad_norm); /* clipping is really exercised */
         CHECK_NEAR(enorm, gnorm, 0, 1e-12);
-        CHECK_NEAR(cnorm, gnorm, 0, step == 1 ? 1e-5 : 1e-4);
+        if (!bf16) CHECK_NEAR(cnorm, gnorm, 0, step == 1 ? 1e-5 : 1e-4);
         for (size_t i = 0; i < n; i++) {
             double d = fmax(fabs((double)p[i] - ref->params[i]),
                             fmax(fabs((double)gm[i] - em[i]), fabs((double)gv[i] - ev[i])));
@@ -158,10 +160,11 @@ static void check_adamw(dp_gpu_train *t, const dp_model *m, dp_lora *cpu, const 
         moved = fmax(moved, fabs(cpu->params[i] - init->params[i]));
         diff = fmax(diff, fabs((double)cpu->params[i] - p[i]));
     }
-    fprintf(stderr, "  %-52s params after 3 steps vs all-CPU: max|diff| %.3g, largest move %.3g\n",
-            what, diff, moved);
+    fprintf(stderr,
+            "  %-52s params after %ld steps vs all-CPU: max|diff| %.3g, largest move %.3g\n", what,
+            steps, diff, moved);
     CHECK(moved > 1e-3);
-    CHECK(diff <= 5e-2 * moved);
+    if (!bf16) CHECK(diff <= 5e-2 * moved);
     dp_grad_ws_free(ws);
     dp_lora_free(ref);
     free(mm), free(vv), free(p), free(gm), free(gv), free(gz), free(em), free(ev);
@@ -256,7 +259,7 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
         dp_emu_reset_peak();
     }
 
-    if (adam) check_adamw(t, m, cpu, init, &b, nt, seed, what);
+    if (adam) check_adamw(t, m, cpu, init, &b, nt, seed, what, bf16);
 
     /* every device byte came from the plan, and the plan's items are exactly what was used */
     const dp_memplan *plan = dp_gpu_train_plan(t);
@@ -279,7 +282,7 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
     CHECK_EQ_INT((long long)live0, (long long)dp_emu_device_bytes());
 
     /* bad input fails cleanly */
-    if (!bf16 && !nf4 && (dropout == 0 || REDUCED)) {
+    if ((!bf16 && !nf4 && dropout == 0) || REDUCED) {
         dp_batch big = b;
         big.N = N + 1;
         CHECK(dp_gpu_train_create(&t, &dp_emu_ops, m, init, &shape) == 0);
@@ -292,7 +295,7 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
         CHECK(dp_gpu_train_grad(t, &bt, 1.0f, 0, &have, &nh) == -1);
         dp_gpu_train_free(t);
         dp_train_shape wrong = shape;
-        wrong.base_dense = false; /* the plan says NF4, the model is dense */
+        wrong.base_dense = !shape.base_dense; /* the plan assumes the other storage */
         CHECK(dp_gpu_train_create(&t, &dp_emu_ops, m, init, &wrong) == -1);
         fprintf(stderr, "  refused as expected: %s\n", dp_last_error());
     }
@@ -317,12 +320,12 @@ int main(void) {
             for (int bf16 = 0; bf16 < 2; bf16++) {
                 /* dropout and the optimizer: once per model, fp32 activations */
                 bool drop = nf4 == (int)(i % 2) && !bf16;
-                if (REDUCED) { /* qwen2 fp32/f32 with dropout + AdamW, qwen3 nf4/bf16 */
-                    if (i == 0 && !nf4 && !bf16) check_step(m, MODELS[i], false, false, 0.1f, true);
-                    if (i == 2 && nf4 && bf16) check_step(m, MODELS[i], true, true, 0.0f, false);
+                if (REDUCED) { /* one combination through the most host code: biases, NF4,
+                                * bf16 copies, dropout, AdamW */
+                    if (i == 0 && nf4 && bf16) check_step(m, MODELS[i], true, true, 0.1f, true);
                     continue;
                 }
-                check_step(m, MODELS[i], nf4, bf16, 0.0f, !bf16);
+                check_step(m, MODELS[i], nf4, bf16, 0.0f, !bf16 || (i == 0 && nf4));
                 if (drop) check_step(m, MODELS[i], nf4, bf16, 0.1f, true);
             }
             dp_model_free(m);
