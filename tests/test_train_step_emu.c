@@ -4,6 +4,7 @@
  * Philox masks on both), the parameters after 3 AdamW steps with clipping against the CPU
  * optimizer (train/optim.c), and the run's peak "device" bytes against the memory planner. */
 #include "check.h"
+#include "fixture_emu.h"
 #include "data/error.h"
 #include "infer/model_load.h"
 #include "kernels/cuda/kernels.h"
@@ -17,20 +18,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* Under the sanitizers the EMU fibers run ~50x slower: fewer combinations (see main). */
-#if defined(__SANITIZE_ADDRESS__)
-#define REDUCED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define REDUCED 1
-#endif
-#endif
-#ifndef REDUCED
-#define REDUCED 0
-#endif
-
-static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 
 /* Two packed sequences (13 + 11 rows) of made-up tokens; targets are the next token inside each
  * sequence, the first 3 rows of each and its last row not trained. */
@@ -56,12 +43,7 @@ static dp_batch make_batch(int V) {
 static dp_lora *make_lora(const dp_model *m, float dropout) {
     dp_lora_config lc = {.r = 4, .alpha = 8, .dropout = dropout, .targets = DP_LORA_ALL_TARGETS};
     dp_lora *lora = dp_lora_create(&m->cfg, &lc);
-    if (!lora) return NULL;
-    uint64_t st = 12345;
-    for (size_t i = 0; i < lora->n; i++) {
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
-    }
+    if (lora) emu_fill_lora(lora, 12345);
     return lora;
 }
 
@@ -306,30 +288,22 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
 
 int main(void) {
     if (REDUCED) fprintf(stderr, "  sanitizer build: reduced matrix (see REDUCED)\n");
-    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", DOPPEL_SOURCE_DIR, MODELS[i]);
+    for (int i = 0; i < EMU_N_MODELS; i++)
         for (int nf4 = 0; nf4 < 2; nf4++) {
-            dp_load_opts opts = {.quiet = true};
-            dp_model *m = dp_model_load(dir, &opts);
-            if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
-                CHECK_REPORT(0, "%s: %s", MODELS[i], dp_last_error());
-                dp_model_free(m);
-                continue;
-            }
+            dp_model *m = emu_tiny_model(EMU_MODELS[i], nf4);
+            if (!m) continue;
             for (int bf16 = 0; bf16 < 2; bf16++) {
                 /* dropout and the optimizer: once per model, fp32 activations */
-                bool drop = nf4 == (int)(i % 2) && !bf16;
+                bool drop = nf4 == i % 2 && !bf16;
                 if (REDUCED) { /* one combination through the most host code: biases, NF4,
                                 * bf16 copies, dropout, AdamW */
-                    if (i == 0 && nf4 && bf16) check_step(m, MODELS[i], true, true, 0.1f, true);
+                    if (i == 0 && nf4 && bf16) check_step(m, EMU_MODELS[i], true, true, 0.1f, true);
                     continue;
                 }
-                check_step(m, MODELS[i], nf4, bf16, 0.0f, !bf16 || (i == 0 && nf4));
-                if (drop) check_step(m, MODELS[i], nf4, bf16, 0.1f, true);
+                check_step(m, EMU_MODELS[i], nf4, bf16, 0.0f, !bf16 || (i == 0 && nf4));
+                if (drop) check_step(m, EMU_MODELS[i], nf4, bf16, 0.1f, true);
             }
             dp_model_free(m);
         }
-    }
     return check_done();
 }
