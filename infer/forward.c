@@ -46,6 +46,10 @@ static void dense_forward(float *y, const float *x, const dp_linear *lin, int N)
 }
 
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
+    if (N == 1 && lin->q8) { /* the compact decode copy (the lm_head) */
+        gemv_q8(y, x, lin->q8, lin->bias, lin->in, lin->out);
+        return 0;
+    }
     if (lin->w) {
         dense_forward(y, x, lin, N);
         return 0;

@@ -36,10 +36,10 @@ static double now(void) {
 }
 
 static void run_doppel(const char *path, bool nf4, int n_prompt, int n_gen, result *r) {
-    dp_load_opts o = {.quiet = true}; /* NF4: quantized on the fly, as chat does */
+    dp_load_opts o = {.nf4 = nf4, .quiet = true}; /* NF4: quantized while loading, as chat */
     double t0 = now();
     dp_model *m = dp_model_load(path, &o);
-    if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
+    if (!m) {
         fprintf(stderr, "bench: %s\n", dp_last_error());
         return;
     }
