@@ -36,7 +36,8 @@ static double now(void) {
 }
 
 static void run_doppel(const char *path, bool nf4, int n_prompt, int n_gen, result *r) {
-    dp_load_opts o = {.nf4 = nf4, .quiet = true}; /* NF4: quantized while loading, as chat */
+    /* NF4: quantized while loading, with the Q8 decode copy of the lm_head, as chat does */
+    dp_load_opts o = {.nf4 = nf4, .quiet = true, .lm_head_q8 = nf4};
     double t0 = now();
     dp_model *m = dp_model_load(path, &o);
     if (!m) {
