@@ -29,7 +29,7 @@ void dp_q8_dequantize_row(const dp_q8 *q, int64_t row, float *out);
 
 /* out (OC) = W x (C) + bias (OC or NULL) over Q8 rows with fp32 x: fused int8 -> fp32 dot
  * products (AVX-512 / AVX2+FMA picked at run time, DOPPEL_SIMD=scalar|avx2 narrows it);
- * OpenMP threads across rows. */
+ * threads across rows (kernels/pool.h). */
 void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC);
 
 #ifdef __cplusplus

@@ -3,9 +3,11 @@
  * OpenMP across rows and an AVX2 path picked at run time. */
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
+#include "kernels/pool.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -221,26 +223,14 @@ static int simd_level(void) {
     return want < best ? want : best;
 }
 
-void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
-    const int bs = w->blocksize;
-    if (C % bs) {
-#pragma omp parallel for schedule(static)
-        for (int o = 0; o < OC; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
+/* the row kernel of one GEMV: rows [o0, o1) of w */
+static void gemv_rows(float *out, const float *x, const float *xp, const dp_nf4 *w,
+                      const float *bias, const float *map, int simd, int C, int o0, int o1) {
+    if (C % w->blocksize) {
+        for (int o = o0; o < o1; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
         return;
     }
-    const float *map = dp_dynamic_map_cached();
-    const int simd = bs % 32 == 0 ? simd_level() : SIMD_SCALAR;
-    /* the de-interleaved x of the SIMD paths: on the stack for the usual widths */
-    float stack[8192], *xp = NULL;
-    if (simd != SIMD_SCALAR) {
-        xp = C <= 8192 ? stack : malloc((size_t)C * sizeof(float));
-        if (!xp) abort(); /* C floats: out of memory here leaves nothing sensible to do */
-#ifdef DP_X86
-        deinterleave(xp, x, C, simd == SIMD_AVX512 ? 32 : 16);
-#endif
-    }
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
+    for (int o = o0; o < o1; o++) {
         float s;
 #ifdef DP_X86
         if (simd == SIMD_AVX512)
@@ -252,5 +242,61 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
             s = row_dot_scalar(w, x, map, o, C);
         out[o] = s + (bias ? bias[o] : 0);
     }
+    (void)xp;
+}
+
+typedef struct {
+    int n;
+    float *const *out;
+    const dp_nf4 *const *w;
+    const float *const *bias;
+    const float *x, *xp, *map;
+    int simd, C;
+} gemv_job;
+
+/* rows [r0, r1) of the concatenated matrices */
+static void gemv_chunk(void *ctx, int64_t r0, int64_t r1) {
+    const gemv_job *j = ctx;
+    int64_t base = 0;
+    for (int i = 0; i < j->n && base < r1; i++) {
+        int64_t rows = j->w[i]->rows, a = r0 - base, b = r1 - base;
+        if (a < 0) a = 0;
+        if (b > rows) b = rows;
+        if (a < b)
+            gemv_rows(j->out[i], j->x, j->xp, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->simd,
+                      j->C, (int)a, (int)b);
+        base += rows;
+    }
+}
+
+void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
+                    const float *x, int C) {
+    const float *map = dp_dynamic_map_cached();
+    int simd = simd_level(), total = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->blocksize % 32 || C % w[i]->blocksize) simd = SIMD_SCALAR;
+        total += (int)w[i]->rows;
+    }
+    /* the de-interleaved x of the SIMD paths: on the stack for the usual widths */
+    float stack[8192], *xp = NULL;
+    if (simd != SIMD_SCALAR) {
+        xp = C <= 8192 ? stack : malloc((size_t)C * sizeof(float));
+        if (!xp) abort(); /* C floats: out of memory here leaves nothing sensible to do */
+#ifdef DP_X86
+        deinterleave(xp, x, C, simd == SIMD_AVX512 ? 32 : 16);
+#endif
+    }
+    /* the rows of all matrices end to end, in chunks claimed by the pool's threads (each
+     * sync point costs a scheduling round trip when the machine is busy: one per call) */
+    gemv_job job = {n, out, w, bias, x, xp, map, simd, C};
+    int nt = omp_get_max_threads();
+    dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
     if (xp != stack) free(xp);
+}
+
+void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
+    dp_nf4 first = *w; /* the first OC rows (all of them, as every caller passes) */
+    if (OC < first.rows) first.rows = OC;
+    const dp_nf4 *wp = &first;
+    gemv_nf4_multi(1, &out, &wp, &bias, x, C);
 }

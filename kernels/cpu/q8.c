@@ -3,8 +3,10 @@
 #include "kernels/q8.h"
 
 #include "data/error.h"
+#include "kernels/pool.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -124,21 +126,34 @@ static int simd_level(void) {
     return want < best ? want : best;
 }
 
-void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC) {
-    const int simd = simd_level(), nbr = C / DP_Q8_BLOCK;
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
-        const int8_t *q = w->q + (size_t)o * C;
-        const float *d = w->d + (size_t)o * nbr;
+typedef struct {
+    float *out;
+    const float *x, *bias;
+    const dp_q8 *w;
+    int simd, C;
+} gemv_job;
+
+static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
+    const gemv_job *j = ctx;
+    const int C = j->C, nbr = C / DP_Q8_BLOCK;
+    for (int64_t o = o0; o < o1; o++) {
+        const int8_t *q = j->w->q + (size_t)o * C;
+        const float *d = j->w->d + (size_t)o * nbr;
         float s;
 #ifdef DP_X86
-        if (simd == SIMD_AVX512)
-            s = row_dot_avx512(q, d, x, C);
-        else if (simd == SIMD_AVX2)
-            s = row_dot_avx2(q, d, x, C);
+        if (j->simd == SIMD_AVX512)
+            s = row_dot_avx512(q, d, j->x, C);
+        else if (j->simd == SIMD_AVX2)
+            s = row_dot_avx2(q, d, j->x, C);
         else
 #endif
-            s = row_dot_scalar(q, d, x, C);
-        out[o] = s + (bias ? bias[o] : 0);
+            s = row_dot_scalar(q, d, j->x, C);
+        j->out[o] = s + (j->bias ? j->bias[o] : 0);
     }
+}
+
+void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC) {
+    gemv_job j = {out, x, bias, w, simd_level(), C};
+    int nt = omp_get_max_threads();
+    dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, gemv_chunk, &j);
 }
