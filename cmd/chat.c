@@ -26,7 +26,7 @@ static const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_t
     *device = "auto", *chat_format, *precision = "nf4";
 static int64_t max_context, max_tokens, top_k, seed;
 static double temperature, top_p, min_p, repeat_penalty;
-static bool show_stats;
+static bool show_stats, exact_lm_head;
 
 static const dp_opt opts[] = {
     {"model", DP_OPT_STRING, &model_path, "M", "model: Hugging Face directory or .gguf file"},
@@ -51,6 +51,8 @@ static const dp_opt opts[] = {
     {"chat-format", DP_OPT_STRING, &chat_format, "chatml|llama3",
      "override the format read from the chat template"},
     {"stats", DP_OPT_FLAG, &show_stats, NULL, "print tokens/s after each reply"},
+    {"exact-lm-head", DP_OPT_FLAG, &exact_lm_head, NULL,
+     "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
     {0},
 };
 
@@ -313,7 +315,7 @@ int dp_cmd_chat(int argc, char **argv) {
     max_tokens = 512;
     top_k = seed = INT64_MIN;
     temperature = top_p = min_p = repeat_penalty = NAN;
-    show_stats = false;
+    show_stats = exact_lm_head = false;
     int rc = dp_cli_parse(&dp_chat_spec, argc, argv, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     rc = DP_EXIT_OK;
@@ -374,7 +376,8 @@ int dp_cmd_chat(int argc, char **argv) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    dp_load_opts lo = {.nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet};
+    dp_load_opts lo = {
+        .nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet, .lm_head_q8 = !exact_lm_head};
     cs.model = dp_model_load(model_path, &lo);
     if (!cs.model) {
         rc = dp_runtime_error(&dp_chat_spec);

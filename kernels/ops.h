@@ -74,6 +74,13 @@ void matmul_forward(float *out, const float *inp, const float *weight, const flo
 void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dout, const float *inp,
                      const float *weight, int N, int C, int OC);
 
+/* ---- C (M, N) = alpha op(A) op(B) + beta C, row-major sgemm (op = transpose when ta / tb),
+ * split along the longer side of C across OpenMP threads with OpenBLAS single-threaded in each
+ * (callers set openblas_set_num_threads(1) for their lifetime; with more OpenBLAS threads, or
+ * inside a parallel region, it is one plain call). Same thread count -> same bits. */
+void gemm_omp(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
+              const float *B, int ldb, float beta, float *C, int ldc);
+
 /* ---- cross-entropy over logits rows with ignored targets (target < 0 is not trained).
  * logits, dlogits: (N, V); losses: (N) per-row loss (0 for ignored rows).
  * dlogits = (softmax - onehot) * dloss for trained rows, 0 for ignored ones (written, not +=).

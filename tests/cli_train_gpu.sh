@@ -66,6 +66,17 @@ if "$bin" info | grep -q "(Release build)"; then
     || { echo "FAIL: CPU $c vs EMU $e (tolerance 0.01)"; fail=1; }
   [ -f "$tmp/emu/adapter_model.safetensors" ] && [ -f "$tmp/emu/checkpoint.h5" ] \
     || { echo "FAIL: the emu run wrote no adapter/checkpoint"; fail=1; }
+  # stopped after step 1 on EMU, resumed on the CPU: the checkpoint carries the GPU's
+  # parameters and AdamW moments, and the run ends where the CPU-only one does
+  "$bin" train "${run[@]}" --out "$tmp/mix" --device emu --stop-at 1 >/dev/null 2>"$tmp/mix.log" \
+    || { echo "FAIL: emu --stop-at 1"; cat "$tmp/mix.log"; fail=1; }
+  "$bin" train "${run[@]}" --out "$tmp/mix" --device cpu --resume >/dev/null 2>"$tmp/mix.log" \
+    || { echo "FAIL: cpu --resume"; cat "$tmp/mix.log"; fail=1; }
+  x=$(sed -n 's/.*validation loss \([0-9.]*\) before, \([0-9.]*\) after.*/\2/p' "$tmp/mix.log")
+  [ -z "$x" ] && x=$(sed -n 's/.*, \([0-9.]*\) after.*/\1/p' "$tmp/mix.log")
+  echo "validation loss after 1 step on EMU + 1 on the CPU: $x"
+  awk -v c="$c" -v e="$x" 'BEGIN { d = c - e; if (d < 0) d = -d; exit !(c != "" && e != "" && d <= 0.01) }' \
+    || { echo "FAIL: CPU $c vs EMU+CPU '$x' (tolerance 0.01)"; cat "$tmp/mix.log"; fail=1; }
 else
   echo "sanitizer/debug build: the EMU training run is left to the Release suite"
 fi

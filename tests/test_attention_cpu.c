@@ -139,8 +139,12 @@ int main(void) {
     test_attention(packed, 4, 4, 2, 12); /* GQA 2:1, D not a multiple of 8 */
     test_attention(packed, 4, 6, 2, 16); /* GQA 3:1 */
     test_attention(packed, 4, 3, 1, 7);  /* MQA */
+    /* sequences longer than the 64-row blocks of the training kernels, one ending mid-block */
+    const int32_t longer[] = {0, 70, 140};
+    test_attention(longer, 2, 2, 1, 2);
     test_cached(17, 1, 4, 2, 12);
     test_cached(17, 5, 6, 2, 16);
     test_cached(9, 9, 3, 1, 7);
+    test_cached(150, 3, 4, 2, 8);
     return check_done();
 }

@@ -3,6 +3,7 @@
  * with an unmerged LoRA adapter, fp32 and NF4 weights, and the same prefix reuse when a second
  * prompt extends the first (the next chat turn). */
 #include "check.h"
+#include "fixture_emu.h"
 #include "data/error.h"
 #include "infer/generate.h"
 #include "infer/model_load.h"
@@ -12,17 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 enum { MAX_T = 64, NEW = 10 };
-
-/* A fixed, non-trivial adapter (PEFT's B = 0 init would make it a no-op). */
-static void fill(dp_lora *lora) {
-    uint64_t st = 777;
-    for (size_t i = 0; i < lora->n; i++) {
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
-    }
-}
 
 /* Greedy turn 1 on prompt, then turn 2 on prompt + reply + extra; ids and reuse per turn. */
 static int run(dp_gen_state *g, const dp_model *m, const int32_t *prompt, int np, dp_ids *reply1,
@@ -77,24 +68,17 @@ static void compare(const dp_model *m, const dp_lora *lora, const char *name) {
 }
 
 int main(void) {
-    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) {
-        char dir[4096];
-        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", DOPPEL_SOURCE_DIR, MODELS[i]);
+    for (int i = 0; i < EMU_N_MODELS; i++) {
         for (int nf4 = 0; nf4 < 2; nf4++) {
-            dp_load_opts opts = {.quiet = true};
-            dp_model *m = dp_model_load(dir, &opts);
-            if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
-                CHECK_REPORT(0, "%s: %s", MODELS[i], dp_last_error());
-                dp_model_free(m);
-                continue;
-            }
+            dp_model *m = emu_tiny_model(EMU_MODELS[i], nf4);
+            if (!m) continue;
             dp_lora_config lc = {.r = 4, .alpha = 8, .targets = DP_LORA_ALL_TARGETS};
             dp_lora *lora = dp_lora_create(&m->cfg, &lc);
             CHECK_REPORT(lora != NULL, "%s", dp_last_error());
             if (lora) {
-                fill(lora);
+                emu_fill_lora(lora, 777);
                 char name[64];
-                snprintf(name, sizeof name, "%s %s", MODELS[i], nf4 ? "nf4" : "fp32");
+                snprintf(name, sizeof name, "%s %s", EMU_MODELS[i], nf4 ? "nf4" : "fp32");
                 compare(m, lora, name);
             }
             dp_lora_free(lora);

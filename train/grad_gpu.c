@@ -443,14 +443,14 @@ static int layer_backward(dp_gpu_train *t, int l, const void *x, const gt_acts *
 
 /* Final norm, then the cross-entropy over chunks of rows (chunks without a trained row are
  * skipped); with grad, t->dh gets the gradient at the final norm's output. */
-static int head(dp_gpu_train *t, const dp_batch *b, float dloss) {
+static int head(dp_gpu_train *t, const dp_batch *b, bool grad, float dloss) {
     const dp_gpu_ops *ops = t->ops;
     const dp_model_config *c = &t->model->cfg;
     const int N = b->N, C = c->C, V = c->V;
     const size_t es = t->bf16 ? 2 : 4;
     TRY(dp_gpu_rmsnorm(&t->gm, t->xf, t->rstdf, row(t, t->xs, (size_t)c->L * N, C),
                        t->gm.final_norm, N, C));
-    TRY(ops->dev_memset(t->dh, 0, (size_t)N * C * es));
+    if (grad) TRY(ops->dev_memset(t->dh, 0, (size_t)N * C * es));
     TRY(ops->dev_memset(t->losses, 0, (size_t)N * 4));
     for (int s0 = 0; s0 < N; s0 += t->chunk) {
         int n = N - s0 < t->chunk ? N - s0 : t->chunk;
@@ -459,8 +459,9 @@ static int head(dp_gpu_train *t, const dp_batch *b, float dloss) {
         if (!any) continue;
         TRY(dp_gpu_linear_forward(&t->gm, &t->gm.lm_head, t->logits, V, row(t, t->xf, s0, C), n,
                                   true));
-        TRY(ops->cross_entropy_forward_backward(t->losses + s0, t->logits, t->logits,
+        TRY(ops->cross_entropy_forward_backward(t->losses + s0, grad ? t->logits : NULL, t->logits,
                                                 t->targets + s0, n, V, dloss));
+        if (!grad) continue;
         const void *dy = t->logits;
         if (t->bf16) {
             TRY(ops->cast_f32_to_bf16(t->dlog16, t->logits, (size_t)n * V));
@@ -488,14 +489,13 @@ static int check_batch(const dp_gpu_train *t, const dp_batch *b) {
     return 0;
 }
 
-int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t dropout_seed,
-                      double *loss_sum, int64_t *ntrained) {
+/* The batch uploaded, the forward through every layer and the cross-entropy (with its
+ * gradient at the final norm's output when grad). */
+static int forward(dp_gpu_train *t, const dp_batch *b, const gt_batch *gb, bool grad, float dloss) {
     const dp_gpu_ops *ops = t->ops;
     const dp_model_config *c = &t->model->cfg;
-    *loss_sum = 0, *ntrained = 0;
-    if (check_batch(t, b)) return -1;
     const int N = b->N, C = c->C;
-    gt_batch gb = {.N = N, .nseq = b->nseq, .seed = dropout_seed};
+    if (check_batch(t, b)) return -1;
     TRY(ops->upload(t->tokens, b->tokens, (size_t)N * 4));
     TRY(ops->upload(t->targets, b->targets, (size_t)N * 4));
     TRY(ops->upload(t->pos, b->pos, (size_t)N * 4));
@@ -505,8 +505,29 @@ int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t 
     for (int l = 0; l < c->L; l++)
         TRY(layer_forward(t, l, row(t, t->xs, (size_t)l * N, C),
                           row(t, t->xs, (size_t)(l + 1) * N, C), &t->acts[t->nacts > 1 ? l : 0],
-                          &gb));
-    TRY(head(t, b, dloss));
+                          gb));
+    return head(t, b, grad, dloss);
+}
+
+/* the per-row losses summed over the trained rows, in row order */
+static int sum_losses(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int64_t *ntrained) {
+    TRY(t->ops->download(t->host_losses, t->losses, (size_t)b->N * 4));
+    double sum = 0;
+    int64_t nt = 0;
+    for (int i = 0; i < b->N; i++)
+        if (b->targets[i] >= 0) sum += t->host_losses[i], nt++;
+    *loss_sum = sum, *ntrained = nt;
+    return t->ops->synchronize();
+}
+
+int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t dropout_seed,
+                      double *loss_sum, int64_t *ntrained) {
+    const dp_gpu_ops *ops = t->ops;
+    const dp_model_config *c = &t->model->cfg;
+    *loss_sum = 0, *ntrained = 0;
+    const int N = b->N, C = c->C;
+    gt_batch gb = {.N = N, .nseq = b->nseq, .seed = dropout_seed};
+    TRY(forward(t, b, &gb, true, dloss));
     const size_t es = t->bf16 ? 2 : 4;
     TRY(ops->dev_memset(t->dx, 0, (size_t)N * C * es));
     TRY(dp_gpu_rmsnorm_backward(&t->gm, t->dx, t->dh, row(t, t->xs, (size_t)c->L * N, C),
@@ -520,13 +541,14 @@ int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t 
                               row(t, t->xs, (size_t)(l + 1) * N, C), s, &gb));
         TRY(layer_backward(t, l, row(t, t->xs, (size_t)l * N, C), s, &gb));
     }
-    TRY(ops->download(t->host_losses, t->losses, (size_t)N * 4));
-    double sum = 0;
-    int64_t nt = 0;
-    for (int i = 0; i < N; i++)
-        if (b->targets[i] >= 0) sum += t->host_losses[i], nt++;
-    *loss_sum = sum, *ntrained = nt;
-    return ops->synchronize();
+    return sum_losses(t, b, loss_sum, ntrained);
+}
+
+int dp_gpu_train_loss(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int64_t *ntrained) {
+    *loss_sum = 0, *ntrained = 0;
+    gt_batch gb = {.N = b->N, .nseq = b->nseq, .seed = 0};
+    TRY(forward(t, b, &gb, false, 0.0f));
+    return sum_losses(t, b, loss_sum, ntrained);
 }
 
 int dp_gpu_train_zero_grads(dp_gpu_train *t) {

@@ -36,6 +36,8 @@ const dp_memplan *dp_gpu_train_plan(const dp_gpu_train *t);
  * (the same Philox draws as the CPU). *loss_sum, *ntrained as dp_model_grad. */
 int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t dropout_seed,
                       double *loss_sum, int64_t *ntrained);
+/* Forward only, no dropout, nothing accumulated: the same sums, for validation. */
+int dp_gpu_train_loss(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int64_t *ntrained);
 /* One optimizer step, as dp_adamw_step: global grad norm (returned in *norm, before
  * clipping), clipping, fused AdamW with step count `step` (1-based); then zeroes the gradients. */
 int dp_gpu_train_adamw(dp_gpu_train *t, const dp_adamw_config *c, double lr, long step,

@@ -1,10 +1,11 @@
-/* LoRA parameters, PEFT init, the low-rank path (OpenBLAS GEMMs) and PEFT adapter files. */
+/* LoRA parameters, PEFT init, the low-rank path (OpenBLAS GEMMs split across OpenMP threads by
+ * gemm_omp) and PEFT adapter files. */
 #include "train/lora.h"
 #include "data/error.h"
 #include "data/io.h"
+#include "kernels/ops.h"
 #include "train/rng.h"
 
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -136,10 +137,8 @@ void dp_lora_forward(float *y, const float *x, const dp_lora_module *m, int r, f
         xin = xd;
     }
     // xa (N, r) = xin (N, in) A^T;  y (N, out) += scale * xa B^T
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, m->in, 1.0f, xin, m->in, m->A, m->in,
-                0.0f, xa, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, m->out, r, scale, xa, r, m->B, r, 1.0f,
-                y, m->out);
+    gemm_omp(false, true, N, r, m->in, 1.0f, xin, m->in, m->A, m->in, 0.0f, xa, r);
+    gemm_omp(false, true, N, m->out, r, scale, xa, r, m->B, r, 1.0f, y, m->out);
 }
 
 void dp_lora_backward(float *dx, const float *dy, const float *x, const dp_lora_module *m, int r,
@@ -147,26 +146,21 @@ void dp_lora_backward(float *dx, const float *dy, const float *x, const dp_lora_
                       int N) {
     size_t nx = (size_t)N * m->in;
     // dB (out, r) += scale * dy^T xa;  dxa (N, r) = scale * dy B
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, m->out, r, N, scale, dy, m->out, xa, r,
-                1.0f, m->dB, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, m->out, scale, dy, m->out, m->B, r,
-                0.0f, dxa, r);
+    gemm_omp(true, false, m->out, r, N, scale, dy, m->out, xa, r, 1.0f, m->dB, r);
+    gemm_omp(false, false, N, r, m->out, scale, dy, m->out, m->B, r, 0.0f, dxa, r);
     const float *xin = x;
     if (keep) {
         for (size_t i = 0; i < nx; i++) xd[i] = x[i] * keep[i];
         xin = xd;
     }
     // dA (r, in) += dxa^T x_d
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, m->in, N, 1.0f, dxa, r, xin, m->in,
-                1.0f, m->dA, m->in);
+    gemm_omp(true, false, r, m->in, N, 1.0f, dxa, r, xin, m->in, 1.0f, m->dA, m->in);
     if (!dx) return;
     if (!keep) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, m->in, r, 1.0f, dxa, r, m->A,
-                    m->in, 1.0f, dx, m->in);
+        gemm_omp(false, false, N, m->in, r, 1.0f, dxa, r, m->A, m->in, 1.0f, dx, m->in);
         return;
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, m->in, r, 1.0f, dxa, r, m->A, m->in,
-                0.0f, xd, m->in);
+    gemm_omp(false, false, N, m->in, r, 1.0f, dxa, r, m->A, m->in, 0.0f, xd, m->in);
     for (size_t i = 0; i < nx; i++) dx[i] += keep[i] * xd[i];
 }
 

@@ -1,13 +1,41 @@
 /* Whole-model training forward/backward with LoRA (see model_grad.h). Layer inputs are kept;
  * with recomputation each layer's activations are rebuilt right before its backward pass.
- * Cross-entropy runs only over trained rows, in chunks, so full logits never exist. */
+ * Cross-entropy runs only over trained rows, in chunks, so full logits never exist.
+ * Threads: one OpenMP region per call. Each thread owns a slice of the rows and runs every
+ * row-wise step (norms, projections with single-threaded OpenBLAS, LoRA, RoPE, SwiGLU,
+ * residuals, its share of the cross-entropy) on it alone; the team meets only around attention
+ * (which mixes rows), the per-layer NF4 dequantization and the sum of the LoRA gradients. Few
+ * meeting points matter on a busy machine, where each one can wait out a time slice. Every
+ * split is a function of the row count and the thread count: the same thread count gives the
+ * same bits. */
 #include "train/model_grad.h"
 #include "data/error.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
 
+#include <cblas.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* phase timers (seconds, accumulated over the workspace's life, measured on thread 0) for the
+ * benchmark's profile */
+enum {
+    T_DEQUANT,
+    T_BASE_FWD,
+    T_BASE_BWD,
+    T_LORA_FWD,
+    T_LORA_BWD,
+    T_ATT_FWD,
+    T_ATT_BWD,
+    T_HEAD,
+    T_RECOMPUTE,
+    T_TOTAL,
+    T_N
+};
+#define TIC         double t_ = omp_get_wtime()
+#define TOC(ws, k)  ((ws)->times[k] += omp_get_wtime() - t_)
+#define TOC0(th, k) (th->t == 0 ? (void)TOC(th->ws, k) : (void)0)
 
 typedef struct {              /* one layer's activations, (N, ...) rows */
     float *h1, *rstd1;        /* attn-norm output (N, C), (N) */
@@ -22,22 +50,43 @@ typedef struct {              /* one layer's activations, (N, ...) rows */
 } layer_acts;
 
 struct dp_grad_ws {
-    int maxN, L, C, H, KVH, D, F, V, r, ce_chunk;
+    int maxN, L, C, H, KVH, D, F, V, r;
+    size_t wide; /* max(C, F, H*D): row width of tmp, keep and xd */
+    int nt;      /* threads of the team (omp_get_max_threads at creation) */
+    int ce_rows; /* rows of logits per thread at once */
     bool recompute;
-    float *xs;                               /* (L+1, N, C) layer inputs, xs[L] = last residual */
-    layer_acts *acts;                        /* 1 (recompute) or L */
-    float *xf, *rstdf, *dxf;                 /* final norm (N, C), (N), grad (N, C) */
-    float *dx, *dh, *tmp;                    /* (N, C) x2, (N, max(C, F, H*D)) */
-    float *dq, *dk, *dv, *dqr, *dkr, *datt;  /* (N, H*D) / (N, KVH*D) */
-    float *dg, *du, *da;                     /* (N, F) */
-    float *keep, *xd;                        /* (N, max in) dropout multipliers, dropped input */
-    float *dxa;                              /* (N, r) */
-    float *logits, *losses, *xrows, *dxrows; /* (chunk, V), (chunk), (chunk, C) x2 */
-    int32_t *trows, *ttargets;               /* (N), (chunk) */
-    float *inv_freq;                         /* (D/2) */
+    float *xs; /* (L+1, N, C) layer inputs, xs[L] = last residual */
+    /* with recomputation, (L, N, C) each layer's residual after attention as well: the
+     * recomputation then skips the o and down projections (a third of the layer's GEMMs) */
+    float *x2s;
+    layer_acts *acts;                       /* 1 (recompute) or L */
+    float *xf, *rstdf, *dxf;                /* final norm (N, C), (N), grad (N, C) */
+    float *dx, *dh, *tmp;                   /* (N, C) x2, (N, max(C, F, H*D)) */
+    float *dq, *dk, *dv, *dqr, *dkr, *datt; /* (N, H*D) / (N, KVH*D) */
+    float *dg, *du, *da;                    /* (N, F) */
+    float *keep, *xd;                       /* (N, max in) dropout multipliers, dropped input */
+    float *dxa;                             /* (N, r) */
+    /* per thread: (ce_rows, V) logits, (ce_rows) losses, (ce_rows, C) x2, (ce_rows) targets */
+    float *logits, *losses, *xrows, *dxrows;
+    int32_t *ttargets;
+    float *inv_freq; /* (D/2) */
+    /* NF4 modules of the current layer dequantized once to fp32 and shared by the layer's
+     * forward, recomputation and backward (one layer's worth, not the model's) */
+    float *wdq;                  /* (sum of out * in over the layer's NF4 modules) or NULL */
+    size_t wdq_off[DP_N_LINEAR]; /* offset of each NF4 module in wdq */
+    /* LoRA gradients of one layer for threads 1.., summed into lora->grads after the layer in
+     * thread order (thread 0 accumulates in place) */
+    float *gpart;  /* (nt - 1, glayer) */
+    size_t glayer; /* LoRA parameters per layer */
+    double tloss[64];
+    int64_t tcount[64];
+    int blas_threads;
     float *mem;
     size_t bytes;
+    double times[T_N];
 };
+
+#define MAX_THREADS 64
 
 static float *take(float **p, size_t n) {
     float *r = *p;
@@ -53,8 +102,10 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
            KD = (size_t)ws->KVH * ws->D, F = ws->F, r = ws->r;
     size_t wide = C > F ? C : F;
     if (HD > wide) wide = HD;
+    ws->wide = wide;
     bool qkn = model->cfg.qk_norm;
     ws->xs = take(&p, (size_t)(ws->L + 1) * N * C);
+    ws->x2s = ws->recompute ? take(&p, (size_t)ws->L * N * C) : NULL;
     int nacts = ws->recompute ? 1 : ws->L;
     for (int i = 0; i < nacts; i++) {
         layer_acts *A = &ws->acts[i];
@@ -64,7 +115,8 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
         A->kn_rstd = qkn ? take(&p, N * ws->KVH) : NULL;
         A->q = take(&p, N * HD), A->k = take(&p, N * KD), A->v = take(&p, N * KD);
         A->att = take(&p, N * HD), A->lse = take(&p, N * ws->H);
-        A->x2 = take(&p, N * C), A->h2 = take(&p, N * C), A->rstd2 = take(&p, N);
+        A->x2 = ws->recompute ? NULL : take(&p, N * C); /* recompute: x2s */
+        A->h2 = take(&p, N * C), A->rstd2 = take(&p, N);
         A->g = take(&p, N * F), A->u = take(&p, N * F), A->a = take(&p, N * F);
         for (int m = 0; m < DP_N_LINEAR; m++) A->xa[m] = take(&p, N * r);
     }
@@ -74,11 +126,22 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
     ws->dqr = take(&p, N * HD), ws->dkr = take(&p, N * KD), ws->datt = take(&p, N * HD);
     ws->dg = take(&p, N * F), ws->du = take(&p, N * F), ws->da = take(&p, N * F);
     ws->keep = take(&p, N * wide), ws->xd = take(&p, N * wide), ws->dxa = take(&p, N * r);
-    size_t ch = (size_t)ws->ce_chunk;
+    size_t ch = (size_t)ws->ce_rows * ws->nt;
     ws->logits = take(&p, ch * ws->V), ws->losses = take(&p, ch);
     ws->xrows = take(&p, ch * C), ws->dxrows = take(&p, ch * C);
-    ws->trows = (int32_t *)take(&p, N), ws->ttargets = (int32_t *)take(&p, ch);
+    ws->ttargets = (int32_t *)take(&p, ch);
     ws->inv_freq = take(&p, (size_t)ws->D / 2 + 1);
+    size_t nq = 0;
+    for (int m = 0; m < DP_N_LINEAR; m++) {
+        ws->wdq_off[m] = nq;
+        if (!model->layers[0].lin[m].w) {
+            int64_t o, i;
+            dp_linear_shape(&model->cfg, (dp_linear_id)m, &o, &i);
+            nq += (size_t)(o * i);
+        }
+    }
+    ws->wdq = nq ? take(&p, nq) : NULL;
+    ws->gpart = ws->glayer && ws->nt > 1 ? take(&p, ws->glayer * (size_t)(ws->nt - 1)) : NULL;
     return (size_t)(p - start) * sizeof(float);
 }
 
@@ -97,8 +160,13 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
     if (!ws) return NULL;
     ws->maxN = max_tokens, ws->L = c->L, ws->C = c->C, ws->H = c->H, ws->KVH = c->KVH;
     ws->D = c->D, ws->F = c->F, ws->V = c->V, ws->r = lora ? lora->cfg.r : 1;
-    ws->ce_chunk = ce_chunk > 0 ? ce_chunk : 128;
-    if (ws->ce_chunk > max_tokens) ws->ce_chunk = max_tokens;
+    ws->nt = omp_get_max_threads();
+    if (ws->nt > MAX_THREADS) ws->nt = MAX_THREADS;
+    if (ws->nt > max_tokens) ws->nt = max_tokens; /* every thread gets rows */
+    int chunk = ce_chunk > 0 ? ce_chunk : 128;
+    if (chunk > max_tokens) chunk = max_tokens;
+    ws->ce_rows = (chunk + ws->nt - 1) / ws->nt; /* the chunk shared by the team */
+    ws->glayer = lora ? lora->n / (size_t)lora->L : 0;
     ws->recompute = recompute;
     ws->acts = dp_calloc(recompute ? 1 : (size_t)c->L, sizeof *ws->acts);
     if (!ws->acts) goto fail;
@@ -111,7 +179,12 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
         goto fail;
     }
     carve(ws, model, ws->mem);
+    if (ws->gpart) memset(ws->gpart, 0, ws->glayer * (size_t)(ws->nt - 1) * sizeof(float));
     rope_inv_freq(ws->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
+    /* threads are OpenMP's alone while the workspace lives: OpenBLAS runs single-threaded
+     * inside them (restored by dp_grad_ws_free) */
+    ws->blas_threads = openblas_get_num_threads();
+    openblas_set_num_threads(1);
     return ws;
 fail:
     dp_grad_ws_free(ws);
@@ -120,6 +193,7 @@ fail:
 
 void dp_grad_ws_free(dp_grad_ws *ws) {
     if (!ws) return;
+    if (ws->mem && ws->blas_threads > 0) openblas_set_num_threads(ws->blas_threads);
     free(ws->mem);
     free(ws->acts);
     free(ws);
@@ -129,36 +203,66 @@ size_t dp_grad_ws_bytes(const dp_grad_ws *ws) {
     return ws->bytes;
 }
 
-/* ------------------------------------------------------------------ frozen linears */
-
-/* out (N, out) = inp (N, in) W^T + b; NF4 weights are dequantized tile by tile */
-static void lin_fwd(float *out, const float *inp, const dp_linear *lin, int N) {
-    if (lin->w)
-        matmul_forward(out, inp, lin->w, lin->bias, N, lin->in, lin->out);
-    else
-        matmul_nf4_forward(out, inp, lin->nf4, lin->bias, N, lin->in, lin->out);
+void dp_grad_ws_times(const dp_grad_ws *ws, dp_grad_times *t) {
+    const double *x = ws->times;
+    *t = (dp_grad_times){x[T_DEQUANT], x[T_BASE_FWD], x[T_BASE_BWD], x[T_LORA_FWD],  x[T_LORA_BWD],
+                         x[T_ATT_FWD], x[T_ATT_BWD],  x[T_HEAD],     x[T_RECOMPUTE], x[T_TOTAL]};
 }
 
-/* dinp (N, in) += dout (N, out) W: the gradient through the frozen weight */
-static void lin_bwd(float *dinp, const float *dout, const float *inp, const dp_linear *lin, int N) {
-    if (lin->w)
-        matmul_backward(dinp, NULL, NULL, dout, inp, lin->w, N, lin->in, lin->out);
-    else
-        matmul_nf4_backward_input(dinp, dout, lin->nf4, N, lin->in, lin->out);
+/* ------------------------------------------------------------------ one thread's view */
+
+typedef struct {
+    dp_grad_ws *ws;
+    const dp_model *model;
+    const dp_batch *b;
+    uint64_t seed;
+    int t, nt, n0, n1; /* this thread, the team, its rows [n0, n1) */
+    int w_layer;       /* layer whose NF4 weights wdq holds, -1 none */
+} thr;
+
+/* layer l's weight of module m, fp32 */
+static const float *weight(const thr *th, int l, int m) {
+    const dp_linear *lin = &th->model->layers[l].lin[m];
+    return lin->w ? lin->w : th->ws->wdq + th->ws->wdq_off[m];
 }
 
-/* Dropout multipliers for (layer, module): 0 or 1/(1-p). Element i of the (N, in) input keeps
- * when Philox draw i of stream (seed, layer * 8 + module) exceeds p: the mask dropout_forward
- * (kernels/philox.h) draws on either backend, so the GPU step drops the same elements. */
-static const float *make_keep(dp_grad_ws *ws, const dp_lora *lora, uint64_t seed, int l, int m,
-                              size_t n) {
+/* Dequantizes layer l's NF4 modules into wdq, every thread a share of the rows, unless it is
+ * already there. Called by the whole team. */
+static void load_layer(thr *th, int l) {
+    dp_grad_ws *ws = th->ws;
+    if (!ws->wdq || th->w_layer == l) return;
+    TIC;
+    const dp_layer *ly = &th->model->layers[l];
+    int64_t first[DP_N_LINEAR + 1] = {0}; /* row index of each module in the joint loop */
+    for (int m = 0; m < DP_N_LINEAR; m++)
+        first[m + 1] = first[m] + (ly->lin[m].w ? 0 : ly->lin[m].out);
+#pragma omp barrier /* nobody still reads the previous layer's weights */
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < first[DP_N_LINEAR]; r++) {
+        int m = 0;
+        while (r >= first[m + 1]) m++;
+        const dp_linear *lin = &ly->lin[m];
+        int64_t row = r - first[m];
+        dp_nf4_dequantize_range(lin->nf4, ws->wdq + ws->wdq_off[m] + row * lin->in, row * lin->in,
+                                lin->in);
+    }
+    th->w_layer = l;
+    TOC0(th, T_DEQUANT);
+}
+
+/* Dropout multipliers of elements [i0, i1) of (layer, module) into keep[0, i1 - i0): 0 or
+ * 1/(1-p). Element i of the (N, in) input keeps when Philox draw i of stream
+ * (seed, layer * 8 + module) exceeds p: the mask dropout_forward (kernels/philox.h) draws on
+ * either backend, so the GPU step drops the same elements. */
+static const float *make_keep(float *keep, const dp_lora *lora, uint64_t seed, int l, int m,
+                              size_t i0, size_t i1) {
     float p = lora->cfg.dropout;
     if (!(p > 0) || !seed) return NULL;
     float s = 1.0f / (1.0f - p);
     uint64_t stream = (uint64_t)l * 8 + (uint64_t)m;
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++) ws->keep[i] = dp_philox_uniform(seed, stream, i) > p ? s : 0.0f;
-    return ws->keep;
+    for (size_t i = i0; i < i1; i++)
+        keep[i - i0] = dp_philox_uniform(seed, stream, i) > p ? s : 0.0f;
+    return keep;
 }
 
 static const dp_lora_module *lmod(const dp_lora *lora, int l, int m) {
@@ -167,101 +271,196 @@ static const dp_lora_module *lmod(const dp_lora *lora, int l, int m) {
     return md->A ? md : NULL;
 }
 
-/* out = base(inp) + LoRA(inp) for module m of layer l */
-static void proj_fwd(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, int l, int m,
-                     float *out, const float *inp, float *xa, uint64_t seed, int N) {
-    const dp_linear *lin = &model->layers[l].lin[m];
-    lin_fwd(out, inp, lin, N);
+/* out = base(inp) + LoRA(inp) for module m of layer l, on this thread's rows; out, inp, xa
+ * are the whole (N, ...) matrices. Without base, only xa is wanted (recomputation of a module
+ * whose output is checkpointed): out is scratch that gets the LoRA term alone. */
+static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, const float *inp,
+                     float *xa, bool base) {
+    dp_grad_ws *ws = th->ws;
+    const dp_linear *lin = &th->model->layers[l].lin[m];
+    int n = th->n1 - th->n0, fi = lin->in, fo = lin->out;
+    if (n <= 0) return;
+    out += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
+    if (base) {
+        TIC;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fo, fi, 1.0f, inp, fi,
+                    weight(th, l, m), fi, 0.0f, out, fo);
+        if (lin->bias)
+            for (int i = 0; i < n; i++)
+                for (int o = 0; o < fo; o++) out[(size_t)i * fo + o] += lin->bias[o];
+        TOC0(th, T_BASE_FWD);
+    }
     const dp_lora_module *md = lmod(lora, l, m);
     if (!md) return;
-    const float *keep = make_keep(ws, lora, seed, l, m, (size_t)N * lin->in);
-    dp_lora_forward(out, inp, md, lora->cfg.r, lora->scale, keep, xa, ws->xd, N);
+    TIC;
+    size_t i0 = (size_t)th->n0 * fi;
+    /* keep and xd: this thread's rows at the widest row width, whatever this module's */
+    size_t w0 = (size_t)th->n0 * ws->wide;
+    const float *keep = make_keep(ws->keep + w0, lora, th->seed, l, m, i0, i0 + (size_t)n * fi);
+    dp_lora_forward(out, inp, md, lora->cfg.r, lora->scale, keep, xa + (size_t)th->n0 * lora->cfg.r,
+                    ws->xd + w0, n);
+    TOC0(th, T_LORA_FWD);
 }
 
-/* dinp += d(out)/d(inp)^T dout; LoRA gradients accumulate */
-static void proj_bwd(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, int l, int m,
-                     float *dinp, const float *dout, const float *inp, const float *xa,
-                     uint64_t seed, int N) {
-    const dp_linear *lin = &model->layers[l].lin[m];
-    lin_bwd(dinp, dout, inp, lin, N);
+/* dinp = beta dinp + d(out)/d(inp)^T dout on this thread's rows; LoRA gradients accumulate
+ * (thread 0 into lora->grads, the others into their share of gpart) */
+static void proj_bwd(thr *th, dp_lora *lora, int l, int m, float *dinp, const float *dout,
+                     const float *inp, const float *xa, float beta) {
+    dp_grad_ws *ws = th->ws;
+    const dp_linear *lin = &th->model->layers[l].lin[m];
+    int n = th->n1 - th->n0, fi = lin->in, fo = lin->out;
+    if (n <= 0) return;
+    dinp += (size_t)th->n0 * fi, dout += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
+    {
+        TIC;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fi, fo, 1.0f, dout, fo,
+                    weight(th, l, m), fi, beta, dinp, fi);
+        TOC0(th, T_BASE_BWD);
+    }
     const dp_lora_module *md = lmod(lora, l, m);
     if (!md) return;
-    const float *keep = make_keep(ws, lora, seed, l, m, (size_t)N * lin->in);
-    dp_lora_backward(dinp, dout, inp, md, lora->cfg.r, lora->scale, keep, xa, ws->dxa, ws->xd, N);
+    TIC;
+    dp_lora_module mt = *md;
+    if (th->t > 0) { /* the same place in this thread's copy of the layer's gradients */
+        const float *g0 = lora->grads + (size_t)l * ws->glayer;
+        float *part = ws->gpart + (size_t)(th->t - 1) * ws->glayer;
+        mt.dA = part + (md->dA - g0), mt.dB = part + (md->dB - g0);
+    }
+    int r = lora->cfg.r;
+    size_t i0 = (size_t)th->n0 * fi;
+    size_t w0 = (size_t)th->n0 * ws->wide;
+    const float *keep = make_keep(ws->keep + w0, lora, th->seed, l, m, i0, i0 + (size_t)n * fi);
+    dp_lora_backward(dinp, dout, inp, &mt, r, lora->scale, keep, xa + (size_t)th->n0 * r,
+                     ws->dxa + (size_t)th->n0 * r, ws->xd + w0, n);
+    TOC0(th, T_LORA_BWD);
 }
 
-static void layer_forward(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, int l,
-                          const float *x, float *x_out, layer_acts *A, const dp_batch *b,
-                          uint64_t seed) {
-    const dp_model_config *c = &model->cfg;
-    const dp_layer *ly = &model->layers[l];
-    int N = b->N, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
-    size_t NC = (size_t)N * C;
-    rmsnorm_forward(A->h1, A->rstd1, x, ly->attn_norm, N, C, c->rms_eps);
-    float *q = c->qk_norm ? A->qraw : A->q, *k = c->qk_norm ? A->kraw : A->k;
-    proj_fwd(ws, model, lora, l, DP_Q, q, A->h1, A->xa[DP_Q], seed, N);
-    proj_fwd(ws, model, lora, l, DP_K, k, A->h1, A->xa[DP_K], seed, N);
-    proj_fwd(ws, model, lora, l, DP_V, A->v, A->h1, A->xa[DP_V], seed, N);
-    if (c->qk_norm) {
-        rmsnorm_forward(A->q, A->qn_rstd, A->qraw, ly->q_norm, N * H, D, c->rms_eps);
-        rmsnorm_forward(A->k, A->kn_rstd, A->kraw, ly->k_norm, N * KVH, D, c->rms_eps);
+/* lora->grads of layer l += the other threads' parts, in thread order; the parts are zeroed.
+ * Called by the whole team after the layer's backward. */
+static void reduce_grads(thr *th, dp_lora *lora, int l) {
+    dp_grad_ws *ws = th->ws;
+    if (!ws->gpart || !lora) return;
+    float *g = lora->grads + (size_t)l * ws->glayer;
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (size_t i = 0; i < ws->glayer; i++) {
+        float s = g[i];
+        for (int t = 1; t < th->nt; t++) {
+            float *part = ws->gpart + (size_t)(t - 1) * ws->glayer;
+            s += part[i];
+            part[i] = 0.0f;
+        }
+        g[i] = s;
     }
-    rope_forward(A->q, b->pos, ws->inv_freq, N, H, D);
-    rope_forward(A->k, b->pos, ws->inv_freq, N, KVH, D);
-    attention_forward(A->att, A->lse, A->q, A->k, A->v, b->cu_seqlens, b->nseq, H, KVH, D);
-    proj_fwd(ws, model, lora, l, DP_O, ws->tmp, A->att, A->xa[DP_O], seed, N);
-    for (size_t i = 0; i < NC; i++) A->x2[i] = x[i] + ws->tmp[i];
-    rmsnorm_forward(A->h2, A->rstd2, A->x2, ly->ffn_norm, N, C, c->rms_eps);
-    proj_fwd(ws, model, lora, l, DP_GATE, A->g, A->h2, A->xa[DP_GATE], seed, N);
-    proj_fwd(ws, model, lora, l, DP_UP, A->u, A->h2, A->xa[DP_UP], seed, N);
-    swiglu_forward(A->a, A->g, A->u, (size_t)N * F);
-    proj_fwd(ws, model, lora, l, DP_DOWN, ws->tmp, A->a, A->xa[DP_DOWN], seed, N);
-    for (size_t i = 0; i < NC; i++) x_out[i] = A->x2[i] + ws->tmp[i];
 }
 
-/* dx: gradient at the layer's output on entry, at its input on return. */
-static void layer_backward(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, int l,
-                           const float *x, const layer_acts *A, float *dx, const dp_batch *b,
-                           uint64_t seed) {
-    const dp_model_config *c = &model->cfg;
-    const dp_layer *ly = &model->layers[l];
-    int N = b->N, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
-    size_t NC = (size_t)N * C, NF = (size_t)N * F, NQ = (size_t)N * H * D, NK = (size_t)N * KVH * D;
-    /* MLP: the residual passes dx through; the down projection sees dx too */
-    memset(ws->da, 0, NF * sizeof(float));
-    proj_bwd(ws, model, lora, l, DP_DOWN, ws->da, dx, A->a, A->xa[DP_DOWN], seed, N);
-    memset(ws->dg, 0, NF * sizeof(float));
-    memset(ws->du, 0, NF * sizeof(float));
-    swiglu_backward(ws->dg, ws->du, ws->da, A->g, A->u, NF);
-    memset(ws->dh, 0, NC * sizeof(float));
-    proj_bwd(ws, model, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, A->xa[DP_GATE], seed, N);
-    proj_bwd(ws, model, lora, l, DP_UP, ws->dh, ws->du, A->h2, A->xa[DP_UP], seed, N);
-    rmsnorm_backward(dx, NULL, ws->dh, A->x2, ly->ffn_norm, A->rstd2, N, C);
-    /* attention */
-    memset(ws->datt, 0, NQ * sizeof(float));
-    proj_bwd(ws, model, lora, l, DP_O, ws->datt, dx, A->att, A->xa[DP_O], seed, N);
-    memset(ws->dq, 0, NQ * sizeof(float));
-    memset(ws->dk, 0, NK * sizeof(float));
-    memset(ws->dv, 0, NK * sizeof(float));
-    attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, A->att, A->lse, A->q, A->k, A->v,
-                       b->cu_seqlens, b->nseq, H, KVH, D);
-    rope_backward(ws->dq, b->pos, ws->inv_freq, N, H, D);
-    rope_backward(ws->dk, b->pos, ws->inv_freq, N, KVH, D);
-    float *dq = ws->dq, *dk = ws->dk;
-    const float *q_in = A->q, *k_in = A->k;
-    if (c->qk_norm) {
-        memset(ws->dqr, 0, NQ * sizeof(float));
-        memset(ws->dkr, 0, NK * sizeof(float));
-        rmsnorm_backward(ws->dqr, NULL, ws->dq, A->qraw, ly->q_norm, A->qn_rstd, N * H, D);
-        rmsnorm_backward(ws->dkr, NULL, ws->dk, A->kraw, ly->k_norm, A->kn_rstd, N * KVH, D);
-        dq = ws->dqr, dk = ws->dkr;
+/* rows [n0, n1) of a (N, w) matrix */
+#define MY(th, p, w) ((p) + (size_t)(th)->n0 * (w))
+
+/* rc: the recomputation pass before the layer's backward, whose output (and residual after
+ * attention) are already in xs / x2s */
+static void layer_forward(thr *th, const dp_lora *lora, int l, const float *x, float *x_out,
+                          layer_acts *A, bool rc) {
+    dp_grad_ws *ws = th->ws;
+    const dp_model_config *c = &th->model->cfg;
+    const dp_layer *ly = &th->model->layers[l];
+    const dp_batch *b = th->b;
+    int n = th->n1 - th->n0, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
+    int HD = H * D, KD = KVH * D;
+    load_layer(th, l);
+    if (n > 0) {
+        rmsnorm_forward(MY(th, A->h1, C), MY(th, A->rstd1, 1), MY(th, x, C), ly->attn_norm, n, C,
+                        c->rms_eps);
+        float *q = c->qk_norm ? A->qraw : A->q, *k = c->qk_norm ? A->kraw : A->k;
+        proj_fwd(th, lora, l, DP_Q, q, A->h1, A->xa[DP_Q], true);
+        proj_fwd(th, lora, l, DP_K, k, A->h1, A->xa[DP_K], true);
+        proj_fwd(th, lora, l, DP_V, A->v, A->h1, A->xa[DP_V], true);
+        if (c->qk_norm) {
+            rmsnorm_forward(MY(th, A->q, HD), MY(th, A->qn_rstd, H), MY(th, A->qraw, HD),
+                            ly->q_norm, n * H, D, c->rms_eps);
+            rmsnorm_forward(MY(th, A->k, KD), MY(th, A->kn_rstd, KVH), MY(th, A->kraw, KD),
+                            ly->k_norm, n * KVH, D, c->rms_eps);
+        }
+        rope_forward(MY(th, A->q, HD), b->pos + th->n0, ws->inv_freq, n, H, D);
+        rope_forward(MY(th, A->k, KD), b->pos + th->n0, ws->inv_freq, n, KVH, D);
     }
-    (void)q_in, (void)k_in;
-    memset(ws->dh, 0, NC * sizeof(float));
-    proj_bwd(ws, model, lora, l, DP_Q, ws->dh, dq, A->h1, A->xa[DP_Q], seed, N);
-    proj_bwd(ws, model, lora, l, DP_K, ws->dh, dk, A->h1, A->xa[DP_K], seed, N);
-    proj_bwd(ws, model, lora, l, DP_V, ws->dh, ws->dv, A->h1, A->xa[DP_V], seed, N);
-    rmsnorm_backward(dx, NULL, ws->dh, x, ly->attn_norm, A->rstd1, N, C);
+#pragma omp barrier /* attention reads every row's k and v */
+    {
+        TIC;
+        attention_forward(A->att, A->lse, A->q, A->k, A->v, b->cu_seqlens, b->nseq, H, KVH, D);
+        TOC0(th, T_ATT_FWD);
+    }
+    if (n <= 0) return;
+    float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
+    proj_fwd(th, lora, l, DP_O, ws->tmp, A->att, A->xa[DP_O], !rc);
+    size_t a0 = (size_t)th->n0 * C, a1 = (size_t)th->n1 * C;
+    if (!rc)
+        for (size_t i = a0; i < a1; i++) x2[i] = x[i] + ws->tmp[i];
+    rmsnorm_forward(MY(th, A->h2, C), MY(th, A->rstd2, 1), MY(th, x2, C), ly->ffn_norm, n, C,
+                    c->rms_eps);
+    proj_fwd(th, lora, l, DP_GATE, A->g, A->h2, A->xa[DP_GATE], true);
+    proj_fwd(th, lora, l, DP_UP, A->u, A->h2, A->xa[DP_UP], true);
+    swiglu_forward(MY(th, A->a, F), MY(th, A->g, F), MY(th, A->u, F), (size_t)n * F);
+    proj_fwd(th, lora, l, DP_DOWN, ws->tmp, A->a, A->xa[DP_DOWN], !rc);
+    if (!rc)
+        for (size_t i = a0; i < a1; i++) x_out[i] = x2[i] + ws->tmp[i];
+}
+
+/* dx: gradient at the layer's output on entry, at its input on return (this thread's rows). */
+static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const layer_acts *A,
+                           float *dx) {
+    dp_grad_ws *ws = th->ws;
+    const dp_model_config *c = &th->model->cfg;
+    const dp_layer *ly = &th->model->layers[l];
+    const dp_batch *b = th->b;
+    int n = th->n1 - th->n0, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
+    int HD = H * D, KD = KVH * D;
+    load_layer(th, l);
+    if (n > 0) {
+        /* MLP: the residual passes dx through; the down projection sees dx too */
+        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, A->xa[DP_DOWN], 0.0f);
+        memset(MY(th, ws->dg, F), 0, (size_t)n * F * sizeof(float));
+        memset(MY(th, ws->du, F), 0, (size_t)n * F * sizeof(float));
+        swiglu_backward(MY(th, ws->dg, F), MY(th, ws->du, F), MY(th, ws->da, F), MY(th, A->g, F),
+                        MY(th, A->u, F), (size_t)n * F);
+        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, A->xa[DP_GATE], 0.0f);
+        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, A->xa[DP_UP], 1.0f);
+        const float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
+        rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x2, C), ly->ffn_norm,
+                         MY(th, A->rstd2, 1), n, C);
+        /* attention */
+        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, A->xa[DP_O], 0.0f);
+        memset(MY(th, ws->dq, HD), 0, (size_t)n * HD * sizeof(float));
+        memset(MY(th, ws->dk, KD), 0, (size_t)n * KD * sizeof(float));
+        memset(MY(th, ws->dv, KD), 0, (size_t)n * KD * sizeof(float));
+    }
+#pragma omp barrier /* attention's backward reads every row's output gradient */
+    {
+        TIC;
+        attention_backward(ws->dq, ws->dk, ws->dv, ws->datt, A->att, A->lse, A->q, A->k, A->v,
+                           b->cu_seqlens, b->nseq, H, KVH, D);
+        TOC0(th, T_ATT_BWD);
+    }
+    if (n > 0) {
+        rope_backward(MY(th, ws->dq, HD), b->pos + th->n0, ws->inv_freq, n, H, D);
+        rope_backward(MY(th, ws->dk, KD), b->pos + th->n0, ws->inv_freq, n, KVH, D);
+        float *dq = ws->dq, *dk = ws->dk;
+        if (c->qk_norm) {
+            memset(MY(th, ws->dqr, HD), 0, (size_t)n * HD * sizeof(float));
+            memset(MY(th, ws->dkr, KD), 0, (size_t)n * KD * sizeof(float));
+            rmsnorm_backward(MY(th, ws->dqr, HD), NULL, MY(th, ws->dq, HD), MY(th, A->qraw, HD),
+                             ly->q_norm, MY(th, A->qn_rstd, H), n * H, D);
+            rmsnorm_backward(MY(th, ws->dkr, KD), NULL, MY(th, ws->dk, KD), MY(th, A->kraw, KD),
+                             ly->k_norm, MY(th, A->kn_rstd, KVH), n * KVH, D);
+            dq = ws->dqr, dk = ws->dkr;
+        }
+        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, A->xa[DP_Q], 0.0f);
+        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, A->xa[DP_K], 1.0f);
+        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, A->xa[DP_V], 1.0f);
+        rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x, C), ly->attn_norm,
+                         MY(th, A->rstd1, 1), n, C);
+    }
+    reduce_grads(th, lora, l);
 }
 
 static int check_batch(const dp_grad_ws *ws, const dp_model *model, const dp_batch *b) {
@@ -280,68 +479,119 @@ static int check_batch(const dp_grad_ws *ws, const dp_model *model, const dp_bat
     return 0;
 }
 
-static void forward_trunk(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
-                          const dp_batch *b, uint64_t seed) {
-    size_t NC = (size_t)b->N * ws->C;
-    embedding_forward(ws->xs, b->tokens, model->embed, b->N, ws->C);
-    for (int l = 0; l < ws->L; l++)
-        layer_forward(ws, model, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC,
-                      &ws->acts[ws->recompute ? 0 : l], b, seed);
-    rmsnorm_forward(ws->xf, ws->rstdf, ws->xs + ws->L * NC, model->final_norm, b->N, ws->C,
-                    model->cfg.rms_eps);
+static void thr_init(thr *th, dp_grad_ws *ws, const dp_model *model, const dp_batch *b,
+                     uint64_t seed) {
+    th->ws = ws, th->model = model, th->b = b, th->seed = seed, th->w_layer = -1;
+    th->t = omp_get_thread_num(), th->nt = omp_get_num_threads();
+    th->n0 = (int)((int64_t)b->N * th->t / th->nt);
+    th->n1 = (int)((int64_t)b->N * (th->t + 1) / th->nt);
 }
 
-/* Cross-entropy over the trained rows, chunked; with grad, fills ws->dxf (N, C). */
-static void head(dp_grad_ws *ws, const dp_model *model, const dp_batch *b, bool grad, float dloss,
-                 double *loss_sum, int64_t *ntrained) {
-    int C = ws->C, V = ws->V, nt = 0;
-    for (int i = 0; i < b->N; i++)
-        if (b->targets[i] >= 0) ws->trows[nt++] = i;
-    if (grad) memset(ws->dxf, 0, (size_t)b->N * C * sizeof(float));
-    const float *W = model->lm_head.w; // (V, C)
+static void forward_trunk(thr *th, const dp_lora *lora) {
+    dp_grad_ws *ws = th->ws;
+    const dp_batch *b = th->b;
+    int n = th->n1 - th->n0, C = ws->C;
+    size_t NC = (size_t)b->N * C;
+    if (n > 0) embedding_forward(MY(th, ws->xs, C), b->tokens + th->n0, th->model->embed, n, C);
+    for (int l = 0; l < ws->L; l++)
+        layer_forward(th, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC,
+                      &ws->acts[ws->recompute ? 0 : l], false);
+    if (n > 0)
+        rmsnorm_forward(MY(th, ws->xf, C), MY(th, ws->rstdf, 1), MY(th, ws->xs + ws->L * NC, C),
+                        th->model->final_norm, n, C, th->model->cfg.rms_eps);
+}
+
+/* Cross-entropy over the trained rows, chunked: thread t takes the t-th share of the trained
+ * rows (wherever they lie), so the team splits the vocabulary GEMMs evenly. With grad, fills
+ * ws->dxf (N, C). The loss sum and count go to tloss[t], tcount[t]. */
+static void head(thr *th, bool grad, float dloss) {
+    dp_grad_ws *ws = th->ws;
+    const dp_batch *b = th->b;
+    int C = ws->C, V = ws->V, R = ws->ce_rows;
+    const float *W = th->model->lm_head.w; // (V, C)
+    int64_t total = 0;
+    for (int i = 0; i < b->N; i++) total += b->targets[i] >= 0;
+    int64_t k0 = total * th->t / th->nt, k1 = total * (th->t + 1) / th->nt;
+    float *logits = ws->logits + (size_t)th->t * R * V, *losses = ws->losses + (size_t)th->t * R;
+    float *xrows = ws->xrows + (size_t)th->t * R * C, *dxrows = ws->dxrows + (size_t)th->t * R * C;
+    int32_t *tt = ws->ttargets + (size_t)th->t * R;
+    int rows[R];
+    if (grad) memset(MY(th, ws->dxf, C), 0, (size_t)(th->n1 - th->n0) * C * sizeof(float));
+#pragma omp barrier /* every row of xf is final, and dxf is zero */
     double sum = 0;
-    for (int s = 0; s < nt; s += ws->ce_chunk) {
-        int n = nt - s < ws->ce_chunk ? nt - s : ws->ce_chunk;
-        for (int i = 0; i < n; i++) {
-            int row = ws->trows[s + i];
-            memcpy(ws->xrows + (size_t)i * C, ws->xf + (size_t)row * C, C * sizeof(float));
-            ws->ttargets[i] = b->targets[row];
+    int64_t k = 0;
+    int i = 0;
+    while (k < k1) {
+        int n = 0; /* the next chunk of this thread's trained rows */
+        for (; i < b->N && n < R && k < k1; i++) {
+            if (b->targets[i] < 0) continue;
+            if (k++ < k0) continue;
+            rows[n] = i;
+            memcpy(xrows + (size_t)n * C, ws->xf + (size_t)i * C, C * sizeof(float));
+            tt[n++] = b->targets[i];
         }
-        matmul_forward(ws->logits, ws->xrows, W, NULL, n, C, V);
-        cross_entropy_forward_backward(ws->losses, ws->logits, ws->logits, ws->ttargets, n, V,
-                                       dloss);
-        for (int i = 0; i < n; i++) sum += ws->losses[i];
+        if (!n) break;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xrows, C, W, C, 0.0f,
+                    logits, V);
+        cross_entropy_forward_backward(losses, logits, logits, tt, n, V, dloss);
+        for (int j = 0; j < n; j++) sum += losses[j];
         if (!grad) continue;
-        memset(ws->dxrows, 0, (size_t)n * C * sizeof(float));
-        matmul_backward(ws->dxrows, NULL, NULL, ws->logits, ws->xrows, W, n, C, V);
-        for (int i = 0; i < n; i++) {
-            float *d = ws->dxf + (size_t)ws->trows[s + i] * C;
-            const float *g = ws->dxrows + (size_t)i * C;
-            for (int j = 0; j < C; j++) d[j] += g[j];
-        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, W, C, 0.0f,
+                    dxrows, C);
+        for (int j = 0; j < n; j++) /* each trained row is one thread's */
+            memcpy(ws->dxf + (size_t)rows[j] * C, dxrows + (size_t)j * C, C * sizeof(float));
     }
-    *loss_sum = sum;
-    *ntrained = nt;
+    ws->tloss[th->t] = sum;
+    ws->tcount[th->t] = k1 - k0;
+#pragma omp barrier /* every row of dxf is written */
+}
+
+static void sum_loss(const dp_grad_ws *ws, int nt, double *loss_sum, int64_t *ntrained) {
+    double s = 0;
+    int64_t c = 0;
+    for (int t = 0; t < nt; t++) s += ws->tloss[t], c += ws->tcount[t];
+    *loss_sum = s;
+    *ntrained = c;
 }
 
 int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp_batch *b,
                   float dloss, uint64_t dropout_seed, double *loss_sum, int64_t *ntrained) {
     if (check_batch(ws, model, b)) return -1;
     if (!lora || lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
-    size_t NC = (size_t)b->N * ws->C;
-    forward_trunk(ws, model, lora, b, dropout_seed);
-    head(ws, model, b, true, dloss, loss_sum, ntrained);
-    memset(ws->dx, 0, NC * sizeof(float));
-    rmsnorm_backward(ws->dx, NULL, ws->dxf, ws->xs + ws->L * NC, model->final_norm, ws->rstdf, b->N,
-                     ws->C);
-    for (int l = ws->L - 1; l >= 0; l--) {
-        layer_acts *A = &ws->acts[ws->recompute ? 0 : l];
-        /* recomputation rewrites xs[l+1] with the same values it already holds */
-        if (ws->recompute)
-            layer_forward(ws, model, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC, A, b,
-                          dropout_seed);
-        layer_backward(ws, model, lora, l, ws->xs + l * NC, A, ws->dx, b, dropout_seed);
+    if (lora->n / (size_t)lora->L != ws->glayer)
+        return dp_fail("LoRA layout differs from the workspace's");
+    int nt = ws->nt < b->N ? ws->nt : b->N;
+    double t0 = omp_get_wtime();
+#pragma omp parallel num_threads(nt)
+    {
+        thr th;
+        thr_init(&th, ws, model, b, dropout_seed);
+        size_t NC = (size_t)b->N * ws->C;
+        int n = th.n1 - th.n0;
+        forward_trunk(&th, lora);
+        {
+            TIC;
+            head(&th, true, dloss);
+            TOC0((&th), T_HEAD);
+        }
+        if (n > 0) {
+            memset(MY(&th, ws->dx, ws->C), 0, (size_t)n * ws->C * sizeof(float));
+            rmsnorm_backward(MY(&th, ws->dx, ws->C), NULL, MY(&th, ws->dxf, ws->C),
+                             MY(&th, ws->xs + ws->L * NC, ws->C), model->final_norm,
+                             MY(&th, ws->rstdf, 1), n, ws->C);
+        }
+        for (int l = ws->L - 1; l >= 0; l--) {
+            layer_acts *A = &ws->acts[ws->recompute ? 0 : l];
+            if (ws->recompute) {
+                TIC;
+                layer_forward(&th, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC, A, true);
+                TOC0((&th), T_RECOMPUTE);
+            }
+            layer_backward(&th, lora, l, ws->xs + l * NC, A, ws->dx);
+        }
     }
+    ws->times[T_TOTAL] += omp_get_wtime() - t0;
+    sum_loss(ws, nt, loss_sum, ntrained);
     return 0;
 }
 
@@ -349,15 +599,29 @@ int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, co
                   double *loss_sum, int64_t *ntrained) {
     if (check_batch(ws, model, b)) return -1;
     if (lora && lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
-    forward_trunk(ws, model, lora, b, 0);
-    head(ws, model, b, false, 0.0f, loss_sum, ntrained);
+    int nt = ws->nt < b->N ? ws->nt : b->N;
+#pragma omp parallel num_threads(nt)
+    {
+        thr th;
+        thr_init(&th, ws, model, b, 0);
+        forward_trunk(&th, lora);
+        head(&th, false, 0.0f);
+    }
+    sum_loss(ws, nt, loss_sum, ntrained);
     return 0;
 }
 
 int dp_model_logits(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
                     float *logits) {
     if (check_batch(ws, model, b)) return -1;
-    forward_trunk(ws, model, lora, b, 0);
-    matmul_forward(logits, ws->xf, model->lm_head.w, NULL, b->N, ws->C, ws->V);
+    int nt = ws->nt < b->N ? ws->nt : b->N;
+#pragma omp parallel num_threads(nt)
+    {
+        thr th;
+        thr_init(&th, ws, model, b, 0);
+        forward_trunk(&th, lora);
+    }
+    gemm_omp(false, true, b->N, ws->V, ws->C, 1.0f, ws->xf, ws->C, model->lm_head.w, ws->C, 0.0f,
+             logits, ws->V);
     return 0;
 }

@@ -30,6 +30,14 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
 void dp_grad_ws_free(dp_grad_ws *ws);
 /* Bytes the workspace holds (activations and scratch), for the memory report. */
 size_t dp_grad_ws_bytes(const dp_grad_ws *ws);
+/* Seconds spent per phase by dp_model_grad since the workspace was created (the benchmark's
+ * profile). The phases overlap recompute, which is the re-run layer forwards in total; total
+ * is the whole of dp_model_grad, so total - the rest is norms, RoPE, SwiGLU and residuals. */
+typedef struct {
+    double dequant, base_fwd, base_bwd, lora_fwd, lora_bwd, att_fwd, att_bwd, head, recompute,
+        total;
+} dp_grad_times;
+void dp_grad_ws_times(const dp_grad_ws *ws, dp_grad_times *t);
 
 /* Forward + backward of one micro-batch. LoRA gradients ACCUMULATE into lora->grads, for the
  * loss sum(CE over trained rows) * dloss (dloss = 1 / trained rows of the whole optimizer step).

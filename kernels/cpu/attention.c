@@ -1,8 +1,17 @@
-/* Causal grouped-query attention over packed sequences, fp32 reference. The forward saves the
- * log-sum-exp of each (row, head); the backward recomputes the probabilities from it. */
+/* Causal grouped-query attention over packed sequences, fp32. The forward saves the
+ * log-sum-exp of each (row, head); the backward recomputes the probabilities from it.
+ * Training shapes run blocked: a block of query (or key) rows of one head against every key
+ * (or query) row it sees, scores by sgemm (OpenBLAS, one thread per block), softmax with a
+ * vectorized exp, products by sgemm; blocks are shared by the OpenMP team. KV-cache decoding
+ * (attention_cached) keeps the one-row online-softmax loop. */
 #include "kernels/ops.h"
+#include "kernels/cpu/vexp.h"
 
+#include <cblas.h>
 #include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
 
 static float dot(const float *a, const float *b, int D) {
     float s = 0;
@@ -23,10 +32,12 @@ static void axpy(float *y, float a, const float *x, int D) {
  * over blocks of keys (online softmax), accumulating straight into o. Returns the
  * log-sum-exp. q, o: (D); k, v: rows of D floats, `kstride` floats apart. */
 /* Built twice (AVX2+FMA and baseline x86-64), picked at load time: the dot products and
- * updates are most of the time here, and 8-wide FMA doubles their speed. */
+ * updates are most of the time here, and 8-wide FMA doubles their speed. (x86-64-v3, not
+ * arch=haswell: GCC dispatches an arch= clone on the exact CPU model, so a later CPU would get
+ * the baseline.) */
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
     !defined(__SANITIZE_ADDRESS__)
-#define ATT_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define ATT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define ATT_CLONES
 #endif
@@ -59,41 +70,13 @@ ATT_CLONES static float attend_row(float *o, const float *q, const float *k, con
     return mx + (float)log(sum);
 }
 
-/* The sequence holding `row` (rows are sorted): the last s with cu_seqlens[s] <= row. */
-static int seq_of(const int32_t *cu_seqlens, int nseq, int row) {
-    int lo = 0, hi = nseq - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (cu_seqlens[mid] <= row)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
-void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
-                       const int32_t *cu_seqlens, int nseq, int H, int KVH, int D) {
-    int rows0 = cu_seqlens[0], N = cu_seqlens[nseq] - rows0, group = H / KVH;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t kstride = (size_t)KVH * D;
-#pragma omp parallel for schedule(static)
-    for (int i = 0; i < N * H; i++) {
-        int n = rows0 + i / H, h = i % H, kvh = h / group;
-        int start = cu_seqlens[seq_of(cu_seqlens, nseq, n)];
-        size_t kv0 = (size_t)start * kstride + (size_t)kvh * D;
-        float l = attend_row(out + ((size_t)n * H + h) * D, q + ((size_t)n * H + h) * D, k + kv0,
-                             v + kv0, kstride, n - start + 1, D, scale);
-        if (lse) lse[(size_t)n * H + h] = l;
-    }
-}
-
 void attention_cached(float *out, const float *q, const float *kcache, const float *vcache, int Tq,
                       int Tk, int H, int KVH, int D) {
     int group = H / KVH;
     float scale = 1.0f / sqrtf((float)D);
     size_t kstride = (size_t)KVH * D;
-#pragma omp parallel for schedule(static)
+    /* one decode row over a short cache costs less than waking the team */
+#pragma omp parallel for schedule(static) if (Tq > 1 || (size_t)Tk * H * D >= (1u << 17))
     for (int i = 0; i < Tq * H; i++) {
         int t = i / H, h = i % H, kvh = h / group;
         attend_row(out + ((size_t)t * H + h) * D, q + ((size_t)t * H + h) * D,
@@ -102,51 +85,253 @@ void attention_cached(float *out, const float *q, const float *kcache, const flo
     }
 }
 
+/* ------------------------------------------------------------------ blocked (training) */
+
+#define ATT_B 64 /* query rows (forward, dq) or key rows (dk, dv) per block */
+
+/* p[j] = exp(p[j] - sub) for j < n, 0 for n <= j < w */
+ATT_CLONES static void exp_row(float *p, float sub, int n, int w) {
+    dp_vexp(p, 1.0f, sub, n);
+    for (int j = n; j < w; j++) p[j] = 0.0f;
+}
+
+ATT_CLONES static float max_row(const float *p, int n) {
+    float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+    for (int j = 0; j < n; j++) m = p[j] > m ? p[j] : m;
+    return m;
+}
+
+ATT_CLONES static float sum_row(const float *p, int n) {
+    float s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int j = 0; j < n; j++) s += p[j];
+    return s;
+}
+
+/* ds[j] = p[j] * (ds[j] - di) * scale */
+ATT_CLONES static void dsoft_row(float *ds, const float *p, float di, float scale, int n) {
+#pragma omp simd
+    for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - di) * scale;
+}
+
+/* The block tasks of one call: sequence s has ceil(len / ATT_B) blocks per head (or per kv
+ * head); task t -> (sequence, head, block) through the prefix counts. */
+typedef struct {
+    const int32_t *cu;
+    int nseq, heads;
+    int *first; /* (nseq + 1) first task of each sequence */
+} tasks;
+
+static int tasks_init(tasks *t, const int32_t *cu, int nseq, int heads, int *first) {
+    t->cu = cu, t->nseq = nseq, t->heads = heads, t->first = first;
+    first[0] = 0;
+    for (int s = 0; s < nseq; s++)
+        first[s + 1] = first[s] + heads * ((cu[s + 1] - cu[s] + ATT_B - 1) / ATT_B);
+    return first[nseq];
+}
+
+/* task -> sequence s, head h, rows [r0, r1) of the block */
+static void task_of(const tasks *t, int task, int *s, int *h, int *r0, int *r1) {
+    int lo = 0, hi = t->nseq - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (t->first[mid] <= task)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    int i = task - t->first[lo], nb = (t->cu[lo + 1] - t->cu[lo] + ATT_B - 1) / ATT_B;
+    *s = lo, *h = i / nb;
+    *r0 = t->cu[lo] + (i % nb) * ATT_B;
+    *r1 = *r0 + ATT_B < t->cu[lo + 1] ? *r0 + ATT_B : t->cu[lo + 1];
+}
+
+static int longest(const int32_t *cu, int nseq) {
+    int T = 1;
+    for (int s = 0; s < nseq; s++)
+        if (cu[s + 1] - cu[s] > T) T = cu[s + 1] - cu[s];
+    return T;
+}
+
+/* Runs body(ctx, task, scratch) for every task over the current OpenMP team when called by
+ * every thread of one (so the training step threads a whole layer with one parallel region),
+ * else over a team of its own. scratch: per thread, `floats` floats. Dynamic scheduling is
+ * safe for reproducibility: every task owns its outputs. */
+typedef void (*task_fn)(const void *ctx, int task, float *scratch);
+static void run_tasks(task_fn body, const void *ctx, int ntasks, size_t floats) {
+    if (omp_in_parallel()) {
+        float *scr = malloc(floats * sizeof(float));
+        if (!scr) abort(); /* a few blocks of scores; nothing sensible is left to do */
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntasks; t++) body(ctx, t, scr);
+        free(scr);
+        return;
+    }
+#pragma omp parallel
+    {
+        float *scr = malloc(floats * sizeof(float));
+        if (!scr) abort();
+#pragma omp for schedule(dynamic, 1)
+        for (int t = 0; t < ntasks; t++) body(ctx, t, scr);
+        free(scr);
+    }
+}
+
+typedef struct {
+    float *out, *lse, *dq, *dk, *dv;
+    const float *q, *k, *v, *dout, *o, *lse_in;
+    tasks tq, tk;
+    int H, KVH, D, T;
+    float scale;
+} att_ctx;
+
+/* forward, one block of query rows of head h: S = scale Q K^T over keys [start, r1), causal
+ * softmax per row (lse saved), O = P V */
+static void fwd_task(const void *vc, int task, float *S) {
+    const att_ctx *c = vc;
+    int s, h, r0, r1;
+    task_of(&c->tq, task, &s, &h, &r0, &r1);
+    int H = c->H, D = c->D, kvh = h / (H / c->KVH), start = c->tq.cu[s];
+    int bq = r1 - r0, nk = r1 - start;
+    size_t qs = (size_t)H * D, ks = (size_t)c->KVH * D;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, D, c->scale,
+                c->q + r0 * qs + h * D, (int)qs, c->k + start * ks + kvh * D, (int)ks, 0.0f, S, nk);
+    for (int i = 0; i < bq; i++) {
+        float *p = S + (size_t)i * nk;
+        int n = r0 + i - start + 1; /* keys this row sees */
+        float mx = max_row(p, n);
+        exp_row(p, mx, n, nk);
+        float sum = sum_row(p, n), inv = 1.0f / sum;
+        for (int j = 0; j < n; j++) p[j] *= inv;
+        if (c->lse) c->lse[(size_t)(r0 + i) * H + h] = mx + logf(sum);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, D, nk, 1.0f, S, nk,
+                c->v + start * ks + kvh * D, (int)ks, 0.0f, c->out + r0 * qs + h * D, (int)qs);
+}
+
+void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
+                       const int32_t *cu_seqlens, int nseq, int H, int KVH, int D) {
+    int first[nseq + 1];
+    att_ctx c = {.out = out,
+                 .lse = lse,
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .H = H,
+                 .KVH = KVH,
+                 .D = D,
+                 .scale = 1.0f / sqrtf((float)D),
+                 .T = longest(cu_seqlens, nseq)};
+    int n = tasks_init(&c.tq, cu_seqlens, nseq, H, first);
+    run_tasks(fwd_task, &c, n, (size_t)ATT_B * c.T);
+}
+
+/* Di = dout_i . out_i for rows [r0, r1) of head h */
+ATT_CLONES static void row_dots(float *di, const att_ctx *c, int h, int r0, int r1) {
+    size_t qs = (size_t)c->H * c->D;
+    for (int i = r0; i < r1; i++) {
+        const float *g = c->dout + i * qs + h * c->D, *o = c->o + i * qs + h * c->D;
+        float s = 0;
+#pragma omp simd reduction(+ : s)
+        for (int d = 0; d < c->D; d++) s += g[d] * o[d];
+        di[i - r0] = s;
+    }
+}
+
 /* With P = softmax(S), S = scale * q.k, and Di = dout_i . out_i = sum_j P_ij dP_ij:
  *   dP_ij = dout_i . v_j,  dS_ij = P_ij (dP_ij - Di),
  *   dq_i += scale sum_j dS_ij k_j,  dk_j += scale sum_i dS_ij q_i,  dv_j += sum_i P_ij dout_i.
- * Two passes, each output row owned by one iteration (no atomics, thread-count independent):
- * pass 1 over query rows for dq, pass 2 over key rows for dk and dv (all heads of the group). */
-ATT_CLONES void attention_backward(float *dq, float *dk, float *dv, const float *dout,
-                                   const float *out, const float *lse, const float *q,
-                                   const float *k, const float *v, const int32_t *cu_seqlens,
-                                   int nseq, int H, int KVH, int D) {
-    int rows0 = cu_seqlens[0], N = cu_seqlens[nseq] - rows0, group = H / KVH;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t qstride = (size_t)H * D, kstride = (size_t)KVH * D;
-    if (dq) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < N * H; i++) {
-            int n = rows0 + i / H, h = i % H, kvh = h / group;
-            int start = cu_seqlens[seq_of(cu_seqlens, nseq, n)];
-            size_t qi0 = (size_t)n * qstride + (size_t)h * D;
-            const float *qi = q + qi0, *gi = dout + qi0;
-            float l = lse[(size_t)n * H + h], Di = dot(gi, out + qi0, D);
-            for (int j = start; j <= n; j++) {
-                const float *kj = k + (size_t)j * kstride + (size_t)kvh * D;
-                const float *vj = v + (size_t)j * kstride + (size_t)kvh * D;
-                float ds = expf(dot(qi, kj, D) * scale - l) * (dot(gi, vj, D) - Di) * scale;
-                axpy(dq + qi0, ds, kj, D);
-            }
-        }
+ * dq by blocks of query rows per head; dk, dv by blocks of key rows per kv head (every query
+ * head of its group, every later query row): each task owns its output rows, so there are no
+ * atomics and the result does not depend on the thread count. */
+static void dq_task(const void *vc, int task, float *scr) {
+    const att_ctx *c = vc;
+    int s, h, r0, r1;
+    task_of(&c->tq, task, &s, &h, &r0, &r1);
+    int H = c->H, D = c->D, kvh = h / (H / c->KVH), start = c->tq.cu[s];
+    int bq = r1 - r0, nk = r1 - start;
+    size_t qs = (size_t)H * D, ks = (size_t)c->KVH * D;
+    float *P = scr, *dS = scr + (size_t)ATT_B * c->T, *di = dS + (size_t)ATT_B * c->T;
+    const float *kb = c->k + start * ks + kvh * D, *vb = c->v + start * ks + kvh * D;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, D, c->scale,
+                c->q + r0 * qs + h * D, (int)qs, kb, (int)ks, 0.0f, P, nk);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bq, nk, D, 1.0f, c->dout + r0 * qs + h * D,
+                (int)qs, vb, (int)ks, 0.0f, dS, nk);
+    row_dots(di, c, h, r0, r1);
+    for (int i = 0; i < bq; i++) {
+        float *p = P + (size_t)i * nk, *ds = dS + (size_t)i * nk;
+        int n = r0 + i - start + 1;
+        exp_row(p, c->lse_in[(size_t)(r0 + i) * H + h], n, nk);
+        dsoft_row(ds, p, di[i], c->scale, nk);
     }
-    if (dk || dv) {
-#pragma omp parallel for schedule(static)
-        for (int i = 0; i < N * KVH; i++) {
-            int j = rows0 + i / KVH, kvh = i % KVH;
-            int end = cu_seqlens[seq_of(cu_seqlens, nseq, j) + 1];
-            size_t kj0 = (size_t)j * kstride + (size_t)kvh * D;
-            const float *kj = k + kj0, *vj = v + kj0;
-            for (int n = j; n < end; n++) {
-                for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-                    size_t qi0 = (size_t)n * qstride + (size_t)h * D;
-                    const float *qi = q + qi0, *gi = dout + qi0;
-                    float p = expf(dot(qi, kj, D) * scale - lse[(size_t)n * H + h]);
-                    float ds = p * (dot(gi, vj, D) - dot(gi, out + qi0, D)) * scale;
-                    if (dk) axpy(dk + kj0, ds, qi, D);
-                    if (dv) axpy(dv + kj0, p, gi, D);
-                }
-            }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, D, nk, 1.0f, dS, nk, kb, (int)ks,
+                1.0f, c->dq + r0 * qs + h * D, (int)qs);
+}
+
+static void dkv_task(const void *vc, int task, float *scr) {
+    const att_ctx *c = vc;
+    int s, kvh, k0, k1;
+    task_of(&c->tk, task, &s, &kvh, &k0, &k1);
+    int H = c->H, D = c->D, group = H / c->KVH, end = c->tk.cu[s + 1];
+    int bk = k1 - k0, nq = end - k0; /* queries k0.. see the block */
+    size_t qs = (size_t)H * D, ks = (size_t)c->KVH * D;
+    float *P = scr, *dS = scr + (size_t)ATT_B * c->T, *di = dS + (size_t)ATT_B * c->T;
+    const float *kb = c->k + k0 * ks + kvh * D, *vb = c->v + k0 * ks + kvh * D;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        const float *qb = c->q + k0 * qs + h * D, *gb = c->dout + k0 * qs + h * D;
+        /* transposed scores: row j = key k0 + j, column i = query k0 + i (seen when i >= j) */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bk, nq, D, c->scale, kb, (int)ks, qb,
+                    (int)qs, 0.0f, P, nq);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, bk, nq, D, 1.0f, vb, (int)ks, gb,
+                    (int)qs, 0.0f, dS, nq);
+        row_dots(di, c, h, k0, end);
+        for (int j = 0; j < bk; j++) {
+            float *p = P + (size_t)j * nq, *ds = dS + (size_t)j * nq;
+            for (int i = 0; i < j; i++) p[i] = -INFINITY; /* queries before the key */
+            for (int i = j; i < nq; i++) p[i] -= c->lse_in[(size_t)(k0 + i) * H + h];
+            exp_row(p, 0.0f, nq, nq);
+            for (int i = 0; i < nq; i++) ds[i] = p[i] * (ds[i] - di[i]) * c->scale;
         }
+        if (c->dv)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bk, D, nq, 1.0f, P, nq, gb,
+                        (int)qs, 1.0f, c->dv + k0 * ks + kvh * D, (int)ks);
+        if (c->dk)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bk, D, nq, 1.0f, dS, nq, qb,
+                        (int)qs, 1.0f, c->dk + k0 * ks + kvh * D, (int)ks);
     }
+}
+
+/* both kinds of task in one list: dq blocks first, then dk/dv blocks */
+static void bwd_task(const void *vc, int task, float *scr) {
+    const att_ctx *c = vc;
+    int nq = c->dq ? c->tq.first[c->tq.nseq] : 0;
+    if (task < nq)
+        dq_task(vc, task, scr);
+    else
+        dkv_task(vc, task - nq, scr);
+}
+
+void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,
+                        const float *lse, const float *q, const float *k, const float *v,
+                        const int32_t *cu_seqlens, int nseq, int H, int KVH, int D) {
+    int first_q[nseq + 1], first_k[nseq + 1];
+    att_ctx c = {.dq = dq,
+                 .dk = dk,
+                 .dv = dv,
+                 .dout = dout,
+                 .o = out,
+                 .lse_in = lse,
+                 .q = q,
+                 .k = k,
+                 .v = v,
+                 .H = H,
+                 .KVH = KVH,
+                 .D = D,
+                 .scale = 1.0f / sqrtf((float)D),
+                 .T = longest(cu_seqlens, nseq)};
+    int nq = tasks_init(&c.tq, cu_seqlens, nseq, H, first_q);
+    int nk = tasks_init(&c.tk, cu_seqlens, nseq, KVH, first_k);
+    int n = (dq ? nq : 0) + (dk || dv ? nk : 0);
+    run_tasks(bwd_task, &c, n, (size_t)2 * ATT_B * c.T + (size_t)c.T);
 }

@@ -1,8 +1,10 @@
 /* Training speed and memory: doppel's LoRA step (forward + backward + AdamW) on SmolLM2-135M
  * (fp32 base and NF4 base), side by side with transformers + PEFT on the CPU (fp32, same batch,
  * same threads, tests/bench/bench_train_peft.py), with the ratio. Each configuration runs in
- * its own process so peak RSS is its own.
+ * its own process so peak RSS is its own. tokens/s is from the median step time; each doppel
+ * configuration also prints where its time went (dp_grad_ws_times), per step.
  * usage: bench_train [MODEL.gguf|HF_DIR] [--seq 256] [--r 16] [--steps 3] [--no-peer]
+ *                    [--only fp32|nf4] [--no-recompute-row]
  * MODEL defaults to the SmolLM2 GGUF that .ci/fetch-smollm2 caches. */
 #include "data/error.h"
 #include "infer/model_load.h"
@@ -27,11 +29,17 @@ static double now(void) {
 
 typedef struct {
     double tok_s, rss_mib, loss0;
+    dp_grad_times t; /* per timed step */
     int ok;
 } result;
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* One configuration in this (child) process. */
-static result run_doppel(const char *path, bool nf4, int seq, int r, int steps) {
+static result run_doppel(const char *path, bool nf4, bool recompute, int seq, int r, int steps) {
     result res = {0};
     dp_load_opts lo = {.nf4 = nf4, .quiet = true};
     dp_model *m = dp_model_load(path, &lo);
@@ -52,12 +60,14 @@ static result run_doppel(const char *path, bool nf4, int seq, int r, int steps) 
     }
     for (int i = 0; i < seq; i++) tgt[i] = i + 1 < seq ? tok[i + 1] : -1;
     dp_batch b = {.N = seq, .nseq = 1, .tokens = tok, .targets = tgt, .pos = pos, .cu_seqlens = cu};
-    dp_grad_ws *ws = dp_grad_ws_create(m, lora, seq, true, 0);
+    dp_grad_ws *ws = dp_grad_ws_create(m, lora, seq, recompute, 0);
     float *mm = calloc(lora->n, sizeof(float)), *vv = calloc(lora->n, sizeof(float));
     dp_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
-    double t0 = 0;
+    double *dt = calloc((size_t)steps + 1, sizeof(double));
+    dp_grad_times w0 = {0};
     for (int s = 0; s <= steps; s++) { /* step 0 warms up */
-        if (s == 1) t0 = now();
+        if (s == 1) dp_grad_ws_times(ws, &w0);
+        double t0 = now();
         memset(lora->grads, 0, lora->n * sizeof(float));
         double sum;
         int64_t nt;
@@ -67,9 +77,13 @@ static result run_doppel(const char *path, bool nf4, int seq, int r, int steps) 
         }
         if (s == 0) res.loss0 = sum / (double)nt;
         dp_adamw_step(lora, mm, vv, &ac, 1e-4, s + 1);
+        dt[s] = now() - t0;
     }
-    double dt = now() - t0;
-    res.tok_s = (double)seq * steps / dt;
+    qsort(dt + 1, (size_t)steps, sizeof(double), cmp_double);
+    res.tok_s = seq / dt[1 + steps / 2];
+    dp_grad_ws_times(ws, &res.t);
+    double *a = &res.t.dequant, *b0 = &w0.dequant;
+    for (size_t i = 0; i < sizeof res.t / sizeof(double); i++) a[i] = (a[i] - b0[i]) / steps;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     res.rss_mib = ru.ru_maxrss / 1024.0;
@@ -77,14 +91,14 @@ static result run_doppel(const char *path, bool nf4, int seq, int r, int steps) 
     return res;
 }
 
-static result in_child(const char *path, bool nf4, int seq, int r, int steps) {
+static result in_child(const char *path, bool nf4, bool recompute, int seq, int r, int steps) {
     int fd[2];
     result res = {0};
     if (pipe(fd)) return res;
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
-        result x = run_doppel(path, nf4, seq, r, steps);
+        result x = run_doppel(path, nf4, recompute, seq, r, steps);
         ssize_t w = write(fd[1], &x, sizeof x);
         (void)w;
         _exit(0);
@@ -107,7 +121,8 @@ int main(int argc, char **argv) {
                  home ? home : ".");
     const char *path = def;
     int seq = 256, r = 16, steps = 3;
-    bool peer = true;
+    bool peer = true, norecomp = true;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--seq") && i + 1 < argc)
             seq = atoi(argv[++i]);
@@ -117,6 +132,10 @@ int main(int argc, char **argv) {
             steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--no-peer"))
             peer = false;
+        else if (!strcmp(argv[i], "--no-recompute-row"))
+            norecomp = false;
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc)
+            only = argv[++i];
         else
             path = argv[i];
     }
@@ -129,8 +148,18 @@ int main(int argc, char **argv) {
     printf("training step (forward + backward + AdamW), %s\n", path);
     printf("seq %d, batch 1, LoRA r %d on all seven modules, %d threads, %d timed steps\n\n", seq,
            r, threads, steps);
-    result d32 = in_child(path, false, seq, r, steps);
-    result d4 = in_child(path, true, seq, r, steps);
+    struct {
+        const char *name;
+        bool nf4, recompute, on;
+        result r;
+    } cf[3] = {{.name = "doppel (fp32 base, recompute)", .recompute = true},
+               {.name = "doppel (NF4 base, recompute)", .nf4 = true, .recompute = true},
+               {.name = "doppel (NF4 base, no recompute)", .nf4 = true}};
+    for (int i = 0; i < 3; i++)
+        cf[i].on =
+            (!only || !strcmp(only, cf[i].nf4 ? "nf4" : "fp32")) && (cf[i].recompute || norecomp);
+    for (int i = 0; i < 3; i++)
+        if (cf[i].on) cf[i].r = in_child(path, cf[i].nf4, cf[i].recompute, seq, r, steps);
     result pt = {0};
     if (peer) {
         char cmd[4096], line[512];
@@ -143,23 +172,47 @@ int main(int argc, char **argv) {
                 pt.ok = 1;
         if (p) pclose(p);
     }
-    printf("%-34s %12s %14s %12s\n", "", "tokens/s", "peak RSS MiB", "first loss");
-    if (d32.ok)
-        printf("%-34s %12.1f %14.0f %12.4f\n", "doppel (fp32 base, recompute)", d32.tok_s,
-               d32.rss_mib, d32.loss0);
-    if (d4.ok)
-        printf("%-34s %12.1f %14.0f %12.4f\n", "doppel (NF4 base, recompute)", d4.tok_s, d4.rss_mib,
-               d4.loss0);
+    printf("%-34s %12s %14s %12s %10s %10s\n", "", "tokens/s", "peak RSS MiB", "first loss",
+           "x PyTorch", "x memory");
+    for (int i = 0; i < 3; i++) {
+        result *x = &cf[i].r;
+        if (!x->ok) continue;
+        printf("%-34s %12.1f %14.0f %12.4f", cf[i].name, x->tok_s, x->rss_mib, x->loss0);
+        if (pt.ok) printf(" %9.2fx %9.2fx", x->tok_s / pt.tok_s, x->rss_mib / pt.rss_mib);
+        printf("\n");
+    }
     if (pt.ok)
         printf("%-34s %12.1f %14.0f %12.4f\n", "transformers + peft (fp32)", pt.tok_s, pt.rss_mib,
                pt.loss0);
     else if (peer)
         printf("transformers + peft: not run (python3 with torch, transformers, peft, gguf "
                "needed)\n");
-    if (pt.ok && d32.ok && d4.ok)
-        printf("\nratio vs PyTorch: fp32 base %.2fx tokens/s, %.2fx memory; NF4 base %.2fx "
-               "tokens/s, %.2fx memory\n",
-               d32.tok_s / pt.tok_s, d32.rss_mib / pt.rss_mib, d4.tok_s / pt.tok_s,
-               d4.rss_mib / pt.rss_mib);
-    return d32.ok && d4.ok ? 0 : 1;
+    /* where the time of one step went (the phases inside recompute are also in their rows) */
+    printf("\nms per step        ");
+    for (int i = 0; i < 3; i++)
+        if (cf[i].r.ok)
+            printf(" %11s%s%s", cf[i].nf4 ? "NF4" : "fp32", cf[i].recompute ? "+rc" : "",
+                   cf[i].recompute ? "" : "   ");
+    printf("\n");
+    static const char *rows[] = {"dequantize NF4", "base GEMM fwd", "base GEMM bwd", "LoRA fwd",
+                                 "LoRA bwd",       "attention fwd", "attention bwd", "lm_head + CE",
+                                 "(recompute)",    "total"};
+    for (int k = 0; k < 10; k++) {
+        printf("%-18s", rows[k]);
+        for (int i = 0; i < 3; i++)
+            if (cf[i].r.ok) printf(" %14.0f", 1e3 * (&cf[i].r.t.dequant)[k]);
+        printf("\n");
+    }
+    printf("%-18s", "other");
+    for (int i = 0; i < 3; i++) {
+        const dp_grad_times *t = &cf[i].r.t;
+        if (cf[i].r.ok)
+            printf(" %14.0f",
+                   1e3 * (t->total - t->dequant - t->base_fwd - t->base_bwd - t->lora_fwd -
+                          t->lora_bwd - t->att_fwd - t->att_bwd - t->head));
+    }
+    printf("\n");
+    int ok = 1;
+    for (int i = 0; i < 3; i++) ok &= !cf[i].on || cf[i].r.ok;
+    return ok ? 0 : 1;
 }
