@@ -4,7 +4,7 @@
 #include "train/model_grad.h"
 #include "data/error.h"
 #include "kernels/ops.h"
-#include "train/rng.h"
+#include "kernels/philox.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -147,22 +147,17 @@ static void lin_bwd(float *dinp, const float *dout, const float *inp, const dp_l
         matmul_nf4_backward_input(dinp, dout, lin->nf4, N, lin->in, lin->out);
 }
 
-/* Dropout multipliers for (layer, module): 0 or 1/(1-p), from the counter-based generator. */
+/* Dropout multipliers for (layer, module): 0 or 1/(1-p). Element i of the (N, in) input keeps
+ * when Philox draw i of stream (seed, layer * 8 + module) exceeds p: the mask dropout_forward
+ * (kernels/philox.h) draws on either backend, so the GPU step drops the same elements. */
 static const float *make_keep(dp_grad_ws *ws, const dp_lora *lora, uint64_t seed, int l, int m,
                               size_t n) {
     float p = lora->cfg.dropout;
     if (!(p > 0) || !seed) return NULL;
     float s = 1.0f / (1.0f - p);
     uint64_t stream = (uint64_t)l * 8 + (uint64_t)m;
-    /* two 32-bit uniforms per 64-bit draw: the mask is a pure function of (seed, l, m, i) */
-    uint32_t thresh = (uint32_t)((double)p * 4294967296.0);
-    size_t pairs = (n + 1) / 2;
 #pragma omp parallel for schedule(static)
-    for (size_t j = 0; j < pairs; j++) {
-        uint64_t bits = dp_rng_bits(seed, stream, j);
-        ws->keep[2 * j] = (uint32_t)bits >= thresh ? s : 0.0f;
-        if (2 * j + 1 < n) ws->keep[2 * j + 1] = (uint32_t)(bits >> 32) >= thresh ? s : 0.0f;
-    }
+    for (size_t i = 0; i < n; i++) ws->keep[i] = dp_philox_uniform(seed, stream, i) > p ? s : 0.0f;
     return ws->keep;
 }
 

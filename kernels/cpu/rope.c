@@ -26,6 +26,7 @@ void rope_inv_freq(float *inv_freq, int D, float theta, const dp_rope_scaling *s
             }
             f = scaled;
         }
+        if (scaling && scaling->n_factors == D / 2) f = f / scaling->freq_factors[i];
         inv_freq[i] = f;
     }
 }
