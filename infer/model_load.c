@@ -82,6 +82,8 @@ static int unpermute_rows(float *w, int nh, int64_t rows, int64_t cols) {
  * mapping is read-only and private, so they fault back in from the file if touched again, and
  * the peak RSS of a load is the weights it keeps, not those plus the whole file. Only for
  * memory that is a file mapping (owns_map): on anonymous memory MADV_DONTNEED would zero it. */
+#define SLICE_BYTES ((size_t)8 << 20) /* file bytes converted between page releases */
+
 static void release_pages(bool mapped, const void *p, size_t n) {
     if (!mapped || !p || !n) return;
     static long page;
@@ -106,16 +108,44 @@ static int fetch(const source *s, const char *hf, const char *gg, float *out, in
                            "[%lld, %lld]",
                            s->gg->path, gg, (long long)t->ne[0], (long long)t->ne[1],
                            (long long)(cols ? cols : rows), (long long)(cols ? rows : 1));
-        if (dp_gguf_tensor_f32(t, out)) return dp_fail_context("%s", s->gg->path);
-        release_pages(s->gg->owns_map, t->data, t->nbytes);
+        /* in slices of whole rows, each released once converted: a large tensor's file pages
+         * never all sit in memory beside its fp32 copy */
+        int64_t nrows = cols ? rows : 1, rcols = cols ? cols : rows;
+        size_t row_bytes = (size_t)(t->nbytes / (uint64_t)nrows);
+        int64_t step = row_bytes ? (int64_t)(SLICE_BYTES / row_bytes) : nrows;
+        if (step < 1) step = 1;
+        if ((uint64_t)row_bytes * (uint64_t)nrows != t->nbytes) step = nrows; /* not by rows */
+        for (int64_t r = 0; r < nrows; r += step) {
+            int64_t nr = nrows - r < step ? nrows - r : step;
+            const uint8_t *src = (const uint8_t *)t->data + (size_t)r * row_bytes;
+            if (step == nrows
+                    ? dp_gguf_tensor_f32(t, out)
+                    : dp_ggml_dequantize(out + (size_t)(r * rcols), src, t->type, nr * rcols))
+                return dp_fail_context("%s: tensor %s", s->gg->path, gg);
+            release_pages(s->gg->owns_map, src, step == nrows ? t->nbytes : (size_t)nr * row_bytes);
+        }
         if (permute_heads > 0 && s->unpermute)
             return unpermute_rows(out, permute_heads, rows, cols);
         return 0;
     }
     const dp_st_tensor *t = dp_st_set_find(s->st, hf);
     if (!t) return dp_fail("model has no tensor %s", hf);
-    if (dp_st_tensor_f32(t, out, rows, cols)) return -1;
-    release_pages(true, t->data, t->nbytes); /* dp_st_set files are always mapped */
+    size_t esize = t->numel > 0 ? (size_t)(t->nbytes / (uint64_t)t->numel) : 0;
+    if (!esize || (size_t)t->numel < SLICE_BYTES / esize) { /* small: in one go */
+        if (dp_st_tensor_f32(t, out, rows, cols)) return -1;
+        release_pages(true, t->data, t->nbytes); /* dp_st_set files are always mapped */
+        return 0;
+    }
+    bool ok = cols ? (t->ndim == 2 && t->shape[0] == rows && t->shape[1] == cols)
+                   : (t->ndim == 1 && t->shape[0] == rows);
+    if (!ok) return dp_st_tensor_f32(t, out, rows, cols); /* its error names the shapes */
+    size_t step = SLICE_BYTES / esize;
+    for (size_t i = 0; i < (size_t)t->numel; i += step) {
+        size_t n = (size_t)t->numel - i < step ? (size_t)t->numel - i : step;
+        const uint8_t *src = (const uint8_t *)t->data + i * esize;
+        if (dp_convert_to_f32(out + i, src, t->dtype, n)) return dp_fail_context("tensor %s", hf);
+        release_pages(true, src, n * esize);
+    }
     return 0;
 }
 
