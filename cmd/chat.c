@@ -9,6 +9,7 @@
 #include "infer/model_load.h"
 #include "train/adapter.h"
 #include "train/lora.h"
+#include "kernels/cuda/kernels.h"
 #include "kernels/device.h"
 
 #include <cjson/cJSON.h>
@@ -25,7 +26,7 @@ static const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_t
     *device = "auto", *chat_format, *precision = "nf4";
 static int64_t max_context, max_tokens, top_k, seed;
 static double temperature, top_p, min_p, repeat_penalty;
-static bool show_stats;
+static bool show_stats, exact_lm_head;
 
 static const dp_opt opts[] = {
     {"model", DP_OPT_STRING, &model_path, "M", "model: Hugging Face directory or .gguf file"},
@@ -43,12 +44,15 @@ static const dp_opt opts[] = {
     {"repeat-penalty", DP_OPT_DOUBLE, &repeat_penalty, "X",
      "penalize the last 64 tokens, 1 = off (default 1.1)"},
     {"seed", DP_OPT_INT, &seed, "N", "sampling seed (default: from the clock)"},
-    {"device", DP_OPT_STRING, &device, "auto|cpu|cuda", "where to run (default auto)"},
+    {"device", DP_OPT_STRING, &device, "auto|cpu|cuda",
+     "where to run (default auto: the GPU when there is one)"},
     {"precision", DP_OPT_STRING, &precision, "nf4|fp32",
      "base weights: NF4 (default) or fp32 as loaded"},
     {"chat-format", DP_OPT_STRING, &chat_format, "chatml|llama3",
      "override the format read from the chat template"},
     {"stats", DP_OPT_FLAG, &show_stats, NULL, "print tokens/s after each reply"},
+    {"exact-lm-head", DP_OPT_FLAG, &exact_lm_head, NULL,
+     "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
     {0},
 };
 
@@ -311,7 +315,7 @@ int dp_cmd_chat(int argc, char **argv) {
     max_tokens = 512;
     top_k = seed = INT64_MIN;
     temperature = top_p = min_p = repeat_penalty = NAN;
-    show_stats = false;
+    show_stats = exact_lm_head = false;
     int rc = dp_cli_parse(&dp_chat_spec, argc, argv, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     rc = DP_EXIT_OK;
@@ -340,14 +344,13 @@ int dp_cmd_chat(int argc, char **argv) {
     }
     dp_cuda_info cu;
     dp_cuda_query(&cu);
-    if (!strcmp(device, "cuda")) {
-        rc = dp_usage_error(&dp_chat_spec, "--device cuda: chat runs on the CPU only for now; "
-                                           "use --device cpu");
+    /* auto: the GPU when this binary has CUDA and the machine a device */
+    bool use_gpu = cu.compiled && cu.device_count > 0 && strcmp(device, "cpu");
+    if (!strcmp(device, "cuda") && !use_gpu) {
+        rc = dp_usage_error(&dp_chat_spec, "--device cuda: %s; use --device cpu",
+                            cu.compiled ? cu.status : "this doppel was built without CUDA");
         goto out;
     }
-    if (!strcmp(device, "auto") && !cli.quiet)
-        fprintf(stderr, "doppel chat: %s; running on the CPU\n",
-                cu.device_count > 0 ? "the CUDA chat path is not built yet" : "no CUDA device");
 
     /* sampling: defaults < generation_config.json < command line */
     cs.sp = dp_sampler_defaults();
@@ -373,7 +376,8 @@ int dp_cmd_chat(int argc, char **argv) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    dp_load_opts lo = {.nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet};
+    dp_load_opts lo = {
+        .nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet, .lm_head_q8 = !exact_lm_head};
     cs.model = dp_model_load(model_path, &lo);
     if (!cs.model) {
         rc = dp_runtime_error(&dp_chat_spec);
@@ -391,12 +395,18 @@ int dp_cmd_chat(int argc, char **argv) {
     cs.max_context = (int)max_context;
     if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
     cs.max_tokens = (int)max_tokens;
-    if (dp_gen_state_create(&cs.gen, cs.model, cs.max_context)) {
+#ifdef DOPPEL_HAVE_CUDA
+    const dp_gpu_ops *gpu_ops = use_gpu ? &dp_cuda_ops : NULL;
+#else
+    const dp_gpu_ops *gpu_ops = NULL;
+#endif
+    if (gpu_ops ? dp_gen_state_create_gpu(&cs.gen, gpu_ops, cs.model, cs.lora, cs.max_context, true)
+                : dp_gen_state_create(&cs.gen, cs.model, cs.max_context)) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
     gen_ok = true;
-    if (cs.lora) dp_forward_set_hook(&cs.gen.fwd, dp_lora_hook, cs.lora);
+    if (cs.lora && !gpu_ops) dp_forward_set_hook(&cs.gen.fwd, dp_lora_hook, cs.lora);
     int n_valid = dp_tokenizer_vocab_size(cs.tok);
     if (n_valid > c->V) n_valid = c->V;
     if (dp_sampler_create(&cs.sampler, &cs.sp, c->V, n_valid)) {
@@ -410,13 +420,22 @@ int dp_cmd_chat(int argc, char **argv) {
         for (int j = 0; j < cs.n_stop; j++) have |= cs.stop[j] == c->eos_ids[i];
         if (!have) cs.stop[cs.n_stop++] = c->eos_ids[i];
     }
-    if (!cli.quiet)
+    if (!cli.quiet && gpu_ops)
         fprintf(stderr,
-                "doppel chat: %s, %s weights; KV cache %.1f MiB for %d tokens, activations "
-                "%.1f MiB; temperature %g top-k %d top-p %g min-p %g repeat-penalty %g\n",
-                dp_arch_name(c->arch), precision, cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context,
-                cs.gen.fwd.act_bytes / 1048576.0, cs.sp.temperature, cs.sp.top_k, cs.sp.top_p,
-                cs.sp.min_p, cs.sp.repeat_penalty);
+                "doppel chat: %s, %s weights on %s (%s, bf16 activations); %.1f MiB of device "
+                "memory for %d tokens; temperature %g top-k %d top-p %g min-p %g repeat-penalty "
+                "%g\n",
+                dp_arch_name(c->arch), precision, cu.name, gpu_ops->backend,
+                dp_gpu_forward_table(cs.gen.gpu)->total / 1048576.0, cs.max_context,
+                cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
+    else if (!cli.quiet)
+        fprintf(stderr,
+                "doppel chat: %s, %s weights on the CPU%s; KV cache %.1f MiB for %d tokens, "
+                "activations %.1f MiB; temperature %g top-k %d top-p %g min-p %g repeat-penalty "
+                "%g\n",
+                dp_arch_name(c->arch), precision, cu.compiled ? "" : " (no CUDA in this build)",
+                cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context, cs.gen.fwd.act_bytes / 1048576.0,
+                cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
 
     if (prompt_text) {
         if (answer(&cs, &s, prompt_text)) rc = dp_runtime_error(&dp_chat_spec);

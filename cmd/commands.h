@@ -3,6 +3,7 @@
 #define DOPPEL_COMMANDS_H
 
 #include "cmd/cli.h"
+#include "infer/model.h"
 
 typedef struct {
     const dp_command_spec *spec;
@@ -23,5 +24,9 @@ DP_DECLARE_COMMAND(info)
 DP_DECLARE_COMMAND(quantize)
 DP_DECLARE_COMMAND(plan)
 DP_DECLARE_COMMAND(tokenize)
+
+/* A model's config from a HF directory, a config.json or a .gguf, without loading weights
+ * (cmd/plan.c; train uses it to refuse a run that will not fit before loading anything). */
+int dp_plan_load_config(dp_model_config *cfg, const char *path);
 
 #endif

@@ -47,7 +47,7 @@ const dp_command_spec dp_plan_spec = {
 };
 
 /* PATH is a model directory, a config.json, or a .gguf (its metadata). */
-static int load_config(dp_model_config *cfg, const char *path) {
+int dp_plan_load_config(dp_model_config *cfg, const char *path) {
     size_t n = strlen(path);
     if (n > 5 && !strcmp(path + n - 5, ".gguf")) {
         dp_gguf *g = dp_gguf_open(path);
@@ -91,7 +91,7 @@ int dp_cmd_plan(int argc, char **argv) {
     shape.recompute = !o.no_recompute;
 
     dp_model_config cfg;
-    if (load_config(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
+    if (dp_plan_load_config(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
     dp_memplan plan;
     if (dp_memplan_build(&plan, &cfg, &shape)) return dp_runtime_error(&dp_plan_spec);
 

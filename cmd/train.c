@@ -1,6 +1,7 @@
-/* doppel train: fine-tune LoRA adapters over a frozen NF4 base model (QLoRA) on the CPU.
- * Checks every option before loading anything, then: tokenizer -> token cache -> model ->
- * LoRA -> training loop (train/trainer.c) -> PEFT adapter + doppel.json. */
+/* doppel train: fine-tune LoRA adapters over a frozen NF4 base model (QLoRA) on the CPU or a
+ * GPU. Checks every option (and, for a GPU, the memory plan against its memory) before loading
+ * anything, then: tokenizer -> token cache -> model -> LoRA -> training loop (train/trainer.c)
+ * -> PEFT adapter + doppel.json. */
 #include "cmd/commands.h"
 #include "data/chat_format.h"
 #include "data/dataset.h"
@@ -9,9 +10,12 @@
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"
 #include "infer/model_load.h"
+#include "kernels/cuda/kernels.h"
+#include "kernels/device.h"
 #include "train/adapter.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
+#include "train/memplan.h"
 #include "train/trainer.h"
 
 #include <cjson/cJSON.h>
@@ -24,9 +28,13 @@
 #include <unistd.h>
 
 static const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
-    *persona, *system_override;
+    *persona, *system_override, *device_s;
 static int64_t r_, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps,
-    eval_every, save_every, early_stop, stop_at, ce_chunk;
+    eval_every, save_every, early_stop, stop_at, ce_chunk, vram;
+
+/* The EMU backend (kernels/emu: the CUDA kernels run on CPU fibers) when this binary links it:
+ * `--device emu` is for tests, slow. A weak reference, so libdoppel links without it. */
+extern const dp_gpu_ops dp_emu_ops __attribute__((weak));
 static double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps;
 static bool rslora, resume, fp32_base, no_recompute, no_cache;
 
@@ -76,6 +84,11 @@ static const dp_opt opts[] = {
     {"no-recompute", DP_OPT_FLAG, &no_recompute, NULL,
      "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
     {"ce-chunk", DP_OPT_INT, &ce_chunk, "ROWS", "rows of logits at once in the loss (128)"},
+    {"device", DP_OPT_STRING, &device_s, "NAME",
+     "auto (CUDA when a device is present), cpu or cuda (default auto)"},
+    {"vram", DP_OPT_SIZE, &vram, "SIZE",
+     "GPU memory the run may use (default: the device's); a run the memory plan says will not "
+     "fit is refused before loading anything"},
     {"no-cache", DP_OPT_FLAG, &no_cache, NULL, "always re-tokenize (do not read or write caches)"},
     {0},
 };
@@ -246,8 +259,68 @@ static bool is_dir(const char *p) {
     return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+/* The backend --device names (NULL: the CPU), and for a GPU the memory plan of this run against
+ * its memory (--vram, else the device's), before anything is loaded. 0, or the exit code. */
+static int choose_device(const dp_command_spec *S, const dp_gpu_ops **gpu, bool quiet) {
+    *gpu = NULL;
+    bool want_cuda = !strcmp(device_s, "cuda"), want_emu = !strcmp(device_s, "emu");
+    if (!want_cuda && !want_emu && strcmp(device_s, "cpu") && strcmp(device_s, "auto"))
+        return dp_usage_error(S, "--device %s: choose auto, cpu or cuda", device_s);
+    if (!strcmp(device_s, "cpu")) return 0;
+    uint64_t limit = (uint64_t)vram;
+    if (want_emu) {
+        if (!&dp_emu_ops)
+            return dp_usage_error(S, "--device emu: this binary was built without the EMU "
+                                     "backend (it needs the CUDA toolkit's headers)");
+        *gpu = &dp_emu_ops; /* unlimited memory unless --vram */
+    } else {
+        dp_cuda_info cu;
+        dp_cuda_query(&cu);
+#ifdef DOPPEL_HAVE_CUDA
+        if (cu.device_count > 0) *gpu = &dp_cuda_ops;
+#endif
+        if (!*gpu) {
+            if (want_cuda)
+                return dp_usage_error(S, "--device cuda: %s (use --device cpu)", cu.status);
+            if (!quiet)
+                fprintf(stderr, "train: no CUDA device (%s): training on the CPU\n", cu.status);
+            return 0;
+        }
+        if (!limit) limit = cu.total_mem;
+    }
+    if (!limit) return 0;
+    dp_model_config cfg;
+    if (dp_plan_load_config(&cfg, model_path)) return dp_runtime_error(S);
+    dp_train_shape sh = dp_train_shape_default();
+    sh.seq = (int)batch_tokens, sh.micro_batch = 1, sh.r = (int)r_;
+    unsigned targets = 0;
+    dp_lora_parse_targets(targets_s, &targets);
+    sh.targets = targets, sh.recompute = !no_recompute, sh.base_dense = fp32_base;
+    sh.ce_chunk = ce_chunk > 0 ? (int)ce_chunk : 256, sh.dropout = dropout > 0;
+    dp_memplan p;
+    if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
+    uint64_t need = p.total;
+    dp_memplan_free(&p);
+    if (need <= limit) return 0;
+    int fit = dp_memplan_max_seq(&cfg, &sh, limit);
+    if (fit >= 16)
+        return dp_usage_error(
+            S,
+            "--device %s: this run needs %.0f MiB of GPU memory, more than the %.0f MiB "
+            "available: --max-seq %d --batch-tokens %d fits (`doppel plan --model %s --vram "
+            "%lluMiB --seq %lld --r %lld` shows where it goes)",
+            device_s, need / 1048576.0, limit / 1048576.0, fit, fit, model_path,
+            (unsigned long long)(limit >> 20), (long long)batch_tokens, (long long)r_);
+    return dp_usage_error(S,
+                          "--device %s: this run needs %.0f MiB of GPU memory and not even 16 "
+                          "tokens fit in %.0f MiB: train on the CPU (--device cpu) or a smaller "
+                          "model",
+                          device_s, need / 1048576.0, limit / 1048576.0);
+}
+
 int dp_cmd_train(int argc, char **argv) {
     model_path = data_path = val_path = out_dir = format_s = persona = system_override = NULL;
+    device_s = "auto", vram = 0;
     targets_s = "all", sched_s = "cosine";
     r_ = 16, max_seq = 1024, batch_tokens = 0, grad_accum = 1, epochs = 1, max_steps = 0, seed = 42,
     warmup_steps = -1, eval_every = 0, save_every = 0, early_stop = 0, stop_at = 0, ce_chunk = 0;
@@ -325,6 +398,14 @@ int dp_cmd_train(int argc, char **argv) {
     }
     if (alpha == -1) alpha = 2.0 * (double)r_;
     if (!batch_tokens) batch_tokens = max_seq;
+    const dp_gpu_ops *gpu = NULL;
+    if (vram < 0 || (vram > 0 && vram < (1 << 20)))
+        rc = dp_usage_error(S, "--vram %lld: give the GPU memory, e.g. 12GB", (long long)vram);
+    if (!rc) rc = choose_device(S, &gpu, cli.quiet);
+    if (rc) {
+        dp_cli_free(&cli);
+        return rc;
+    }
     cJSON *cfg = run_config();
     if (resume && check_resume_config(ckpt, cfg)) {
         cJSON_Delete(cfg);
@@ -398,6 +479,8 @@ int dp_cmd_train(int argc, char **argv) {
                        .stop_at = (long)stop_at,
                        .recompute = !no_recompute,
                        .ce_chunk = (int)ce_chunk,
+                       .gpu = gpu,
+                       .gpu_bf16 = true,
                        .out_dir = out_dir,
                        .config_json = cfg_text,
                        .base_model = model_path,
@@ -409,10 +492,11 @@ int dp_cmd_train(int argc, char **argv) {
         char tl[128];
         dp_lora_format_targets(targets, tl, sizeof tl);
         fprintf(stderr,
-                "train: %s, %s base; LoRA r %d alpha %g on %s: %.2f M parameters; "
+                "train: %s, %s base, on %s; LoRA r %d alpha %g on %s: %.2f M parameters; "
                 "%ld steps of %lld tokens x %lld micro-batches\n",
-                model_path, fp32_base ? "fp32" : "NF4", lc.r, alpha, tl, lora->n / 1e6,
-                dp_train_total_steps(&o), (long long)batch_tokens, (long long)grad_accum);
+                model_path, fp32_base ? "fp32" : "NF4", gpu ? gpu->backend : "the CPU", lc.r, alpha,
+                tl, lora->n / 1e6, dp_train_total_steps(&o), (long long)batch_tokens,
+                (long long)grad_accum);
     }
     struct sigaction sa = {0}, old;
     sa.sa_handler = on_sigint;

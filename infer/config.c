@@ -293,6 +293,24 @@ static int gguf_num(const dp_gguf *g, const char *arch, const char *suffix, doub
     return dp_gguf_get_num(g, key, out);
 }
 
+/* llama.cpp stores Llama 3's RoPE scaling as a tensor of D/2 divisors of the frequencies */
+static int rope_factors(dp_model_config *cfg, const dp_gguf *g) {
+    const dp_gguf_tensor *t = dp_gguf_find_tensor(g, "rope_freqs.weight");
+    if (!t) return 0;
+    int D = cfg->D ? cfg->D : (cfg->H > 0 ? cfg->C / cfg->H : 0);
+    if (t->n_dims != 1 || D <= 0 || t->ne[0] != D / 2 || D / 2 > DP_ROPE_MAX_FACTORS)
+        return dp_fail("%s: rope_freqs.weight must hold head_dim/2 = %d factors (at most %d), "
+                       "not %llu; the file is damaged or from an unsupported converter",
+                       g->path, D / 2, DP_ROPE_MAX_FACTORS, (unsigned long long)t->ne[0]);
+    if (dp_gguf_tensor_f32(t, cfg->rope_scaling.freq_factors)) return -1;
+    for (int i = 0; i < D / 2; i++)
+        if (!(cfg->rope_scaling.freq_factors[i] > 0) || isinf(cfg->rope_scaling.freq_factors[i]))
+            return dp_fail("%s: rope_freqs.weight[%d] is %g; factors must be positive and finite",
+                           g->path, i, cfg->rope_scaling.freq_factors[i]);
+    cfg->rope_scaling.n_factors = D / 2;
+    return 0;
+}
+
 int dp_config_from_gguf(dp_model_config *cfg, const dp_gguf *g) {
     memset(cfg, 0, sizeof *cfg);
     cfg->bos_id = -1;
@@ -323,10 +341,7 @@ int dp_config_from_gguf(dp_model_config *cfg, const dp_gguf *g) {
     cfg->tied_embeddings = dp_gguf_find_tensor(g, "output.weight") == NULL;
     cfg->qkv_bias = cfg->arch == DP_ARCH_QWEN2;
     cfg->qk_norm = cfg->arch == DP_ARCH_QWEN3;
-    if (dp_gguf_find_tensor(g, "rope_freqs.weight"))
-        return dp_fail("%s: RoPE frequency factors (rope_freqs, llama3 scaling) in a GGUF file are "
-                       "not supported; load the Hugging Face directory instead",
-                       g->path);
+    if (rope_factors(cfg, g)) return -1;
     int64_t id;
     const char *ids[] = {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"};
     for (int i = 0; i < 2; i++)

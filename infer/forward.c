@@ -46,6 +46,10 @@ static void dense_forward(float *y, const float *x, const dp_linear *lin, int N)
 }
 
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
+    if (N == 1 && lin->q8) { /* the compact decode copy (the lm_head) */
+        gemv_q8(y, x, lin->q8, lin->bias, lin->in, lin->out);
+        return 0;
+    }
     if (lin->w) {
         dense_forward(y, x, lin, N);
         return 0;
@@ -149,6 +153,27 @@ static int linear(dp_forward *f, int l, dp_linear_id id, float *y, const float *
     return 0;
 }
 
+/* Several linears of block l over the same input (q/k/v, gate/up): for one NF4 row they run as
+ * one parallel region (gemv_nf4_multi), then the hook sees each in order as usual. */
+static int linears(dp_forward *f, int l, int n, const dp_linear_id *ids, float *const *y,
+                   const float *x, int N) {
+    const dp_linear *lin = f->model->layers[l].lin;
+    bool fused = N == 1;
+    for (int i = 0; i < n; i++) fused = fused && lin[ids[i]].nf4 && !lin[ids[i]].q8;
+    if (!fused) {
+        for (int i = 0; i < n; i++)
+            if (linear(f, l, ids[i], y[i], x, N)) return -1;
+        return 0;
+    }
+    const dp_nf4 *w[DP_N_LINEAR];
+    const float *b[DP_N_LINEAR];
+    for (int i = 0; i < n; i++) w[i] = lin[ids[i]].nf4, b[i] = lin[ids[i]].bias;
+    gemv_nf4_multi(n, y, w, b, x, lin[ids[0]].in);
+    for (int i = 0; f->hook && i < n; i++)
+        if (f->hook(f->hook_ctx, l, ids[i], y[i], x, N, lin[ids[i]].in, lin[ids[i]].out)) return -1;
+    return 0;
+}
+
 static void residual_add(float *x, const float *y, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] += y[i];
 }
@@ -170,9 +195,8 @@ static int forward_chunk(dp_forward *f, const int32_t *tokens, int N, float *all
 
         /* attention */
         rmsnorm_forward(f->xn, NULL, f->x, ly->attn_norm, N, C, c->rms_eps);
-        if (linear(f, l, DP_Q, f->q, f->xn, N) || linear(f, l, DP_K, f->k, f->xn, N) ||
-            linear(f, l, DP_V, f->v, f->xn, N))
-            return -1;
+        static const dp_linear_id qkv[3] = {DP_Q, DP_K, DP_V}, gate_up[2] = {DP_GATE, DP_UP};
+        if (linears(f, l, 3, qkv, (float *const[]){f->q, f->k, f->v}, f->xn, N)) return -1;
         if (c->qk_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
             rmsnorm_forward(f->q, NULL, f->q, ly->q_norm, N * H, D, c->rms_eps);
             rmsnorm_forward(f->k, NULL, f->k, ly->k_norm, N * KVH, D, c->rms_eps);
@@ -187,8 +211,7 @@ static int forward_chunk(dp_forward *f, const int32_t *tokens, int N, float *all
 
         /* MLP: down(silu(gate(x)) * up(x)) */
         rmsnorm_forward(f->xn, NULL, f->x, ly->ffn_norm, N, C, c->rms_eps);
-        if (linear(f, l, DP_GATE, f->gate, f->xn, N) || linear(f, l, DP_UP, f->up, f->xn, N))
-            return -1;
+        if (linears(f, l, 2, gate_up, (float *const[]){f->gate, f->up}, f->xn, N)) return -1;
         swiglu_forward(f->gate, f->gate, f->up, (size_t)N * F);
         if (linear(f, l, DP_DOWN, f->proj, f->gate, N)) return -1;
         residual_add(f->x, f->proj, (size_t)N * C);

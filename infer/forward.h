@@ -61,7 +61,8 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
 /* Installs (or removes, with NULL) the adapter hook applied after every block linear. */
 void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx);
 
-/* y (N, out) = x (N, in) W^T + b for a dp_linear of either storage (fp32 or NF4). */
+/* y (N, out) = x (N, in) W^T + b for a dp_linear of either storage (fp32 or NF4); a single row
+ * goes through the linear's Q8 copy when it has one. */
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N);
 
 #ifdef __cplusplus

@@ -4,8 +4,7 @@
 #include "infer/forward_gpu.h"
 
 #include "data/error.h"
-#include "infer/dtype.h"
-#include "kernels/cuda/kernels.h"
+#include "infer/gpu_model.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -13,20 +12,6 @@
 const char *const dp_gf_category_names[DP_GF_N_CATEGORIES] = {
     "weights (NF4)",        "weights (dense, norms, biases)", "KV cache",
     "activations + logits", "NF4 dequantize scratch",         "LoRA A and B (fp32)"};
-
-typedef struct {
-    dp_linear_id id;
-    int out, in;
-    void *w;        /* (out, in) activation dtype, or NULL */
-    dp_nf4_dev nf4; /* when w == NULL */
-    float *bias;    /* (out) fp32 or NULL */
-    float *A, *B;   /* LoRA A (r, in), B (out, r) fp32, or NULL */
-} dp_gf_linear;
-
-typedef struct {
-    float *attn_norm, *ffn_norm, *q_norm, *k_norm; /* fp32 */
-    dp_gf_linear lin[DP_N_LINEAR];
-} dp_gf_layer;
 
 struct dp_gpu_forward {
     const dp_gpu_ops *ops;
@@ -36,25 +21,18 @@ struct dp_gpu_forward {
     int max_T, chunk, T;
     dp_gf_plan plan;
     void *block[DP_GF_N_CATEGORIES]; /* one device allocation per category */
-    dp_blas *blas;
-    void *embed;       /* (V, C) activation dtype */
-    float *final_norm; /* (C) */
-    dp_gf_linear lm_head;
-    dp_gf_layer *layers;     /* (L) host array of device pointers */
-    void *k_cache, *v_cache; /* each (L, max_T, KVH, D) */
-    void *x, *xn, *proj;     /* (chunk, C) */
-    void *q, *att;           /* (chunk, H, D) */
-    void *gate, *up;         /* (chunk, F) */
-    float *tmp;              /* (chunk, largest biased out) fp32: bias on bf16 activations */
-    float *dlogits;          /* (chunk, V) fp32 */
-    float *inv_freq;         /* (D/2) */
-    int32_t *pos, *tokens;   /* (chunk) */
-    void *dequant;           /* scratch for one NF4 matrix */
-    float *xa;               /* (chunk, r) LoRA x A^T */
-    float *losses;           /* (chunk) per-row cross-entropy */
-    int32_t *targets;        /* (chunk) */
-    float *lx, *ly;          /* (chunk, widest): fp32 copies for LoRA on bf16 activations */
-    float *logits;           /* host (V): the last position's logits */
+    dp_gpu_model gm;                 /* weights, blas handle, dequantize and bias scratch */
+    void *k_cache, *v_cache;         /* each (L, max_T, KVH, D) */
+    void *x, *xn, *proj;             /* (chunk, C) */
+    void *q, *att;                   /* (chunk, H, D) */
+    void *gate, *up;                 /* (chunk, F) */
+    float *dlogits;                  /* (chunk, V) fp32 */
+    int32_t *pos, *tokens;           /* (chunk) */
+    float *xa;                       /* (chunk, r) LoRA x A^T */
+    float *losses;                   /* (chunk) per-row cross-entropy */
+    int32_t *targets;                /* (chunk) */
+    dp_gpu_lora_scratch ls;          /* lx, ly (chunk, widest): fp32 copies for LoRA on bf16 */
+    float *logits;                   /* host (V): the last position's logits */
 };
 
 const float *dp_gpu_forward_logits(const dp_gpu_forward *g) {
@@ -63,11 +41,16 @@ const float *dp_gpu_forward_logits(const dp_gpu_forward *g) {
 int dp_gpu_forward_positions(const dp_gpu_forward *g) {
     return g->T;
 }
+int dp_gpu_forward_capacity(const dp_gpu_forward *g) {
+    return g->max_T;
+}
+void dp_gpu_forward_truncate(dp_gpu_forward *g, int T) {
+    if (T < 0) T = 0;
+    if (T < g->T) g->T = T;
+}
 const dp_gf_plan *dp_gpu_forward_table(const dp_gpu_forward *g) {
     return &g->plan;
 }
-
-#define GF_ALIGN 256 /* every carved buffer starts 256-byte aligned, as cudaMalloc's are */
 
 typedef struct {
     char *base[DP_GF_N_CATEGORIES]; /* NULL: only count */
@@ -76,32 +59,18 @@ typedef struct {
 
 static void *carve(carver *cv, dp_gf_category cat, uint64_t bytes) {
     void *p = cv->base[cat] ? cv->base[cat] + cv->off[cat] : NULL;
-    cv->off[cat] += (bytes + GF_ALIGN - 1) / GF_ALIGN * GF_ALIGN;
+    cv->off[cat] += dp_gpu_align(bytes);
     return p;
 }
 
-static void carve_linear(carver *cv, dp_gf_linear *d, const dp_linear *lin, dp_linear_id id,
-                         size_t es, float *maps, uint64_t *dequant, const dp_lora_module *lm,
-                         int r) {
-    memset(d, 0, sizeof *d);
-    d->id = id, d->out = lin->out, d->in = lin->in;
-    if (lin->w) {
-        d->w = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)lin->out * lin->in * es);
-    } else {
-        const dp_nf4 *q = lin->nf4;
-        d->nf4.rows = q->rows, d->nf4.cols = q->cols, d->nf4.n = q->n;
-        d->nf4.nblocks = q->nblocks, d->nf4.blocksize = q->blocksize, d->nf4.offset = q->offset;
-        d->nf4.codes = carve(cv, DP_GF_WEIGHTS_NF4, (uint64_t)(q->n + 1) / 2);
-        d->nf4.absmax_q = carve(cv, DP_GF_WEIGHTS_NF4, (uint64_t)q->nblocks);
-        d->nf4.absmax2 = carve(cv, DP_GF_WEIGHTS_NF4, (uint64_t)(q->nblocks + 255) / 256 * 4);
-        d->nf4.maps = maps;
-        if ((uint64_t)q->n * es > *dequant) *dequant = (uint64_t)q->n * es;
-    }
-    if (lin->bias) d->bias = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)lin->out * 4);
-    if (lm && lm->A) {
-        d->A = carve(cv, DP_GF_LORA, (uint64_t)r * lin->in * 4);
-        d->B = carve(cv, DP_GF_LORA, (uint64_t)lin->out * r * 4);
-    }
+/* the weights' kinds filed under this run's categories */
+static void *carve_weight(void *ctx, dp_gw_kind kind, uint64_t bytes) {
+    static const dp_gf_category cat[DP_GW_N_KINDS] = {
+        [DP_GW_NF4_MAPS] = DP_GF_WEIGHTS_NF4,     [DP_GW_NF4_BLOCK] = DP_GF_WEIGHTS_NF4,
+        [DP_GW_NF4_HEAD] = DP_GF_WEIGHTS_NF4,     [DP_GW_EMBED] = DP_GF_WEIGHTS_DENSE,
+        [DP_GW_DENSE_HEAD] = DP_GF_WEIGHTS_DENSE, [DP_GW_DENSE_BLOCK] = DP_GF_WEIGHTS_DENSE,
+        [DP_GW_NORMS] = DP_GF_WEIGHTS_DENSE,      [DP_GW_ROPE] = DP_GF_ACTIVATIONS};
+    return carve(ctx, cat[kind], bytes);
 }
 
 /* Assigns every device pointer of g (or, with cv->base all NULL, only sizes them). */
@@ -110,35 +79,15 @@ static void layout(dp_gpu_forward *g, carver *cv) {
     const dp_model_config *c = &m->cfg;
     const size_t es = g->bf16 ? 2 : 4, n = (size_t)g->chunk;
     const size_t qd = (size_t)c->H * c->D, kvd = (size_t)c->KVH * c->D;
-    bool any_nf4 = m->lm_head.nf4 != NULL;
-    for (int l = 0; l < c->L; l++)
-        for (int i = 0; i < DP_N_LINEAR; i++) any_nf4 |= m->layers[l].lin[i].nf4 != NULL;
-    float *maps = any_nf4 ? carve(cv, DP_GF_WEIGHTS_NF4, (256 + 16) * sizeof(float)) : NULL;
     uint64_t dequant = 0, max_bias = 0;
-    g->embed = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->V * c->C * es);
-    g->final_norm = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->C * 4);
-    for (int l = 0; l < c->L; l++) {
-        const dp_layer *ly = &m->layers[l];
-        dp_gf_layer *d = &g->layers[l];
-        d->attn_norm = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->C * 4);
-        d->ffn_norm = carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->C * 4);
-        d->q_norm = ly->q_norm ? carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->D * 4) : NULL;
-        d->k_norm = ly->k_norm ? carve(cv, DP_GF_WEIGHTS_DENSE, (uint64_t)c->D * 4) : NULL;
+    dp_gpu_model_layout(&g->gm, carve_weight, cv, &dequant, &max_bias);
+    for (int l = 0; g->lora && l < c->L; l++)
         for (int i = 0; i < DP_N_LINEAR; i++) {
-            const dp_lora_module *lm = g->lora ? dp_lora_mod(g->lora, l, i) : NULL;
-            carve_linear(cv, &d->lin[i], &ly->lin[i], (dp_linear_id)i, es, maps, &dequant, lm,
-                         g->lora ? g->lora->cfg.r : 0);
-            if (ly->lin[i].bias && (uint64_t)ly->lin[i].out > max_bias)
-                max_bias = (uint64_t)ly->lin[i].out;
+            const dp_lora_module *lm = dp_lora_mod(g->lora, l, i);
+            dp_gpu_linear *d = &g->gm.layers[l].lin[i];
+            d->A = lm->A ? carve(cv, DP_GF_LORA, (uint64_t)g->lora->cfg.r * d->in * 4) : NULL;
+            d->B = lm->A ? carve(cv, DP_GF_LORA, (uint64_t)d->out * g->lora->cfg.r * 4) : NULL;
         }
-    }
-    if (c->tied_embeddings || m->lm_head.w == m->embed) {
-        memset(&g->lm_head, 0, sizeof g->lm_head);
-        g->lm_head.out = c->V, g->lm_head.in = c->C, g->lm_head.w = g->embed;
-        g->lm_head.id = DP_N_LINEAR;
-    } else {
-        carve_linear(cv, &g->lm_head, &m->lm_head, DP_N_LINEAR, es, maps, &dequant, NULL, 0);
-    }
     uint64_t kv = (uint64_t)c->L * g->max_T * kvd * es;
     g->k_cache = carve(cv, DP_GF_KV_CACHE, kv);
     g->v_cache = carve(cv, DP_GF_KV_CACHE, kv);
@@ -149,23 +98,22 @@ static void layout(dp_gpu_forward *g, carver *cv) {
     g->att = carve(cv, DP_GF_ACTIVATIONS, n * qd * es);
     g->gate = carve(cv, DP_GF_ACTIVATIONS, n * c->F * es);
     g->up = carve(cv, DP_GF_ACTIVATIONS, n * c->F * es);
-    /* bias on bf16 activations goes through an fp32 copy (there is no bf16 bias kernel) */
-    g->tmp = g->bf16 && max_bias ? carve(cv, DP_GF_ACTIVATIONS, n * max_bias * 4) : NULL;
+    g->gm.tmp = g->bf16 && max_bias ? carve(cv, DP_GF_ACTIVATIONS, n * max_bias * 4) : NULL;
     g->dlogits = carve(cv, DP_GF_ACTIVATIONS, n * c->V * 4);
-    g->inv_freq = carve(cv, DP_GF_ACTIVATIONS, (uint64_t)c->D / 2 * 4);
     g->pos = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->tokens = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->targets = carve(cv, DP_GF_ACTIVATIONS, n * 4);
     g->losses = carve(cv, DP_GF_ACTIVATIONS, n * 4);
-    g->dequant = dequant ? carve(cv, DP_GF_DEQUANT, dequant) : NULL;
-    g->xa = g->lx = g->ly = NULL;
+    g->gm.dequant = dequant ? carve(cv, DP_GF_DEQUANT, dequant) : NULL;
+    g->xa = NULL;
+    memset(&g->ls, 0, sizeof g->ls);
     if (g->lora) {
         uint64_t wide = (uint64_t)(c->F > c->C ? c->F : c->C);
         if ((uint64_t)qd > wide) wide = qd;
         g->xa = carve(cv, DP_GF_ACTIVATIONS, n * g->lora->cfg.r * 4);
         if (g->bf16) {
-            g->lx = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
-            g->ly = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
+            g->ls.lx = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
+            g->ls.ly = carve(cv, DP_GF_ACTIVATIONS, n * wide * 4);
         }
     }
 }
@@ -203,11 +151,12 @@ int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora
         return dp_fail("GPU forward: the LoRA adapter has %d layers (rank %d), the model %d",
                        lora->L, lora->cfg.r, m->cfg.L);
     dp_gpu_forward g = {.model = m, .lora = lora, .bf16 = bf16, .max_T = max_T, .chunk = chunk};
-    g.layers = dp_calloc((size_t)m->cfg.L, sizeof *g.layers);
-    if (!g.layers) return -1;
+    g.gm.model = m, g.gm.bf16 = bf16;
+    g.gm.layers = dp_calloc((size_t)m->cfg.L, sizeof *g.gm.layers);
+    if (!g.gm.layers) return -1;
     carver cv = {0};
     layout(&g, &cv);
-    free(g.layers);
+    free(g.gm.layers);
     for (int i = 0; i < DP_GF_N_CATEGORIES; i++) {
         plan->bytes[i] = cv.off[i];
         plan->total += cv.off[i];
@@ -215,73 +164,20 @@ int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora
     return 0;
 }
 
-/* host fp32 → device, converted to bf16 on the way when asked */
-static int put(const dp_gpu_ops *ops, void *dst, const float *src, size_t n, bool bf16) {
-    if (!bf16) return ops->upload(dst, src, n * 4);
-    uint16_t *t = dp_malloc(n * 2);
-    if (!t) return -1;
-    for (size_t i = 0; i < n; i++) t[i] = dp_f32_to_bf16(src[i]);
-    int rc = ops->upload(dst, t, n * 2);
-    free(t);
-    return rc;
-}
-
-static int put_linear(dp_gpu_forward *g, const dp_gf_linear *d, const dp_linear *lin) {
-    const dp_gpu_ops *ops = g->ops;
-    if (lin->w) {
-        if (put(ops, d->w, lin->w, (size_t)lin->out * lin->in, g->bf16)) return -1;
-    } else {
-        const dp_nf4 *q = lin->nf4;
-        if (ops->upload(d->nf4.codes, q->codes, (size_t)(q->n + 1) / 2) ||
-            ops->upload(d->nf4.absmax_q, q->absmax_q, (size_t)q->nblocks) ||
-            ops->upload(d->nf4.absmax2, q->absmax2, (size_t)(q->nblocks + 255) / 256 * 4))
-            return -1;
-    }
-    if (lin->bias && put(ops, d->bias, lin->bias, (size_t)lin->out, false)) return -1;
-    return 0;
-}
-
+/* the frozen weights, then the adapter's A and B (fp32, as on the host) */
 static int upload_weights(dp_gpu_forward *g) {
-    const dp_model *m = g->model;
-    const dp_model_config *c = &m->cfg;
-    const dp_gpu_ops *ops = g->ops;
-    if (put(ops, g->embed, m->embed, (size_t)c->V * c->C, g->bf16) ||
-        put(ops, g->final_norm, m->final_norm, (size_t)c->C, false))
-        return -1;
-    float *maps = NULL;
-    for (int l = 0; l < c->L; l++) {
-        const dp_layer *ly = &m->layers[l];
-        const dp_gf_layer *d = &g->layers[l];
-        if (put(ops, d->attn_norm, ly->attn_norm, (size_t)c->C, false) ||
-            put(ops, d->ffn_norm, ly->ffn_norm, (size_t)c->C, false) ||
-            (d->q_norm && put(ops, d->q_norm, ly->q_norm, (size_t)c->D, false)) ||
-            (d->k_norm && put(ops, d->k_norm, ly->k_norm, (size_t)c->D, false)))
-            return -1;
+    if (dp_gpu_model_upload(&g->gm)) return -1;
+    for (int l = 0; g->lora && l < g->model->cfg.L; l++)
         for (int i = 0; i < DP_N_LINEAR; i++) {
-            if (put_linear(g, &d->lin[i], &ly->lin[i])) return -1;
-            if (d->lin[i].A) {
-                const dp_lora_module *lm = dp_lora_mod(g->lora, l, i);
-                int r = g->lora->cfg.r;
-                if (ops->upload(d->lin[i].A, lm->A, (size_t)r * lm->in * 4) ||
-                    ops->upload(d->lin[i].B, lm->B, (size_t)lm->out * r * 4))
-                    return -1;
-            }
-            if (d->lin[i].nf4.maps) maps = d->lin[i].nf4.maps;
+            const dp_gpu_linear *d = &g->gm.layers[l].lin[i];
+            if (!d->A) continue;
+            const dp_lora_module *lm = dp_lora_mod(g->lora, l, i);
+            size_t r = (size_t)g->lora->cfg.r;
+            if (g->ops->upload(d->A, lm->A, r * lm->in * 4) ||
+                g->ops->upload(d->B, lm->B, (size_t)lm->out * r * 4))
+                return -1;
         }
-    }
-    if (g->lm_head.w != g->embed) {
-        if (put_linear(g, &g->lm_head, &m->lm_head)) return -1;
-        if (g->lm_head.nf4.maps) maps = g->lm_head.nf4.maps;
-    }
-    if (maps) { /* the dynamic map of the absmax codes, then the 16 NF4 values */
-        float h[256 + 16];
-        dp_dynamic_map(h);
-        memcpy(h + 256, dp_nf4_values, sizeof(float) * 16);
-        if (ops->upload(maps, h, sizeof h)) return -1;
-    }
-    float inv[64];
-    rope_inv_freq(inv, c->D, c->rope_theta, &c->rope_scaling);
-    return ops->upload(g->inv_freq, inv, (size_t)c->D / 2 * 4);
+    return 0;
 }
 
 void dp_gpu_forward_free(dp_gpu_forward *g) {
@@ -289,9 +185,9 @@ void dp_gpu_forward_free(dp_gpu_forward *g) {
     if (g->ops) {
         for (int i = 0; i < DP_GF_N_CATEGORIES; i++)
             if (g->block[i]) g->ops->dev_free(g->block[i]);
-        if (g->blas) g->ops->blas_destroy(g->blas);
+        if (g->gm.blas) g->ops->blas_destroy(g->gm.blas);
     }
-    free(g->layers);
+    free(g->gm.layers);
     free(g->logits);
     free(g);
 }
@@ -307,9 +203,10 @@ int dp_gpu_forward_create(dp_gpu_forward **out, const dp_gpu_ops *ops, const dp_
         return -1;
     }
     g->ops = ops, g->model = m, g->lora = lora, g->bf16 = bf16, g->max_T = max_T, g->chunk = chunk;
-    g->layers = dp_calloc((size_t)m->cfg.L, sizeof *g->layers);
+    g->gm.ops = ops, g->gm.model = m, g->gm.bf16 = bf16;
+    g->gm.layers = dp_calloc((size_t)m->cfg.L, sizeof *g->gm.layers);
     g->logits = dp_calloc((size_t)m->cfg.V, sizeof(float));
-    if (!g->layers || !g->logits) goto fail;
+    if (!g->gm.layers || !g->logits) goto fail;
     carver cv = {0};
     for (int i = 0; i < DP_GF_N_CATEGORIES; i++) {
         if (!g->plan.bytes[i]) continue;
@@ -322,7 +219,7 @@ int dp_gpu_forward_create(dp_gpu_forward **out, const dp_gpu_ops *ops, const dp_
         cv.base[i] = g->block[i];
     }
     layout(g, &cv);
-    if (ops->blas_create(&g->blas) || upload_weights(g)) goto fail;
+    if (ops->blas_create(&g->gm.blas) || upload_weights(g)) goto fail;
     *out = g;
     return 0;
 fail:
@@ -335,74 +232,22 @@ fail:
         if ((call) != 0) return -1;                                                                \
     } while (0)
 
-static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N,
-                    dp_act_dtype cd);
-
-/* y (N, out) += scale * (x A^T) B^T, fp32 GEMMs over the fp32 master weights (bf16 activations
- * go through fp32 copies) */
-static int lora_forward(dp_gpu_forward *g, const dp_gf_linear *d, void *y, const void *x, int N) {
-    const dp_gpu_ops *ops = g->ops;
-    const int r = g->lora->cfg.r;
-    const float *xf = x;
-    float *yf = y;
-    if (g->bf16) {
-        TRY(ops->cast_bf16_to_f32(g->lx, x, (size_t)N * d->in));
-        TRY(ops->cast_bf16_to_f32(g->ly, y, (size_t)N * d->out));
-        xf = g->lx, yf = g->ly;
-    }
-    TRY(ops->gemm(g->blas, false, true, N, r, d->in, 1.0f, xf, d->in, d->A, d->in, 0.0f, g->xa, r,
-                  DP_F32, DP_F32));
-    TRY(ops->gemm(g->blas, false, true, N, d->out, r, g->lora->scale, g->xa, r, d->B, r, 1.0f, yf,
-                  d->out, DP_F32, DP_F32));
-    return g->bf16 ? ops->cast_f32_to_bf16(y, g->ly, (size_t)N * d->out) : 0;
-}
-
-/* y (N, out) = x (N, in) W^T + b (+ the LoRA path); y in the activation dtype, or fp32 when
- * f32_out */
-static int linear(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, const void *x, int N,
+/* y = x W^T + b, then the adapter's path when the module has one */
+static int linear(dp_gpu_forward *g, const dp_gpu_linear *d, void *y, int ldy, const void *x, int N,
                   bool f32_out) {
-    const dp_gpu_ops *ops = g->ops;
-    const dp_act_dtype ab = g->bf16 ? DP_BF16 : DP_F32, cd = f32_out ? DP_F32 : ab;
-    const void *w = d->w;
-    if (!w) {
-        if (ab == DP_F32 && N == 1 && ldy == d->out) /* decode: the fused NF4 GEMV */
-        {
-            TRY(ops->gemv_nf4(y, x, &d->nf4, d->bias, d->in, d->out));
-            return d->A ? lora_forward(g, d, y, x, N) : 0;
-        }
-        TRY(g->bf16 ? ops->nf4_dequantize_bf16(g->dequant, &d->nf4)
-                    : ops->nf4_dequantize(g->dequant, &d->nf4));
-        w = g->dequant;
-    }
-    TRY(ops->gemm(g->blas, false, true, N, d->out, d->in, 1.0f, x, d->in, w, d->in, 0.0f, y, ldy,
-                  ab, cd));
-    if (d->bias) TRY(add_bias(g, d, y, ldy, N, cd));
-    return d->A ? lora_forward(g, d, y, x, N) : 0;
+    TRY(dp_gpu_linear_forward(&g->gm, d, y, ldy, x, N, f32_out));
+    return d->A ? dp_gpu_lora_forward(&g->gm, d, g->lora->cfg.r, g->lora->scale, y, x, g->xa,
+                                      &g->ls, N, 0.0f, 0, 0)
+                : 0;
 }
-
-static int add_bias(dp_gpu_forward *g, const dp_gf_linear *d, void *y, int ldy, int N,
-                    dp_act_dtype cd) {
-    const dp_gpu_ops *ops = g->ops;
-    if (cd == DP_F32 && ldy == d->out) return ops->bias_forward(y, d->bias, N, d->out);
-    if (ldy != d->out) return dp_fail("GPU forward: bias on a strided output is not supported");
-    TRY(ops->cast_bf16_to_f32(g->tmp, y, (size_t)N * d->out));
-    TRY(ops->bias_forward(g->tmp, d->bias, N, d->out));
-    return ops->cast_f32_to_bf16(y, g->tmp, (size_t)N * d->out);
-}
-
 static int rmsnorm(dp_gpu_forward *g, void *out, const void *inp, const float *w, int N, int C) {
-    float eps = g->model->cfg.rms_eps;
-    return g->bf16 ? g->ops->rmsnorm_forward_bf16(out, NULL, inp, w, N, C, eps)
-                   : g->ops->rmsnorm_forward(out, NULL, inp, w, N, C, eps);
+    return dp_gpu_rmsnorm(&g->gm, out, NULL, inp, w, N, C);
 }
 static int rope(dp_gpu_forward *g, void *x, int N, int nh) {
-    int D = g->model->cfg.D;
-    return g->bf16 ? g->ops->rope_forward_bf16(x, g->pos, g->inv_freq, N, nh, D)
-                   : g->ops->rope_forward(x, g->pos, g->inv_freq, N, nh, D);
+    return dp_gpu_rope(&g->gm, x, g->pos, N, nh);
 }
 static int residual(dp_gpu_forward *g, void *x, const void *y, size_t n) {
-    return g->bf16 ? g->ops->residual_forward_bf16(x, x, y, n)
-                   : g->ops->residual_forward(x, x, y, n);
+    return dp_gpu_residual(&g->gm, x, x, y, n);
 }
 
 /* One step over N <= chunk rows at positions [g->T, g->T + N). */
@@ -419,10 +264,10 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
     free(pos);
     TRY(rc);
     TRY(ops->upload(g->tokens, tokens, (size_t)N * 4));
-    TRY(g->bf16 ? ops->embedding_forward_bf16(g->x, g->tokens, g->embed, N, C, V)
-                : ops->embedding_forward(g->x, g->tokens, g->embed, N, C, V));
+    TRY(g->bf16 ? ops->embedding_forward_bf16(g->x, g->tokens, g->gm.embed, N, C, V)
+                : ops->embedding_forward(g->x, g->tokens, g->gm.embed, N, C, V));
     for (int l = 0; l < c->L; l++) {
-        const dp_gf_layer *ly = &g->layers[l];
+        const dp_gpu_layer *ly = &g->gm.layers[l];
         char *kc = (char *)g->k_cache + (size_t)l * g->max_T * kvd * es; // (max_T, KVH, D)
         char *vc = (char *)g->v_cache + (size_t)l * g->max_T * kvd * es; // (max_T, KVH, D)
         void *krow = kc + (size_t)T0 * kvd * es, *vrow = vc + (size_t)T0 * kvd * es;
@@ -454,8 +299,8 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
     }
     /* final norm + lm_head (fp32 logits): every row when asked, else only the last one */
     if (all_logits || device_logits) { /* device_logits: left in g->dlogits (N, V) */
-        TRY(rmsnorm(g, g->xn, g->x, g->final_norm, N, C));
-        TRY(linear(g, &g->lm_head, g->dlogits, V, g->xn, N, true));
+        TRY(rmsnorm(g, g->xn, g->x, g->gm.final_norm, N, C));
+        TRY(linear(g, &g->gm.lm_head, g->dlogits, V, g->xn, N, true));
         if (!all_logits) {
             g->T = T0 + N;
             return 0;
@@ -463,8 +308,8 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
         TRY(ops->download(all_logits, g->dlogits, (size_t)N * V * 4));
         memcpy(g->logits, all_logits + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
     } else {
-        TRY(rmsnorm(g, g->xn, (char *)g->x + (size_t)(N - 1) * C * es, g->final_norm, 1, C));
-        TRY(linear(g, &g->lm_head, g->dlogits, V, g->xn, 1, true));
+        TRY(rmsnorm(g, g->xn, (char *)g->x + (size_t)(N - 1) * C * es, g->gm.final_norm, 1, C));
+        TRY(linear(g, &g->gm.lm_head, g->dlogits, V, g->xn, 1, true));
         TRY(ops->download(g->logits, g->dlogits, (size_t)V * 4));
     }
     g->T = T0 + N;

@@ -63,6 +63,9 @@ int dp_gpu_forward_loss(dp_gpu_forward *g, const int32_t *tokens, const int32_t 
 
 const float *dp_gpu_forward_logits(const dp_gpu_forward *g); /* (V) last position, host */
 int dp_gpu_forward_positions(const dp_gpu_forward *g);       /* positions in the cache */
+int dp_gpu_forward_capacity(const dp_gpu_forward *g);        /* max_T */
+/* Forgets the positions from T on (the next tokens overwrite them), as dp_forward_truncate. */
+void dp_gpu_forward_truncate(dp_gpu_forward *g, int T);
 const dp_gf_plan *dp_gpu_forward_table(const dp_gpu_forward *g);
 
 #ifdef __cplusplus

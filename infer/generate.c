@@ -21,17 +21,50 @@ static double now_seconds(void) {
 
 int dp_gen_state_create(dp_gen_state *g, const dp_model *m, int max_T) {
     memset(g, 0, sizeof *g);
+    g->model = m;
     return dp_forward_create(&g->fwd, m, max_T, 0);
 }
 
+int dp_gen_state_create_gpu(dp_gen_state *g, const struct dp_gpu_ops *ops, const dp_model *m,
+                            const dp_lora *lora, int max_T, bool bf16) {
+    memset(g, 0, sizeof *g);
+    g->model = m;
+    g->gpu_logits = dp_malloc((size_t)m->cfg.V * sizeof(float));
+    if (!g->gpu_logits || dp_gpu_forward_create(&g->gpu, ops, m, lora, max_T, 0, bf16)) {
+        free(g->gpu_logits);
+        g->gpu_logits = NULL;
+        return -1;
+    }
+    return 0;
+}
+
 void dp_gen_state_free(dp_gen_state *g) {
-    dp_forward_free(&g->fwd);
+    if (g->gpu) {
+        dp_gpu_forward_free(g->gpu);
+        free(g->gpu_logits);
+    } else {
+        dp_forward_free(&g->fwd);
+    }
     dp_ids_free(&g->cached);
+}
+
+int dp_gen_capacity(const dp_gen_state *g) {
+    return g->gpu ? dp_gpu_forward_capacity(g->gpu) : g->fwd.max_T;
+}
+
+static int positions(const dp_gen_state *g) {
+    return g->gpu ? dp_gpu_forward_positions(g->gpu) : g->fwd.T;
 }
 
 /* runs ids through the model and records them as cached */
 static int feed(dp_gen_state *g, const int32_t *ids, int n) {
-    if (dp_forward_tokens(&g->fwd, ids, n, NULL)) return -1;
+    if (g->gpu) {
+        if (dp_gpu_forward_tokens(g->gpu, ids, n, NULL)) return -1;
+        memcpy(g->gpu_logits, dp_gpu_forward_logits(g->gpu),
+               (size_t)g->model->cfg.V * sizeof(float));
+    } else if (dp_forward_tokens(&g->fwd, ids, n, NULL)) {
+        return -1;
+    }
     for (int i = 0; i < n; i++)
         if (dp_ids_push(&g->cached, ids[i])) return -1;
     return 0;
@@ -50,15 +83,19 @@ int dp_generate(dp_gen_state *g, dp_sampler *s, const int32_t *prompt, int n_pro
     res->n_prompt = n_prompt;
     res->finish = "length";
     if (n_prompt <= 0) return dp_fail("generate: empty prompt");
-    if (n_prompt >= g->fwd.max_T)
+    const int max_T = dp_gen_capacity(g);
+    if (n_prompt >= max_T)
         return dp_fail("generate: the prompt has %d tokens but the context holds %d; shorten it "
                        "or raise --max-context",
-                       n_prompt, g->fwd.max_T);
+                       n_prompt, max_T);
 
     /* reuse the cached prefix; at least the last prompt token is run again for its logits */
     int p = 0;
     while (p < n_prompt - 1 && p < (int)g->cached.n && g->cached.v[p] == prompt[p]) p++;
-    dp_forward_truncate(&g->fwd, p);
+    if (g->gpu)
+        dp_gpu_forward_truncate(g->gpu, p);
+    else
+        dp_forward_truncate(&g->fwd, p);
     g->cached.n = (size_t)p;
     res->n_reused = p;
     double t0 = now_seconds();
@@ -66,7 +103,6 @@ int dp_generate(dp_gen_state *g, dp_sampler *s, const int32_t *prompt, int n_pro
     double t1 = now_seconds();
     res->prefill_seconds = t1 - t0;
 
-    const dp_model_config *c = &g->fwd.model->cfg;
     int32_t top_ids[DP_GEN_TOP];
     float top_probs[DP_GEN_TOP];
     for (;;) {
@@ -74,7 +110,7 @@ int dp_generate(dp_gen_state *g, dp_sampler *s, const int32_t *prompt, int n_pro
             res->finish = "length";
             break;
         }
-        float *logits = g->fwd.logits; /* (V); the sampler may modify it */
+        float *logits = g->gpu ? g->gpu_logits : g->fwd.logits; /* (V); the sampler may modify it */
         int n_top = 0;
         if (o->top) n_top = dp_top_probs(logits, s->n_valid, DP_GEN_TOP, top_ids, top_probs);
         int32_t id = dp_sampler_sample(s, logits, g->cached.v, (int)g->cached.n);
@@ -93,13 +129,12 @@ int dp_generate(dp_gen_state *g, dp_sampler *s, const int32_t *prompt, int n_pro
             }
         }
         if (res->n_generated >= o->max_tokens) break;
-        if (g->fwd.T >= g->fwd.max_T) {
+        if (positions(g) >= max_T) {
             res->finish = "context";
             break;
         }
         if (feed(g, &id, 1)) return -1;
     }
-    (void)c;
     res->decode_seconds = now_seconds() - t1;
     return 0;
 }

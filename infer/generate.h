@@ -10,6 +10,7 @@
 #include "data/chat_format.h"
 #include "data/tokenizer.h"
 #include "infer/forward.h"
+#include "infer/forward_gpu.h"
 #include "infer/sampler.h"
 
 #ifdef __cplusplus
@@ -38,15 +39,24 @@ typedef struct {
     double prefill_seconds, decode_seconds;
 } dp_gen_result;
 
-/* A forward context plus the ids its KV cache holds, so a new prompt that extends the last one
- * (the next chat turn) only runs the new tokens. */
+/* A forward context (the CPU's, or a GPU backend's when gpu is set) plus the ids its KV cache
+ * holds, so a new prompt that extends the last one (the next chat turn) only runs the new
+ * tokens. */
 typedef struct {
-    dp_forward fwd;
-    dp_ids cached; /* ids at positions [0, fwd.T) */
+    dp_forward fwd;      /* the CPU path (unused when gpu is set) */
+    dp_gpu_forward *gpu; /* the GPU path, or NULL */
+    float *gpu_logits;   /* (V) host copy the sampler may modify */
+    const dp_model *model;
+    dp_ids cached; /* ids at positions [0, T) */
 } dp_gen_state;
 
 int dp_gen_state_create(dp_gen_state *g, const dp_model *m, int max_T);
+/* The same on a GPU backend (dp_cuda_ops, or dp_emu_ops in tests): weights uploaded once, the
+ * adapter (or NULL) applied unmerged, bf16 or fp32 activations. */
+int dp_gen_state_create_gpu(dp_gen_state *g, const struct dp_gpu_ops *ops, const dp_model *m,
+                            const dp_lora *lora, int max_T, bool bf16);
 void dp_gen_state_free(dp_gen_state *g);
+int dp_gen_capacity(const dp_gen_state *g); /* positions the KV cache holds */
 
 /* Feeds `prompt` (reusing the longest cached prefix), then samples until a stop id, max_tokens,
  * a full context or the callback says stop. Generated ids are appended to *out (may be NULL). */

@@ -9,6 +9,7 @@
 
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
+#include "kernels/q8.h"
 
 typedef enum { DP_ARCH_LLAMA, DP_ARCH_QWEN2, DP_ARCH_QWEN3 } dp_arch;
 
@@ -37,6 +38,7 @@ typedef struct {
     float *w;    /* (out, in) fp32, or NULL */
     dp_nf4 *nf4; /* NF4 + double quant, or NULL */
     float *bias; /* (out) or NULL */
+    dp_q8 *q8;   /* optional compact copy of W for one-row products (decode), or NULL */
 } dp_linear;
 
 /* The seven linear modules of a block, in PEFT's order of names. */

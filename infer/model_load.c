@@ -14,7 +14,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 const char *const dp_linear_names[DP_N_LINEAR] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                   "gate_proj", "up_proj", "down_proj"};
@@ -28,6 +30,7 @@ typedef struct {
     size_t arena_floats;
     dp_nf4 *nf4; /* L * 7 + 1 (the lm_head) */
     int n_nf4;
+    dp_q8 lm_q8; /* the lm_head's decode copy (dp_model_lm_head_q8) */
 } storage;
 
 /* where tensors come from: a safetensors set (HF names) or a GGUF file (GGUF names) */
@@ -75,6 +78,20 @@ static int unpermute_rows(float *w, int nh, int64_t rows, int64_t cols) {
     return 0;
 }
 
+/* Drops the file pages of [p, p + n) from the process once a tensor has been copied out: the
+ * mapping is read-only and private, so they fault back in from the file if touched again, and
+ * the peak RSS of a load is the weights it keeps, not those plus the whole file. Only for
+ * memory that is a file mapping (owns_map): on anonymous memory MADV_DONTNEED would zero it. */
+static void release_pages(bool mapped, const void *p, size_t n) {
+    if (!mapped || !p || !n) return;
+    static long page;
+    if (!page) page = sysconf(_SC_PAGESIZE);
+    if (page <= 0) return;
+    uintptr_t a = (uintptr_t)p / (uintptr_t)page * (uintptr_t)page;
+    uintptr_t b = ((uintptr_t)p + n + (uintptr_t)page - 1) / (uintptr_t)page * (uintptr_t)page;
+    (void)madvise((void *)a, b - a, MADV_DONTNEED); /* advice only: failure costs memory */
+}
+
 /* copies one tensor as fp32 (rows, cols) (cols == 0: 1-D) into out; permute_heads > 0 undoes
  * the GGUF llama q/k permutation */
 static int fetch(const source *s, const char *hf, const char *gg, float *out, int64_t rows,
@@ -90,13 +107,16 @@ static int fetch(const source *s, const char *hf, const char *gg, float *out, in
                            s->gg->path, gg, (long long)t->ne[0], (long long)t->ne[1],
                            (long long)(cols ? cols : rows), (long long)(cols ? rows : 1));
         if (dp_gguf_tensor_f32(t, out)) return dp_fail_context("%s", s->gg->path);
+        release_pages(s->gg->owns_map, t->data, t->nbytes);
         if (permute_heads > 0 && s->unpermute)
             return unpermute_rows(out, permute_heads, rows, cols);
         return 0;
     }
     const dp_st_tensor *t = dp_st_set_find(s->st, hf);
     if (!t) return dp_fail("model has no tensor %s", hf);
-    return dp_st_tensor_f32(t, out, rows, cols);
+    if (dp_st_tensor_f32(t, out, rows, cols)) return -1;
+    release_pages(true, t->data, t->nbytes); /* dp_st_set files are always mapped */
+    return 0;
 }
 
 /* ------------------------------------------------------------------ NF4 file */
@@ -157,6 +177,7 @@ static int load_nf4_linear(const dp_st_set *set, const char *x, dp_nf4 *q, int64
     memcpy(q->absmax_q, t[1]->data, t[1]->nbytes);
     memcpy(q->absmax2, t[3]->data, t[3]->nbytes);
     q->offset = offset;
+    for (int i = 0; i < 2; i++) release_pages(true, t[i]->data, t[i]->nbytes);
     return 0;
 }
 
@@ -169,6 +190,7 @@ void dp_model_free(dp_model *m) {
         free(s->arena);
         for (int i = 0; i < s->n_nf4; i++) dp_nf4_free(&s->nf4[i]);
         free(s->nf4);
+        dp_q8_free(&s->lm_q8);
         free(s);
     }
     free(m->layers);
@@ -181,6 +203,7 @@ size_t dp_model_weight_bytes(const dp_model *m) {
     size_t b = s->arena_floats * sizeof(float);
     for (int i = 0; i < s->n_nf4; i++)
         if (s->nf4[i].codes) b += dp_nf4_bytes(&s->nf4[i]);
+    if (s->lm_q8.q) b += dp_q8_bytes(&s->lm_q8);
     return b;
 }
 
@@ -365,6 +388,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
         if (fetch(base, "lm_head.weight", "output.weight", m->lm_head.w, c->V, c->C, 0)) goto fail;
     }
 #undef TAKE
+    if (opts.lm_head_q8 && dp_model_lm_head_q8(m)) goto fail;
     if (!opts.quiet)
         fprintf(stderr, "loaded %s: %s, %d layers, %s%s weights %.1f MiB\n", path,
                 dp_arch_name(c->arch), L, opts.nf4 ? "NF4" : "fp32",
@@ -389,6 +413,65 @@ fail:
 
 /* ------------------------------------------------------------------ quantize / save */
 
+/* Moves the fp32 tensors the model still uses (everything but quantized linears) into a new
+ * arena of just their size and frees the old one: after quantizing, the fp32 copies of the
+ * linears would otherwise stay resident. */
+static int compact_arena(dp_model *m) {
+    storage *s = m->storage;
+    const dp_model_config *c = &m->cfg;
+    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
+    /* every fp32 tensor pointer with its size, in arena order */
+    size_t cap = 3 + (size_t)c->L * (4 + 2 * DP_N_LINEAR), k = 0, n = 0;
+    float ***ptr = dp_malloc(cap * sizeof *ptr);
+    size_t *len = dp_malloc(cap * sizeof *len);
+    if (!ptr || !len) {
+        free(ptr);
+        free(len);
+        return -1;
+    }
+#define ADD(field, size)                                                                           \
+    do {                                                                                           \
+        if (field) ptr[k] = &(field), len[k] = (size), n += len[k], k++;                           \
+    } while (0)
+    bool tied_w = m->lm_head.w && m->lm_head.w == m->embed;
+    ADD(m->embed, V * C);
+    ADD(m->final_norm, C);
+    for (int l = 0; l < c->L; l++) {
+        dp_layer *ly = &m->layers[l];
+        ADD(ly->attn_norm, C);
+        ADD(ly->ffn_norm, C);
+        ADD(ly->q_norm, D);
+        ADD(ly->k_norm, D);
+        for (int id = 0; id < DP_N_LINEAR; id++) {
+            dp_linear *lin = &ly->lin[id];
+            ADD(lin->bias, (size_t)lin->out);
+            ADD(lin->w, (size_t)lin->out * lin->in);
+        }
+    }
+    if (!tied_w) ADD(m->lm_head.w, V * C);
+#undef ADD
+    float *arena = malloc((n ? n : 1) * sizeof(float));
+    if (!arena) {
+        free(ptr);
+        free(len);
+        return dp_fail("out of memory compacting the model's fp32 weights (%.1f MiB)",
+                       n * 4.0 / 1048576);
+    }
+    float *p = arena;
+    for (size_t i = 0; i < k; i++) {
+        memcpy(p, *ptr[i], len[i] * sizeof(float));
+        *ptr[i] = p;
+        p += len[i];
+    }
+    if (tied_w) m->lm_head.w = m->embed;
+    free(ptr);
+    free(len);
+    free(s->arena);
+    s->arena = arena;
+    s->arena_floats = n;
+    return 0;
+}
+
 int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head) {
     storage *s = m->storage;
     const int L = m->cfg.L;
@@ -412,6 +495,15 @@ int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head) {
         m->lm_head.nf4 = q;
         m->lm_head.w = NULL;
     }
+    return compact_arena(m);
+}
+
+int dp_model_lm_head_q8(dp_model *m) {
+    storage *s = m->storage;
+    dp_linear *lin = &m->lm_head;
+    if (!lin->w || lin->in % DP_Q8_BLOCK || lin->q8) return 0;
+    if (dp_q8_quantize(&s->lm_q8, lin->w, lin->out, lin->in)) return -1;
+    lin->q8 = &s->lm_q8;
     return 0;
 }
 

@@ -15,6 +15,7 @@ typedef struct {
     const char *nf4_file; /* quantized file to use; NULL: dp_nf4_default_path() if present */
     bool nf4_fresh;       /* quantize from the original weights even when such a file exists */
     bool quiet;           /* no progress lines on stderr */
+    bool lm_head_q8;      /* decode through a Q8 copy of the lm_head (dp_model_lm_head_q8) */
 } dp_load_opts;
 
 /* path: a directory with config.json + model.safetensors (or shards), or a .gguf file.
@@ -23,8 +24,14 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts);
 void dp_model_free(dp_model *m);
 
 /* Replaces the fp32 weights of every block linear (and the untied lm_head when lm_head) by
- * NF4, freeing nothing until dp_model_free (the fp32 arena stays allocated). */
+ * NF4 and frees their fp32 copies: the remaining fp32 tensors move to a smaller arena, so
+ * pointers to the model's fp32 tensors taken before the call (embed, norms, biases) go stale. */
 int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head);
+
+/* Gives the lm_head a Q8 copy (int8 blocks of 32 + fp32 scales, kernels/q8.h) that the forward
+ * pass uses for single-row logits (decode); the fp32 lm_head stays for prefill, all-position
+ * logits and training. Only for an fp32 lm_head whose width is a multiple of 32 (else a no-op). */
+int dp_model_lm_head_q8(dp_model *m);
 
 /* Writes the model in the bitsandbytes serialization of an NF4 model (HF tensor names;
  * X.weight U8, X.weight.absmax, .quant_map, .nested_absmax, .nested_quant_map,

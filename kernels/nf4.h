@@ -63,6 +63,10 @@ void matmul_nf4_backward_input(float *dinp, const float *dout, const dp_nf4 *w, 
                                int OC);
 /* Fused NF4 dot products for one token: out (OC) = W x (C) + bias; threads across rows. */
 void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC);
+/* n such products over the same x (C) in one parallel region (q/k/v, gate/up of a decode step):
+ * out[i] (w[i]->rows) = W_i x + bias[i] (bias or bias[i] may be NULL). */
+void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
+                    const float *x, int C);
 
 #ifdef __cplusplus
 }

@@ -28,10 +28,15 @@ void rmsnorm_backward(float *dinp, float *dweight, const float *dout, const floa
 
 /* ---- RoPE, half-split ("NEOX") pairs (i, i + D/2), in place.
  * inv_freq: (D/2) from rope_inv_freq; x: (N, nh, D); pos: (N) position of each row. */
+#define DP_ROPE_MAX_FACTORS 256
 typedef struct {
     bool llama3; /* rope_scaling.rope_type == "llama3" */
     float factor, low_freq_factor, high_freq_factor;
     int original_max_position;
+    /* GGUF's rope_freqs tensor (llama.cpp's form of llama3 scaling): inv_freq[i] is divided by
+     * freq_factors[i]; n_factors is 0 or D/2 */
+    int n_factors;
+    float freq_factors[DP_ROPE_MAX_FACTORS];
 } dp_rope_scaling;
 void rope_inv_freq(float *inv_freq, int D, float theta, const dp_rope_scaling *scaling);
 void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int N, int nh, int D);

@@ -211,6 +211,22 @@ static void test_shfl_width_ballot(void) {
     CHECK_EQ_INT(ref[1], ballot[1]);
 }
 
+/* events: timing code runs under EMU, but the elapsed time is 0 (EMU measures no time) */
+static void test_events(void) {
+    cudaEvent_t a, b;
+    CHECK_EQ_INT(cudaSuccess, cudaEventCreate(&a));
+    CHECK_EQ_INT(cudaSuccess, cudaEventCreate(&b));
+    float ms = -1.0f;
+    CHECK_EQ_INT(cudaErrorInvalidResourceHandle, cudaEventElapsedTime(&ms, a, b)); /* unrecorded */
+    CHECK_EQ_INT(cudaSuccess, cudaEventRecord(a));
+    CHECK_EQ_INT(cudaSuccess, cudaEventRecord(b, 0));
+    CHECK_EQ_INT(cudaSuccess, cudaEventSynchronize(b));
+    CHECK_EQ_INT(cudaSuccess, cudaEventElapsedTime(&ms, a, b));
+    CHECK(ms == 0.0f);
+    CHECK_EQ_INT(cudaSuccess, cudaEventDestroy(a));
+    CHECK_EQ_INT(cudaSuccess, cudaEventDestroy(b));
+}
+
 static void test_2d(void) {
     int W = 37, Hh = 9;
     int *out = (int *)calloc(W * Hh, 4);
@@ -334,6 +350,7 @@ int main(void) {
     test_dynamic_smem(1000, 100);
     test_shfl_width_ballot();
     test_2d();
+    test_events();
     test_errors();
     test_memory();
     size_t launches, blocks, switches;

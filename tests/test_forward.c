@@ -165,6 +165,18 @@ int main(void) {
             check_nf4_kernels(m, ref, MODELS[i]);
             dp_model_free(m);
         }
+        /* the Llama with llama3 RoPE scaling as llama.cpp converts it: the scaling is a
+         * rope_freqs tensor of the GGUF (tests/reference/make_llama3_gguf_fixture.py), and the
+         * logits are still transformers' */
+        if (!strcmp(MODELS[i], "tiny-llama")) {
+            m = dp_model_load(DOPPEL_SOURCE_DIR "/tests/fixtures/load/tiny-llama3.gguf", &opts);
+            CHECK_REPORT(m != NULL, "tiny-llama3.gguf: %s", dp_last_error());
+            if (m) {
+                CHECK_EQ_INT(m->cfg.rope_scaling.n_factors, m->cfg.D / 2);
+                check_sequences(m, ref, "tiny-llama3.gguf", "", 1e-4);
+                dp_model_free(m);
+            }
+        }
         dp_safetensors_close(ref);
     }
     return check_done();

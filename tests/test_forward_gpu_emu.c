@@ -3,6 +3,7 @@
  * (infer/forward.c) and transformers' committed logits, fp32 and NF4 weights, fp32 and bf16
  * activations; and the run's peak "device" bytes against the allocation table. */
 #include "check.h"
+#include "fixture_emu.h"
 #include "fixture_st.h"
 #include "data/error.h"
 #include "infer/forward.h"
@@ -17,21 +18,6 @@
 
 #include <math.h>
 #include <stdlib.h>
-
-/* Under the sanitizers the EMU fibers run ~50x slower: one (weights, activations) combination
- * per model there, each combination still covered by some model, no chunked prefill. */
-#if defined(__SANITIZE_ADDRESS__)
-#define REDUCED 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define REDUCED 1
-#endif
-#endif
-#ifndef REDUCED
-#define REDUCED 0
-#endif
-
-static const char *const MODELS[] = {"tiny-qwen2", "tiny-llama", "tiny-qwen3"};
 
 /* Tolerances, relative to the largest reference logit: fp32 activations differ from the CPU
  * only in summation order; bf16 rounds every activation and weight to 8 mantissa bits. NF4:
@@ -189,11 +175,7 @@ static void check_lora(const dp_model *m, const dp_safetensors *ref, const char 
     dp_lora *lora = dp_lora_create(&m->cfg, &lc);
     CHECK_REPORT(lora != NULL, "%s", dp_last_error());
     if (!lora) return;
-    uint64_t st = 12345;
-    for (size_t i = 0; i < lora->n; i++) {
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        lora->params[i] = (float)((double)(st >> 40) / (1 << 24) - 0.5) * 0.4f;
-    }
+    emu_fill_lora(lora, 12345);
     int64_t T, S;
     int32_t *tok = fx_st_tensor(ref, "seq3.tokens", &T);
     int32_t *steps = fx_st_tensor(ref, "decode.tokens", &S);
@@ -263,29 +245,24 @@ out:
 
 int main(void) {
     if (REDUCED) fprintf(stderr, "  sanitizer build: reduced matrix (see REDUCED)\n");
-    for (size_t i = 0; i < sizeof MODELS / sizeof MODELS[0]; i++) {
-        char dir[4096], refpath[4200];
-        snprintf(dir, sizeof dir, "%s/tests/fixtures/%s", DOPPEL_SOURCE_DIR, MODELS[i]);
-        snprintf(refpath, sizeof refpath, "%s/reference.safetensors", dir);
+    for (int i = 0; i < EMU_N_MODELS; i++) {
+        char refpath[4200];
+        snprintf(refpath, sizeof refpath, "%s/tests/fixtures/%s/reference.safetensors",
+                 DOPPEL_SOURCE_DIR, EMU_MODELS[i]);
         dp_safetensors *ref = dp_safetensors_open(refpath);
         CHECK_REPORT(ref != NULL, "%s", dp_last_error());
         if (!ref) continue;
         for (int nf4 = 0; nf4 < 2; nf4++) {
-            dp_load_opts opts = {.quiet = true};
-            dp_model *m = dp_model_load(dir, &opts);
-            if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
-                CHECK_REPORT(0, "%s: %s", MODELS[i], dp_last_error());
-                dp_model_free(m);
-                continue;
-            }
+            dp_model *m = emu_tiny_model(EMU_MODELS[i], nf4);
+            if (!m) continue;
             for (int bf16 = 0; bf16 < 2; bf16++) {
                 /* reduced: qwen2 fp32/f32, llama nf4/bf16, qwen3 nf4/f32 and fp32/bf16 */
                 if (REDUCED && !((i == 0 && !nf4 && !bf16) || (i == 1 && nf4 && bf16) ||
                                  (i == 2 && nf4 != bf16)))
                     continue;
-                check_prefill(m, ref, MODELS[i], nf4, bf16);
-                check_decode(m, ref, MODELS[i], nf4, bf16);
-                check_lora(m, ref, MODELS[i], nf4, bf16);
+                check_prefill(m, ref, EMU_MODELS[i], nf4, bf16);
+                check_decode(m, ref, EMU_MODELS[i], nf4, bf16);
+                check_lora(m, ref, EMU_MODELS[i], nf4, bf16);
             }
             dp_model_free(m);
         }

@@ -155,7 +155,11 @@ static void test_rope(void) {
     check_arrays_near("rope backward(forward(x)) == x", x0, x, N * nh * D, 1e-5, 1e-5);
 
     /* llama3 scaling, Llama 3.1 config: the three wavelength bands */
-    dp_rope_scaling sc = {true, 8.0f, 1.0f, 4.0f, 8192};
+    dp_rope_scaling sc = {.llama3 = true,
+                          .factor = 8.0f,
+                          .low_freq_factor = 1.0f,
+                          .high_freq_factor = 4.0f,
+                          .original_max_position = 8192};
     float inv3[64], base[64];
     rope_inv_freq(inv3, 128, 500000.0f, &sc);
     rope_inv_freq(base, 128, 500000.0f, NULL);

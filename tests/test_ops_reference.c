@@ -43,8 +43,11 @@ static int32_t *ints(cJSON *s, const char *name, size_t n) {
 static void test_rope(void) {
     cJSON *s = section("rope_llama3");
     int D = (int)num(s, "D");
-    dp_rope_scaling sc = {true, (float)num(s, "factor"), (float)num(s, "low_freq_factor"),
-                          (float)num(s, "high_freq_factor"), (int)num(s, "original_max_position")};
+    dp_rope_scaling sc = {.llama3 = true,
+                          .factor = (float)num(s, "factor"),
+                          .low_freq_factor = (float)num(s, "low_freq_factor"),
+                          .high_freq_factor = (float)num(s, "high_freq_factor"),
+                          .original_max_position = (int)num(s, "original_max_position")};
     float *ref = floats(s, "inv_freq", D / 2), inv[256];
     rope_inv_freq(inv, D, (float)num(s, "theta"), &sc);
     check_arrays_near("rope inv_freq llama3 vs transformers", ref, inv, D / 2, 0, 2e-6);

@@ -73,6 +73,47 @@ static void greedy(const dp_model *m, const int32_t *prompt, int n, int max, dp_
     dp_gen_state_free(&g);
 }
 
+/* last-position logits of the three prompts against transformers' (max abs diff <= tol x the
+ * largest |logit|) and greedy continuations token for token; `label` names the lm_head path */
+static void check_prompts(const dp_model *m, const dp_safetensors *ref, const char *label,
+                          double tol) {
+    const int V = m->cfg.V;
+    for (int i = 0; i < 3; i++) {
+        char key[64], what[96];
+        int n = 0, nl = 0, ng = 0;
+        snprintf(key, sizeof key, "p%d.tokens", i);
+        int32_t *tok = ints(ref, key, &n);
+        snprintf(key, sizeof key, "p%d.logits", i);
+        float *want = floats(ref, key, &nl);
+        snprintf(key, sizeof key, "p%d.greedy", i);
+        int32_t *cont = ints(ref, key, &ng);
+        if (!tok || !want || !cont || nl != V) {
+            CHECK_REPORT(0, "p%d: reference missing", i);
+            free(tok), free(want), free(cont);
+            continue;
+        }
+        dp_forward f;
+        CHECK(dp_forward_create(&f, m, 128, 0) == 0);
+        CHECK(dp_forward_tokens(&f, tok, n, NULL) == 0);
+        double scale = 0;
+        for (int v = 0; v < V; v++) scale = fmax(scale, fabs(want[v]));
+        snprintf(what, sizeof what, "SmolLM2 %s p%d last logits", label, i);
+        check_arrays_near(what, want, f.logits, (size_t)V, tol * scale, 0);
+        dp_forward_free(&f);
+
+        dp_ids out = {0};
+        greedy(m, tok, n, 24, &out);
+        int agree = 0;
+        while (agree < ng && agree < (int)out.n && out.v[agree] == cont[agree]) agree++;
+        fprintf(stderr, "  %s p%d greedy: %d of %d tokens agree with transformers\n", label, i,
+                agree, ng);
+        CHECK_EQ_INT(ng, agree);
+        CHECK_EQ_INT(ng, (int)out.n);
+        dp_ids_free(&out);
+        free(tok), free(want), free(cont);
+    }
+}
+
 int main(void) {
     /* one thread: this checks numbers, not speed, and on a busy shared 2-core machine the
      * per-op barriers of a 2-thread run cost far more than they gain (test_forward covers the
@@ -92,38 +133,25 @@ int main(void) {
         CHECK_REPORT(0, "%s", dp_last_error());
         return check_done();
     }
-    const int V = m->cfg.V;
-    for (int i = 0; i < 3; i++) {
-        char key[64], what[64];
-        int n = 0, nl = 0, ng = 0;
-        snprintf(key, sizeof key, "p%d.tokens", i);
-        int32_t *tok = ints(ref, key, &n);
-        snprintf(key, sizeof key, "p%d.logits", i);
-        float *want = floats(ref, key, &nl);
-        snprintf(key, sizeof key, "p%d.greedy", i);
-        int32_t *cont = ints(ref, key, &ng);
-        if (!tok || !want || !cont || nl != V) {
-            CHECK_REPORT(0, "p%d: reference missing", i);
-            continue;
-        }
-        dp_forward f;
-        CHECK(dp_forward_create(&f, m, 128, 0) == 0);
-        CHECK(dp_forward_tokens(&f, tok, n, NULL) == 0);
-        double scale = 0;
-        for (int v = 0; v < V; v++) scale = fmax(scale, fabs(want[v]));
-        snprintf(what, sizeof what, "SmolLM2 fp32 p%d last logits", i);
-        check_arrays_near(what, want, f.logits, (size_t)V, 1e-4 * scale, 0);
-        dp_forward_free(&f);
+    check_prompts(m, ref, "fp32", 1e-4);
 
-        dp_ids out = {0};
-        greedy(m, tok, n, 24, &out);
-        int agree = 0;
-        while (agree < ng && agree < (int)out.n && out.v[agree] == cont[agree]) agree++;
-        fprintf(stderr, "  p%d greedy: %d of %d tokens agree with transformers\n", i, agree, ng);
-        CHECK_EQ_INT(ng, agree);
-        CHECK_EQ_INT(ng, (int)out.n);
-        dp_ids_free(&out);
-        free(tok), free(want), free(cont);
+    /* The Q8 decode copy of the lm_head (chat's default): the last-position logits of a prefill
+     * and every decode step go through it. This GGUF's token_embd is Q8_0, so the copy holds the
+     * same values and the logits must stay as close to transformers' as the fp32 path's; a
+     * bf16 source is bounded by test_q8 instead. */
+    CHECK_REPORT(dp_model_lm_head_q8(m) == 0 && m->lm_head.q8, "%s", dp_last_error());
+    if (m->lm_head.q8) {
+        check_prompts(m, ref, "Q8 lm_head", 1e-4);
+        /* and against doppel's own exact path, element by element */
+        float *h = malloc((size_t)m->cfg.C * sizeof(float)), *a = malloc((size_t)m->cfg.V * 4),
+              *b = malloc((size_t)m->cfg.V * 4);
+        for (int c = 0; c < m->cfg.C; c++) h[c] = (float)sin(0.37 * c) * 2.0f;
+        dp_linear exact = m->lm_head;
+        exact.q8 = NULL;
+        CHECK(dp_linear_forward(a, h, &exact, 1) == 0);
+        CHECK(dp_linear_forward(b, h, &m->lm_head, 1) == 0);
+        check_arrays_near("SmolLM2 Q8 lm_head vs fp32 lm_head", a, b, (size_t)m->cfg.V, 1e-4, 1e-5);
+        free(h), free(a), free(b);
     }
 
     int n = 0, nn = 0;

@@ -1,18 +1,18 @@
-/* The allocation table behind `doppel plan` and the CUDA training backend's buffers. */
+/* The allocation table behind `doppel plan` and the GPU training step's buffers
+ * (train/grad_gpu.c carves every buffer from these items and checks it fills them exactly). */
 #include "train/memplan.h"
 #include "data/error.h"
+#include "infer/gpu_model.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 const char *const dp_mem_category_names[DP_MEM_N_CATEGORIES] = {
-    "NF4 base (frozen linears)",     "16-bit embeddings/lm_head/norms",
-    "LoRA weights (fp32)",           "LoRA gradients (fp32)",
-    "AdamW moments (fp32)",          "activations",
-    "dequantization scratch (bf16)", "attention scratch",
-    "cross-entropy scratch",         "cuBLAS workspace",
-    "CUDA context (estimate)",
+    "NF4 base (frozen linears)", "embeddings, lm_head, norms", "LoRA weights (fp32)",
+    "LoRA gradients (fp32)",     "AdamW moments (fp32)",       "activations",
+    "dequantization scratch",    "attention scratch",          "cross-entropy scratch",
+    "cuBLAS workspace",          "CUDA context (estimate)",
 };
 
 /* Spec-sheet figures, not measurements: 360 GB/s; bf16 tensor cores with fp32 accumulation
@@ -35,12 +35,8 @@ dp_train_shape dp_train_shape_default(void) {
                             .ce_chunk = 256};
 }
 
-/* NF4 + double quantization at bitsandbytes' blocksize. */
-static uint64_t nf4_bytes(int64_t rows, int64_t cols) {
-    return dp_nf4_size(rows, cols, 64);
-}
-
 static int add(dp_memplan *p, dp_mem_category cat, const char *name, uint64_t bytes) {
+    if (!bytes) return 0;
     if (p->n == p->cap) {
         int ncap = p->cap ? p->cap * 2 : 32;
         dp_alloc *ni = dp_realloc(p->items, sizeof *ni * (size_t)ncap);
@@ -57,20 +53,36 @@ static int add(dp_memplan *p, dp_mem_category cat, const char *name, uint64_t by
     return 0;
 }
 
-/* Bytes of one layer's saved activations for N tokens (bf16 unless noted). */
-static uint64_t layer_activation_bytes(const dp_model_config *c, const dp_train_shape *s,
-                                       uint64_t N) {
+#define AL(x) dp_gpu_align((uint64_t)(x))
+
+/* One layer's saved activations for N rows (the buffers train/grad_gpu.c recomputes into):
+ * attention's log-sum-exp rows are counted apart, in *lse. */
+static uint64_t layer_bytes(const dp_model_config *c, const dp_train_shape *s, uint64_t N,
+                            uint64_t es, uint64_t *lse) {
     uint64_t C = (uint64_t)c->C, HD = (uint64_t)c->H * c->D, KVD = (uint64_t)c->KVH * c->D;
     uint64_t F = (uint64_t)c->F;
-    uint64_t b = N * C * BF16 * 3            /* ln1 out, residual after attention, ln2 out */
-                 + N * F32 * 2               /* rstd of both norms */
-                 + N * (HD + 2 * KVD) * BF16 /* q, k, v after RoPE */
-                 + N * HD * BF16             /* attention output (before o_proj) */
-                 + N * F * BF16 * 3;         /* gate, up, silu(gate)*up */
-    if (c->qk_norm) b += N * (uint64_t)(c->H + c->KVH) * F32; /* q_norm/k_norm rstd */
-    int nlora = 0;
-    for (int i = 0; i < DP_N_LINEAR; i++) nlora += (s->targets >> i) & 1;
-    b += (uint64_t)nlora * N * (uint64_t)s->r * BF16; /* A x, kept for dB */
+    uint64_t b = 3 * AL(N * C * es)     /* attn-norm out, residual after attention, ffn-norm out */
+                 + 2 * AL(N * F32)      /* rstd of both norms */
+                 + 2 * AL(N * HD * es)  /* q after norm + RoPE, attention output */
+                 + 2 * AL(N * KVD * es) /* k, v */
+                 + 3 * AL(N * F * es);  /* gate, up, silu(gate) * up */
+    if (c->qk_norm)                     /* q, k before their norms, and the norms' rstd */
+        b += AL(N * HD * es) + AL(N * KVD * es) + AL(N * (uint64_t)c->H * F32) +
+             AL(N * (uint64_t)c->KVH * F32);
+    for (int i = 0; i < DP_N_LINEAR; i++)
+        if ((s->targets >> i) & 1) b += AL(N * (uint64_t)s->r * F32); /* x A^T, kept for dB */
+    *lse = AL(N * (uint64_t)c->H * F32);
+    return b;
+}
+
+/* One layer's gradient buffers (activation dtype), the residual gradient apart. */
+static uint64_t layer_grad_bytes(const dp_model_config *c, uint64_t N, uint64_t es) {
+    uint64_t C = (uint64_t)c->C, HD = (uint64_t)c->H * c->D, KVD = (uint64_t)c->KVH * c->D;
+    uint64_t b = AL(N * C * es)                              /* the normed inputs' gradient */
+                 + 3 * AL(N * c->F * es)                     /* silu(gate) * up, gate, up */
+                 + 2 * AL(N * HD * es)                       /* attention output, q */
+                 + 2 * AL(N * KVD * es);                     /* k, v */
+    if (c->qk_norm) b += AL(N * HD * es) + AL(N * KVD * es); /* q, k before their norms */
     return b;
 }
 
@@ -80,62 +92,89 @@ int dp_memplan_build(dp_memplan *p, const dp_model_config *c, const dp_train_sha
         return dp_fail("plan: seq, micro-batch, r and the cross-entropy chunk must be positive");
     if (c->L <= 0 || c->C <= 0 || c->H <= 0 || c->KVH <= 0 || c->D <= 0 || c->F <= 0 || c->V <= 0)
         return dp_fail("plan: the model config has a non-positive dimension");
-    uint64_t N = (uint64_t)s->seq * (uint64_t)s->micro_batch;
-    uint64_t C = (uint64_t)c->C, V = (uint64_t)c->V;
+    const uint64_t es = s->act_f32 ? F32 : BF16;
+    const uint64_t N = (uint64_t)s->seq * (uint64_t)s->micro_batch;
+    const uint64_t C = (uint64_t)c->C, V = (uint64_t)c->V, L = (uint64_t)c->L;
+    const uint64_t HD = (uint64_t)c->H * c->D, KVD = (uint64_t)c->KVH * c->D;
+    const bool head_nf4 = s->lm_head_nf4 && !c->tied_embeddings;
     char name[48];
 
-    /* frozen base */
-    uint64_t nf4 = 0, lora = 0, max_linear = 0;
+    /* frozen base: NF4 (or dense) block linears, the NF4 maps when anything is NF4 */
+    uint64_t nf4 = 0, dense = 0, lora = 0, max_linear = 0, wide = C;
     for (int id = 0; id < DP_N_LINEAR; id++) {
         int64_t out, in;
         dp_linear_shape(c, (dp_linear_id)id, &out, &in);
-        nf4 += nf4_bytes(out, in);
+        nf4 += dp_gpu_nf4_bytes(out * in, 64);
+        dense += AL((uint64_t)(out * in) * es);
         p->base_linear_params += (uint64_t)(out * in);
         if ((uint64_t)(out * in) > max_linear) max_linear = (uint64_t)(out * in);
+        if ((uint64_t)out > wide) wide = (uint64_t)out;
+        if ((uint64_t)in > wide) wide = (uint64_t)in;
         if ((s->targets >> id) & 1) lora += (uint64_t)s->r * (uint64_t)(out + in);
     }
-    p->base_linear_params *= (uint64_t)c->L;
-    if (add(p, DP_MEM_BASE_NF4, "block linears", nf4 * (uint64_t)c->L)) goto fail;
-    if (add(p, DP_MEM_BASE_16BIT, "embed_tokens", V * C * BF16)) goto fail;
+    p->base_linear_params *= L;
+    if (!s->base_dense || head_nf4)
+        if (add(p, DP_MEM_BASE_NF4, "NF4 maps", AL((256 + 16) * F32))) goto fail;
+    if (!s->base_dense && add(p, DP_MEM_BASE_NF4, "block linears", nf4 * L)) goto fail;
+    if (s->base_dense && add(p, DP_MEM_BASE_16BIT, "block linears (dense)", dense * L)) goto fail;
+    if (add(p, DP_MEM_BASE_16BIT, "embed_tokens", AL(V * C * es))) goto fail;
     if (!c->tied_embeddings) {
-        if (s->lm_head_nf4) {
-            if (add(p, DP_MEM_BASE_NF4, "lm_head", nf4_bytes(c->V, c->C))) goto fail;
-            if (V * C > max_linear) max_linear = V * C;
-        } else if (add(p, DP_MEM_BASE_16BIT, "lm_head", V * C * BF16))
+        if (head_nf4) {
+            if (add(p, DP_MEM_BASE_NF4, "lm_head", dp_gpu_nf4_bytes((int64_t)(V * C), 64)))
+                goto fail;
+        } else if (add(p, DP_MEM_BASE_16BIT, "lm_head", AL(V * C * es)))
             goto fail;
     }
-    uint64_t norms = (2 * (uint64_t)c->L + 1) * C;
-    if (c->qk_norm) norms += 2 * (uint64_t)c->L * (uint64_t)c->D;
-    if (c->qkv_bias) norms += (uint64_t)c->L * (uint64_t)(c->H + 2 * c->KVH) * (uint64_t)c->D;
-    if (add(p, DP_MEM_BASE_16BIT, "norms and biases", norms * BF16)) goto fail;
+    uint64_t norms = (2 * L + 1) * AL(C * F32);
+    if (c->qk_norm) norms += 2 * L * AL((uint64_t)c->D * F32);
+    if (c->qkv_bias) norms += L * (AL(HD * F32) + 2 * AL(KVD * F32));
+    if (add(p, DP_MEM_BASE_16BIT, "norms and biases (fp32)", norms)) goto fail;
+    if (add(p, DP_MEM_BASE_16BIT, "RoPE frequencies", AL((uint64_t)c->D / 2 * F32))) goto fail;
+    uint64_t max_dequant = s->base_dense ? 0 : max_linear;
+    if (head_nf4 && V * C > max_dequant) max_dequant = V * C;
 
-    /* LoRA */
-    p->lora_params = lora * (uint64_t)c->L;
-    if (add(p, DP_MEM_LORA_WEIGHTS, "lora A and B", p->lora_params * F32)) goto fail;
-    if (add(p, DP_MEM_LORA_GRADS, "lora grads", p->lora_params * F32)) goto fail;
-    if (add(p, DP_MEM_OPTIMIZER, "adamw m", p->lora_params * F32)) goto fail;
-    if (add(p, DP_MEM_OPTIMIZER, "adamw v", p->lora_params * F32)) goto fail;
+    /* LoRA: master weights, gradients, AdamW moments, one flat buffer each */
+    p->lora_params = lora * L;
+    if (add(p, DP_MEM_LORA_WEIGHTS, "lora A and B", AL(p->lora_params * F32))) goto fail;
+    if (add(p, DP_MEM_LORA_GRADS, "lora grads", AL(p->lora_params * F32))) goto fail;
+    if (add(p, DP_MEM_OPTIMIZER, "adamw m", AL(p->lora_params * F32))) goto fail;
+    if (add(p, DP_MEM_OPTIMIZER, "adamw v", AL(p->lora_params * F32))) goto fail;
+    if (add(p, DP_MEM_OPTIMIZER, "grad-norm accumulator", AL(8))) goto fail;
 
-    /* activations */
-    uint64_t layer = layer_activation_bytes(c, s, N);
-    if (s->recompute) {
-        if (add(p, DP_MEM_ACTIVATIONS, "layer-input checkpoints", (uint64_t)c->L * N * C * BF16))
-            goto fail;
-        if (add(p, DP_MEM_ACTIVATIONS, "recomputed layer", layer)) goto fail;
-    } else {
+    /* activations: every layer's input kept (and the last layer's output, for the final norm);
+     * with recomputation one layer's activations are rebuilt right before its backward */
+    uint64_t lse, layer = layer_bytes(c, s, N, es, &lse);
+    uint64_t nlayers = s->recompute ? 1 : L;
+    if (add(p, DP_MEM_ACTIVATIONS, "layer-input checkpoints", AL((L + 1) * N * C * es))) goto fail;
+    if (s->recompute)
+        snprintf(name, sizeof name, "recomputed layer");
+    else
         snprintf(name, sizeof name, "all %d layers", c->L);
-        if (add(p, DP_MEM_ACTIVATIONS, name, (uint64_t)c->L * (layer + N * C * BF16))) goto fail;
-    }
-    if (add(p, DP_MEM_ACTIVATIONS, "layer gradient scratch", layer)) goto fail;
-    if (add(p, DP_MEM_ACTIVATIONS, "residual gradient (fp32)", N * C * F32)) goto fail;
-    if (add(p, DP_MEM_ACTIVATIONS, "final norm", N * C * BF16 + N * F32)) goto fail;
-    if (add(p, DP_MEM_ACTIVATIONS, "tokens, targets, positions", N * 3 * 4)) goto fail;
+    if (add(p, DP_MEM_ACTIVATIONS, name, layer * nlayers)) goto fail;
+    if (add(p, DP_MEM_ATTENTION, "log-sum-exp rows", lse * nlayers)) goto fail;
+    if (add(p, DP_MEM_ACTIVATIONS, "residual gradient", AL(N * C * es))) goto fail;
+    if (add(p, DP_MEM_ACTIVATIONS, "layer gradient scratch", layer_grad_bytes(c, N, es))) goto fail;
+    /* the LoRA path runs in fp32: copies of bf16 inputs / outputs, the dropped input */
+    uint64_t lscratch = AL(N * (uint64_t)s->r * F32);
+    if (!s->act_f32 || s->dropout) lscratch += AL(N * wide * F32);
+    if (!s->act_f32) lscratch += AL(N * wide * F32);
+    if (add(p, DP_MEM_ACTIVATIONS, "LoRA scratch (fp32)", lscratch)) goto fail;
+    if (!s->act_f32 && c->qkv_bias &&
+        add(p, DP_MEM_ACTIVATIONS, "bias scratch (fp32)", AL(N * HD * F32)))
+        goto fail;
+    if (add(p, DP_MEM_ACTIVATIONS, "final norm", AL(N * C * es) + AL(N * F32))) goto fail;
+    if (add(p, DP_MEM_ACTIVATIONS, "tokens, targets, positions, offsets",
+            3 * AL(N * 4) + AL((N + 1) * 4)))
+        goto fail;
 
-    if (add(p, DP_MEM_DEQUANT, "largest weight in bf16", max_linear * BF16)) goto fail;
-    if (add(p, DP_MEM_ATTENTION, "lse and delta rows", 2 * N * (uint64_t)c->H * F32)) goto fail;
+    if (max_dequant && add(p, DP_MEM_DEQUANT, "largest NF4 weight", AL(max_dequant * es)))
+        goto fail;
     uint64_t chunk = (uint64_t)s->ce_chunk < N ? (uint64_t)s->ce_chunk : N;
-    if (add(p, DP_MEM_CROSS_ENTROPY, "logits chunk (fp32)", chunk * V * F32)) goto fail;
-    if (add(p, DP_MEM_CROSS_ENTROPY, "per-row losses", N * F32)) goto fail;
+    if (add(p, DP_MEM_CROSS_ENTROPY, "logits chunk (fp32)", AL(chunk * V * F32))) goto fail;
+    if (!s->act_f32 &&
+        add(p, DP_MEM_CROSS_ENTROPY, "logits gradient chunk (bf16)", AL(chunk * V * BF16)))
+        goto fail;
+    if (add(p, DP_MEM_CROSS_ENTROPY, "per-row losses", AL(N * F32))) goto fail;
     if (add(p, DP_MEM_CUBLAS, "workspace", CUBLAS_WORKSPACE_BYTES)) goto fail;
     if (add(p, DP_MEM_CONTEXT, "context + kernels", CONTEXT_RESERVE_BYTES)) goto fail;
     return 0;

@@ -1,5 +1,6 @@
 /* GPU memory plan for QLoRA training: one table of allocations (category, name, bytes) that
- * `doppel plan` prints and that the CUDA backend carves its buffers from, so the plan is
+ * `doppel plan` prints and that the GPU training step (train/grad_gpu.c) allocates item by item
+ * and carves its buffers from, checking that they fill every item exactly; so the plan is
  * checked by a run (the EMU backend records the device bytes it really allocates). */
 #ifndef DOPPEL_MEMPLAN_H
 #define DOPPEL_MEMPLAN_H
@@ -12,14 +13,15 @@
 
 typedef enum {
     DP_MEM_BASE_NF4,      /* frozen linear weights, NF4 + double quantization */
-    DP_MEM_BASE_16BIT,    /* embeddings, lm_head, norms, biases in bf16 */
+    DP_MEM_BASE_16BIT,    /* embeddings, lm_head (activation dtype: bf16), norms, biases (fp32) */
     DP_MEM_LORA_WEIGHTS,  /* fp32 master LoRA A and B */
     DP_MEM_LORA_GRADS,    /* fp32 */
     DP_MEM_OPTIMIZER,     /* AdamW m and v, fp32 */
-    DP_MEM_ACTIVATIONS,   /* layer-input checkpoints + one layer's recomputed activations */
-    DP_MEM_DEQUANT,       /* bf16 scratch for one dequantized weight matrix */
-    DP_MEM_ATTENTION,     /* attention scratch (log-sum-exp rows) */
-    DP_MEM_CROSS_ENTROPY, /* fp32 logits of one vocabulary chunk of rows */
+    DP_MEM_ACTIVATIONS,   /* layer-input checkpoints, one layer's recomputed activations, the
+                           * gradient scratch of a layer, LoRA fp32 scratch, batch ids */
+    DP_MEM_DEQUANT,       /* scratch for one dequantized weight matrix (activation dtype) */
+    DP_MEM_ATTENTION,     /* attention's saved log-sum-exp rows */
+    DP_MEM_CROSS_ENTROPY, /* fp32 logits of one chunk of rows, per-row losses */
     DP_MEM_CUBLAS,        /* cuBLAS workspace */
     DP_MEM_CONTEXT,       /* CUDA context + loaded kernels (an estimate, not an allocation) */
     DP_MEM_N_CATEGORIES
@@ -35,9 +37,13 @@ typedef struct {
     bool lm_head_nf4; /* quantize the lm_head too */
     bool recompute;   /* gradient checkpointing per layer (default on) */
     int ce_chunk;     /* rows of logits materialized at once in the cross-entropy */
+    bool act_f32;     /* fp32 activations and dense weights (tests; the GPU default is bf16) */
+    bool base_dense;  /* block linears kept dense in the activation dtype instead of NF4 */
+    bool dropout;     /* LoRA dropout on (needs an fp32 copy of each LoRA input) */
 } dp_train_shape;
 
-/* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk 256. */
+/* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk 256, bf16
+ * activations, NF4 base, no dropout. */
 dp_train_shape dp_train_shape_default(void);
 
 typedef struct {
@@ -46,6 +52,8 @@ typedef struct {
     uint64_t bytes;
 } dp_alloc;
 
+/* Every item is one device allocation; each buffer carved from it starts 256-byte aligned
+ * (dp_gpu_align), so item sizes are sums of aligned buffers. */
 typedef struct {
     dp_alloc *items; /* owned */
     int n, cap;

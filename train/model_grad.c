@@ -11,7 +11,7 @@
 #include "train/model_grad.h"
 #include "data/error.h"
 #include "kernels/ops.h"
-#include "train/rng.h"
+#include "kernels/philox.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -258,20 +258,17 @@ static void load_layer(thr *th, int l) {
 }
 
 /* Dropout multipliers of elements [i0, i1) of (layer, module) into keep[0, i1 - i0): 0 or
- * 1/(1-p), from the counter-based generator. */
+ * 1/(1-p). Element i of the (N, in) input keeps when Philox draw i of stream
+ * (seed, layer * 8 + module) exceeds p: the mask dropout_forward (kernels/philox.h) draws on
+ * either backend, so the GPU step drops the same elements. */
 static const float *make_keep(float *keep, const dp_lora *lora, uint64_t seed, int l, int m,
                               size_t i0, size_t i1) {
     float p = lora->cfg.dropout;
     if (!(p > 0) || !seed) return NULL;
     float s = 1.0f / (1.0f - p);
     uint64_t stream = (uint64_t)l * 8 + (uint64_t)m;
-    /* two 32-bit uniforms per 64-bit draw: the mask is a pure function of (seed, l, m, i) */
-    uint32_t thresh = (uint32_t)((double)p * 4294967296.0);
-    for (size_t i = i0; i < i1; i++) {
-        uint64_t bits = dp_rng_bits(seed, stream, i / 2);
-        uint32_t u = (i & 1) ? (uint32_t)(bits >> 32) : (uint32_t)bits;
-        keep[i - i0] = u >= thresh ? s : 0.0f;
-    }
+    for (size_t i = i0; i < i1; i++)
+        keep[i - i0] = dp_philox_uniform(seed, stream, i) > p ? s : 0.0f;
     return keep;
 }
 

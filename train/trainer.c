@@ -6,6 +6,7 @@
 #include "data/progress.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
+#include "train/grad_gpu.h"
 #include "train/rng.h"
 
 #include <math.h>
@@ -42,8 +43,9 @@ long dp_train_total_steps(const dp_train_opts *o) {
     return (long)((micro + a - 1) / a);
 }
 
-double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
-                    const dp_token_data *d, int64_t batch_tokens) {
+/* dp_eval_loss on the CPU workspace, or on the GPU step's (gt, its parameters) when not NULL */
+static double eval_loss(dp_grad_ws *ws, dp_gpu_train *gt, const dp_model *model,
+                        const dp_lora *lora, const dp_token_data *d, int64_t batch_tokens) {
     dp_epoch_plan p;
     dp_batch_buf bb;
     if (dp_epoch_plan_make(d, batch_tokens, 0, 0, false, &p)) return NAN;
@@ -56,7 +58,8 @@ double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
     for (int64_t k = 0; k < p.nbatches; k++) {
         double s;
         int64_t nt;
-        if (dp_batch_fill(&bb, d, &p, k) || dp_model_loss(ws, model, lora, &bb.b, &s, &nt)) {
+        if (dp_batch_fill(&bb, d, &p, k) || (gt ? dp_gpu_train_loss(gt, &bb.b, &s, &nt)
+                                                : dp_model_loss(ws, model, lora, &bb.b, &s, &nt))) {
             sum = NAN;
             break;
         }
@@ -66,6 +69,11 @@ double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
     dp_batch_buf_free(&bb);
     dp_epoch_plan_free(&p);
     return n > 0 ? sum / (double)n : NAN;
+}
+
+double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
+                    const dp_token_data *d, int64_t batch_tokens) {
+    return eval_loss(ws, NULL, model, lora, d, batch_tokens);
 }
 
 typedef struct {
@@ -107,6 +115,11 @@ static int64_t batch_trained(const dp_token_data *d, const dp_epoch_plan *p, int
     return n;
 }
 
+/* The GPU step's parameters and moments into the host copies the files are written from. */
+static int host_state(const dp_gpu_train *gt, dp_lora *lora, float *m, float *v) {
+    return gt ? dp_gpu_train_download(gt, lora->params, NULL, m, v) : 0;
+}
+
 static int save_adapter(const dp_train_opts *o, const dp_lora *lora, const char *sub) {
     char dir[4200];
     if (sub)
@@ -130,15 +143,18 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
 
     int status = -1;
     float *m = dp_calloc(lora->n, sizeof(float)), *v = dp_calloc(lora->n, sizeof(float));
+    /* the CPU workspace, or (o->gpu) the GPU step's device buffers, created below */
     dp_grad_ws *ws =
-        dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, o->ce_chunk);
+        o->gpu ? NULL
+               : dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, o->ce_chunk);
     dp_batch_buf bb = {0};
     data_pos dpos = {.o = o, .plan_epoch = -1};
     dp_metrics *mt = NULL;
     dp_progress *pg = NULL;
     dp_train_state st = {.seed = o->seed, .best_val = NAN, .best_step = -1};
-    if (!m || !v || !ws || dp_batch_buf_init(&bb, o->batch_tokens)) goto done;
-    res->workspace_bytes = dp_grad_ws_bytes(ws);
+    dp_gpu_train *gt = NULL;
+    if (!m || !v || (!ws && !o->gpu) || dp_batch_buf_init(&bb, o->batch_tokens)) goto done;
+    res->workspace_bytes = ws ? dp_grad_ws_bytes(ws) : 0;
 
     char path[4200];
     if (o->resume) {
@@ -156,6 +172,14 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                     path, (long long)st.step, total);
             goto done;
         }
+    }
+    if (o->gpu) { /* every device buffer from the memory plan; the (resumed) state uploaded */
+        dp_train_shape sh =
+            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, o->ce_chunk);
+        sh.recompute = o->recompute;
+        if (dp_gpu_train_create(&gt, o->gpu, o->model, lora, &sh) ||
+            dp_gpu_train_upload(gt, lora->params, m, v))
+            goto done;
     }
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     mt = dp_metrics_open(path, o->resume ? st.step : -1);
@@ -176,7 +200,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     dp_schedule sched = {.kind = o->sched, .lr = o->lr, .total_steps = total};
     sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
     if (o->val && !o->resume) {
-        res->val_before = dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+        res->val_before = eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
         if (!o->quiet)
             fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
     }
@@ -215,7 +239,9 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             int64_t nt;
             uint64_t dseed = dp_mix64(o->seed ^ dp_mix64((uint64_t)st.step * 64 + (uint64_t)j)) | 1;
             if (trained > 0 &&
-                dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s, &nt))
+                (gt ? dp_gpu_train_grad(gt, &bb.b, 1.0f / (float)trained, dseed, &s, &nt)
+                    : dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s,
+                                    &nt)))
                 goto done;
             if (trained > 0) loss_sum += s;
             rows += bb.b.N;
@@ -228,7 +254,10 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             goto done;
         }
         double lr = dp_schedule_lr(&sched, st.step);
-        double gnorm = trained > 0 ? dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1) : 0;
+        double gnorm = 0;
+        if (trained > 0 && !gt) gnorm = dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1);
+        if (trained > 0 && gt && dp_gpu_train_adamw(gt, &o->adam, lr, st.step + 1, &gnorm))
+            goto done;
         st.step++;
         st.tokens_seen += rows;
         tokens_here += rows;
@@ -246,12 +275,12 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                               .elapsed = st.elapsed};
         bool last = st.step == total;
         if (o->val && ((o->eval_every > 0 && st.step % o->eval_every == 0) || last)) {
-            row.val_loss = dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+            row.val_loss = eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
             if (isnan(st.best_val) || row.val_loss < st.best_val) {
                 st.best_val = row.val_loss;
                 st.best_step = st.step;
                 st.evals_since_best = 0;
-                if (save_adapter(o, lora, "best")) goto done;
+                if (host_state(gt, lora, m, v) || save_adapter(o, lora, "best")) goto done;
             } else
                 st.evals_since_best++;
             if (!o->quiet)
@@ -264,7 +293,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
                          peak_rss_mib());
         dp_progress_update(pg, st.step);
         if (o->save_every > 0 && st.step % o->save_every == 0 && !last &&
-            save_ckpt(o, lora, m, v, &st))
+            (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)))
             goto done;
         if (o->early_stop > 0 && st.evals_since_best >= o->early_stop) {
             res->early_stopped = true;
@@ -278,13 +307,14 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     res->tokens_per_s = secs > 0 ? tokens_here / secs : 0;
     res->peak_rss_mib = peak_rss_mib();
     (void)first_step;
-    if (save_ckpt(o, lora, m, v, &st)) goto done;
+    if (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)) goto done;
     /* an interrupted run leaves a usable adapter too; --resume continues from the checkpoint */
     if (save_adapter(o, lora, NULL)) goto done;
     res->interrupted = stopped;
     if (o->val && !stopped)
-        res->val_after =
-            !isnan(last_val) ? last_val : dp_eval_loss(ws, o->model, lora, o->val, o->batch_tokens);
+        res->val_after = !isnan(last_val)
+                             ? last_val
+                             : eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
     status = 0;
 done:
     if (pg) dp_progress_finish(pg);
@@ -292,6 +322,7 @@ done:
     dp_epoch_plan_free(&dpos.plan);
     dp_batch_buf_free(&bb);
     dp_grad_ws_free(ws);
+    dp_gpu_train_free(gt);
     free(m);
     free(v);
     return status;

@@ -34,6 +34,11 @@ typedef struct {
     long stop_at;    /* > 0: save a checkpoint at this step and end, as SIGINT does */
     bool recompute;  /* per-layer recomputation */
     int ce_chunk;    /* rows of logits at once (0: default) */
+    /* GPU backend (dp_cuda_ops or dp_emu_ops) for the gradients, the optimizer and validation,
+     * or NULL for the CPU (the parameters and moments come back to the host each step, for the
+     * adapter files and checkpoints) */
+    const struct dp_gpu_ops *gpu;
+    bool gpu_bf16; /* bf16 activations on the GPU (else fp32) */
     const char *out_dir;
     const char *config_json; /* the full run configuration, kept in checkpoints */
     const char *base_model;  /* adapter_config.json base_model_name_or_path */

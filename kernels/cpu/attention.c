@@ -75,7 +75,8 @@ void attention_cached(float *out, const float *q, const float *kcache, const flo
     int group = H / KVH;
     float scale = 1.0f / sqrtf((float)D);
     size_t kstride = (size_t)KVH * D;
-#pragma omp parallel for schedule(static)
+    /* one decode row over a short cache costs less than waking the team */
+#pragma omp parallel for schedule(static) if (Tq > 1 || (size_t)Tk * H * D >= (1u << 17))
     for (int i = 0; i < Tq * H; i++) {
         int t = i / H, h = i % H, kvh = h / group;
         attend_row(out + ((size_t)t * H + h) * D, q + ((size_t)t * H + h) * D,

@@ -3,9 +3,11 @@
  * OpenMP across rows and an AVX2 path picked at run time. */
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
+#include "kernels/pool.h"
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,65 +132,77 @@ static float row_dot_scalar(const dp_nf4 *w, const float *x, const float *map, i
 }
 
 #ifdef DP_X86
-/* AVX2: 16 bytes -> 32 nibbles in element order (high nibble first), looked up in the 16-entry
- * table with two permutes and a blend, multiplied into x with FMA. */
+/* The SIMD paths read x de-interleaved in groups of G (16 for AVX2, 32 for AVX-512): the G/2
+ * even elements of a group, then its G/2 odd ones. A byte's high nibble is an even element and
+ * its low nibble the next odd one, so widened bytes index the table directly (shifted right by
+ * 4 for the even ones; the table lookups ignore the bits above the index) and no per-row
+ * shuffle is needed. xp is built once per call, shared by all rows. */
+static void deinterleave(float *xp, const float *x, int C, int G) {
+    for (int g = 0; g < C; g += G)
+        for (int k = 0; k < G / 2; k++) {
+            xp[g + k] = x[g + 2 * k];
+            xp[g + G / 2 + k] = x[g + 2 * k + 1];
+        }
+}
+
+/* AVX2: 8 bytes -> 8 even and 8 odd codes; the 16-entry table (scaled by the block's absmax)
+ * is two 8-lane permutes blended on bit 3 of the code. */
+__attribute__((target("avx2,fma"))) static inline __m256 lut16_avx2(__m256 lo, __m256 hi,
+                                                                    __m256i idx) {
+    __m256 mask = _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)); /* bit 3 -> sign */
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, idx), _mm256_permutevar8x32_ps(hi, idx),
+                            mask);
+}
+
 __attribute__((target("avx2,fma"))) static float
-row_dot_avx2(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
+row_dot_avx2(const dp_nf4 *w, const float *xp, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
     const __m256 tlo = _mm256_loadu_ps(dp_nf4_values), thi = _mm256_loadu_ps(dp_nf4_values + 8);
-    const __m128i m4 = _mm_set1_epi8(0x0f);
-    const __m256i seven = _mm256_set1_epi32(7);
-    __m256 acc = _mm256_setzero_ps();
+    __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
     for (int b = 0; b < C / bs; b++) {
-        __m256 sb = _mm256_setzero_ps();
-        for (int i = 0; i < bs; i += 32) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(q + ((size_t)b * bs + i) / 2));
-            __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4), lo = _mm_and_si128(v, m4);
-            __m128i e0 = _mm_unpacklo_epi8(hi, lo), e1 = _mm_unpackhi_epi8(hi, lo);
-            const float *xb = x + (size_t)b * bs + i;
-            __m128i parts[4] = {e0, _mm_srli_si128(e0, 8), e1, _mm_srli_si128(e1, 8)};
-            for (int k = 0; k < 4; k++) {
-                __m256i idx = _mm256_cvtepu8_epi32(parts[k]);
-                __m256 vl = _mm256_permutevar8x32_ps(tlo, idx);
-                __m256 vh = _mm256_permutevar8x32_ps(thi, idx);
-                __m256 mask = _mm256_castsi256_ps(_mm256_cmpgt_epi32(idx, seven));
-                __m256 val = _mm256_blendv_ps(vl, vh, mask);
-                sb = _mm256_fmadd_ps(val, _mm256_loadu_ps(xb + 8 * k), sb);
-            }
+        __m256 am = _mm256_set1_ps(block_absmax(w, map, b0 + b));
+        __m256 lo = _mm256_mul_ps(tlo, am), hi = _mm256_mul_ps(thi, am);
+        for (int i = b * bs; i < (b + 1) * bs; i += 16) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i / 2)));
+            __m256 ve = lut16_avx2(lo, hi, _mm256_srli_epi32(v, 4)), vo = lut16_avx2(lo, hi, v);
+            acc0 = _mm256_fmadd_ps(ve, _mm256_loadu_ps(xp + i), acc0);
+            acc1 = _mm256_fmadd_ps(vo, _mm256_loadu_ps(xp + i + 8), acc1);
         }
-        acc = _mm256_fmadd_ps(sb, _mm256_set1_ps(block_absmax(w, map, b0 + b)), acc);
     }
+    __m256 acc = _mm256_add_ps(acc0, acc1);
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
 }
 
-/* AVX-512: one permute looks up 16 codes in the whole 16-entry table. */
+/* AVX-512: 16 bytes -> 16 even and 16 odd codes, each looked up with one permute in the
+ * 16-entry table scaled by the block's absmax; 64 elements per step into four independent
+ * accumulators (blocksizes are powers of two >= 64). */
 __attribute__((target("avx512f"))) static float
-row_dot_avx512(const dp_nf4 *w, const float *x, const float *map, int64_t row, int C) {
+row_dot_avx512(const dp_nf4 *w, const float *xp, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
     const uint8_t *q = w->codes + (size_t)row * C / 2;
     const int64_t b0 = row * C / bs;
     const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
-    const __m128i m4 = _mm_set1_epi8(0x0f);
-    __m512 acc = _mm512_setzero_ps();
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), a2 = _mm512_setzero_ps(),
+           a3 = _mm512_setzero_ps();
     for (int b = 0; b < C / bs; b++) {
-        __m512 sb = _mm512_setzero_ps();
-        for (int i = 0; i < bs; i += 32) {
-            __m128i v = _mm_loadu_si128((const __m128i *)(q + ((size_t)b * bs + i) / 2));
-            __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4), lo = _mm_and_si128(v, m4);
-            const float *xb = x + (size_t)b * bs + i;
-            __m512 v0 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi8(hi, lo)), tbl);
-            __m512 v1 = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi8(hi, lo)), tbl);
-            sb = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xb), sb);
-            sb = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16), sb);
+        __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        for (int i = b * bs; i < (b + 1) * bs; i += 64) {
+            __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2)));
+            __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2 + 16)));
+            a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v0, 4), t),
+                                 _mm512_loadu_ps(xp + i), a0);
+            a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v0, t), _mm512_loadu_ps(xp + i + 16), a1);
+            a2 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v1, 4), t),
+                                 _mm512_loadu_ps(xp + i + 32), a2);
+            a3 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v1, t), _mm512_loadu_ps(xp + i + 48), a3);
         }
-        acc = _mm512_fmadd_ps(sb, _mm512_set1_ps(block_absmax(w, map, b0 + b)), acc);
     }
-    return _mm512_reduce_add_ps(acc);
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 #endif
 
@@ -209,26 +223,80 @@ static int simd_level(void) {
     return want < best ? want : best;
 }
 
-void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
-    const int bs = w->blocksize;
-    if (C % bs) {
-#pragma omp parallel for schedule(static)
-        for (int o = 0; o < OC; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
+/* the row kernel of one GEMV: rows [o0, o1) of w */
+static void gemv_rows(float *out, const float *x, const float *xp, const dp_nf4 *w,
+                      const float *bias, const float *map, int simd, int C, int o0, int o1) {
+    if (C % w->blocksize) {
+        for (int o = o0; o < o1; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
         return;
     }
-    const float *map = dp_dynamic_map_cached();
-    const int simd = bs % 32 == 0 ? simd_level() : SIMD_SCALAR;
-#pragma omp parallel for schedule(static)
-    for (int o = 0; o < OC; o++) {
+    for (int o = o0; o < o1; o++) {
         float s;
 #ifdef DP_X86
         if (simd == SIMD_AVX512)
-            s = row_dot_avx512(w, x, map, o, C);
+            s = row_dot_avx512(w, xp, map, o, C);
         else if (simd == SIMD_AVX2)
-            s = row_dot_avx2(w, x, map, o, C);
+            s = row_dot_avx2(w, xp, map, o, C);
         else
 #endif
             s = row_dot_scalar(w, x, map, o, C);
         out[o] = s + (bias ? bias[o] : 0);
     }
+    (void)xp;
+}
+
+typedef struct {
+    int n;
+    float *const *out;
+    const dp_nf4 *const *w;
+    const float *const *bias;
+    const float *x, *xp, *map;
+    int simd, C;
+} gemv_job;
+
+/* rows [r0, r1) of the concatenated matrices */
+static void gemv_chunk(void *ctx, int64_t r0, int64_t r1) {
+    const gemv_job *j = ctx;
+    int64_t base = 0;
+    for (int i = 0; i < j->n && base < r1; i++) {
+        int64_t rows = j->w[i]->rows, a = r0 - base, b = r1 - base;
+        if (a < 0) a = 0;
+        if (b > rows) b = rows;
+        if (a < b)
+            gemv_rows(j->out[i], j->x, j->xp, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->simd,
+                      j->C, (int)a, (int)b);
+        base += rows;
+    }
+}
+
+void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
+                    const float *x, int C) {
+    const float *map = dp_dynamic_map_cached();
+    int simd = simd_level(), total = 0;
+    for (int i = 0; i < n; i++) {
+        if (w[i]->blocksize % 32 || C % w[i]->blocksize) simd = SIMD_SCALAR;
+        total += (int)w[i]->rows;
+    }
+    /* the de-interleaved x of the SIMD paths: on the stack for the usual widths */
+    float stack[8192], *xp = NULL;
+    if (simd != SIMD_SCALAR) {
+        xp = C <= 8192 ? stack : malloc((size_t)C * sizeof(float));
+        if (!xp) abort(); /* C floats: out of memory here leaves nothing sensible to do */
+#ifdef DP_X86
+        deinterleave(xp, x, C, simd == SIMD_AVX512 ? 32 : 16);
+#endif
+    }
+    /* the rows of all matrices end to end, in chunks claimed by the pool's threads (each
+     * sync point costs a scheduling round trip when the machine is busy: one per call) */
+    gemv_job job = {n, out, w, bias, x, xp, map, simd, C};
+    int nt = omp_get_max_threads();
+    dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
+    if (xp != stack) free(xp);
+}
+
+void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {
+    dp_nf4 first = *w; /* the first OC rows (all of them, as every caller passes) */
+    if (OC < first.rows) first.rows = OC;
+    const dp_nf4 *wp = &first;
+    gemv_nf4_multi(1, &out, &wp, &bias, x, C);
 }

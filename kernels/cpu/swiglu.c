@@ -17,7 +17,8 @@ DP_VEXP_CLONES static void fwd_run(float *out, const float *gate, const float *u
 
 void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
     size_t runs = (n + RUN - 1) / RUN;
-#pragma omp parallel for schedule(static)
+    /* a decode row (n = F) costs less than waking the team */
+#pragma omp parallel for schedule(static) if (n >= 16384)
     for (size_t r = 0; r < runs; r++) {
         size_t i = r * RUN;
         fwd_run(out + i, gate + i, up + i, (int)(n - i < RUN ? n - i : RUN));

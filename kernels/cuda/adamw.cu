@@ -38,17 +38,25 @@ __global__ static void sum_squares_kernel(double *acc, const float *x, size_t n)
     }
 }
 
-extern "C" int DP_CUDA_FN(adamw_update)(float *param, const float *grad, float *m, float *v,
-                                        size_t n, float lr, float beta1, float beta2, float eps,
-                                        float weight_decay, float grad_scale, int t) {
+extern "C" int DP_CUDA_FN(adamw_update_block)(float *param, const float *grad, float *m, float *v,
+                                              size_t n, float lr, float beta1, float beta2,
+                                              float eps, float weight_decay, float grad_scale,
+                                              int t, int block) {
     if (t < 1) return dp_fail("adamw_update: step t=%d must start at 1", t);
+    if (block < 1 || block > 1024) return dp_fail("adamw_update: block size %d", block);
     if (!n) return 0;
     float bc1 = 1.0f - powf(beta1, (float)t);
     float bc2_sqrt = sqrtf(1.0f - powf(beta2, (float)t));
-    DP_LAUNCH(adamw_kernel, dp_grid_for(n, ADAMW_BLOCK), ADAMW_BLOCK, 0, 0, param, grad, m, v, n,
-              beta1, beta2, eps, lr / bc1, bc2_sqrt, 1.0f - lr * weight_decay, grad_scale);
+    DP_LAUNCH(adamw_kernel, dp_grid_for(n, block), block, 0, 0, param, grad, m, v, n, beta1, beta2,
+              eps, lr / bc1, bc2_sqrt, 1.0f - lr * weight_decay, grad_scale);
     CUDA_CHECK_LAUNCH();
     return 0;
+}
+extern "C" int DP_CUDA_FN(adamw_update)(float *param, const float *grad, float *m, float *v,
+                                        size_t n, float lr, float beta1, float beta2, float eps,
+                                        float weight_decay, float grad_scale, int t) {
+    return DP_CUDA_FN(adamw_update_block)(param, grad, m, v, n, lr, beta1, beta2, eps, weight_decay,
+                                          grad_scale, t, ADAMW_BLOCK);
 }
 
 /* *acc (device double) += sum(x^2) */

@@ -37,10 +37,11 @@ __global__ static void cross_entropy_kernel(float *losses, T *dlogits, const T *
 
 template <class T>
 static int cross_entropy_launch(float *losses, T *dlogits, const T *logits, const int32_t *targets,
-                                int N, int V, float dloss) {
+                                int N, int V, float dloss, int block = CE_BLOCK) {
     if (N <= 0 || V <= 0) return dp_fail("cross_entropy: bad shape N=%d V=%d", N, V);
-    DP_LAUNCH(cross_entropy_kernel<T>, N, CE_BLOCK, 0, 0, losses, dlogits, logits, targets, V,
-              dloss);
+    if (block < 32 || block > 1024 || block % 32) /* the block reductions take whole warps */
+        return dp_fail("cross_entropy: block size %d (a multiple of 32 up to 1024)", block);
+    DP_LAUNCH(cross_entropy_kernel<T>, N, block, 0, 0, losses, dlogits, logits, targets, V, dloss);
     CUDA_CHECK_LAUNCH();
     return 0;
 }
@@ -57,4 +58,10 @@ extern "C" int DP_CUDA_FN(cross_entropy_forward_backward_bf16)(float *losses, dp
                                                                const int32_t *targets, int N, int V,
                                                                float dloss) {
     return cross_entropy_launch(losses, dp_bf(dlogits), dp_bf(logits), targets, N, V, dloss);
+}
+extern "C" int
+DP_CUDA_FN(cross_entropy_forward_backward_bf16_block)(float *losses, dp_bf16 *dlogits,
+                                                      const dp_bf16 *logits, const int32_t *targets,
+                                                      int N, int V, float dloss, int block) {
+    return cross_entropy_launch(losses, dp_bf(dlogits), dp_bf(logits), targets, N, V, dloss, block);
 }

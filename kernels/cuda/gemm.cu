@@ -47,6 +47,15 @@ extern "C" int DP_CUDA_FN(blas_destroy)(dp_blas *h) {
     return 0;
 }
 
+extern "C" int DP_CUDA_FN(blas_set_workspace)(dp_blas *h, void *workspace, size_t bytes) {
+#ifdef DOPPEL_EMU
+    (void)h, (void)workspace, (void)bytes;
+#else
+    CUBLAS_CHECK(cublasSetWorkspace(h->handle, workspace, bytes));
+#endif
+    return 0;
+}
+
 static int gemm_check(const char *what, bool transA, bool transB, int M, int N, int K, int lda,
                       int ldb, int ldc, int batch) {
     if (M <= 0 || N <= 0 || K <= 0 || batch <= 0)

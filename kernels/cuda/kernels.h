@@ -49,6 +49,9 @@ typedef struct {
      * The batched form steps A, B, C by strideA/B/C elements `batch` times. */                 \
     X(blas_create, (dp_blas **h))                                                                 \
     X(blas_destroy, (dp_blas *h))                                                                 \
+    /* cuBLAS works in this device buffer (allocated by the caller, so its memory plan counts it) \
+     * instead of one it allocates itself; a no-op under EMU */                                  \
+    X(blas_set_workspace, (dp_blas *h, void *workspace, size_t bytes))                            \
     X(gemm, (dp_blas *h, bool transA, bool transB, int M, int N, int K, float alpha,             \
              const void *A, int lda, const void *B, int ldb, float beta, void *C, int ldc,        \
              dp_act_dtype ab, dp_act_dtype c))                                                            \
@@ -137,6 +140,26 @@ typedef struct {
     int dp_cuda_##name args;                                                                       \
     int dp_emu_##name args;
 DP_GPU_OP_LIST(DP_GPU_DECLARE)
+/* clang-format off */
+/* Some launchers again with the block size (threads) as the last argument, for the kernel
+ * sandbox (dev/cuda) that validates and times them at each block size to tune the default.
+ * Not in dp_gpu_ops: nothing else calls them. A bad block size is refused like a bad shape. */
+#define DP_GPU_BLOCK_OP_LIST(X)                                                                    \
+    X(rmsnorm_forward_bf16_block, (dp_bf16 *out, float *rstd, const dp_bf16 *inp,                 \
+                                   const float *weight, int N, int C, float eps, int block))      \
+    X(nf4_dequantize_bf16_block, (dp_bf16 *out, const dp_nf4_dev *w, int block))                  \
+    X(gemv_nf4_block, (float *out, const float *x, const dp_nf4_dev *w, const float *bias, int C, \
+                       int OC, int block))                                                        \
+    X(cross_entropy_forward_backward_bf16_block, (float *losses, dp_bf16 *dlogits,                \
+                                                  const dp_bf16 *logits, const int32_t *targets,  \
+                                                  int N, int V, float dloss, int block))          \
+    X(swiglu_forward_bf16_block, (dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up, size_t n, \
+                                  int block))                                                     \
+    X(adamw_update_block, (float *param, const float *grad, float *m, float *v, size_t n,         \
+                           float lr, float beta1, float beta2, float eps, float weight_decay,     \
+                           float grad_scale, int t, int block))
+/* clang-format on */
+DP_GPU_BLOCK_OP_LIST(DP_GPU_DECLARE)
 #undef DP_GPU_DECLARE
 
 typedef struct dp_gpu_ops {

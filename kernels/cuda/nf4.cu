@@ -28,7 +28,7 @@ template <class T> __global__ static void nf4_dequantize_kernel(T *out, dp_nf4_d
 
 __global__ static void gemv_nf4_kernel(float *out, const float *x, dp_nf4_dev w, const float *bias,
                                        int C, int OC) {
-    int row = blockIdx.x * NF4_GEMV_WARPS + threadIdx.x / 32, lane = threadIdx.x % 32;
+    int row = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (row >= OC) return; /* whole warps leave together */
     float s = 0.0f;
     for (int c = lane; c < C; c += 32) {
@@ -86,22 +86,31 @@ extern "C" int DP_CUDA_FN(nf4_dequantize)(float *out, const dp_nf4_dev *w) {
     return 0;
 }
 
-extern "C" int DP_CUDA_FN(nf4_dequantize_bf16)(dp_bf16 *out, const dp_nf4_dev *w) {
+extern "C" int DP_CUDA_FN(nf4_dequantize_bf16_block)(dp_bf16 *out, const dp_nf4_dev *w, int block) {
     if (w->n <= 0) return dp_fail("nf4_dequantize_bf16: empty matrix");
-    DP_LAUNCH(nf4_dequantize_kernel<__nv_bfloat16>, dp_grid_for((size_t)w->n, NF4_BLOCK), NF4_BLOCK,
-              0, 0, dp_bf(out), *w);
+    if (block < 1 || block > 1024) return dp_fail("nf4_dequantize_bf16: block size %d", block);
+    DP_LAUNCH(nf4_dequantize_kernel<__nv_bfloat16>, dp_grid_for((size_t)w->n, block), block, 0, 0,
+              dp_bf(out), *w);
     CUDA_CHECK_LAUNCH();
     return 0;
 }
+extern "C" int DP_CUDA_FN(nf4_dequantize_bf16)(dp_bf16 *out, const dp_nf4_dev *w) {
+    return DP_CUDA_FN(nf4_dequantize_bf16_block)(out, w, NF4_BLOCK);
+}
 
-/* out: (OC); x: (C); W: (OC, C) */
-extern "C" int DP_CUDA_FN(gemv_nf4)(float *out, const float *x, const dp_nf4_dev *w,
-                                    const float *bias, int C, int OC) {
+/* out: (OC); x: (C); W: (OC, C); block: threads, one warp per row */
+extern "C" int DP_CUDA_FN(gemv_nf4_block)(float *out, const float *x, const dp_nf4_dev *w,
+                                          const float *bias, int C, int OC, int block) {
     if (C <= 0 || OC <= 0 || w->rows != OC || w->cols != C)
         return dp_fail("gemv_nf4: weight is %lld x %lld, expected OC=%d x C=%d", (long long)w->rows,
                        (long long)w->cols, OC, C);
-    DP_LAUNCH(gemv_nf4_kernel, dp_ceil_div(OC, NF4_GEMV_WARPS), NF4_GEMV_WARPS * 32, 0, 0, out, x,
-              *w, bias, C, OC);
+    if (block < 32 || block > 1024 || block % 32)
+        return dp_fail("gemv_nf4: block size %d (a multiple of 32 up to 1024)", block);
+    DP_LAUNCH(gemv_nf4_kernel, dp_ceil_div(OC, block / 32), block, 0, 0, out, x, *w, bias, C, OC);
     CUDA_CHECK_LAUNCH();
     return 0;
+}
+extern "C" int DP_CUDA_FN(gemv_nf4)(float *out, const float *x, const dp_nf4_dev *w,
+                                    const float *bias, int C, int OC) {
+    return DP_CUDA_FN(gemv_nf4_block)(out, x, w, bias, C, OC, NF4_GEMV_WARPS * 32);
 }

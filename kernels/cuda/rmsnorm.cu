@@ -54,9 +54,11 @@ __global__ static void rmsnorm_dweight_kernel(float *dweight, const T *dout, con
 
 template <class T>
 static int rmsnorm_forward_launch(T *out, float *rstd, const T *inp, const float *weight, int N,
-                                  int C, float eps) {
+                                  int C, float eps, int block = RMSNORM_BLOCK) {
     if (N <= 0 || C <= 0) return dp_fail("rmsnorm_forward: bad shape N=%d C=%d", N, C);
-    DP_LAUNCH(rmsnorm_forward_kernel<T>, N, RMSNORM_BLOCK, 0, 0, out, rstd, inp, weight, C, eps);
+    if (block < 32 || block > 1024 || block % 32) /* the block reduction takes whole warps */
+        return dp_fail("rmsnorm_forward: block size %d (a multiple of 32 up to 1024)", block);
+    DP_LAUNCH(rmsnorm_forward_kernel<T>, N, block, 0, 0, out, rstd, inp, weight, C, eps);
     CUDA_CHECK_LAUNCH();
     return 0;
 }
@@ -86,6 +88,11 @@ extern "C" int DP_CUDA_FN(rmsnorm_forward)(float *out, float *rstd, const float 
 extern "C" int DP_CUDA_FN(rmsnorm_forward_bf16)(dp_bf16 *out, float *rstd, const dp_bf16 *inp,
                                                 const float *weight, int N, int C, float eps) {
     return rmsnorm_forward_launch(dp_bf(out), rstd, dp_bf(inp), weight, N, C, eps);
+}
+extern "C" int DP_CUDA_FN(rmsnorm_forward_bf16_block)(dp_bf16 *out, float *rstd, const dp_bf16 *inp,
+                                                      const float *weight, int N, int C, float eps,
+                                                      int block) {
+    return rmsnorm_forward_launch(dp_bf(out), rstd, dp_bf(inp), weight, N, C, eps, block);
 }
 /* dinp (+=): (N, C); dweight (+=): (C); either may be NULL. */
 extern "C" int DP_CUDA_FN(rmsnorm_backward)(float *dinp, float *dweight, const float *dout,

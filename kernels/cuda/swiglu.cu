@@ -42,13 +42,18 @@ extern "C" int DP_CUDA_FN(swiglu_forward)(float *out, const float *gate, const f
     CUDA_CHECK_LAUNCH();
     return 0;
 }
-extern "C" int DP_CUDA_FN(swiglu_forward_bf16)(dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up,
-                                               size_t n) {
+extern "C" int DP_CUDA_FN(swiglu_forward_bf16_block)(dp_bf16 *out, const dp_bf16 *gate,
+                                                     const dp_bf16 *up, size_t n, int block) {
+    if (block < 1 || block > 1024) return dp_fail("swiglu_forward: block size %d", block);
     if (!n) return 0;
-    DP_LAUNCH(swiglu_forward_kernel<__nv_bfloat16>, dp_grid_for(n, SWIGLU_BLOCK), SWIGLU_BLOCK, 0,
-              0, dp_bf(out), dp_bf(gate), dp_bf(up), n);
+    DP_LAUNCH(swiglu_forward_kernel<__nv_bfloat16>, dp_grid_for(n, block), block, 0, 0, dp_bf(out),
+              dp_bf(gate), dp_bf(up), n);
     CUDA_CHECK_LAUNCH();
     return 0;
+}
+extern "C" int DP_CUDA_FN(swiglu_forward_bf16)(dp_bf16 *out, const dp_bf16 *gate, const dp_bf16 *up,
+                                               size_t n) {
+    return DP_CUDA_FN(swiglu_forward_bf16_block)(out, gate, up, n, SWIGLU_BLOCK);
 }
 /* dgate, dup (+=), either may be NULL */
 extern "C" int DP_CUDA_FN(swiglu_backward)(float *dgate, float *dup, const float *dout,

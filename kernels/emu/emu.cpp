@@ -7,6 +7,7 @@
 #include "kernels/emu/emu.h"
 
 #include <mutex>
+#include <new>
 #include <unordered_map>
 #include <vector>
 
@@ -540,6 +541,40 @@ cudaError_t dp_emu_cudaFuncSetAttribute(const void *kernel, cudaFuncAttribute at
     std::lock_guard<std::mutex> lock(s.launch_mutex);
     s.smem_attr[kernel] = value;
     return cudaSuccess;
+}
+
+/* ---------------------------------------------------------------- events (no clock) */
+struct CUevent_st {
+    bool recorded;
+};
+
+cudaError_t dp_emu_cudaEventCreate(cudaEvent_t *e) {
+    *e = new (std::nothrow) CUevent_st{false};
+    return *e ? cudaSuccess : cudaErrorMemoryAllocation;
+}
+
+cudaError_t dp_emu_cudaEventDestroy(cudaEvent_t e) {
+    if (!e) return cudaErrorInvalidResourceHandle;
+    delete e;
+    return cudaSuccess;
+}
+
+cudaError_t dp_emu_cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
+    (void)stream;
+    if (!e) return cudaErrorInvalidResourceHandle;
+    e->recorded = true; /* work is synchronous: everything before it has completed */
+    return cudaSuccess;
+}
+
+cudaError_t dp_emu_cudaEventSynchronize(cudaEvent_t e) {
+    return e ? cudaSuccess : cudaErrorInvalidResourceHandle;
+}
+
+/* as on the GPU, both events must have been recorded; the time is 0 (not measured) */
+cudaError_t dp_emu_cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+    if (!ms || !start || !end) return cudaErrorInvalidValue;
+    *ms = 0.0f;
+    return start->recorded && end->recorded ? cudaSuccess : cudaErrorInvalidResourceHandle;
 }
 
 /* ---------------------------------------------------------------- C API (emu_api.h) */

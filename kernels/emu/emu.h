@@ -272,4 +272,17 @@ cudaError_t dp_emu_cudaFuncSetAttribute(const void *kernel, cudaFuncAttribute at
 #define cudaFuncSetAttribute(kernel, attr, v)                                                      \
     dp_emu_cudaFuncSetAttribute((const void *)&(kernel), (attr), (v))
 
+/* Events exist so that timing code compiles and runs, but EMU measures no time: an elapsed
+ * time between two recorded events is 0 ms (callers print "not measured" under EMU). */
+cudaError_t dp_emu_cudaEventCreate(cudaEvent_t *e);
+cudaError_t dp_emu_cudaEventDestroy(cudaEvent_t e);
+cudaError_t dp_emu_cudaEventRecord(cudaEvent_t e, cudaStream_t stream = 0);
+cudaError_t dp_emu_cudaEventSynchronize(cudaEvent_t e);
+cudaError_t dp_emu_cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end);
+#define cudaEventCreate(e)               dp_emu_cudaEventCreate(e)
+#define cudaEventDestroy(e)              dp_emu_cudaEventDestroy(e)
+#define cudaEventRecord                  dp_emu_cudaEventRecord
+#define cudaEventSynchronize(e)          dp_emu_cudaEventSynchronize(e)
+#define cudaEventElapsedTime(ms, e0, e1) dp_emu_cudaEventElapsedTime((ms), (e0), (e1))
+
 #endif

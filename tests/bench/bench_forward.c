@@ -1,25 +1,32 @@
-/* Prefill and decode speed and peak memory of doppel's CPU forward pass (fp32 and NF4 weights),
- * side by side with llama.cpp (llama-cpp-python) on the same GGUF with the same thread count.
- * usage: bench_forward MODEL.gguf [THREADS=2] [PROMPT_TOKENS=128] [GEN_TOKENS=64]
- * Each configuration runs in a child process so peak RSS is its own; best of two runs. */
+/* Prefill and decode speed and peak memory of doppel's CPU forward pass (NF4 weights, Q8 decode
+ * lm_head, as `doppel chat` runs) side by side with llama.cpp (llama-cpp-python) on the same
+ * GGUF with the same thread count, for each model given. Repetitions alternate doppel and
+ * llama.cpp runs, each in its own process (so peak RSS is its own), and the table shows medians;
+ * quote ratios from one run, the machine may be shared.
+ * usage: bench_forward [--threads N=2] [--prompt N=128] [--gen N=64] [--reps N=3] [--fp32]
+ *                      MODEL.gguf...
+ * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
+ * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
 #include "data/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Rates per wall-clock second, and per CPU-second of the process (all its threads): on a
- * shared, overloaded machine the second is what a dedicated core would give (1 thread). */
+#define MAX_REPS 15
+
 typedef struct {
-    double prefill_tps, decode_tps, prefill_cpu_tps, decode_cpu_tps, load_s, peak_rss;
+    double prefill_tps, decode_tps, prefill_cpu_tps, decode_cpu_tps, peak_rss, weights;
     int ok;
 } result;
 
@@ -35,15 +42,18 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static void run_doppel(const char *path, bool nf4, int n_prompt, int n_gen, result *r) {
-    dp_load_opts o = {.quiet = true}; /* NF4: quantized on the fly, as chat does */
-    double t0 = now();
+/* one measured run: load, warm up, prefill n_prompt tokens, decode n_gen */
+static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int n_gen, result *r) {
+    dp_load_opts o = {.nf4 = nf4_file != NULL,
+                      .nf4_file = nf4_file,
+                      .quiet = true,
+                      .lm_head_q8 = nf4_file != NULL};
     dp_model *m = dp_model_load(path, &o);
-    if (!m || (nf4 && dp_model_quantize_nf4(m, 64, false))) {
+    if (!m) {
         fprintf(stderr, "bench: %s\n", dp_last_error());
         return;
     }
-    r->load_s = now() - t0;
+    r->weights = (double)dp_model_weight_bytes(m);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int i = 0; i < n_prompt; i++) prompt[i] = (1000 + 37 * i) % 40000 + 100;
     dp_forward f;
@@ -51,22 +61,23 @@ static void run_doppel(const char *path, bool nf4, int n_prompt, int n_gen, resu
         fprintf(stderr, "bench: %s\n", dp_last_error());
         return;
     }
-    for (int rep = 0; rep < 2; rep++) {
-        dp_forward_truncate(&f, 0);
-        double a = now(), ca = cpu_now();
-        if (dp_forward_tokens(&f, prompt, n_prompt, NULL)) break;
-        double b = now(), cb = cpu_now();
-        int32_t tok = 1234;
-        for (int i = 0; i < n_gen; i++) {
-            if (dp_forward_tokens(&f, &tok, 1, NULL)) break;
-            tok = (tok * 7 + 13) % 40000 + 100;
-        }
-        double c = now(), cc = cpu_now();
-        if (n_prompt / (b - a) > r->prefill_tps) r->prefill_tps = n_prompt / (b - a);
-        if (n_gen / (c - b) > r->decode_tps) r->decode_tps = n_gen / (c - b);
-        if (n_prompt / (cb - ca) > r->prefill_cpu_tps) r->prefill_cpu_tps = n_prompt / (cb - ca);
-        if (n_gen / (cc - cb) > r->decode_cpu_tps) r->decode_cpu_tps = n_gen / (cc - cb);
+    int32_t tok = 1234;
+    if (dp_forward_tokens(&f, prompt, n_prompt < 8 ? n_prompt : 8, NULL) || /* warm-up */
+        dp_forward_tokens(&f, &tok, 1, NULL))
+        return;
+    dp_forward_truncate(&f, 0);
+    double a = now(), ca = cpu_now();
+    if (dp_forward_tokens(&f, prompt, n_prompt, NULL)) return;
+    double b = now(), cb = cpu_now();
+    for (int i = 0; i < n_gen; i++) {
+        if (dp_forward_tokens(&f, &tok, 1, NULL)) return;
+        tok = (tok * 7 + 13) % 40000 + 100;
     }
+    double c = now(), cc = cpu_now();
+    r->prefill_tps = n_prompt / (b - a);
+    r->decode_tps = n_gen / (c - b);
+    r->prefill_cpu_tps = n_prompt / (cb - ca);
+    r->decode_cpu_tps = n_gen / (cc - cb);
     dp_forward_free(&f);
     free(prompt);
     dp_model_free(m);
@@ -74,15 +85,16 @@ static void run_doppel(const char *path, bool nf4, int n_prompt, int n_gen, resu
 }
 
 /* runs one doppel configuration in a child; peak RSS from wait4 */
-static result child(const char *path, bool nf4, int n_prompt, int n_gen) {
+static result child(const char *path, const char *nf4_file, int n_prompt, int n_gen) {
     result r = {0};
     int fd[2];
     if (pipe(fd)) return r;
+    fflush(stdout);
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
         result cr = {0};
-        run_doppel(path, nf4, n_prompt, n_gen, &cr);
+        run_doppel(path, nf4_file, n_prompt, n_gen, &cr);
         if (write(fd[1], &cr, sizeof cr) != (ssize_t)sizeof cr) _exit(1);
         _exit(0);
     }
@@ -96,19 +108,45 @@ static result child(const char *path, bool nf4, int n_prompt, int n_gen) {
     return r;
 }
 
+/* quantizes the model once into the bench cache (in a child: its memory is not the runs') */
+static int make_nf4(const char *path, char *out, size_t cap) {
+    const char *home = getenv("HOME");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/.cache/doppel/bench", home ? home : "/tmp");
+    mkdir(dir, 0755); /* parent ~/.cache/doppel exists when the models live there */
+    const char *base = strrchr(path, '/');
+    if (snprintf(out, cap, "%s/%s.nf4.safetensors", dir, base ? base + 1 : path) >= (int)cap)
+        return -1;
+    struct stat sb, sm;
+    if (stat(out, &sb) == 0 && stat(path, &sm) == 0 && sb.st_mtime >= sm.st_mtime) return 0;
+    printf("quantizing %s to NF4 once: %s\n", path, out);
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dp_load_opts o = {.nf4 = true, .nf4_fresh = true, .quiet = true};
+        dp_model *m = dp_model_load(path, &o);
+        int rc = m ? dp_model_save_nf4(m, out) : -1;
+        if (rc) fprintf(stderr, "bench: %s\n", dp_last_error());
+        _exit(rc ? 1 : 0);
+    }
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
 static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, char *version,
                        size_t vlen) {
     result r = {0};
     char cmd[8192];
     snprintf(cmd, sizeof cmd, "python3 %s/tests/bench/llamacpp_bench.py '%s' %d %d %d",
              DOPPEL_SOURCE_DIR, path, threads, n_prompt, n_gen);
+    fflush(stdout);
     FILE *p = popen(cmd, "r");
     if (!p) return r;
     char line[4096] = "";
     if (!fgets(line, sizeof line, p)) line[0] = 0;
     pclose(p);
-    const char *e = strstr(line, "\"error\"");
-    if (e) {
+    if (strstr(line, "\"error\"")) {
         fprintf(stderr, "llama.cpp: %s", line);
         return r;
     }
@@ -127,46 +165,105 @@ static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, c
     return r;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* the median of each field over the successful runs */
+static result median(const result *rs, int n) {
+    result m = {0};
+    double v[MAX_REPS];
+    size_t off[] = {offsetof(result, prefill_tps),     offsetof(result, decode_tps),
+                    offsetof(result, prefill_cpu_tps), offsetof(result, decode_cpu_tps),
+                    offsetof(result, peak_rss),        offsetof(result, weights)};
+    for (size_t f = 0; f < sizeof off / sizeof off[0]; f++) {
+        int k = 0;
+        for (int i = 0; i < n; i++)
+            if (rs[i].ok) v[k++] = *(const double *)((const char *)&rs[i] + off[f]);
+        if (!k) return m;
+        qsort(v, (size_t)k, sizeof v[0], cmp_double);
+        *(double *)((char *)&m + off[f]) = k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2;
+        m.ok = k;
+    }
+    return m;
+}
+
+static void row(const char *name, const result *r) {
+    if (!r->ok) {
+        printf("  %-22s %13s\n", name, "not available");
+        return;
+    }
+    printf("  %-22s %13.1f %12.1f %17.1f %16.1f %13.1f", name, r->prefill_tps, r->decode_tps,
+           r->prefill_cpu_tps, r->decode_cpu_tps, r->peak_rss / 1048576.0);
+    if (r->weights > 0) printf("   (weights %.1f MiB)", r->weights / 1048576.0);
+    printf("\n");
+}
+
+static void ratio(const char *name, const result *d, const result *l) {
+    if (d->ok && l->ok)
+        printf("  ratio %s / llama.cpp: prefill %.2fx (per cpu-s %.2fx), decode %.2fx (per cpu-s "
+               "%.2fx), peak RSS %.2fx\n",
+               name, d->prefill_tps / l->prefill_tps, d->prefill_cpu_tps / l->prefill_cpu_tps,
+               d->decode_tps / l->decode_tps, d->decode_cpu_tps / l->decode_cpu_tps,
+               d->peak_rss / l->peak_rss);
+}
+
 int main(int argc, char **argv) {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL.gguf [THREADS=2] [PROMPT_TOKENS=128] [GEN_TOKENS=64]\n",
-                argv[0]);
+    int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, first = 1;
+    for (; first < argc && argv[first][0] == '-'; first++) {
+        const char *a = argv[first];
+        int *dst = !strcmp(a, "--threads")  ? &threads
+                   : !strcmp(a, "--prompt") ? &n_prompt
+                   : !strcmp(a, "--gen")    ? &n_gen
+                   : !strcmp(a, "--reps")   ? &reps
+                                            : NULL;
+        if (!strcmp(a, "--fp32")) {
+            fp32 = 1;
+        } else if (dst && first + 1 < argc) {
+            *dst = atoi(argv[++first]);
+        } else {
+            fprintf(stderr, "bench_forward: unknown option %s\n", a);
+            return 2;
+        }
+    }
+    if (first >= argc || threads < 1 || n_prompt < 1 || n_gen < 1 || reps < 1 || reps > MAX_REPS) {
+        fprintf(stderr,
+                "usage: %s [--threads N=2] [--prompt N=128] [--gen N=64] [--reps N=3 (<= %d)] "
+                "[--fp32] MODEL.gguf...\n",
+                argv[0], MAX_REPS);
         return 2;
     }
-    const char *path = argv[1];
-    int threads = argc > 2 ? atoi(argv[2]) : 2, n_prompt = argc > 3 ? atoi(argv[3]) : 128,
-        n_gen = argc > 4 ? atoi(argv[4]) : 64;
     omp_set_num_threads(threads);
     openblas_set_num_threads(threads);
-    printf("model %s, %d threads, prompt %d tokens, %d decoded tokens (best of 2)\n", path, threads,
-           n_prompt, n_gen);
-    fflush(stdout);
-    result d32 = child(path, false, n_prompt, n_gen);
-    result d4 = child(path, true, n_prompt, n_gen);
     char ver[64] = "?";
-    result lc = llamacpp(path, threads, n_prompt, n_gen, ver, sizeof ver);
-    printf("%-24s %14s %13s %17s %16s %13s\n", "", "prefill tok/s", "decode tok/s",
-           "prefill tok/cpu-s", "decode tok/cpu-s", "peak RSS MiB");
-    const char *names[] = {"doppel fp32", "doppel NF4", "llama.cpp (Q4_1 as is)"};
-    result *rs[] = {&d32, &d4, &lc};
-    for (int i = 0; i < 3; i++) {
-        if (!rs[i]->ok)
-            printf("%-24s %14s\n", names[i], "not available");
-        else
-            printf("%-24s %14.1f %13.1f %17.1f %16.1f %13.1f\n", names[i], rs[i]->prefill_tps,
-                   rs[i]->decode_tps, rs[i]->prefill_cpu_tps, rs[i]->decode_cpu_tps,
-                   rs[i]->peak_rss / 1048576.0);
+    for (int mi = first; mi < argc; mi++) {
+        const char *path = argv[mi];
+        char nf4[4096];
+        if (make_nf4(path, nf4, sizeof nf4)) {
+            fprintf(stderr, "bench: cannot quantize %s; skipped\n", path);
+            continue;
+        }
+        printf("\nmodel %s\n  %d threads each, prompt %d tokens, %d decoded tokens, median of %d "
+               "alternating runs\n",
+               path, threads, n_prompt, n_gen, reps);
+        result d4[MAX_REPS], d32[MAX_REPS], lc[MAX_REPS];
+        for (int r = 0; r < reps; r++) {
+            d4[r] = child(path, nf4, n_prompt, n_gen);
+            lc[r] = llamacpp(path, threads, n_prompt, n_gen, ver, sizeof ver);
+            d32[r] = fp32 ? child(path, NULL, n_prompt, n_gen) : (result){0};
+            printf("  run %d: decode tok/s doppel %.1f, llama.cpp %.1f\n", r + 1, d4[r].decode_tps,
+                   lc[r].decode_tps);
+        }
+        result m4 = median(d4, reps), ml = median(lc, reps), m32 = median(d32, reps);
+        printf("  %-22s %13s %12s %17s %16s %13s\n", "", "prefill tok/s", "decode tok/s",
+               "prefill tok/cpu-s", "decode tok/cpu-s", "peak RSS MiB");
+        row("doppel NF4 (Q8 head)", &m4);
+        if (fp32) row("doppel fp32", &m32);
+        row("llama.cpp (file as is)", &ml);
+        ratio("doppel NF4", &m4, &ml);
+        if (fp32) ratio("doppel fp32", &m32, &ml);
     }
-    if (lc.ok) {
-        printf("llama-cpp-python %s\n", ver);
-        for (int i = 0; i < 2; i++)
-            if (rs[i]->ok)
-                printf("ratio %s / llama.cpp: prefill %.2fx (per cpu-s %.2fx), decode %.2fx (per "
-                       "cpu-s %.2fx), peak RSS %.2fx\n",
-                       names[i], rs[i]->prefill_tps / lc.prefill_tps,
-                       rs[i]->prefill_cpu_tps / lc.prefill_cpu_tps,
-                       rs[i]->decode_tps / lc.decode_tps, rs[i]->decode_cpu_tps / lc.decode_cpu_tps,
-                       rs[i]->peak_rss / lc.peak_rss);
-    }
+    printf("\nllama-cpp-python %s (its peak RSS includes the Python interpreter)\n", ver);
     return 0;
 }

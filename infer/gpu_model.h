@@ -1,0 +1,121 @@
+/* A model's frozen weights in device memory, shared by the GPU forward (infer/forward_gpu.c) and
+ * the GPU training step (train/grad_gpu.c): where each buffer goes (one layout walk, the caller
+ * decides the allocation it comes from), the upload, and the per-op wrappers that pick the fp32
+ * or bf16 launcher: frozen linear forward and input gradient, RMSNorm, RoPE, residual, LoRA. */
+#ifndef DOPPEL_GPU_MODEL_H
+#define DOPPEL_GPU_MODEL_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "infer/model.h"
+#include "kernels/cuda/kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+    dp_linear_id id; /* DP_N_LINEAR for the lm_head */
+    int out, in;
+    void *w;        /* (out, in) activation dtype, or NULL */
+    dp_nf4_dev nf4; /* when w == NULL */
+    float *bias;    /* (out) fp32 or NULL */
+    float *A, *B;   /* LoRA A (r, in), B (out, r) fp32, or NULL (set by the caller) */
+} dp_gpu_linear;
+
+typedef struct {
+    float *attn_norm, *ffn_norm, *q_norm, *k_norm; /* fp32 */
+    dp_gpu_linear lin[DP_N_LINEAR];
+} dp_gpu_layer;
+
+/* What a weight buffer is, so that each caller files it under its own allocation table. */
+typedef enum {
+    DP_GW_NF4_MAPS,    /* the 272 floats of the absmax-code map and the NF4 values */
+    DP_GW_NF4_BLOCK,   /* codes / absmax codes / absmax scales of a block linear */
+    DP_GW_NF4_HEAD,    /* the same for an NF4 lm_head */
+    DP_GW_EMBED,       /* (V, C) activation dtype */
+    DP_GW_DENSE_HEAD,  /* untied lm_head (V, C) activation dtype */
+    DP_GW_DENSE_BLOCK, /* a dense block linear (out, in) activation dtype */
+    DP_GW_NORMS,       /* norms and biases, fp32 */
+    DP_GW_ROPE,        /* inverse frequencies (D/2) fp32 */
+    DP_GW_N_KINDS
+} dp_gw_kind;
+
+/* Returns the device address for `bytes` of kind `kind` (or NULL when only counting). */
+typedef void *(*dp_gw_carve_fn)(void *ctx, dp_gw_kind kind, uint64_t bytes);
+
+#define DP_GPU_ALIGN 256 /* every carved buffer starts 256-byte aligned, as cudaMalloc's are */
+static inline uint64_t dp_gpu_align(uint64_t bytes) {
+    return (bytes + DP_GPU_ALIGN - 1) / DP_GPU_ALIGN * DP_GPU_ALIGN;
+}
+/* Device bytes of one NF4 matrix of n elements in blocks of `blocksize`: codes, absmax codes,
+ * absmax scales, each aligned. */
+uint64_t dp_gpu_nf4_bytes(int64_t n, int blocksize);
+
+typedef struct {
+    const dp_gpu_ops *ops;
+    dp_blas *blas;
+    const dp_model *model; /* borrowed */
+    bool bf16;             /* activations (and dense weights) in bf16, else fp32 */
+    void *embed;           /* (V, C) */
+    float *final_norm;     /* (C) */
+    dp_gpu_linear lm_head;
+    dp_gpu_layer *layers; /* (L) host array of device pointers, owned */
+    float *maps;          /* NF4 maps, or NULL when no weight is NF4 */
+    float *inv_freq;      /* (D/2) */
+    /* scratch, assigned by the caller */
+    void *dequant; /* one NF4 matrix dequantized (dp_gpu_model_layout's *dequant_bytes) */
+    float *tmp;    /* (rows, largest biased out) fp32, bias on bf16 activations */
+} dp_gpu_model;
+
+/* Assigns every weight pointer of g (g->model, g->bf16 and g->layers set), carving through fn.
+ * *dequant_bytes gets the largest NF4 matrix in the activation dtype (0: none), *max_bias the
+ * widest biased linear (0: none). */
+void dp_gpu_model_layout(dp_gpu_model *g, dp_gw_carve_fn fn, void *ctx, uint64_t *dequant_bytes,
+                         uint64_t *max_bias);
+/* Uploads the weights, the NF4 maps and the RoPE frequencies (not LoRA). */
+int dp_gpu_model_upload(const dp_gpu_model *g);
+
+/* host fp32 -> device, converted to bf16 on the way when bf16 */
+int dp_gpu_put(const dp_gpu_ops *ops, void *dst, const float *src, size_t n, bool bf16);
+
+/* y (N, out) = x (N, in) W^T + b (frozen part only); y in the activation dtype, or fp32 when
+ * f32_out; ldy: y's row stride. */
+int dp_gpu_linear_forward(const dp_gpu_model *g, const dp_gpu_linear *d, void *y, int ldy,
+                          const void *x, int N, bool f32_out);
+/* dx (N, in) += dy (N, out) W: the gradient through the frozen weight, in the activation dtype. */
+int dp_gpu_linear_backward(const dp_gpu_model *g, const dp_gpu_linear *d, void *dx, const void *dy,
+                           int N);
+
+int dp_gpu_rmsnorm(const dp_gpu_model *g, void *out, float *rstd, const void *inp, const float *w,
+                   int N, int C);
+int dp_gpu_rmsnorm_backward(const dp_gpu_model *g, void *dinp, const void *dout, const void *inp,
+                            const float *w, const float *rstd, int N, int C);
+int dp_gpu_rope(const dp_gpu_model *g, void *x, const int32_t *pos, int N, int nh);
+int dp_gpu_rope_backward(const dp_gpu_model *g, void *dx, const int32_t *pos, int N, int nh);
+int dp_gpu_residual(const dp_gpu_model *g, void *out, const void *a, const void *b, size_t n);
+
+/* Scratch of the LoRA path: fp32 (rows, widest) copies for bf16 activations and the dropped
+ * input, and (rows, r) for x A^T gradients. */
+typedef struct {
+    float *lx, *ly; /* (rows, widest in/out) fp32 */
+    float *dxa;     /* (rows, r) */
+} dp_gpu_lora_scratch;
+
+/* y (N, out) += scale * dropout(x) A^T B^T; xa (N, r) fp32 gets dropout(x) A^T. Dropout with
+ * probability p (0: none) from Philox stream (seed, subsequence) over the (N, in) input. */
+int dp_gpu_lora_forward(const dp_gpu_model *g, const dp_gpu_linear *d, int r, float scale, void *y,
+                        const void *x, float *xa, const dp_gpu_lora_scratch *s, int N, float p,
+                        uint64_t seed, uint64_t subsequence);
+/* The backward of the same: dA (r, in), dB (out, r) fp32 accumulate; dx (N, in, activation
+ * dtype) accumulates; xa as left by the forward. */
+int dp_gpu_lora_backward(const dp_gpu_model *g, const dp_gpu_linear *d, int r, float scale,
+                         float *dA, float *dB, void *dx, const void *dy, const void *x,
+                         const float *xa, const dp_gpu_lora_scratch *s, int N, float p,
+                         uint64_t seed, uint64_t subsequence);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
