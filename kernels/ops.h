@@ -47,7 +47,8 @@ void rope_backward(float *dx, const int32_t *pos, const float *inv_freq, int N, 
  * [cu_seqlens[s], cu_seqlens[s+1]); rows never attend across sequences. Query head h uses kv
  * head h / (H / KVH). Scale 1/sqrt(D).
  * q, out: (N, H, D); k, v: (N, KVH, D); lse: (N, H) log-sum-exp saved for backward (may be NULL).
- */
+ * Called by every thread of an OpenMP parallel region, the two share their blocks with that
+ * team (the training step); called outside one, they run a team of their own. */
 void attention_forward(float *out, float *lse, const float *q, const float *k, const float *v,
                        const int32_t *cu_seqlens, int nseq, int H, int KVH, int D);
 void attention_backward(float *dq, float *dk, float *dv, const float *dout, const float *out,

@@ -59,9 +59,10 @@ struct dp_grad_ws {
     /* with recomputation, (L, N, C) each layer's residual after attention as well: the
      * recomputation then skips the o and down projections (a third of the layer's GEMMs) */
     float *x2s;
-    layer_acts *acts;                       /* 1 (recompute) or L */
-    float *xf, *rstdf, *dxf;                /* final norm (N, C), (N), grad (N, C) */
-    float *dx, *dh, *tmp;                   /* (N, C) x2, (N, max(C, F, H*D)) */
+    float *xas;              /* with recomputation, (L, DP_N_LINEAR, N, r) every LoRA x_d A^T */
+    layer_acts *acts;        /* 1 (recompute) or L */
+    float *xf, *rstdf, *dxf; /* final norm (N, C), (N), grad (N, C) */
+    float *dx, *dh, *tmp;    /* (N, C) x2, (N, max(C, F, H*D)) */
     float *dq, *dk, *dv, *dqr, *dkr, *datt; /* (N, H*D) / (N, KVH*D) */
     float *dg, *du, *da;                    /* (N, F) */
     float *keep, *xd;                       /* (N, max in) dropout multipliers, dropped input */
@@ -72,11 +73,13 @@ struct dp_grad_ws {
     float *inv_freq; /* (D/2) */
     /* NF4 modules of the current layer dequantized once to fp32 and shared by the layer's
      * forward, recomputation and backward (one layer's worth, not the model's) */
-    float *wdq;                  /* (sum of out * in over the layer's NF4 modules) or NULL */
-    size_t wdq_off[DP_N_LINEAR]; /* offset of each NF4 module in wdq */
+    float *wdq;                  /* (2, sum of out * in over the layer's NF4 modules) or NULL */
+    size_t wdq_off[DP_N_LINEAR]; /* offset of each NF4 module in one half of wdq */
+    size_t wdq_n;                /* floats of one half: layer l uses half l % 2, so the team
+                                  * never waits before overwriting the previous layer's */
     /* LoRA gradients of one layer for threads 1.., summed into lora->grads after the layer in
      * thread order (thread 0 accumulates in place) */
-    float *gpart;  /* (nt - 1, glayer) */
+    float *gpart;  /* (2, nt - 1, glayer): layer l uses half l % 2 */
     size_t glayer; /* LoRA parameters per layer */
     double tloss[64];
     int64_t tcount[64];
@@ -106,6 +109,7 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
     bool qkn = model->cfg.qk_norm;
     ws->xs = take(&p, (size_t)(ws->L + 1) * N * C);
     ws->x2s = ws->recompute ? take(&p, (size_t)ws->L * N * C) : NULL;
+    ws->xas = ws->recompute ? take(&p, (size_t)ws->L * DP_N_LINEAR * N * r) : NULL;
     int nacts = ws->recompute ? 1 : ws->L;
     for (int i = 0; i < nacts; i++) {
         layer_acts *A = &ws->acts[i];
@@ -118,7 +122,7 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
         A->x2 = ws->recompute ? NULL : take(&p, N * C); /* recompute: x2s */
         A->h2 = take(&p, N * C), A->rstd2 = take(&p, N);
         A->g = take(&p, N * F), A->u = take(&p, N * F), A->a = take(&p, N * F);
-        for (int m = 0; m < DP_N_LINEAR; m++) A->xa[m] = take(&p, N * r);
+        for (int m = 0; m < DP_N_LINEAR; m++) A->xa[m] = ws->recompute ? NULL : take(&p, N * r);
     }
     ws->xf = take(&p, N * C), ws->rstdf = take(&p, N), ws->dxf = take(&p, N * C);
     ws->dx = take(&p, N * C), ws->dh = take(&p, N * C), ws->tmp = take(&p, N * wide);
@@ -140,8 +144,9 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
             nq += (size_t)(o * i);
         }
     }
-    ws->wdq = nq ? take(&p, nq) : NULL;
-    ws->gpart = ws->glayer && ws->nt > 1 ? take(&p, ws->glayer * (size_t)(ws->nt - 1)) : NULL;
+    ws->wdq_n = nq;
+    ws->wdq = nq ? take(&p, 2 * nq) : NULL;
+    ws->gpart = ws->glayer && ws->nt > 1 ? take(&p, 2 * ws->glayer * (size_t)(ws->nt - 1)) : NULL;
     return (size_t)(p - start) * sizeof(float);
 }
 
@@ -179,7 +184,7 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
         goto fail;
     }
     carve(ws, model, ws->mem);
-    if (ws->gpart) memset(ws->gpart, 0, ws->glayer * (size_t)(ws->nt - 1) * sizeof(float));
+    if (ws->gpart) memset(ws->gpart, 0, 2 * ws->glayer * (size_t)(ws->nt - 1) * sizeof(float));
     rope_inv_freq(ws->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
     /* threads are OpenMP's alone while the workspace lives: OpenBLAS runs single-threaded
      * inside them (restored by dp_grad_ws_free) */
@@ -223,7 +228,7 @@ typedef struct {
 /* layer l's weight of module m, fp32 */
 static const float *weight(const thr *th, int l, int m) {
     const dp_linear *lin = &th->model->layers[l].lin[m];
-    return lin->w ? lin->w : th->ws->wdq + th->ws->wdq_off[m];
+    return lin->w ? lin->w : th->ws->wdq + (size_t)(l % 2) * th->ws->wdq_n + th->ws->wdq_off[m];
 }
 
 /* Dequantizes layer l's NF4 modules into wdq, every thread a share of the rows, unless it is
@@ -236,14 +241,16 @@ static void load_layer(thr *th, int l) {
     int64_t first[DP_N_LINEAR + 1] = {0}; /* row index of each module in the joint loop */
     for (int m = 0; m < DP_N_LINEAR; m++)
         first[m + 1] = first[m] + (ly->lin[m].w ? 0 : ly->lin[m].out);
-#pragma omp barrier /* nobody still reads the previous layer's weights */
+    /* no barrier first: the half of wdq written here was last read two layers ago, and the
+     * team has met since (at attention) */
+    float *dst = ws->wdq + (size_t)(l % 2) * ws->wdq_n;
 #pragma omp for schedule(static)
     for (int64_t r = 0; r < first[DP_N_LINEAR]; r++) {
         int m = 0;
         while (r >= first[m + 1]) m++;
         const dp_linear *lin = &ly->lin[m];
         int64_t row = r - first[m];
-        dp_nf4_dequantize_range(lin->nf4, ws->wdq + ws->wdq_off[m] + row * lin->in, row * lin->in,
+        dp_nf4_dequantize_range(lin->nf4, dst + ws->wdq_off[m] + row * lin->in, row * lin->in,
                                 lin->in);
     }
     th->w_layer = l;
@@ -272,16 +279,17 @@ static const dp_lora_module *lmod(const dp_lora *lora, int l, int m) {
 }
 
 /* out = base(inp) + LoRA(inp) for module m of layer l, on this thread's rows; out, inp, xa
- * are the whole (N, ...) matrices. Without base, only xa is wanted (recomputation of a module
- * whose output is checkpointed): out is scratch that gets the LoRA term alone. */
+ * are the whole (N, ...) matrices. The recomputation pass (rc) finds xa = x_d A^T kept from the
+ * first pass, so it adds xa B^T alone, and skips a module whose output is checkpointed
+ * (skip: the o and down projections) altogether. */
 static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, const float *inp,
-                     float *xa, bool base) {
+                     float *xa, bool rc, bool skip) {
     dp_grad_ws *ws = th->ws;
     const dp_linear *lin = &th->model->layers[l].lin[m];
     int n = th->n1 - th->n0, fi = lin->in, fo = lin->out;
-    if (n <= 0) return;
+    if (n <= 0 || skip) return;
     out += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
-    if (base) {
+    {
         TIC;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fo, fi, 1.0f, inp, fi,
                     weight(th, l, m), fi, 0.0f, out, fo);
@@ -293,12 +301,18 @@ static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, con
     const dp_lora_module *md = lmod(lora, l, m);
     if (!md) return;
     TIC;
-    size_t i0 = (size_t)th->n0 * fi;
-    /* keep and xd: this thread's rows at the widest row width, whatever this module's */
-    size_t w0 = (size_t)th->n0 * ws->wide;
-    const float *keep = make_keep(ws->keep + w0, lora, th->seed, l, m, i0, i0 + (size_t)n * fi);
-    dp_lora_forward(out, inp, md, lora->cfg.r, lora->scale, keep, xa + (size_t)th->n0 * lora->cfg.r,
-                    ws->xd + w0, n);
+    int r = lora->cfg.r;
+    xa += (size_t)th->n0 * r;
+    if (rc) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fo, r, lora->scale, xa, r, md->B, r,
+                    1.0f, out, fo);
+    } else {
+        size_t i0 = (size_t)th->n0 * fi;
+        /* keep and xd: this thread's rows at the widest row width, whatever this module's */
+        size_t w0 = (size_t)th->n0 * ws->wide;
+        const float *keep = make_keep(ws->keep + w0, lora, th->seed, l, m, i0, i0 + (size_t)n * fi);
+        dp_lora_forward(out, inp, md, r, lora->scale, keep, xa, ws->xd + w0, n);
+    }
     TOC0(th, T_LORA_FWD);
 }
 
@@ -323,7 +337,7 @@ static void proj_bwd(thr *th, dp_lora *lora, int l, int m, float *dinp, const fl
     dp_lora_module mt = *md;
     if (th->t > 0) { /* the same place in this thread's copy of the layer's gradients */
         const float *g0 = lora->grads + (size_t)l * ws->glayer;
-        float *part = ws->gpart + (size_t)(th->t - 1) * ws->glayer;
+        float *part = ws->gpart + ((size_t)(l % 2) * (th->nt - 1) + (th->t - 1)) * ws->glayer;
         mt.dA = part + (md->dA - g0), mt.dB = part + (md->dB - g0);
     }
     int r = lora->cfg.r;
@@ -336,23 +350,41 @@ static void proj_bwd(thr *th, dp_lora *lora, int l, int m, float *dinp, const fl
 }
 
 /* lora->grads of layer l += the other threads' parts, in thread order; the parts are zeroed.
- * Called by the whole team after the layer's backward. */
-static void reduce_grads(thr *th, dp_lora *lora, int l) {
+ * Called by the whole team once every thread has finished layer l's backward: with nowait,
+ * during the next layer's backward (which writes the other half of gpart), so it costs no
+ * meeting of its own. */
+static void reduce_grads(thr *th, dp_lora *lora, int l, bool nowait) {
     dp_grad_ws *ws = th->ws;
-    if (!ws->gpart || !lora) return;
+    if (!ws->gpart || !lora || l < 0 || l >= ws->L) return;
     float *g = lora->grads + (size_t)l * ws->glayer;
-#pragma omp barrier
-#pragma omp for schedule(static)
-    for (size_t i = 0; i < ws->glayer; i++) {
-        float s = g[i];
-        for (int t = 1; t < th->nt; t++) {
-            float *part = ws->gpart + (size_t)(t - 1) * ws->glayer;
-            s += part[i];
-            part[i] = 0.0f;
+    float *parts = ws->gpart + (size_t)(l % 2) * (th->nt - 1) * ws->glayer;
+    size_t n = ws->glayer;
+    if (nowait) {
+#pragma omp for schedule(static) nowait
+        for (size_t i = 0; i < n; i++) {
+            float s = g[i];
+            for (int t = 1; t < th->nt; t++) {
+                s += parts[(size_t)(t - 1) * n + i];
+                parts[(size_t)(t - 1) * n + i] = 0.0f;
+            }
+            g[i] = s;
         }
-        g[i] = s;
+    } else {
+#pragma omp for schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            float s = g[i];
+            for (int t = 1; t < th->nt; t++) {
+                s += parts[(size_t)(t - 1) * n + i];
+                parts[(size_t)(t - 1) * n + i] = 0.0f;
+            }
+            g[i] = s;
+        }
     }
 }
+
+/* module m's x_d A^T of layer l: kept for every layer with recomputation */
+#define XA(ws, A, l, m)                                                                            \
+    ((ws)->xas ? (ws)->xas + ((size_t)(l)*DP_N_LINEAR + (m)) * (ws)->maxN * (ws)->r : (A)->xa[m])
 
 /* rows [n0, n1) of a (N, w) matrix */
 #define MY(th, p, w) ((p) + (size_t)(th)->n0 * (w))
@@ -372,9 +404,9 @@ static void layer_forward(thr *th, const dp_lora *lora, int l, const float *x, f
         rmsnorm_forward(MY(th, A->h1, C), MY(th, A->rstd1, 1), MY(th, x, C), ly->attn_norm, n, C,
                         c->rms_eps);
         float *q = c->qk_norm ? A->qraw : A->q, *k = c->qk_norm ? A->kraw : A->k;
-        proj_fwd(th, lora, l, DP_Q, q, A->h1, A->xa[DP_Q], true);
-        proj_fwd(th, lora, l, DP_K, k, A->h1, A->xa[DP_K], true);
-        proj_fwd(th, lora, l, DP_V, A->v, A->h1, A->xa[DP_V], true);
+        proj_fwd(th, lora, l, DP_Q, q, A->h1, XA(ws, A, l, DP_Q), rc, false);
+        proj_fwd(th, lora, l, DP_K, k, A->h1, XA(ws, A, l, DP_K), rc, false);
+        proj_fwd(th, lora, l, DP_V, A->v, A->h1, XA(ws, A, l, DP_V), rc, false);
         if (c->qk_norm) {
             rmsnorm_forward(MY(th, A->q, HD), MY(th, A->qn_rstd, H), MY(th, A->qraw, HD),
                             ly->q_norm, n * H, D, c->rms_eps);
@@ -392,16 +424,16 @@ static void layer_forward(thr *th, const dp_lora *lora, int l, const float *x, f
     }
     if (n <= 0) return;
     float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
-    proj_fwd(th, lora, l, DP_O, ws->tmp, A->att, A->xa[DP_O], !rc);
+    proj_fwd(th, lora, l, DP_O, ws->tmp, A->att, XA(ws, A, l, DP_O), rc, rc);
     size_t a0 = (size_t)th->n0 * C, a1 = (size_t)th->n1 * C;
     if (!rc)
         for (size_t i = a0; i < a1; i++) x2[i] = x[i] + ws->tmp[i];
     rmsnorm_forward(MY(th, A->h2, C), MY(th, A->rstd2, 1), MY(th, x2, C), ly->ffn_norm, n, C,
                     c->rms_eps);
-    proj_fwd(th, lora, l, DP_GATE, A->g, A->h2, A->xa[DP_GATE], true);
-    proj_fwd(th, lora, l, DP_UP, A->u, A->h2, A->xa[DP_UP], true);
+    proj_fwd(th, lora, l, DP_GATE, A->g, A->h2, XA(ws, A, l, DP_GATE), rc, false);
+    proj_fwd(th, lora, l, DP_UP, A->u, A->h2, XA(ws, A, l, DP_UP), rc, false);
     swiglu_forward(MY(th, A->a, F), MY(th, A->g, F), MY(th, A->u, F), (size_t)n * F);
-    proj_fwd(th, lora, l, DP_DOWN, ws->tmp, A->a, A->xa[DP_DOWN], !rc);
+    proj_fwd(th, lora, l, DP_DOWN, ws->tmp, A->a, XA(ws, A, l, DP_DOWN), rc, rc);
     if (!rc)
         for (size_t i = a0; i < a1; i++) x_out[i] = x2[i] + ws->tmp[i];
 }
@@ -418,18 +450,18 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
     load_layer(th, l);
     if (n > 0) {
         /* MLP: the residual passes dx through; the down projection sees dx too */
-        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, A->xa[DP_DOWN], 0.0f);
+        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, A, l, DP_DOWN), 0.0f);
         memset(MY(th, ws->dg, F), 0, (size_t)n * F * sizeof(float));
         memset(MY(th, ws->du, F), 0, (size_t)n * F * sizeof(float));
         swiglu_backward(MY(th, ws->dg, F), MY(th, ws->du, F), MY(th, ws->da, F), MY(th, A->g, F),
                         MY(th, A->u, F), (size_t)n * F);
-        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, A->xa[DP_GATE], 0.0f);
-        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, A->xa[DP_UP], 1.0f);
+        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, XA(ws, A, l, DP_GATE), 0.0f);
+        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, XA(ws, A, l, DP_UP), 1.0f);
         const float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x2, C), ly->ffn_norm,
                          MY(th, A->rstd2, 1), n, C);
         /* attention */
-        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, A->xa[DP_O], 0.0f);
+        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, XA(ws, A, l, DP_O), 0.0f);
         memset(MY(th, ws->dq, HD), 0, (size_t)n * HD * sizeof(float));
         memset(MY(th, ws->dk, KD), 0, (size_t)n * KD * sizeof(float));
         memset(MY(th, ws->dv, KD), 0, (size_t)n * KD * sizeof(float));
@@ -441,6 +473,8 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
                            b->cu_seqlens, b->nseq, H, KVH, D);
         TOC0(th, T_ATT_BWD);
     }
+    /* every thread has met at this layer's attention, so layer l+1 is done everywhere */
+    reduce_grads(th, lora, l + 1, true);
     if (n > 0) {
         rope_backward(MY(th, ws->dq, HD), b->pos + th->n0, ws->inv_freq, n, H, D);
         rope_backward(MY(th, ws->dk, KD), b->pos + th->n0, ws->inv_freq, n, KVH, D);
@@ -454,13 +488,12 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
                              ly->k_norm, MY(th, A->kn_rstd, KVH), n * KVH, D);
             dq = ws->dqr, dk = ws->dkr;
         }
-        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, A->xa[DP_Q], 0.0f);
-        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, A->xa[DP_K], 1.0f);
-        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, A->xa[DP_V], 1.0f);
+        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, XA(ws, A, l, DP_Q), 0.0f);
+        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, XA(ws, A, l, DP_K), 1.0f);
+        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, XA(ws, A, l, DP_V), 1.0f);
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x, C), ly->attn_norm,
                          MY(th, A->rstd1, 1), n, C);
     }
-    reduce_grads(th, lora, l);
 }
 
 static int check_batch(const dp_grad_ws *ws, const dp_model *model, const dp_batch *b) {
@@ -589,6 +622,8 @@ int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp
             }
             layer_backward(&th, lora, l, ws->xs + l * NC, A, ws->dx);
         }
+#pragma omp barrier /* layer 0's backward is done everywhere */
+        reduce_grads(&th, lora, 0, false);
     }
     ws->times[T_TOTAL] += omp_get_wtime() - t0;
     sum_loss(ws, nt, loss_sum, ntrained);
