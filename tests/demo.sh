@@ -21,11 +21,12 @@ if [ ! -f "$model" ]; then
   [ "${DEMO_STRICT:-0}" = 1 ] && exit 1
   exit 0
 fi
-# DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 40.
-steps=${DEMO_STEPS:-40}
+# DEMO_STEPS shortens the run (the test command uses a few steps); the preset trains 120.
+steps=()
+[ -n "${DEMO_STEPS:-}" ] && steps=(--max-steps "$DEMO_STEPS")
 rm -rf "$out/run"
 "$bin" train --model "$model" --data "$out/train.jsonl" --val "$out/train.val.jsonl" \
-  --out "$out/run" --config configs/cpu-demo.json --max-steps "$steps" --persona mossy
+  --out "$out/run" --config configs/cpu-demo.json "${steps[@]}" --persona mossy
 echo
 echo "== replies to fixed prompts: base model, then with the adapter"
 for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam go?" \
