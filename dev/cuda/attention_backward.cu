@@ -3,11 +3,9 @@
  * attention_backward on the same bf16-rounded inputs (and the bf16 forward output the GPU
  * saved). Peer: the five cuBLAS GEMMs of the same shape (S = QK^T, dP = dO V^T, dQ = dS K,
  * dK = dS^T Q, dV = P^T dO; dense squares, strided-batched GemmEx bf16/fp32). */
-#include "dev/cuda/sandbox.cuh"
+#include "dev/cuda/attention_shape.cuh"
 
 typedef __nv_bfloat16 bf16;
-
-#define SB_ATT_MAXD 128
 
 __device__ static __forceinline__ float sb_dot_bf16(const bf16 *a, const bf16 *b, int D) {
     float s = 0.0f;
@@ -97,38 +95,12 @@ static const char *const variants[] = {"simple: thread per row / per key", "prod
                                        "cuBLAS GEMMs + dS kernel"};
 static const bool fixed_block[] = {false, true, false};
 
-/* max |x| */
-static float sb_max_abs(const float *x, size_t n) {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
-    return m;
-}
-
 int main(int argc, char **argv) {
-    static const int defaults[] = {4, 1024, 28, 4, 128}; /* Qwen2.5-7B heads, 4 packed sequences */
-    static const int emu_defaults[] = {2, 21, 4, 2, 40}; /* small and ragged: seconds under EMU */
-    sb_program p = {"attention_backward",
-                    "B,T,H,KVH,D",
-                    "sequences B (sequence s has T - s*floor(T/2B) rows), longest T, heads H, "
-                    "kv heads KVH, head dim D <= 128",
-                    5,
-                    defaults,
-                    emu_defaults,
-                    variants,
-                    3};
     sb_opts o;
-    sb_parse(argc, argv, p, &o);
-    int B = o.shape[0], T = o.shape[1], H = o.shape[2], KVH = o.shape[3], D = o.shape[4];
-    if (H % KVH || D > SB_ATT_MAXD || B > 2 * T) {
-        fprintf(stderr, "sandbox_attention_backward: need H %% KVH == 0, D <= %d, B <= 2T\n",
-                SB_ATT_MAXD);
-        return 2;
-    }
-    int G = H / KVH;
-    int32_t *cu = (int32_t *)malloc((B + 1) * sizeof(int32_t));
-    cu[0] = 0;
-    for (int s = 0; s < B; s++) cu[s + 1] = cu[s] + T - s * (T / (2 * B)); /* ragged lengths */
-    int N = cu[B];
+    sb_att_shape a;
+    sb_program p = sb_att_parse(argc, argv, "attention_backward", variants, 3, &o, &a);
+    const int B = a.B, T = a.T, H = a.H, KVH = a.KVH, D = a.D, G = a.G, N = a.N;
+    int32_t *cu = a.cu;
     size_t nq = (size_t)N * H * D, nk = (size_t)N * KVH * D, nl = (size_t)N * H;
 
     float *q = sb_random(nq, 1.5f), *k = sb_random(nk, 1.5f), *v = sb_random(nk, 1.0f);

@@ -2,11 +2,9 @@
  * the training layout: q, out (N, H, D); k, v (N, KVH, D); lse (N, H). Reference: the CPU
  * attention_forward on the same bf16-rounded inputs. Peer: the two cuBLAS GEMMs of the
  * same shape (S = Q K^T and O = P V, dense squares, strided-batched GemmEx bf16/fp32). */
-#include "dev/cuda/sandbox.cuh"
+#include "dev/cuda/attention_shape.cuh"
 
 typedef __nv_bfloat16 bf16;
-
-#define SB_ATT_MAXD 128
 
 /* variant 1: one thread per (row, head), straight from global memory: a pass for the max,
  * a pass for the sum and the output */
@@ -101,30 +99,11 @@ static const char *const variants[] = {
 static const bool fixed_block[] = {false, true, false, false};
 
 int main(int argc, char **argv) {
-    static const int defaults[] = {4, 1024, 28, 4, 128}; /* Qwen2.5-7B heads, 4 packed sequences */
-    static const int emu_defaults[] = {2, 21, 4, 2, 40}; /* small and ragged: seconds under EMU */
-    sb_program p = {"attention_forward",
-                    "B,T,H,KVH,D",
-                    "sequences B (sequence s has T - s*floor(T/2B) rows), longest T, heads H, "
-                    "kv heads KVH, head dim D <= 128",
-                    5,
-                    defaults,
-                    emu_defaults,
-                    variants,
-                    4};
     sb_opts o;
-    sb_parse(argc, argv, p, &o);
-    int B = o.shape[0], T = o.shape[1], H = o.shape[2], KVH = o.shape[3], D = o.shape[4];
-    if (H % KVH || D > SB_ATT_MAXD || B > 2 * T) {
-        fprintf(stderr, "sandbox_attention_forward: need H %% KVH == 0, D <= %d, B <= 2T\n",
-                SB_ATT_MAXD);
-        return 2;
-    }
-    int G = H / KVH;
-    int32_t *cu = (int32_t *)malloc((B + 1) * sizeof(int32_t));
-    cu[0] = 0;
-    for (int s = 0; s < B; s++) cu[s + 1] = cu[s] + T - s * (T / (2 * B)); /* ragged lengths */
-    int N = cu[B];
+    sb_att_shape a;
+    sb_program p = sb_att_parse(argc, argv, "attention_forward", variants, 4, &o, &a);
+    const int B = a.B, T = a.T, H = a.H, KVH = a.KVH, D = a.D, G = a.G, N = a.N;
+    int32_t *cu = a.cu;
     size_t nq = (size_t)N * H * D, nk = (size_t)N * KVH * D, nl = (size_t)N * H;
 
     float *q = sb_random(nq, 1.0f), *k = sb_random(nk, 1.0f), *v = sb_random(nk, 1.0f);

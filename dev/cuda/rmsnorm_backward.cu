@@ -77,12 +77,6 @@ static const char *const variants[] = {"simple: thread per row / column", "produ
                                        "warp per row, 2-stage column sums"};
 static const bool fixed_block[] = {false, true, false};
 
-static float sb_max_abs(const float *x, size_t n) {
-    float m = 0.0f;
-    for (size_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
-    return m;
-}
-
 int main(int argc, char **argv) {
     static const int defaults[] = {8192, 3584};  /* B*T rows of Qwen2.5-7B's hidden size */
     static const int emu_defaults[] = {40, 200}; /* small and ragged: seconds under EMU */

@@ -194,6 +194,13 @@ static inline float *sb_random(size_t n, float scale) {
     return p;
 }
 /* x := bf16(x): the CPU reference then sees exactly the bf16 inputs the kernels see */
+/* max |x|: the scale a gradient's tolerance is relative to */
+static inline float sb_max_abs(const float *x, size_t n) {
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+    return m;
+}
+
 static inline void sb_round_bf16(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = dp_bf16_to_f32(dp_f32_to_bf16(x[i]));
 }
