@@ -109,8 +109,8 @@ int main(void) {
     /* the narrower GEMV paths too (each capped by what this CPU has) */
     const char *paths[] = {"avx2", "scalar"};
     for (int i = 0; i < 2; i++) {
-        setenv("DOPPEL_NF4_SIMD", paths[i], 1);
-        fprintf(stderr, "DOPPEL_NF4_SIMD=%s\n", paths[i]);
+        setenv("DOPPEL_SIMD", paths[i], 1);
+        fprintf(stderr, "DOPPEL_SIMD=%s\n", paths[i]);
         test_nf4(2, 576, 192, 64);
         test_nf4(1, 512, 64, 256);
     }

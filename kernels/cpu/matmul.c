@@ -6,15 +6,12 @@
 #include "kernels/pool.h"
 
 #include <cblas.h>
+#include "kernels/cpu/simd.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define DP_X86 1
-#endif
 
 static void add_bias(float *out, const float *bias, int N, int OC) {
     if (!bias) return;
@@ -206,23 +203,6 @@ row_dot_avx512(const dp_nf4 *w, const float *xp, const float *map, int64_t row, 
 }
 #endif
 
-/* The GEMV kernel: the widest the CPU has, or DOPPEL_NF4_SIMD=scalar|avx2|avx512 (capped by the
- * CPU; tests run every path). */
-enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };
-static int simd_level(void) {
-    int best = SIMD_SCALAR;
-#ifdef DP_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SIMD_AVX2;
-    if (__builtin_cpu_supports("avx512f")) best = SIMD_AVX512;
-#endif
-    const char *e = getenv("DOPPEL_NF4_SIMD");
-    int want = !e                     ? best
-               : !strcmp(e, "scalar") ? SIMD_SCALAR
-               : !strcmp(e, "avx2")   ? SIMD_AVX2
-                                      : best;
-    return want < best ? want : best;
-}
-
 /* the row kernel of one GEMV: rows [o0, o1) of w */
 static void gemv_rows(float *out, const float *x, const float *xp, const dp_nf4 *w,
                       const float *bias, const float *map, int simd, int C, int o0, int o1) {
@@ -272,7 +252,7 @@ static void gemv_chunk(void *ctx, int64_t r0, int64_t r1) {
 void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
                     const float *x, int C) {
     const float *map = dp_dynamic_map_cached();
-    int simd = simd_level(), total = 0;
+    int simd = dp_simd_level(), total = 0;
     for (int i = 0; i < n; i++) {
         if (w[i]->blocksize % 32 || C % w[i]->blocksize) simd = SIMD_SCALAR;
         total += (int)w[i]->rows;

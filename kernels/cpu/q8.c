@@ -5,15 +5,12 @@
 #include "data/error.h"
 #include "kernels/pool.h"
 
+#include "kernels/cpu/simd.h"
+
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
-
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-#define DP_X86 1
-#endif
 
 int dp_q8_quantize(dp_q8 *q, const float *w, int64_t rows, int64_t cols) {
     memset(q, 0, sizeof *q);
@@ -111,21 +108,6 @@ __attribute__((target("avx512f"))) static float row_dot_avx512(const int8_t *q, 
 }
 #endif
 
-enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };
-static int simd_level(void) {
-    int best = SIMD_SCALAR;
-#ifdef DP_X86
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SIMD_AVX2;
-    if (__builtin_cpu_supports("avx512f")) best = SIMD_AVX512;
-#endif
-    const char *e = getenv("DOPPEL_SIMD");
-    int want = !e                     ? best
-               : !strcmp(e, "scalar") ? SIMD_SCALAR
-               : !strcmp(e, "avx2")   ? SIMD_AVX2
-                                      : best;
-    return want < best ? want : best;
-}
-
 typedef struct {
     float *out;
     const float *x, *bias;
@@ -153,7 +135,7 @@ static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
 }
 
 void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC) {
-    gemv_job j = {out, x, bias, w, simd_level(), C};
+    gemv_job j = {out, x, bias, w, dp_simd_level(), C};
     int nt = omp_get_max_threads();
     dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, gemv_chunk, &j);
 }

@@ -1,7 +1,7 @@
 /* Single-token linear layers: doppel's fused NF4 GEMV against OpenBLAS's fp32 sgemv over the
  * same (dequantized) matrix, for SmolLM2-135M and Qwen2.5-0.5B shapes. Prints the fastest of
  * the iterations (the machine may be shared), effective weight bandwidth and the ratio.
- * Usage: bench_gemv_nf4 [iterations]; DOPPEL_NF4_SIMD=scalar|avx2 picks a narrower path. */
+ * Usage: bench_gemv_nf4 [iterations]; DOPPEL_SIMD=scalar|avx2 picks a narrower path. */
 #include "kernels/nf4.h"
 
 #include <cblas.h>

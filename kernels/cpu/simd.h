@@ -1,0 +1,30 @@
+/* Which SIMD path the hand-vectorized CPU kernels (NF4 and Q8 GEMVs) take: the widest this
+ * CPU has, or a narrower one named by DOPPEL_SIMD=scalar|avx2 (tests run every path). */
+#ifndef DOPPEL_CPU_SIMD_H
+#define DOPPEL_CPU_SIMD_H
+
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+#define DP_X86 1
+#endif
+
+enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };
+
+static inline int dp_simd_level(void) {
+    int best = SIMD_SCALAR;
+#ifdef DP_X86
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) best = SIMD_AVX2;
+    if (__builtin_cpu_supports("avx512f")) best = SIMD_AVX512;
+#endif
+    const char *e = getenv("DOPPEL_SIMD");
+    int want = !e                     ? best
+               : !strcmp(e, "scalar") ? SIMD_SCALAR
+               : !strcmp(e, "avx2")   ? SIMD_AVX2
+                                      : best;
+    return want < best ? want : best;
+}
+
+#endif
