@@ -31,19 +31,11 @@ static void axpy(float *y, float a, const float *x, int D) {
 /* One query row against keys [0, nkeys): o = softmax(q.k * scale) @ v, with a running max
  * over blocks of keys (online softmax), accumulating straight into o. Returns the
  * log-sum-exp. q, o: (D); k, v: rows of D floats, `kstride` floats apart. */
-/* Built twice (AVX2+FMA and baseline x86-64), picked at load time: the dot products and
- * updates are most of the time here, and 8-wide FMA doubles their speed. (x86-64-v3, not
- * arch=haswell: GCC dispatches an arch= clone on the exact CPU model, so a later CPU would get
- * the baseline.) */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define ATT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define ATT_CLONES
-#endif
+/* Built twice (DP_CLONES_V3): the dot products and updates are most of the time here, and
+ * 8-wide FMA doubles their speed. */
 
-ATT_CLONES static float attend_row(float *o, const float *q, const float *k, const float *v,
-                                   size_t kstride, int nkeys, int D, float scale) {
+DP_CLONES_V3 static float attend_row(float *o, const float *q, const float *k, const float *v,
+                                     size_t kstride, int nkeys, int D, float scale) {
     float mx = -INFINITY, s[ATT_KB];
     double sum = 0;
     for (int d = 0; d < D; d++) o[d] = 0;
@@ -90,19 +82,19 @@ void attention_cached(float *out, const float *q, const float *kcache, const flo
 #define ATT_B 64 /* query rows (forward, dq) or key rows (dk, dv) per block */
 
 /* p[j] = exp(p[j] - sub) for j < n, 0 for n <= j < w */
-ATT_CLONES static void exp_row(float *p, float sub, int n, int w) {
+DP_CLONES_V3 static void exp_row(float *p, float sub, int n, int w) {
     dp_vexp(p, 1.0f, sub, n);
     for (int j = n; j < w; j++) p[j] = 0.0f;
 }
 
-ATT_CLONES static float max_row(const float *p, int n) {
+DP_CLONES_V3 static float max_row(const float *p, int n) {
     float m = -INFINITY;
 #pragma omp simd reduction(max : m)
     for (int j = 0; j < n; j++) m = p[j] > m ? p[j] : m;
     return m;
 }
 
-ATT_CLONES static float sum_row(const float *p, int n) {
+DP_CLONES_V3 static float sum_row(const float *p, int n) {
     float s = 0;
 #pragma omp simd reduction(+ : s)
     for (int j = 0; j < n; j++) s += p[j];
@@ -110,7 +102,7 @@ ATT_CLONES static float sum_row(const float *p, int n) {
 }
 
 /* ds[j] = p[j] * (ds[j] - di) * scale */
-ATT_CLONES static void dsoft_row(float *ds, const float *p, float di, float scale, int n) {
+DP_CLONES_V3 static void dsoft_row(float *ds, const float *p, float di, float scale, int n) {
 #pragma omp simd
     for (int j = 0; j < n; j++) ds[j] = p[j] * (ds[j] - di) * scale;
 }
@@ -228,7 +220,7 @@ void attention_forward(float *out, float *lse, const float *q, const float *k, c
 }
 
 /* Di = dout_i . out_i for rows [r0, r1) of head h */
-ATT_CLONES static void row_dots(float *di, const att_ctx *c, int h, int r0, int r1) {
+DP_CLONES_V3 static void row_dots(float *di, const att_ctx *c, int h, int r0, int r1) {
     size_t qs = (size_t)c->H * c->D;
     for (int i = r0; i < r1; i++) {
         const float *g = c->dout + i * qs + h * c->D, *o = c->o + i * qs + h * c->D;

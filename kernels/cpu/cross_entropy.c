@@ -7,7 +7,7 @@
 
 #include <math.h>
 
-DP_VEXP_CLONES static float row_max(const float *x, int V) {
+DP_CLONES_V3 static float row_max(const float *x, int V) {
     float mx = -INFINITY;
 #pragma omp simd reduction(max : mx)
     for (int i = 0; i < V; i++) mx = x[i] > mx ? x[i] : mx;
@@ -15,7 +15,7 @@ DP_VEXP_CLONES static float row_max(const float *x, int V) {
 }
 
 /* e[0, n) = exp(x[0, n) - mx); returns their sum (in double). e may be x. */
-DP_VEXP_CLONES static double exp_sum(float *e, const float *x, int n, float mx) {
+DP_CLONES_V3 static double exp_sum(float *e, const float *x, int n, float mx) {
     if (e != x) memcpy(e, x, (size_t)n * sizeof(float));
     dp_vexp(e, 1.0f, mx, n);
     double s = 0;
@@ -23,7 +23,7 @@ DP_VEXP_CLONES static double exp_sum(float *e, const float *x, int n, float mx) 
     return s;
 }
 
-DP_VEXP_CLONES static void scale_row(float *x, float s, int V) {
+DP_CLONES_V3 static void scale_row(float *x, float s, int V) {
 #pragma omp simd
     for (int i = 0; i < V; i++) x[i] *= s;
 }

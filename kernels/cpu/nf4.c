@@ -3,6 +3,7 @@
 #include "kernels/nf4.h"
 
 #include "data/error.h"
+#include "kernels/cpu/simd.h"
 
 #include <float.h>
 #include <math.h>
@@ -213,7 +214,7 @@ void dp_nf4_absmax(const dp_nf4 *q, float *absmax) {
     }
 }
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#ifdef DP_X86
 #include <immintrin.h>
 /* AVX2: 16 bytes -> 32 values in element order (high nibble first), looked up in the
  * 16-entry table with two permutes and a blend, times the block's absmax (the same single
@@ -244,13 +245,15 @@ void dp_nf4_dequantize_range(const dp_nf4 *q, float *out, int64_t start, int64_t
     const float *code = dynamic_map();
     const int64_t bs = q->blocksize;
     int64_t e = start, end = start + count;
+#ifdef DP_X86
+    const bool avx2 = dp_simd_level() >= SIMD_AVX2; /* once per call, not per block */
+#endif
     while (e < end) {
         int64_t b = e / bs, stop = (b + 1) * bs < end ? (b + 1) * bs : end;
         float v = code[q->absmax_q[b]] * q->absmax2[b / 256];
         float am = v + q->offset;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (!(e & 1) && stop - e >= 32 &&
-            __builtin_cpu_supports("avx2")) { /* whole bytes, 32 at a time */
+#ifdef DP_X86
+        if (avx2 && !(e & 1) && stop - e >= 32) { /* whole bytes, 32 at a time */
             int64_t n = (stop - e) / 32 * 32;
             dequant_run_avx2(q->codes + e / 2, out + (e - start), n, am);
             e += n;

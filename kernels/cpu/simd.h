@@ -1,14 +1,26 @@
-/* Which SIMD path the hand-vectorized CPU kernels (NF4 and Q8 GEMVs) take: the widest this
- * CPU has, or a narrower one named by DOPPEL_SIMD=scalar|avx2 (tests run every path). */
+/* Which SIMD path the hand-vectorized CPU kernels (NF4 dequantization, NF4 and Q8 GEMVs) take: the
+ * widest this CPU has, or a narrower one named by DOPPEL_SIMD=scalar|avx2 (tests run every path).
+ */
 #ifndef DOPPEL_CPU_SIMD_H
 #define DOPPEL_CPU_SIMD_H
 
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
 #define DP_X86 1
+#endif
+
+/* Functions built twice (AVX2+FMA and baseline x86-64), picked at load time. x86-64-v3, not
+ * arch=haswell: GCC dispatches an arch= clone on the exact CPU model, so a later CPU would get
+ * the baseline. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define DP_CLONES_V3 __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define DP_CLONES_V3
 #endif
 
 enum { SIMD_SCALAR, SIMD_AVX2, SIMD_AVX512 };

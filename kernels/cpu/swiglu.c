@@ -7,7 +7,7 @@
 
 #define RUN 256
 
-DP_VEXP_CLONES static void fwd_run(float *out, const float *gate, const float *up, int n) {
+DP_CLONES_V3 static void fwd_run(float *out, const float *gate, const float *up, int n) {
     float e[RUN];
     memcpy(e, gate, (size_t)n * sizeof(float));
     dp_vexp(e, -1.0f, 0.0f, n); /* exp(-g) */
@@ -26,8 +26,8 @@ void swiglu_forward(float *out, const float *gate, const float *up, size_t n) {
 }
 
 /* d silu(g)/dg = s * (1 + g * (1 - s)), s = sigmoid(g). */
-DP_VEXP_CLONES static void bwd_run(float *dgate, float *dup, const float *dout, const float *gate,
-                                   const float *up, int n) {
+DP_CLONES_V3 static void bwd_run(float *dgate, float *dup, const float *dout, const float *gate,
+                                 const float *up, int n) {
     float s[RUN];
     memcpy(s, gate, (size_t)n * sizeof(float));
     dp_vexp(s, -1.0f, 0.0f, n);

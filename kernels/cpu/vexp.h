@@ -2,21 +2,14 @@
  * within 2 ulp of expf, 0 below -87.3 (masked scores, -inf), +inf above 88.7. 2^k times a
  * degree-6 polynomial on [-ln2/2, ln2/2] (the Cephes coefficients), 8 lanes at a time with GCC
  * vector extensions (compilers do not vectorize the scalar form's bit casts). Callers build it
- * twice with DP_VEXP_CLONES (AVX2+FMA and baseline x86-64), picked at load time. */
+ * twice with DP_CLONES_V3 (AVX2+FMA and baseline x86-64), picked at load time. */
 #ifndef DOPPEL_VEXP_H
 #define DOPPEL_VEXP_H
 
+#include "kernels/cpu/simd.h"
+
 #include <stdint.h>
 #include <string.h>
-
-/* x86-64-v3, not arch=haswell: GCC dispatches an arch= clone on the exact CPU model, so a
- * later CPU would get the baseline */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
-    !defined(__SANITIZE_ADDRESS__)
-#define DP_VEXP_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define DP_VEXP_CLONES
-#endif
 
 typedef float dp_v8f __attribute__((vector_size(32)));
 typedef int32_t dp_v8i __attribute__((vector_size(32)));
