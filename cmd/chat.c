@@ -2,7 +2,7 @@
  * editing and history, or one answer with --prompt for scripts. */
 #include "cmd/commands.h"
 #include "data/chat_format.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "data/tokenizer.h"
 #include "infer/generate.h"
 #include "infer/config.h"

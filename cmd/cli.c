@@ -1,7 +1,7 @@
 /* Option tables, --help text, and --config JSON merged under the command line. */
 #include "cmd/cli.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -1,8 +1,8 @@
 /* doppel plan: GPU memory for QLoRA training, per category, and the longest sequence that
  * fits, from the model's config alone (a HF directory, a config.json or a .gguf). */
 #include "cmd/commands.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "infer/config.h"
 #include "infer/gguf.h"
 #include "train/memplan.h"

@@ -4,8 +4,8 @@
 #include "data/chunk.h"
 #include "data/dataset.h"
 #include "data/dce.h"
-#include "data/error.h"
-#include "data/progress.h"
+#include "data/base/error.h"
+#include "data/base/progress.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* doppel quantize: load a model, quantize every block's linear weights to NF4 with double
  * quantization, and save them in the bitsandbytes layout so later runs load in seconds. */
 #include "cmd/commands.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/model_load.h"
 
 #include <stdio.h>

@@ -1,8 +1,8 @@
 /* doppel tokenize: show how a model's tokenizer splits text (pieces and ids), or tokenize JSONL
  * {"text": ...} lines into {"text": ..., "ids": [...]}. */
 #include "cmd/commands.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"
 

@@ -1,6 +1,6 @@
 /* ChatML and Llama-3 rendering to text and to ids + loss mask (REFERENCE.md section 7). */
 #include "data/chat_format.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdlib.h>
 #include <string.h>

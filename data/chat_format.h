@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "data/dataset.h" /* dp_chat_msg: role, content, len */
-#include "data/io.h"
+#include "data/base/io.h"
 #include "data/tokenizer.h"
 
 typedef enum { DP_CHAT_CHATML = 1, DP_CHAT_LLAMA3 = 2 } dp_chat_format;

@@ -8,7 +8,7 @@
  * sorted mode: everything in memory (about the size of the text), one stable sort. */
 #include "data/chunk.h"
 #include "data/dce.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <pthread.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* JSONL conversation datasets: the writer (hand-escaped JSON, atomic, zstd by suffix) and the
  * streaming line reader (cJSON per line) that training iterates. */
 #include "data/dataset.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>

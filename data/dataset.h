@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "data/io.h"
+#include "data/base/io.h"
 
 typedef enum { DP_ROLE_SYSTEM, DP_ROLE_USER, DP_ROLE_ASSISTANT } dp_role;
 

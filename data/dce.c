@@ -1,7 +1,7 @@
 /* DCE readers, the shared part: opening (file or memory, zstd by magic), the input window,
  * format detection, dates, system-message text and UTF-8 validation. */
 #include "data/dce_impl.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdio.h>
 #include <stdlib.h>

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "data/utf8.h"
+#include "data/base/utf8.h"
 
 /* Instants are int64 ticks of 100 ns since 1970-01-01T00:00:00Z: DCE writes 7 fractional
  * digits, so nothing of the export's precision is lost. */

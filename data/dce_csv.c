@@ -2,7 +2,7 @@
  * knows the line it starts on; a record is validated (6 fields, snowflake, date, UTF-8) before
  * it is handed out. */
 #include "data/dce_impl.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <csv.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
 #define DOPPEL_DCE_IMPL_H
 
 #include "data/dce.h"
-#include "data/io.h"
+#include "data/base/io.h"
 
 typedef struct dce_csv dce_csv;
 typedef struct dce_json dce_json;

@@ -1,7 +1,7 @@
 /* DCE JSON reader: walks the root object byte by byte, and cuts the `messages` array into one
  * message object at a time, each parsed by cJSON; the whole file is never one DOM. */
 #include "data/dce_impl.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

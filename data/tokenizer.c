@@ -3,7 +3,7 @@
  * The loaders that fill a tok_spec live in tokenizer_load.c. */
 #define _GNU_SOURCE
 #include "data/tokenizer_impl.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <pcre2.h>
 #include <stdio.h>

@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "data/io.h"
-#include "data/utf8.h"
+#include "data/base/io.h"
+#include "data/base/utf8.h"
 
 /* A growable list of token ids. Functions that produce ids append to it. */
 typedef struct {

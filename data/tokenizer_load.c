@@ -1,8 +1,8 @@
 /* Tokenizer loaders: Hugging Face tokenizer.json (+ tokenizer_config.json) with cJSON, and plain
  * arrays (GGUF tokenizer.ggml.*). Both describe the pipeline as a tok_spec for dp_tok_build. */
 #define _GNU_SOURCE
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/tokenizer_impl.h"
 
 #include <cjson/cJSON.h>

@@ -2,8 +2,8 @@
  * loader can size allocations from it safely. */
 #include "infer/config.h"
 
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>

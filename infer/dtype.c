@@ -1,7 +1,7 @@
 /* Element types of model files and fp16/bf16 <-> fp32 conversion (bit manipulation, exact). */
 #include "infer/dtype.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <string.h>
 

@@ -2,7 +2,7 @@
  * RMSNorm, SwiGLU MLP) → final RMSNorm → lm_head, for the llama / qwen2 / qwen3 families. */
 #include "infer/forward.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <cblas.h>
 #include <omp.h>

@@ -3,7 +3,7 @@
  * allocation per category; one layout function both sizes the table and assigns the pointers. */
 #include "infer/forward_gpu.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/gpu_model.h"
 
 #include <stdlib.h>

@@ -2,8 +2,8 @@
  * with history trimming, JSON save/load. */
 #include "infer/generate.h"
 
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "infer/gguf.h"
 
 #include <cjson/cJSON.h>

@@ -2,8 +2,8 @@
  * from a count or length before it is checked against the bytes that remain. */
 #include "infer/gguf.h"
 
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "infer/dtype.h"
 
 #include <stdio.h>

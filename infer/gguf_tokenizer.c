@@ -1,6 +1,6 @@
 /* GGUF tokenizer metadata (REFERENCE.md section 5) -> dp_tokenizer_arrays -> dp_tokenizer. */
 #include "infer/gguf_tokenizer.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdlib.h>
 #include <string.h>

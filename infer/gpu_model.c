@@ -2,7 +2,7 @@
  * training step (see gpu_model.h). */
 #include "infer/gpu_model.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/dtype.h"
 
 #include <stdlib.h>

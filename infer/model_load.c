@@ -4,8 +4,8 @@
  * dp_model_save_nf4. GGUF llama files store q/k rows permuted for interleaved RoPE: undone here. */
 #include "infer/model_load.h"
 
-#include "data/error.h"
-#include "data/progress.h"
+#include "data/base/error.h"
+#include "data/base/progress.h"
 #include "infer/config.h"
 #include "infer/gguf.h"
 #include "infer/safetensors.h"

@@ -1,8 +1,8 @@
 /* safetensors reader (mmap, every header field checked before use) and atomic writer. */
 #include "infer/safetensors.h"
 
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -1,7 +1,7 @@
 /* Next-token sampling (see sampler.h for the exact order of the steps) and the PCG32 PRNG. */
 #include "infer/sampler.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -4,7 +4,7 @@
 #ifndef DOPPEL_FIXTURE_EMU_H
 #define DOPPEL_FIXTURE_EMU_H
 
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/model_load.h"
 #include "train/lora.h"
 

@@ -7,7 +7,7 @@
 #include "check.h"
 #include "data/chunk.h"
 #include "data/dce.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <cjson/cJSON.h>
 #include <unistd.h>

@@ -1,9 +1,9 @@
 /* The base library: errors, atomic/zstd I/O, the progress display, option parsing. */
 #include "check.h"
 #include "cmd/cli.h"
-#include "data/error.h"
-#include "data/io.h"
-#include "data/progress.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
+#include "data/base/progress.h"
 
 #include <stdint.h>
 #include <unistd.h>

@@ -6,7 +6,7 @@
  * the input gradient through the block (frozen weights, as in LoRA training). */
 #include "check.h"
 #include "infer/dtype.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
 #include "kernels/ops.h"

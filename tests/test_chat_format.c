@@ -4,7 +4,7 @@
  * (tests/fixtures/chat-render.json, made by tests/reference/make_tokenizer_corpus.py). */
 #include "check.h"
 #include "data/chat_format.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "data/tokenizer.h"
 
 #include <cjson/cJSON.h>

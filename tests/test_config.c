@@ -1,7 +1,7 @@
 /* config.json parsing for the supported families (values as published in each model's
  * config.json), generation_config.json stop ids, and clear errors for anything else. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/config.h"
 
 static int parse(dp_model_config *c, const char *json) {

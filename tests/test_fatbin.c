@@ -4,8 +4,8 @@
  * collecting (kind, arch): kind 1 = PTX, 2 = cubin (SASS). No cuobjdump needed.
  * Without nvcc at build time there is nothing to check: SKIP. */
 #include "check.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 
 #include <libgen.h>
 #include <stdint.h>

@@ -3,7 +3,7 @@
  * path against transformers run on bitsandbytes-dequantized weights. */
 #include "check.h"
 #include "fixture_st.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
 #include "infer/safetensors.h"

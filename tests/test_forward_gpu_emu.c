@@ -5,7 +5,7 @@
 #include "check.h"
 #include "fixture_emu.h"
 #include "fixture_st.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/forward_gpu.h"
 #include "infer/model_load.h"

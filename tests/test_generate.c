@@ -3,7 +3,7 @@
  * generation_config.json defaults; history trimming against directly rendered conversations;
  * session JSON save/load and its errors. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/generate.h"
 #include "infer/model_load.h"

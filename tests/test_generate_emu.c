@@ -4,7 +4,7 @@
  * prompt extends the first (the next chat turn). */
 #include "check.h"
 #include "fixture_emu.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/generate.h"
 #include "infer/model_load.h"
 #include "kernels/cuda/kernels.h"

@@ -2,8 +2,8 @@
  * metadata type, and each tensor type dequantizes to the reference dequantizer's values
  * (tests/reference/make_gguf_fixture.py); hostile files fail with clear messages. */
 #include "check.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "infer/gguf.h"
 
 #include <cjson/cJSON.h>

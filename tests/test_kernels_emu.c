@@ -4,7 +4,7 @@
  * bf16 rounding of the outputs; every comparison prints its max difference and tolerance. */
 #include "check.h"
 #include "infer/dtype.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
 #include "kernels/ops.h"

@@ -3,7 +3,7 @@
  * converter's formula) loads to identical weights; NF4 on the fly, saved in the bitsandbytes
  * layout and loaded back, gives the same codes; broken models give clear errors. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/config.h"
 #include "infer/model_load.h"
 #include "infer/safetensors.h"

@@ -3,7 +3,7 @@
  * dequantized values; the offset (a float32 mean) within one ulp. The nested codes follow
  * bitsandbytes' reference kernel (see the fixture script for why not its native CPU library). */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/safetensors.h"
 #include "kernels/nf4.h"
 

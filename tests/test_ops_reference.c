@@ -3,8 +3,8 @@
  * gradients for RoPE (llama3 scaling included), RMSNorm, attention, SwiGLU, cross-entropy and
  * AdamW. */
 #include "check.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "kernels/ops.h"
 
 #include <cjson/cJSON.h>

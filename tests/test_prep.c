@@ -6,7 +6,7 @@
 #include "data/chunk.h"
 #include "data/dataset.h"
 #include "data/dce.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdint.h>
 #include <unistd.h>

@@ -2,7 +2,7 @@
  * written by the reference implementation (pip safetensors) reads back exactly; the writer's
  * output reads back through the checked reader. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/safetensors.h"
 
 #include <stdint.h>

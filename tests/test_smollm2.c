@@ -3,7 +3,7 @@
  * (tests/reference/make_smollm2_fixture.py; q/k in Hugging Face order). SKIPs when the file is
  * absent. Path: $DOPPEL_SMOLLM2, else ${DOPPEL_CACHE:-~/.cache/doppel}/smollm2/. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/model_load.h"
 #include "infer/safetensors.h"
 

@@ -3,7 +3,7 @@
  * held-out text (tests/fixtures/smollm2, from tests/reference/make_smollm2_reference.py). The
  * NF4 path's perplexity is printed beside the fp32 one. SKIPs when the GGUF is not cached. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/generate.h"
 #include "infer/model_load.h"

@@ -4,7 +4,7 @@
  * Expected ids are worked out by hand from the BPE rules of REFERENCE.md section 6. */
 #include "check.h"
 #include "tok_fixture.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "data/tokenizer.h"
 
 #include <stdint.h>

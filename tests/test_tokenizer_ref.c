@@ -3,8 +3,8 @@
  * (tests/reference/make_tokenizer_corpus.py), round trips and long runs of one letter. */
 #include "check.h"
 #include "tok_fixture.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/tokenizer.h"
 
 #include <cjson/cJSON.h>

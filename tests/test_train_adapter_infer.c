@@ -2,7 +2,7 @@
  * gives the logits of the training forward with the same LoRA (train/model_grad.c, itself
  * checked against PEFT), on the tiny fixture models, through a prefill and a KV-cache step. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "fixture_h5.h"
 #include "infer/forward.h"
 #include "train/model_grad.h"

@@ -8,7 +8,7 @@
 #include "train/optim.h"
 #include "train/rng.h"
 #include "train/schedule.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 static dp_batch fx_batch(hid_t f, int32_t **bufs) {
     size_t n, ns;

@@ -7,7 +7,7 @@
  * - packing: every sequence lands in exactly one micro-batch, none over the budget;
  * - schedules against the closed forms. */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "fixture_h5.h"
 #include "train/checkpoint.h"
 #include "train/rng.h"

@@ -2,7 +2,7 @@
  * logits doppel gives (tests/reference/check_peft_adapter.py). Skipped when python3 with
  * torch + transformers + peft + h5py is not installed (CI has none of them). */
 #include "check.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "fixture_h5.h"
 #include "train/model_grad.h"
 

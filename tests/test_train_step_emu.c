@@ -5,7 +5,7 @@
  * optimizer (train/optim.c), and the run's peak "device" bytes against the memory planner. */
 #include "check.h"
 #include "fixture_emu.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/model_load.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"

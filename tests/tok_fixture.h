@@ -5,8 +5,8 @@
 #define DOPPEL_TOK_FIXTURE_H
 
 #include "check.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/tokenizer.h"
 
 #include <cjson/cJSON.h>

@@ -1,6 +1,6 @@
 /* doppel.json writer and base-model check (see adapter.h). */
 #include "train/adapter.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "train/batches.h"
 
 #include <cjson/cJSON.h>

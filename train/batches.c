@@ -1,8 +1,8 @@
 /* Tokenized training data, its HDF5 cache and micro-batch packing (see batches.h). */
 #include "train/batches.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "train/h5.h"
-#include "data/io.h"
+#include "data/base/io.h"
 #include "train/rng.h"
 
 #include <hdf5.h>

@@ -1,7 +1,7 @@
 /* HDF5 checkpoints (see checkpoint.h). Layout: datasets /lora, /adam_m, /adam_v (float32, n),
  * /config (string), root attributes for the state and format_version. */
 #include "train/checkpoint.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "train/h5.h"
 
 #include <errno.h>

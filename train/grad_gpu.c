@@ -2,7 +2,7 @@
  * backend table, each device buffer carved from an item of the memory plan. */
 #include "train/grad_gpu.h"
 
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/gpu_model.h"
 
 #include <math.h>

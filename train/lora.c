@@ -1,8 +1,8 @@
 /* LoRA parameters, PEFT init, the low-rank path (OpenBLAS GEMMs split across OpenMP threads by
  * gemm_omp) and PEFT adapter files. */
 #include "train/lora.h"
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "kernels/ops.h"
 #include "train/rng.h"
 

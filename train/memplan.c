@@ -1,7 +1,7 @@
 /* The allocation table behind `doppel plan` and the GPU training step's buffers
  * (train/grad_gpu.c carves every buffer from these items and checks it fills them exactly). */
 #include "train/memplan.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/gpu_model.h"
 
 #include <stdio.h>

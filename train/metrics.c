@@ -1,6 +1,6 @@
 /* HDF5 metrics file (see metrics.h): chunked, unlimited 1-D datasets grown one row at a time. */
 #include "train/metrics.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <hdf5.h>
 #include <stdbool.h>

@@ -9,7 +9,7 @@
  * split is a function of the row count and the thread count: the same thread count gives the
  * same bits. */
 #include "train/model_grad.h"
-#include "data/error.h"
+#include "data/base/error.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
 

@@ -1,6 +1,6 @@
 /* Learning-rate schedules (see schedule.h). */
 #include "train/schedule.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <math.h>
 #include <string.h>

@@ -2,8 +2,8 @@
  * dropout masks, learning rate) is a pure function of (seed, step, epoch, cursor), so a run
  * resumed from a checkpoint repeats the losses of a run that never stopped. */
 #include "train/trainer.h"
-#include "data/error.h"
-#include "data/progress.h"
+#include "data/base/error.h"
+#include "data/base/progress.h"
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/grad_gpu.h"

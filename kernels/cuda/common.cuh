@@ -27,7 +27,7 @@
 #include <stdio.h>
 
 extern "C" {
-#include "data/error.h"
+#include "data/base/error.h"
 }
 
 /* Every runtime call is checked; a failure is recorded with file and line (returns -1). */

@@ -17,7 +17,7 @@
 #include <unistd.h>
 
 extern "C" {
-#include "data/error.h"
+#include "data/base/error.h"
 }
 
 #if defined(__SANITIZE_ADDRESS__)

@@ -7,7 +7,7 @@
  *                      MODEL.gguf...
  * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
  * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
 

@@ -3,8 +3,8 @@
  * Usage: bench_tokenizer [TOKENIZER_DIR_OR_JSON] [TEXT_FILE]
  * Defaults: ../shared/tokenizers/qwen3 and /tmp/doppel-bench-chat.txt (made by the peer script
  * tests/bench/hf_tokenizer_speed.py when absent; needs `pip install tokenizers`). */
-#include "data/error.h"
-#include "data/io.h"
+#include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/tokenizer.h"
 
 #include <stdio.h>

@@ -6,7 +6,7 @@
  * usage: bench_train [MODEL.gguf|HF_DIR] [--seq 256] [--r 16] [--steps 3] [--no-peer]
  *                    [--only fp32|nf4] [--no-recompute-row]
  * MODEL defaults to the SmolLM2 GGUF that .ci/fetch-smollm2 caches. */
-#include "data/error.h"
+#include "data/base/error.h"
 #include "infer/model_load.h"
 #include "train/model_grad.h"
 #include "train/optim.h"

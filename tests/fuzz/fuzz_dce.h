@@ -4,7 +4,7 @@
 #define DOPPEL_FUZZ_DCE_H
 
 #include "data/dce.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdint.h>
 #include <string.h>

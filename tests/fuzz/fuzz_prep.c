@@ -2,7 +2,7 @@
  * anonymization, split) on arbitrary bytes, with the options taken from the first byte. The
  * input goes through a file because dp_prep_run reads paths. */
 #include "data/chunk.h"
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdint.h>
 #include <stdio.h>

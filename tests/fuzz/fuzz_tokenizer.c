@@ -2,7 +2,7 @@
  * streaming decode on small built-in tokenizers (Qwen2 pipeline with NFC, Llama-3 pipeline with
  * ignore_merges). First byte: 0 = the rest is a tokenizer.json, 2 = a GGUF file; otherwise the
  * rest is text (and ids). */
-#include "data/error.h"
+#include "data/base/error.h"
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"
 

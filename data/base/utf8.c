@@ -1,5 +1,5 @@
 /* UTF-8 validation (utf8proc decodes; ASCII runs are skipped 8 bytes at a time). */
-#include "data/utf8.h"
+#include "data/base/utf8.h"
 
 #include <stdint.h>
 #include <string.h>

@@ -1,6 +1,6 @@
 /* Whole-file and streaming reads (zstd-aware) and atomic writes. */
-#include "data/io.h"
-#include "data/error.h"
+#include "data/base/io.h"
+#include "data/base/error.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -1,6 +1,6 @@
 /* Progress bar / periodic lines with rate and ETA. */
-#include "data/progress.h"
-#include "data/error.h"
+#include "data/base/progress.h"
+#include "data/base/error.h"
 
 #include <stdarg.h>
 #include <stdlib.h>

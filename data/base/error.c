@@ -1,5 +1,5 @@
 /* Per-thread last-error message and checked allocation. */
-#include "data/error.h"
+#include "data/base/error.h"
 
 #include <stdarg.h>
 #include <stdio.h>
