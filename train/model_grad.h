@@ -7,18 +7,10 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "infer/batch.h"
 #include "infer/model.h"
 #include "train/lora.h"
 
-/* A packed micro-batch: nseq sequences back to back, no padding. */
-typedef struct {
-    int N;                     /* rows (tokens) */
-    int nseq;                  /* sequences */
-    const int32_t *tokens;     /* (N) input ids */
-    const int32_t *targets;    /* (N) the id to predict at each row, or -1 (not trained) */
-    const int32_t *pos;        /* (N) position of each row inside its sequence */
-    const int32_t *cu_seqlens; /* (nseq + 1) row offsets */
-} dp_batch;
 
 typedef struct dp_grad_ws dp_grad_ws;
 
