@@ -4,6 +4,8 @@
 #include "data/base/error.h"
 #include "data/base/io.h"
 #include "data/base/progress.h"
+#include "kernels/q8.h"
+#include "kernels/status.h" /* with error.h: the two dp_fail declarations must agree */
 
 #include <stdint.h>
 #include <unistd.h>
@@ -158,10 +160,22 @@ static void test_cli(const char *dir) {
     CHECK_EQ_INT(-1, dp_parse_size("12XB", &b));
 }
 
+/* A kernel's message (kernels/status.h) lands in the one error slot that every layer reads. */
+static void test_kernel_error_reaches_caller(void) {
+    dp_clear_error();
+    dp_q8 q = {0};
+    float w[8] = {0};
+    CHECK_EQ_INT(-1, dp_q8_quantize(&q, w, 1, 8)); /* 8 columns: not a multiple of 32 */
+    CHECK(strstr(dp_last_error(), "Q8: bad shape (1, 8)") != NULL);
+    CHECK_EQ_INT(-1, dp_fail_context("model.gguf: token_embd.weight"));
+    CHECK(strstr(dp_last_error(), "model.gguf: token_embd.weight: Q8: bad shape") != NULL);
+}
+
 int main(void) {
     const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     test_io_roundtrip(dir);
     test_progress();
     test_cli(dir);
+    test_kernel_error_reaches_caller();
     return check_done();
 }

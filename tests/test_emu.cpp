@@ -6,6 +6,7 @@
 #include <curand_kernel.h> /* cuRAND's own Philox, compiled for the host: before the EMU macros */
 
 #include "check.h"
+#include "data/base/error.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/philox.h"
 

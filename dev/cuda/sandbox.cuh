@@ -9,6 +9,7 @@
 #include "kernels/cuda/common.cuh"
 
 extern "C" {
+#include "data/base/error.h"
 #include "infer/dtype.h"
 #include "kernels/ops.h"
 }

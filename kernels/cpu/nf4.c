@@ -2,7 +2,7 @@
  * midpoint buckets of x * (1/absmax), absmax codes by nearest value of the signed dynamic map. */
 #include "kernels/nf4.h"
 
-#include "data/base/error.h"
+#include "kernels/status.h"
 #include "kernels/cpu/simd.h"
 
 #include <float.h>

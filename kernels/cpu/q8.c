@@ -2,7 +2,7 @@
  * tied 49152 x 576 lm_head of SmolLM2 reads 28 MiB per token instead of 108 MiB of fp32. */
 #include "kernels/q8.h"
 
-#include "data/base/error.h"
+#include "kernels/status.h"
 #include "kernels/pool.h"
 
 #include "kernels/cpu/simd.h"

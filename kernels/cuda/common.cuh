@@ -26,9 +26,7 @@
 
 #include <stdio.h>
 
-extern "C" {
-#include "data/base/error.h"
-}
+#include "kernels/status.h"
 
 /* Every runtime call is checked; a failure is recorded with file and line (returns -1). */
 #define CUDA_CHECK(call)                                                                           \

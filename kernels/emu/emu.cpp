@@ -16,9 +16,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-extern "C" {
-#include "data/base/error.h"
-}
+#include "kernels/status.h"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define DP_EMU_ASAN 1
