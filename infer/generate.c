@@ -4,7 +4,7 @@
 
 #include "data/base/error.h"
 #include "data/base/io.h"
-#include "infer/gguf.h"
+#include "infer/gguf_tokenizer.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -145,69 +145,8 @@ static bool has_suffix(const char *s, const char *suf) {
     return a >= b && !strcmp(s + a - b, suf);
 }
 
-static dp_tokenizer *gguf_tokenizer(const char *path) {
-    dp_gguf *g = dp_gguf_open(path);
-    if (!g) return NULL;
-    dp_tokenizer *t = NULL;
-    dp_tokenizer_arrays a = {.name = path, .bos_id = -1, .eos_id = -1, .pad_id = -1};
-    char *const *tokens = NULL, *const *merges = NULL;
-    const uint64_t *tlen = NULL, *mlen = NULL;
-    uint64_t nt = 0, nm = 0, ntypes = 0;
-    int64_t *types = NULL, v;
-    int32_t *types32 = NULL;
-    uint32_t *tl32 = NULL, *ml32 = NULL;
-    if (dp_gguf_get_str(g, "tokenizer.ggml.model", &a.model) ||
-        dp_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &tlen, &nt) ||
-        dp_gguf_get_str_array(g, "tokenizer.ggml.merges", &merges, &mlen, &nm))
-        goto out;
-    if (dp_gguf_find(g, "tokenizer.ggml.pre") && dp_gguf_get_str(g, "tokenizer.ggml.pre", &a.pre))
-        goto out;
-    if (dp_gguf_find(g, "tokenizer.ggml.token_type")) {
-        if (dp_gguf_get_int_array(g, "tokenizer.ggml.token_type", &types, &ntypes)) goto out;
-        if (ntypes != nt) {
-            dp_fail("%s: tokenizer.ggml.token_type has %llu entries for %llu tokens", path,
-                    (unsigned long long)ntypes, (unsigned long long)nt);
-            goto out;
-        }
-        types32 = dp_malloc(nt * sizeof *types32 + 1);
-        if (!types32) goto out;
-        for (uint64_t i = 0; i < nt; i++) types32[i] = (int32_t)types[i];
-    }
-    tl32 = dp_malloc(nt * sizeof *tl32 + 1);
-    ml32 = dp_malloc(nm * sizeof *ml32 + 1);
-    if (!tl32 || !ml32) goto out;
-    for (uint64_t i = 0; i < nt; i++) tl32[i] = (uint32_t)tlen[i];
-    for (uint64_t i = 0; i < nm; i++) ml32[i] = (uint32_t)mlen[i];
-    a.tokens = (const char *const *)tokens;
-    a.token_lens = tl32;
-    a.token_types = types32;
-    a.n_tokens = nt;
-    a.merges = (const char *const *)merges;
-    a.merge_lens = ml32;
-    a.n_merges = nm;
-    if (dp_gguf_find(g, "tokenizer.ggml.bos_token_id") &&
-        !dp_gguf_get_int(g, "tokenizer.ggml.bos_token_id", &v))
-        a.bos_id = (int32_t)v;
-    if (dp_gguf_find(g, "tokenizer.ggml.eos_token_id") &&
-        !dp_gguf_get_int(g, "tokenizer.ggml.eos_token_id", &v))
-        a.eos_id = (int32_t)v;
-    if (dp_gguf_find(g, "tokenizer.ggml.padding_token_id") &&
-        !dp_gguf_get_int(g, "tokenizer.ggml.padding_token_id", &v))
-        a.pad_id = (int32_t)v;
-    if (dp_gguf_find(g, "tokenizer.chat_template"))
-        dp_gguf_get_str(g, "tokenizer.chat_template", &a.chat_template);
-    t = dp_tokenizer_from_arrays(&a);
-out:
-    free(types);
-    free(types32);
-    free(tl32);
-    free(ml32);
-    dp_gguf_close(g);
-    return t;
-}
-
 dp_tokenizer *dp_model_tokenizer(const char *path) {
-    if (has_suffix(path, ".gguf")) return gguf_tokenizer(path);
+    if (has_suffix(path, ".gguf")) return dp_tokenizer_load_gguf(path);
     return dp_tokenizer_load(path);
 }
 
