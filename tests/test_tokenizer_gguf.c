@@ -4,6 +4,7 @@
  * corpus fixture. SKIPs when the GGUF is absent. */
 #include "check.h"
 #include "data/chat_format.h"
+#include "infer/generate.h"
 #include "infer/gguf_tokenizer.h"
 #include "tok_fixture.h"
 
@@ -43,6 +44,14 @@ int main(void) {
     if (t) {
         int n = 0;
         check_jsonl(t, fixture, "smollm2_gpt2", &n, true);
+        dp_tokenizer_free(t);
+    }
+    /* chat's tokenizer of a .gguf model (dp_model_tokenizer) is this loader: the same HF ids */
+    t = dp_model_tokenizer(path);
+    CHECK_REPORT(t != NULL, "%s", dp_last_error());
+    if (t) {
+        int n = 0;
+        check_jsonl(t, fixture, "smollm2", &n, true);
         dp_tokenizer_free(t);
     }
     CHECK(dp_tokenizer_from_gguf(g, "falcon") == NULL);
