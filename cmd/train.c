@@ -6,6 +6,7 @@
 #include "data/chat_format.h"
 #include "data/dataset.h"
 #include "data/base/error.h"
+#include "data/base/hash.h"
 #include "data/base/io.h"
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"

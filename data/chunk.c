@@ -9,6 +9,8 @@
 #include "data/chunk.h"
 #include "data/dce.h"
 #include "data/base/error.h"
+#include "data/base/hash.h"
+#include "data/base/rng.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -87,19 +89,6 @@ static void arena_free(arena *a) {
     free(a->used);
     free(a->size);
     *a = (arena){0};
-}
-
-static uint64_t mix64(uint64_t x) { /* splitmix64 finalizer */
-    x += 0x9E3779B97F4A7C15ULL;
-    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL;
-    x = (x ^ (x >> 27)) * 0x94D049BB133111EBULL;
-    return x ^ (x >> 31);
-}
-
-static uint64_t hash_bytes(const char *s, size_t n) { /* FNV-1a, then mixed */
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ULL;
-    return mix64(h);
 }
 
 /* Open-addressing index: slot -> entry number (NONE when empty); the caller compares keys. */
@@ -276,12 +265,12 @@ void dp_prep_destroy(dp_prep *p) {
 /* ------------------------------------------------------------------ authors and names */
 
 static uint64_t au_hash(void *ctx, uint32_t i) {
-    return mix64(((dp_prep *)ctx)->au[i].id);
+    return dp_hash_u64(((dp_prep *)ctx)->au[i].id);
 }
 
 static uint64_t nm_hash(void *ctx, uint32_t i) {
     dp_prep *p = ctx;
-    return hash_bytes(p->nm[i], p->nm_len[i]);
+    return dp_hash_bytes(p->nm[i], p->nm_len[i], 0);
 }
 
 static bool name_matches(const dp_prep *p, uint32_t ni, const char *s) {
@@ -290,7 +279,7 @@ static bool name_matches(const dp_prep *p, uint32_t ni, const char *s) {
 
 static uint32_t author_get(dp_prep *p, uint64_t id) {
     if (p->au_ix.n * 2 >= p->au_ix.cap && index_grow(&p->au_ix, au_hash, p)) return NONE;
-    size_t mask = p->au_ix.cap - 1, j = mix64(id) & mask;
+    size_t mask = p->au_ix.cap - 1, j = dp_hash_u64(id) & mask;
     for (; p->au_ix.slot[j] != NONE; j = (j + 1) & mask)
         if (p->au[p->au_ix.slot[j]].id == id) return p->au_ix.slot[j];
     if (p->n_au == p->cap_au) {
@@ -313,7 +302,7 @@ static uint32_t author_get(dp_prep *p, uint64_t id) {
 
 static uint32_t name_get(dp_prep *p, const char *s, size_t n) {
     if (p->nm_ix.n * 2 >= p->nm_ix.cap && index_grow(&p->nm_ix, nm_hash, p)) return NONE;
-    size_t mask = p->nm_ix.cap - 1, j = hash_bytes(s, n) & mask;
+    size_t mask = p->nm_ix.cap - 1, j = dp_hash_bytes(s, n, 0) & mask;
     for (; p->nm_ix.slot[j] != NONE; j = (j + 1) & mask) {
         uint32_t k = p->nm_ix.slot[j];
         if (p->nm_len[k] == n && !memcmp(p->nm[k], s, n)) return k;
@@ -393,7 +382,7 @@ static int seen_before(dp_prep *p, const dp_conversation *c, bool *dup) {
     if (!p->o.dedupe) return 0;
     uint64_t h = 0x1234567;
     for (int i = 0; i < c->n; i++)
-        h = mix64(h ^ hash_bytes(c->msgs[i].content, c->msgs[i].len) ^ (uint64_t)c->msgs[i].role);
+        h = dp_hash_bytes(c->msgs[i].content, c->msgs[i].len, h ^ (uint64_t)c->msgs[i].role);
     if (h == 0) h = 1;
     if (p->dedupe_n * 2 >= p->dedupe_cap) {
         size_t nc = p->dedupe_cap ? p->dedupe_cap * 2 : 1024;
@@ -586,7 +575,8 @@ static bool is_persona_msg(const dp_prep *p, const tl_msg *m) {
 static bool session_is_val(const dp_prep *p) {
     if (p->o.val_fraction <= 0) return false;
     const tl_msg *f = &p->sess.v[0];
-    uint64_t h = mix64(p->o.seed ^ mix64((uint64_t)f->t ^ mix64(p->au[f->author].id)));
+    /* a seeded draw per session (the generator's mixer, so a seed keeps its split) */
+    uint64_t h = dp_mix64(p->o.seed ^ dp_mix64((uint64_t)f->t ^ dp_mix64(p->au[f->author].id)));
     return (double)(h >> 11) * (1.0 / 9007199254740992.0) < p->o.val_fraction;
 }
 

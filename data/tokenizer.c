@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "data/tokenizer_impl.h"
 #include "data/base/error.h"
+#include "data/base/hash.h"
 
 #include <pcre2.h>
 #include <stdio.h>
@@ -28,30 +29,6 @@ int dp_ids_push(dp_ids *ids, int32_t id) {
 void dp_ids_free(dp_ids *ids) {
     free(ids->v);
     *ids = (dp_ids){0};
-}
-
-static inline uint64_t hash_bytes(const unsigned char *p, size_t n) {
-    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0xff51afd7ed558ccdull;
-        h ^= h >> 32;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t v = 0;
-    memcpy(&v, p, n);
-    h = (h ^ v) * 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 29;
-    return h;
-}
-
-static inline uint64_t hash_u64(uint64_t x) {
-    x ^= x >> 33;
-    x *= 0xff51afd7ed558ccdull;
-    x ^= x >> 33;
-    return x;
 }
 
 static size_t pow2_at_least(size_t n) {
@@ -235,7 +212,7 @@ static long bytelevel_decode(const char *s, size_t n, const int16_t *byte_of_cp,
 }
 
 static int32_t vocab_find(const dp_tokenizer *t, const char *s, size_t n) {
-    size_t i = hash_bytes((const unsigned char *)s, n) & t->vocab_mask;
+    size_t i = dp_hash_bytes(s, n, 0) & t->vocab_mask;
     for (;;) {
         uint32_t v = t->vocab[i];
         if (!v) return -1;
@@ -247,7 +224,7 @@ static int32_t vocab_find(const dp_tokenizer *t, const char *s, size_t n) {
 
 static inline const merge_slot *merge_find(const dp_tokenizer *t, int32_t a, int32_t b) {
     uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-    size_t i = hash_u64(key) & t->merge_mask;
+    size_t i = dp_hash_u64(key) & t->merge_mask;
     for (;;) {
         const merge_slot *m = &t->merges[i];
         if (m->key == key) return m;
@@ -459,8 +436,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     /* fingerprint: what decides the ids (tokens, merges, pipeline), not names or templates */
     uint64_t fp = (uint64_t)t->n_ids;
     for (int32_t i = 0; i < s->n_ids; i++)
-        fp = hash_u64(fp ^ t->flags[i]) ^
-             hash_bytes((const unsigned char *)t->arena + t->off[i], t->len[i]);
+        fp = dp_hash_bytes(t->arena + t->off[i], t->len[i], fp ^ t->flags[i]);
 
     /* vocabulary lookup (model vocab only, raw bytes), duplicates keep the lowest id */
     t->vocab_mask = pow2_at_least(n_vocab * 2 + 1) - 1;
@@ -469,8 +445,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     for (int32_t i = 0; i < s->n_ids; i++) {
         if (!(t->flags[i] & TF_VOCAB)) continue;
         if (vocab_find(t, t->arena + t->off[i], t->len[i]) >= 0) continue;
-        size_t h =
-            hash_bytes((const unsigned char *)t->arena + t->off[i], t->len[i]) & t->vocab_mask;
+        size_t h = dp_hash_bytes(t->arena + t->off[i], t->len[i], 0) & t->vocab_mask;
         while (t->vocab[h]) h = (h + 1) & t->vocab_mask;
         t->vocab[h] = (uint32_t)i + 1;
     }
@@ -513,11 +488,11 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
             goto fail;
         }
         uint64_t key = (((uint64_t)(uint32_t)a << 32) | (uint32_t)b) + 1;
-        size_t h = hash_u64(key) & t->merge_mask;
+        size_t h = dp_hash_u64(key) & t->merge_mask;
         while (t->merges[h].key && t->merges[h].key != key) h = (h + 1) & t->merge_mask;
         if (!t->merges[h].key) t->n_merges++;
         t->merges[h] = (merge_slot){key, (uint32_t)m, c};
-        fp = hash_u64(fp ^ key) ^ (uint64_t)(uint32_t)c;
+        fp = dp_hash_u64(fp ^ key) ^ (uint64_t)(uint32_t)c;
     }
     free(buf);
 
@@ -540,10 +515,10 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     for (int i = 0; i < s->n_pre; i++) {
         if (compile_step(t, s, i)) goto fail;
         const char *pat = s->pre[i].pattern ? s->pre[i].pattern : "";
-        fp = hash_u64(fp ^ (uint64_t)s->pre[i].kind ^ ((uint64_t)s->pre[i].literal << 8)) ^
-             hash_bytes((const unsigned char *)pat, strlen(pat));
+        fp = dp_hash_bytes(pat, strlen(pat),
+                           fp ^ (uint64_t)s->pre[i].kind ^ ((uint64_t)s->pre[i].literal << 8));
     }
-    t->fingerprint = hash_u64(fp ^ (uint64_t)t->nfc ^ ((uint64_t)t->ignore_merges << 1));
+    t->fingerprint = dp_hash_u64(fp ^ (uint64_t)t->nfc ^ ((uint64_t)t->ignore_merges << 1));
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
@@ -711,7 +686,7 @@ static int bpe_piece(dp_tokenizer *t, const char *piece, size_t n, dp_ids *out) 
     cache_slot *c = NULL;
     uint64_t h = 0;
     if (n <= CACHE_KEY) {
-        h = hash_bytes(s, n);
+        h = dp_hash_bytes(s, n, 0);
         c = &t->cache[h & (CACHE_SLOTS - 1)];
         if (c->klen == n && c->hash == h && memcmp(c->key, s, n) == 0) {
             for (int i = 0; i < c->nids; i++)

@@ -6,7 +6,7 @@
 #include "fixture_h5.h"
 #include "train/model_grad.h"
 #include "train/optim.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 #include "train/schedule.h"
 #include "data/base/error.h"
 

@@ -10,7 +10,7 @@
 #include "data/base/error.h"
 #include "fixture_h5.h"
 #include "train/checkpoint.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 #include "train/trainer.h"
 
 #include <unistd.h>

@@ -1,7 +1,7 @@
 /* doppel.json writer and base-model check (see adapter.h). */
 #include "train/adapter.h"
 #include "data/base/error.h"
-#include "train/batches.h"
+#include "data/base/hash.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>

@@ -3,7 +3,7 @@
 #include "data/base/error.h"
 #include "train/h5.h"
 #include "data/base/io.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 
 #include <hdf5.h>
 #include <libgen.h>
@@ -123,40 +123,7 @@ int dp_token_data_build(const char *dataset, int max_seq, dp_render_fn render, v
     return status;
 }
 
-/* ------------------------------------------------------------------ hashing and cache */
-
-uint64_t dp_hash_bytes(const void *data, size_t len, uint64_t h) {
-    const uint8_t *p = data;
-    /* 8 bytes at a time through the splitmix mixer: fast and order-sensitive */
-    size_t i = 0;
-    for (; i + 8 <= len; i += 8) {
-        uint64_t w;
-        memcpy(&w, p + i, 8);
-        h = dp_mix64(h ^ w);
-    }
-    uint64_t tail = 0;
-    for (size_t k = 0; i + k < len; k++) tail |= (uint64_t)p[i + k] << (8 * k);
-    return dp_mix64(h ^ tail ^ ((uint64_t)len << 56));
-}
-
-int dp_hash_file(const char *path, uint64_t *hash) {
-    dp_reader *r = dp_reader_open(path);
-    if (!r) return -1;
-    static const size_t cap = 1 << 20;
-    char *buf = dp_malloc(cap);
-    if (!buf) {
-        dp_reader_close(r);
-        return -1;
-    }
-    uint64_t h = 0x646f7070656cULL;
-    int64_t n;
-    while ((n = dp_reader_read(r, buf, cap)) > 0) h = dp_hash_bytes(buf, (size_t)n, h);
-    free(buf);
-    dp_reader_close(r);
-    if (n < 0) return -1;
-    *hash = h;
-    return 0;
-}
+/* ------------------------------------------------------------------ cache */
 
 void dp_token_cache_path(char *out, size_t cap, const char *dataset, uint64_t key) {
     snprintf(out, cap, "%s.tok-%016llx.h5", dataset, (unsigned long long)key);

@@ -40,13 +40,9 @@ int dp_token_data_build(const char *dataset, int max_seq, dp_render_fn render, v
                         dp_token_data *out);
 void dp_token_data_free(dp_token_data *d);
 
-/* 64-bit content hash of a file (decompressed bytes for .zst), for cache keys. */
-int dp_hash_file(const char *path, uint64_t *hash);
-uint64_t dp_hash_bytes(const void *data, size_t len, uint64_t h);
-
-/* The cache file: <dir>/<basename>.tok-<key>.h5 with key = hash(dataset, tokenizer, max_seq,
- * format). dp_token_cache_load returns 1 when a valid cache with that key was read, 0 when
- * absent (or stale), -1 on a damaged file. */
+/* The cache file: <dir>/<basename>.tok-<key>.h5 with key = a hash (data/base/hash.h) of
+ * (dataset, tokenizer, max_seq, format). dp_token_cache_load returns 1 when a valid cache with
+ * that key was read, 0 when absent (or stale), -1 on a damaged file. */
 void dp_token_cache_path(char *out, size_t cap, const char *dataset, uint64_t key);
 int dp_token_cache_save(const char *path, uint64_t key, const dp_token_data *d);
 int dp_token_cache_load(const char *path, uint64_t key, dp_token_data *d);

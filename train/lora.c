@@ -4,7 +4,7 @@
 #include "data/base/error.h"
 #include "data/base/io.h"
 #include "kernels/ops.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -7,7 +7,7 @@
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/grad_gpu.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -10,7 +10,7 @@
 #include "infer/model_load.h"
 #include "train/model_grad.h"
 #include "train/optim.h"
-#include "train/rng.h"
+#include "data/base/rng.h"
 
 #include <omp.h>
 #include <stdio.h>

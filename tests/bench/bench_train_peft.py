@@ -18,7 +18,7 @@ def mix64(z):
     return z ^ (z >> 31)
 
 
-def rng_bits(seed, stream, counter):  # train/rng.h dp_rng_bits
+def rng_bits(seed, stream, counter):  # data/base/rng.h dp_rng_bits
     return mix64(mix64(seed ^ mix64(stream)) ^ counter)
 
 

@@ -1,8 +1,9 @@
-/* Counter-based random numbers for training: every draw is a pure function of (seed, stream,
- * counter), so LoRA init, dropout masks and shuffles are reproducible and resumable without
- * carrying generator state (the checkpoint stores the seed and the step). */
-#ifndef DOPPEL_TRAIN_RNG_H
-#define DOPPEL_TRAIN_RNG_H
+/* Counter-based random numbers: every draw is a pure function of (seed, stream, counter), so
+ * LoRA init, dropout masks, shuffles and prep's train/val split are reproducible and resumable
+ * without carrying generator state (the checkpoint stores the seed and the step). Not a hash
+ * (data/base/hash.h is): the values are part of what a seed means, so they never change. */
+#ifndef DOPPEL_RNG_H
+#define DOPPEL_RNG_H
 
 #include <stdint.h>
 
