@@ -4,11 +4,10 @@
 #include "data/chat_format.h"
 #include "data/base/error.h"
 #include "data/tokenizer.h"
+#include "infer/adapter.h"
 #include "infer/generate.h"
 #include "infer/config.h"
 #include "infer/model_load.h"
-#include "train/adapter.h"
-#include "train/lora.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/device.h"
 

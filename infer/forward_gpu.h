@@ -9,7 +9,7 @@
 #include <stdint.h>
 
 #include "infer/model.h"
-#include "train/lora.h"
+#include "infer/adapter.h"
 
 #ifdef __cplusplus
 extern "C" {

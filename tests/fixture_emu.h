@@ -6,7 +6,7 @@
 
 #include "data/base/error.h"
 #include "infer/model_load.h"
-#include "train/lora.h"
+#include "infer/adapter.h"
 
 #include <stdbool.h>
 #include <stdio.h>

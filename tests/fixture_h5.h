@@ -5,7 +5,7 @@
 #define DOPPEL_FIXTURE_H5_H
 
 #include "infer/model.h"
-#include "train/lora.h"
+#include "infer/adapter.h"
 
 #include <hdf5.h>
 #include <stdio.h>

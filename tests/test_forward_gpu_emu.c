@@ -12,7 +12,7 @@
 #include "infer/safetensors.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/emu/emu_api.h"
-#include "train/lora.h"
+#include "infer/adapter.h"
 #include "train/memplan.h"
 #include "train/model_grad.h"
 

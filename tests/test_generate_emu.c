@@ -8,7 +8,7 @@
 #include "infer/generate.h"
 #include "infer/model_load.h"
 #include "kernels/cuda/kernels.h"
-#include "train/lora.h"
+#include "infer/adapter.h"
 
 #include <stdlib.h>
 #include <string.h>
