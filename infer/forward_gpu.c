@@ -232,31 +232,21 @@ fail:
         if ((call) != 0) return -1;                                                                \
     } while (0)
 
-/* y = x W^T + b, then the adapter's path when the module has one */
-static int linear(dp_gpu_forward *g, const dp_gpu_linear *d, void *y, int ldy, const void *x, int N,
-                  bool f32_out) {
-    TRY(dp_gpu_linear_forward(&g->gm, d, y, ldy, x, N, f32_out));
-    return d->A ? dp_gpu_lora_forward(&g->gm, d, g->lora->cfg.r, g->lora->scale, y, x, g->xa,
-                                      &g->ls, N, 0.0f, 0, 0)
-                : 0;
-}
-static int rmsnorm(dp_gpu_forward *g, void *out, const void *inp, const float *w, int N, int C) {
-    return dp_gpu_rmsnorm(&g->gm, out, NULL, inp, w, N, C);
-}
-static int rope(dp_gpu_forward *g, void *x, int N, int nh) {
-    return dp_gpu_rope(&g->gm, x, g->pos, N, nh);
-}
-static int residual(dp_gpu_forward *g, void *x, const void *y, size_t n) {
-    return dp_gpu_residual(&g->gm, x, x, y, n);
+/* logits (rows, V) fp32 in g->dlogits = xn W_head^T (the lm_head is never adapted) */
+static int head(dp_gpu_forward *g, const void *xn, int rows) {
+    return dp_gpu_linear_forward(&g->gm, &g->gm.lm_head, g->dlogits, g->model->cfg.V, xn, rows,
+                                 true);
 }
 
-/* One step over N <= chunk rows at positions [g->T, g->T + N). */
+/* One step over N <= chunk rows at positions [g->T, g->T + N): the shared block
+ * (dp_gpu_block_forward) per layer over one set of buffers, k and v written straight into the
+ * cache rows of these positions; then the final norm and the lm_head. */
 static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float *all_logits,
                          bool device_logits) {
     const dp_gpu_ops *ops = g->ops;
     const dp_model_config *c = &g->model->cfg;
-    const int C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F, V = c->V, T0 = g->T;
-    const size_t es = g->bf16 ? 2 : 4, kvd = (size_t)KVH * D;
+    const int C = c->C, V = c->V, T0 = g->T;
+    const size_t es = g->bf16 ? 2 : 4, kvd = (size_t)c->KVH * c->D;
     int32_t *pos = dp_malloc((size_t)N * sizeof(int32_t));
     if (!pos) return -1;
     for (int i = 0; i < N; i++) pos[i] = T0 + i;
@@ -266,41 +256,24 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
     TRY(ops->upload(g->tokens, tokens, (size_t)N * 4));
     TRY(g->bf16 ? ops->embedding_forward_bf16(g->x, g->tokens, g->gm.embed, N, C, V)
                 : ops->embedding_forward(g->x, g->tokens, g->gm.embed, N, C, V));
+    /* nothing is kept for a backward: one buffer per role, reused by every layer */
+    dp_gpu_block_acts acts = {.h1 = g->xn, .h2 = g->xn, .x2 = g->proj, .q = g->q, .qraw = g->q,
+                              .att = g->att, .g = g->gate, .u = g->up, .a = g->gate};
+    for (int i = 0; i < DP_N_LINEAR; i++) acts.xa[i] = g->xa;
+    dp_gpu_block_step st = {.N = N, .pos = g->pos, .T0 = T0, .ls = &g->ls};
+    if (g->lora) st.r = g->lora->cfg.r, st.scale = g->lora->scale;
     for (int l = 0; l < c->L; l++) {
-        const dp_gpu_layer *ly = &g->gm.layers[l];
         char *kc = (char *)g->k_cache + (size_t)l * g->max_T * kvd * es; // (max_T, KVH, D)
         char *vc = (char *)g->v_cache + (size_t)l * g->max_T * kvd * es; // (max_T, KVH, D)
-        void *krow = kc + (size_t)T0 * kvd * es, *vrow = vc + (size_t)T0 * kvd * es;
-        /* attention: k and v are written straight into the cache rows of these positions */
-        TRY(rmsnorm(g, g->xn, g->x, ly->attn_norm, N, C));
-        TRY(linear(g, &ly->lin[DP_Q], g->q, H * D, g->xn, N, false));
-        TRY(linear(g, &ly->lin[DP_K], krow, (int)kvd, g->xn, N, false));
-        TRY(linear(g, &ly->lin[DP_V], vrow, (int)kvd, g->xn, N, false));
-        if (ly->q_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
-            TRY(rmsnorm(g, g->q, g->q, ly->q_norm, N * H, D));
-            TRY(rmsnorm(g, krow, krow, ly->k_norm, N * KVH, D));
-        }
-        TRY(rope(g, g->q, N, H));
-        TRY(rope(g, krow, N, KVH));
-        TRY(g->bf16 ? ops->attention_cached_bf16(g->att, g->q, (dp_bf16 *)kc, (dp_bf16 *)vc, N,
-                                                 T0 + N, H, KVH, D)
-                    : ops->attention_cached(g->att, g->q, (float *)kc, (float *)vc, N, T0 + N, H,
-                                            KVH, D));
-        TRY(linear(g, &ly->lin[DP_O], g->proj, C, g->att, N, false));
-        TRY(residual(g, g->x, g->proj, (size_t)N * C));
-        /* MLP: down(silu(gate(x)) * up(x)) */
-        TRY(rmsnorm(g, g->xn, g->x, ly->ffn_norm, N, C));
-        TRY(linear(g, &ly->lin[DP_GATE], g->gate, F, g->xn, N, false));
-        TRY(linear(g, &ly->lin[DP_UP], g->up, F, g->xn, N, false));
-        TRY(g->bf16 ? ops->swiglu_forward_bf16(g->gate, g->gate, g->up, (size_t)N * F)
-                    : ops->swiglu_forward(g->gate, g->gate, g->up, (size_t)N * F));
-        TRY(linear(g, &ly->lin[DP_DOWN], g->proj, C, g->gate, N, false));
-        TRY(residual(g, g->x, g->proj, (size_t)N * C));
+        acts.k = acts.kraw = kc + (size_t)T0 * kvd * es;
+        acts.v = vc + (size_t)T0 * kvd * es;
+        st.k_cache = kc, st.v_cache = vc;
+        TRY(dp_gpu_block_forward(&g->gm, l, g->x, g->x, &acts, &st));
     }
     /* final norm + lm_head (fp32 logits): every row when asked, else only the last one */
     if (all_logits || device_logits) { /* device_logits: left in g->dlogits (N, V) */
-        TRY(rmsnorm(g, g->xn, g->x, g->gm.final_norm, N, C));
-        TRY(linear(g, &g->gm.lm_head, g->dlogits, V, g->xn, N, true));
+        TRY(dp_gpu_rmsnorm(&g->gm, g->xn, NULL, g->x, g->gm.final_norm, N, C));
+        TRY(head(g, g->xn, N));
         if (!all_logits) {
             g->T = T0 + N;
             return 0;
@@ -308,8 +281,9 @@ static int forward_chunk(dp_gpu_forward *g, const int32_t *tokens, int N, float 
         TRY(ops->download(all_logits, g->dlogits, (size_t)N * V * 4));
         memcpy(g->logits, all_logits + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
     } else {
-        TRY(rmsnorm(g, g->xn, (char *)g->x + (size_t)(N - 1) * C * es, g->gm.final_norm, 1, C));
-        TRY(linear(g, &g->gm.lm_head, g->dlogits, V, g->xn, 1, true));
+        TRY(dp_gpu_rmsnorm(&g->gm, g->xn, NULL, (char *)g->x + (size_t)(N - 1) * C * es,
+                           g->gm.final_norm, 1, C));
+        TRY(head(g, g->xn, 1));
         TRY(ops->download(g->logits, g->dlogits, (size_t)V * 4));
     }
     g->T = T0 + N;

@@ -264,3 +264,57 @@ int dp_gpu_lora_backward(const dp_gpu_model *g, const dp_gpu_linear *d, int r, f
     TRY(ops->residual_forward(s->ly, s->ly, s->lx, nx));
     return ops->cast_f32_to_bf16(dx, s->ly, nx);
 }
+
+/* ------------------------------------------------------------------ the transformer block */
+
+int dp_gpu_block_linear(const dp_gpu_model *g, int l, int m, void *out, const void *inp, float *xa,
+                        const dp_gpu_block_step *st) {
+    const dp_gpu_linear *d = &g->layers[l].lin[m];
+    TRY(dp_gpu_linear_forward(g, d, out, d->out, inp, st->N, false));
+    if (!d->A) return 0;
+    return dp_gpu_lora_forward(g, d, st->r, st->scale, out, inp, xa, st->ls, st->N, st->dropout_p,
+                               st->seed, (uint64_t)l * 8 + (uint64_t)m);
+}
+
+int dp_gpu_block_forward(const dp_gpu_model *g, int l, void *x_out, const void *x,
+                         const dp_gpu_block_acts *s, const dp_gpu_block_step *st) {
+    const dp_gpu_ops *ops = g->ops;
+    const dp_model_config *c = &g->model->cfg;
+    const dp_gpu_layer *ly = &g->layers[l];
+    const int N = st->N, C = c->C, H = c->H, KVH = c->KVH, D = c->D;
+    const size_t NC = (size_t)N * C, NF = (size_t)N * c->F;
+    /* attention */
+    TRY(dp_gpu_rmsnorm(g, s->h1, s->rstd1, x, ly->attn_norm, N, C));
+    void *q = ly->q_norm ? s->qraw : s->q, *k = ly->q_norm ? s->kraw : s->k;
+    TRY(dp_gpu_block_linear(g, l, DP_Q, q, s->h1, s->xa[DP_Q], st));
+    TRY(dp_gpu_block_linear(g, l, DP_K, k, s->h1, s->xa[DP_K], st));
+    TRY(dp_gpu_block_linear(g, l, DP_V, s->v, s->h1, s->xa[DP_V], st));
+    if (ly->q_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
+        TRY(dp_gpu_rmsnorm(g, s->q, s->qn_rstd, s->qraw, ly->q_norm, N * H, D));
+        TRY(dp_gpu_rmsnorm(g, s->k, s->kn_rstd, s->kraw, ly->k_norm, N * KVH, D));
+    }
+    TRY(dp_gpu_rope(g, s->q, st->pos, N, H));
+    TRY(dp_gpu_rope(g, s->k, st->pos, N, KVH));
+    if (st->k_cache) {
+        int Tk = st->T0 + N;
+        TRY(g->bf16 ? ops->attention_cached_bf16(s->att, s->q, st->k_cache, st->v_cache, N, Tk, H,
+                                                 KVH, D)
+                    : ops->attention_cached(s->att, s->q, st->k_cache, st->v_cache, N, Tk, H, KVH,
+                                            D));
+    } else {
+        TRY(g->bf16 ? ops->attention_forward_bf16(s->att, s->lse, s->q, s->k, s->v, st->cu_seqlens,
+                                                  st->nseq, N, H, KVH, D)
+                    : ops->attention_forward(s->att, s->lse, s->q, s->k, s->v, st->cu_seqlens,
+                                             st->nseq, N, H, KVH, D));
+    }
+    TRY(dp_gpu_block_linear(g, l, DP_O, s->x2, s->att, s->xa[DP_O], st));
+    TRY(dp_gpu_residual(g, s->x2, s->x2, x, NC));
+    /* MLP: down(silu(gate(x)) * up(x)); x is spent, so x_out may be x */
+    TRY(dp_gpu_rmsnorm(g, s->h2, s->rstd2, s->x2, ly->ffn_norm, N, C));
+    TRY(dp_gpu_block_linear(g, l, DP_GATE, s->g, s->h2, s->xa[DP_GATE], st));
+    TRY(dp_gpu_block_linear(g, l, DP_UP, s->u, s->h2, s->xa[DP_UP], st));
+    TRY(g->bf16 ? ops->swiglu_forward_bf16(s->a, s->g, s->u, NF)
+                : ops->swiglu_forward(s->a, s->g, s->u, NF));
+    TRY(dp_gpu_block_linear(g, l, DP_DOWN, x_out, s->a, s->xa[DP_DOWN], st));
+    return dp_gpu_residual(g, x_out, x_out, s->x2, NC);
+}

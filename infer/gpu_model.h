@@ -115,6 +115,55 @@ int dp_gpu_lora_backward(const dp_gpu_model *g, const dp_gpu_linear *d, int r, f
                          const float *xa, const dp_gpu_lora_scratch *s, int N, float p,
                          uint64_t seed, uint64_t subsequence);
 
+/* ------------------------------------------------------------------ the transformer block
+ * THE one GPU transformer block, called by the inference forward (infer/forward_gpu.c: prefill
+ * and decode through the KV cache) and by the training step (train/grad_gpu.c: forward and
+ * per-layer recomputation), which passes distinct buffers for what its backward needs. */
+
+/* One layer's buffers, (N, ...) rows in the activation dtype unless said. A caller that keeps
+ * nothing aliases them (h2 = h1, a = g, qraw = q, one xa for every module) and passes NULL for
+ * the fp32 statistics. */
+typedef struct {
+    void *h1, *h2;            /* (N, C) attention-norm and ffn-norm outputs */
+    void *x2;                 /* (N, C) the residual stream after attention; not x nor x_out */
+    float *rstd1, *rstd2;     /* (N) fp32 RMSNorm statistics, or NULL */
+    void *qraw, *kraw;        /* Qwen3: q, k before their per-head norm; may alias q, k */
+    float *qn_rstd, *kn_rstd; /* (N * H), (N * KVH), or NULL */
+    void *q, *att;            /* (N, H * D) */
+    void *k, *v;              /* (N, KVH * D): packed rows, or this chunk's rows in a KV cache */
+    float *lse;               /* (N, H) fp32 log-sum-exp of the packed attention, or NULL */
+    void *g, *u, *a;          /* (N, F) gate, up, silu(gate) * up (a may alias g) */
+    float *xa[DP_N_LINEAR];   /* (N, r) fp32 LoRA dropout(x) A^T per adapted module, or NULL */
+} dp_gpu_block_acts;
+
+/* How the N rows attend and what the adapter does. Attention is either packed (cu_seqlens
+ * set: nseq sequences back to back, each attending to its own rows, as in training) or cached
+ * (k_cache set: one sequence whose layer cache holds positions [0, T0) and whose chunk's k and
+ * v are written at row T0, i.e. acts.k == k_cache + T0 rows). A batched decode of several
+ * sequences, each with its own cache, adds a cached mode over a list of (cache, T0) here; the
+ * rest of the block is already row-wise over any N. */
+typedef struct {
+    int N;
+    const int32_t *pos;        /* (N) device: position of each row in its sequence */
+    const int32_t *cu_seqlens; /* (nseq + 1) device, packed attention; or NULL */
+    int nseq;
+    const void *k_cache, *v_cache; /* (max_T, KVH * D) this layer's cache, cached attention */
+    int T0;
+    int r;           /* LoRA rank (adapted modules: d->A != NULL) */
+    float scale;     /* alpha / r */
+    float dropout_p; /* 0: none */
+    uint64_t seed;   /* dropout stream; the subsequence is layer * 8 + module */
+    const dp_gpu_lora_scratch *ls;
+} dp_gpu_block_step;
+
+/* x_out (N, C) = block l (x (N, C)); x_out may be x (in place). Fills s. */
+int dp_gpu_block_forward(const dp_gpu_model *g, int l, void *x_out, const void *x,
+                         const dp_gpu_block_acts *s, const dp_gpu_block_step *st);
+/* out (N, out) = the frozen linear of module m plus its LoRA path when it has one: what the
+ * block applies to each projection (and the training backward's counterpart to undo). */
+int dp_gpu_block_linear(const dp_gpu_model *g, int l, int m, void *out, const void *inp, float *xa,
+                        const dp_gpu_block_step *st);
+
 #ifdef __cplusplus
 }
 #endif

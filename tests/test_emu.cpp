@@ -335,6 +335,13 @@ static void test_philox(void) {
                     bad += u != dp_philox_u32(seed, sub, off + j);
                     bad += f != dp_philox_uniform(seed, sub, off + j);
                 }
+                /* curand_uniform4 (what the dropout kernel draws): four draws from off on */
+                curandStatePhilox4_32_10_t st4;
+                curand_init(seed, sub, off, &st4);
+                float4 u4 = curand_uniform4(&st4);
+                const float got4[4] = {u4.x, u4.y, u4.z, u4.w};
+                for (int j = 0; j < 4; j++, n++)
+                    bad += got4[j] != dp_philox_uniform(seed, sub, off + j);
             }
     fprintf(stderr, "  philox vs cuRAND: %d of %d draws differ\n", bad, n);
     CHECK_EQ_INT(0, bad);

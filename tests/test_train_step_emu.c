@@ -275,6 +275,20 @@ static void check_step(const dp_model *m, const char *name, bool nf4, bool bf16,
         int32_t cu1[2] = {0, 1};
         bt.cu_seqlens = cu1;
         CHECK(dp_gpu_train_grad(t, &bt, 1.0f, 0, &have, &nh) == -1);
+        /* both entry points sum a loss: a batch without targets is refused, not dereferenced */
+        dp_batch nt_b = b;
+        nt_b.targets = NULL;
+        CHECK(dp_gpu_train_grad(t, &nt_b, 1.0f, 0, &have, &nh) == -1);
+        CHECK(strstr(dp_last_error(), "without targets") != NULL);
+        CHECK(dp_gpu_train_loss(t, &nt_b, &have, &nh) == -1);
+        CHECK(strstr(dp_last_error(), "without targets") != NULL);
+        /* decreasing offsets */
+        int32_t cu_down[3] = {0, 20, N};
+        dp_batch bd = b;
+        bd.nseq = 2, bd.cu_seqlens = cu_down;
+        cu_down[1] = N + 1; /* past the end, then back down to N */
+        CHECK(dp_gpu_train_grad(t, &bd, 1.0f, 0, &have, &nh) == -1);
+        CHECK(strstr(dp_last_error(), "decrease") != NULL);
         dp_gpu_train_free(t);
         dp_train_shape wrong = shape;
         wrong.base_dense = !shape.base_dense; /* the plan assumes the other storage */

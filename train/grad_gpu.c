@@ -3,6 +3,7 @@
 #include "train/grad_gpu.h"
 
 #include "data/base/error.h"
+#include "infer/batch.h"
 #include "infer/gpu_model.h"
 
 #include <math.h>
@@ -10,16 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct {              /* one layer's activations on the device, (N, ...) rows */
-    void *h1, *x2, *h2;       /* attn-norm out, residual after attention, ffn-norm out (N, C) */
-    float *rstd1, *rstd2;     /* (N) */
-    void *qraw, *kraw;        /* before q/k norm (Qwen3): (N, H*D), (N, KVH*D) */
-    float *qn_rstd, *kn_rstd; /* (N*H), (N*KVH) */
-    void *q, *k, *v, *att;    /* (N, H*D), (N, KVH*D) x2, (N, H*D) */
-    float *lse;               /* (N, H) */
-    void *g, *u, *a;          /* (N, F) gate, up, silu(gate)*up */
-    float *xa[DP_N_LINEAR];   /* (N, r) LoRA dropout(x) A^T per adapted module */
-} gt_acts;
+/* one layer's activations on the device, (N, ...) rows: every buffer of the shared block kept
+ * for the backward (see dp_gpu_block_acts) */
+typedef dp_gpu_block_acts gt_acts;
 
 struct dp_gpu_train {
     const dp_gpu_ops *ops;
@@ -337,16 +331,6 @@ static void *row(const dp_gpu_train *t, void *base, size_t rows, size_t width) {
     return (char *)base + rows * width * (t->bf16 ? 2 : 4);
 }
 
-/* out = base(inp) + LoRA(inp) for module m of layer l */
-static int proj_fwd(dp_gpu_train *t, int l, int m, void *out, const void *inp, gt_acts *s,
-                    const gt_batch *b) {
-    const dp_gpu_linear *d = &t->gm.layers[l].lin[m];
-    TRY(dp_gpu_linear_forward(&t->gm, d, out, d->out, inp, b->N, false));
-    if (!d->A) return 0;
-    return dp_gpu_lora_forward(&t->gm, d, t->lc.r, t->scale, out, inp, s->xa[m], &t->ls, b->N,
-                               dropout_p(t, b), b->seed, (uint64_t)l * 8 + (uint64_t)m);
-}
-
 /* dinp += d(out)/d(inp)^T dout; the module's LoRA gradients accumulate */
 static int proj_bwd(dp_gpu_train *t, int l, int m, void *dinp, const void *dout, const void *inp,
                     const gt_acts *s, const gt_batch *b) {
@@ -359,37 +343,19 @@ static int proj_bwd(dp_gpu_train *t, int l, int m, void *dinp, const void *dout,
                                 (uint64_t)l * 8 + (uint64_t)m);
 }
 
+/* the layer through the shared block (infer/gpu_model.c), keeping what layer_backward reads */
 static int layer_forward(dp_gpu_train *t, int l, const void *x, void *x_out, gt_acts *s,
                          const gt_batch *b) {
-    const dp_gpu_ops *ops = t->ops;
-    const dp_model_config *c = &t->model->cfg;
-    const dp_gpu_layer *ly = &t->gm.layers[l];
-    const int N = b->N, C = c->C, H = c->H, KVH = c->KVH, D = c->D;
-    const size_t NC = (size_t)N * C, NF = (size_t)N * c->F;
-    TRY(dp_gpu_rmsnorm(&t->gm, s->h1, s->rstd1, x, ly->attn_norm, N, C));
-    void *q = c->qk_norm ? s->qraw : s->q, *k = c->qk_norm ? s->kraw : s->k;
-    TRY(proj_fwd(t, l, DP_Q, q, s->h1, s, b));
-    TRY(proj_fwd(t, l, DP_K, k, s->h1, s, b));
-    TRY(proj_fwd(t, l, DP_V, s->v, s->h1, s, b));
-    if (c->qk_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
-        TRY(dp_gpu_rmsnorm(&t->gm, s->q, s->qn_rstd, s->qraw, ly->q_norm, N * H, D));
-        TRY(dp_gpu_rmsnorm(&t->gm, s->k, s->kn_rstd, s->kraw, ly->k_norm, N * KVH, D));
-    }
-    TRY(dp_gpu_rope(&t->gm, s->q, t->pos, N, H));
-    TRY(dp_gpu_rope(&t->gm, s->k, t->pos, N, KVH));
-    TRY(t->bf16 ? ops->attention_forward_bf16(s->att, s->lse, s->q, s->k, s->v, t->cu, b->nseq, N,
-                                              H, KVH, D)
-                : ops->attention_forward(s->att, s->lse, s->q, s->k, s->v, t->cu, b->nseq, N, H,
-                                         KVH, D));
-    TRY(proj_fwd(t, l, DP_O, s->x2, s->att, s, b));
-    TRY(dp_gpu_residual(&t->gm, s->x2, s->x2, x, NC));
-    TRY(dp_gpu_rmsnorm(&t->gm, s->h2, s->rstd2, s->x2, ly->ffn_norm, N, C));
-    TRY(proj_fwd(t, l, DP_GATE, s->g, s->h2, s, b));
-    TRY(proj_fwd(t, l, DP_UP, s->u, s->h2, s, b));
-    TRY(t->bf16 ? ops->swiglu_forward_bf16(s->a, s->g, s->u, NF)
-                : ops->swiglu_forward(s->a, s->g, s->u, NF));
-    TRY(proj_fwd(t, l, DP_DOWN, x_out, s->a, s, b));
-    return dp_gpu_residual(&t->gm, x_out, x_out, s->x2, NC);
+    dp_gpu_block_step st = {.N = b->N,
+                            .pos = t->pos,
+                            .cu_seqlens = t->cu,
+                            .nseq = b->nseq,
+                            .r = t->lc.r,
+                            .scale = t->scale,
+                            .dropout_p = dropout_p(t, b),
+                            .seed = b->seed,
+                            .ls = &t->ls};
+    return dp_gpu_block_forward(&t->gm, l, x_out, x, s, &st);
 }
 
 /* t->dx: the gradient at the layer's output on entry, at its input on return */
@@ -472,30 +438,14 @@ static int head(dp_gpu_train *t, const dp_batch *b, bool grad, float dloss) {
     return 0;
 }
 
-static int check_batch(const dp_gpu_train *t, const dp_batch *b) {
-    const int V = t->model->cfg.V;
-    if (b->N < 1 || b->N > t->maxN)
-        return dp_fail("GPU training: micro-batch of %d rows; the plan holds %d", b->N, t->maxN);
-    if (b->nseq < 1 || b->cu_seqlens[0] != 0 || b->cu_seqlens[b->nseq] != b->N)
-        return dp_fail("GPU training: cu_seqlens do not cover the micro-batch's %d rows", b->N);
-    for (int s = 0; s < b->nseq; s++)
-        if (b->cu_seqlens[s + 1] < b->cu_seqlens[s])
-            return dp_fail("GPU training: cu_seqlens decrease at sequence %d", s);
-    for (int i = 0; i < b->N; i++)
-        if (b->tokens[i] < 0 || b->tokens[i] >= V || b->targets[i] >= V)
-            return dp_fail("GPU training: row %d: token %d / target %d outside the vocabulary "
-                           "(%d)",
-                           i, b->tokens[i], b->targets[i], V);
-    return 0;
-}
-
 /* The batch uploaded, the forward through every layer and the cross-entropy (with its
  * gradient at the final norm's output when grad). */
 static int forward(dp_gpu_train *t, const dp_batch *b, const gt_batch *gb, bool grad, float dloss) {
     const dp_gpu_ops *ops = t->ops;
     const dp_model_config *c = &t->model->cfg;
     const int N = b->N, C = c->C;
-    if (check_batch(t, b)) return -1;
+    /* both entry points sum a loss: targets are required */
+    if (dp_batch_check(b, c->V, t->maxN, true, "GPU training")) return -1;
     TRY(ops->upload(t->tokens, b->tokens, (size_t)N * 4));
     TRY(ops->upload(t->targets, b->targets, (size_t)N * 4));
     TRY(ops->upload(t->pos, b->pos, (size_t)N * 4));

@@ -1,7 +1,10 @@
 /* SwiGLU forward/backward and inverted dropout, elementwise. Twins of kernels/cpu/swiglu.c and
- * kernels/cpu/dropout.c (the dropout mask comes from the shared Philox in kernels/philox.h). */
+ * kernels/cpu/dropout.c: the dropout mask is drawn through cuRAND's device API (Philox4_32_10),
+ * whose stream kernels/philox.h reproduces bit for bit on the CPU. */
+/* cuRAND's device header first: under EMU it is compiled as host C++ before emu.h's CUDA macros */
+#include <curand_kernel.h>
+
 #include "kernels/cuda/common.cuh"
-#include "kernels/philox.h"
 
 #define SWIGLU_BLOCK 256
 
@@ -26,12 +29,22 @@ __global__ static void swiglu_backward_kernel(T *dgate, T *dup, const T *dout, c
     }
 }
 
+/* Each thread takes groups of 4 elements: element i is draw i of stream (seed, subsequence),
+ * i.e. component i % 4 of curand4 after curand_init(seed, subsequence, i - i % 4), which is
+ * dp_philox_uniform(seed, subsequence, i) on the CPU. */
 __global__ static void dropout_kernel(float *out, const float *inp, size_t n, float p,
                                       uint64_t seed, uint64_t subsequence) {
     float scale = 1.0f / (1.0f - p);
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x)
-        out[i] = dp_philox_uniform(seed, subsequence, i) > p ? inp[i] * scale : 0.0f;
+    size_t groups = (n + 3) / 4;
+    for (size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x; g < groups;
+         g += (size_t)gridDim.x * blockDim.x) {
+        curandStatePhilox4_32_10_t state;
+        curand_init(seed, subsequence, g * 4, &state);
+        float4 u4 = curand_uniform4(&state);
+        float u[4] = {u4.x, u4.y, u4.z, u4.w};
+        for (size_t k = 0, i = g * 4; k < 4 && i < n; k++, i++)
+            out[i] = u[k] > p ? inp[i] * scale : 0.0f;
+    }
 }
 
 extern "C" int DP_CUDA_FN(swiglu_forward)(float *out, const float *gate, const float *up,
@@ -77,8 +90,8 @@ extern "C" int DP_CUDA_FN(dropout_forward)(float *out, const float *inp, size_t 
                                            uint64_t seed, uint64_t subsequence) {
     if (!(p >= 0.0f && p < 1.0f)) return dp_fail("dropout_forward: p=%g must be in [0, 1)", p);
     if (!n) return 0;
-    DP_LAUNCH(dropout_kernel, dp_grid_for(n, SWIGLU_BLOCK), SWIGLU_BLOCK, 0, 0, out, inp, n, p,
-              seed, subsequence);
+    DP_LAUNCH(dropout_kernel, dp_grid_for((n + 3) / 4, SWIGLU_BLOCK), SWIGLU_BLOCK, 0, 0, out, inp,
+              n, p, seed, subsequence);
     CUDA_CHECK_LAUNCH();
     return 0;
 }
