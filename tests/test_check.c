@@ -8,9 +8,9 @@
 
 enum { FAILED_THEN_SKIP, SKIP_CLEAN, NO_CHECK, ONE_FAILED, ALL_PASSED, N_SCENARIOS };
 
-static const char *const scenario_names[] = {
-    "a failed check, then SKIP", "SKIP with no failure", "no check at all",
-    "one failed check of two", "every check passed"};
+static const char *const scenario_names[] = {"a failed check, then SKIP", "SKIP with no failure",
+                                             "no check at all", "one failed check of two",
+                                             "every check passed"};
 
 /* The body of a suite in each scenario; returns main's exit code (or exits through SKIP). */
 static int run_scenario(int s) {
@@ -42,7 +42,8 @@ static int child_status(int s) {
     pid_t pid = fork();
     if (pid < 0) return -1;
     if (pid == 0) {
-        int fd = open("/dev/null", O_WRONLY); /* keep the children's deliberate FAIL lines out of the log */
+        int fd = open("/dev/null",
+                      O_WRONLY); /* keep the children's deliberate FAIL lines out of the log */
         if (fd >= 0) dup2(fd, 2);
         exit(run_scenario(s));
     }
