@@ -38,6 +38,24 @@ if [ -d "$shared/tokenizers/qwen3" ]; then
 else
   echo "  (../shared absent: the qwen3 and llama3 columns are not checked)"
 fi
+# random texts (NULs, every JSON escape, surrogate pairs, U+2028, strings holding NUL before and
+# inside the "text" member) come back byte for byte as Python's json module reads them
+python3 - "$bin" <<'PY' || fail=1
+import json, random, subprocess, sys
+rng = random.Random(7)
+pieces = ["\0", "a", '"', "\\", "/", "\b", "\f", "\n", "\r", "\t", "\x01", "\x1f", "\x7f", "é",
+          "😀", "中", "\u2028", " ", "u0000", "\\u0000", "\ud7ff", "\ue000", "\U0010ffff"]
+texts = ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 12))) for _ in range(3000)]
+lines = [json.dumps({"z": [t, {"k": t}], "text": t} if i % 2 else {"text": t, "n": None},
+                    ensure_ascii=bool(i % 3)) for i, t in enumerate(texts)]
+r = subprocess.run([sys.argv[1], "tokenize", "--model", "tests/fixtures/toy-tokenizer.json",
+                    "--jsonl"], input=("\n".join(lines) + "\n").encode(), capture_output=True)
+out = [json.loads(l)["text"] for l in r.stdout.decode().split("\n") if l]
+bad = r.returncode != 0 or out != texts
+print(f"  round trip: {len(texts)} random texts ({sum(chr(0) in t for t in texts)} with NUL) "
+      f"{'DIFFER: ' + r.stderr.decode()[:200] if bad else 'come back unchanged'}")
+sys.exit(1 if bad else 0)
+PY
 # an object key holding NUL would match another key once cut: refused, naming the line
 printf '{"text":"ok"}\n{"te\\u0000xt":"a","text":"b"}\n' |
   "$bin" tokenize --model tests/fixtures/toy-tokenizer.json --jsonl >/dev/null 2>"$tmp/err"
