@@ -3,6 +3,7 @@
 #include "cmd/commands.h"
 #include "data/chat_format.h"
 #include "data/base/error.h"
+#include "data/base/json.h"
 #include "data/tokenizer.h"
 #include "infer/adapter.h"
 #include "infer/generate.h"
@@ -84,24 +85,14 @@ typedef struct {
     bool probs;
 } reply_ctx;
 
+/* A candidate token's own bytes as `doppel tokenize` shows them: a byte-level fragment of a
+ * character prints as \xNN rather than as U+FFFD. */
 static void print_token_text(const dp_tokenizer *t, int32_t id) {
     size_t len = 0;
     const char *b = dp_tokenizer_token_bytes(t, id, &len);
-    putchar('\'');
-    dp_buf s = {0};
-    dp_tok_stream st = {0};
-    if (b && !dp_tok_stream_feed(&st, t, id, &s)) dp_tok_stream_flush(&st, &s);
-    for (size_t i = 0; i < s.len; i++) {
-        unsigned char ch = (unsigned char)s.data[i];
-        if (ch == '\n')
-            fputs("\\n", stdout);
-        else if (ch == '\t')
-            fputs("\\t", stdout);
-        else
-            putchar(ch);
-    }
-    dp_buf_free(&s);
-    putchar('\'');
+    dp_buf shown = {0};
+    if (!dp_json_append_piece(&shown, b ? b : "", b ? len : 0)) fputs(shown.data, stdout);
+    dp_buf_free(&shown);
 }
 
 static int on_token(void *vctx, int32_t id, const int32_t *top_ids, const float *top_probs,
@@ -149,7 +140,10 @@ static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
     int rc = 0;
     if (dj) {
         rc = dp_adapter_check_base(dj, adapter_dir, cs->model);
-        cJSON *j = rc ? NULL : cJSON_Parse(dj);
+        cJSON *j = NULL;
+        char where[4096];
+        snprintf(where, sizeof where, "%s/doppel.json", adapter_dir);
+        if (!rc) rc = dp_json_parse(dj, strlen(dj), DP_JSON_REFUSE_NUL, where, 1, &j);
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(j, "system_prompt");
         const cJSON *cf = cJSON_GetObjectItemCaseSensitive(j, "chat_format");
         const cJSON *pn = cJSON_GetObjectItemCaseSensitive(j, "persona");

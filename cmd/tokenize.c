@@ -3,6 +3,7 @@
 #include "cmd/commands.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
+#include "data/base/json.h"
 #include "data/tokenizer.h"
 #include "infer/gguf_tokenizer.h"
 
@@ -48,42 +49,11 @@ static int read_stdin(dp_buf *b) {
     return dp_buf_append(b, "", 0);
 }
 
-/* A token's bytes as a JSON-like string; bytes outside complete UTF-8 characters as \xNN. */
-static void print_piece(const char *s, size_t n) {
-    putchar('"');
-    size_t i = 0;
-    while (i < n) {
-        unsigned char c = (unsigned char)s[i];
-        size_t ok = dp_utf8_valid_prefix(s + i, n - i);
-        if (ok == 0) {
-            printf("\\x%02X", c);
-            i++;
-            continue;
-        }
-        for (size_t k = 0; k < ok; k++) {
-            c = (unsigned char)s[i + k];
-            if (c == '"' || c == '\\')
-                printf("\\%c", c);
-            else if (c == '\n')
-                fputs("\\n", stdout);
-            else if (c == '\r')
-                fputs("\\r", stdout);
-            else if (c == '\t')
-                fputs("\\t", stdout);
-            else if (c < 0x20 || c == 0x7F)
-                printf("\\u%04X", c);
-            else
-                putchar(c);
-        }
-        i += ok;
-    }
-    putchar('"');
-}
-
 static int run_jsonl(dp_tokenizer *t) {
     dp_buf in = {0};
     if (read_stdin(&in)) return -1;
     dp_ids ids = {0};
+    dp_buf out = {0};
     int line = 0, rc = 0;
     for (char *p = in.data; p < in.data + in.len && !rc;) {
         char *nl = memchr(p, '\n', (size_t)(in.data + in.len - p));
@@ -93,27 +63,30 @@ static int run_jsonl(dp_tokenizer *t) {
         bool blank = true;
         for (size_t k = 0; k < l && blank; k++) blank = p[k] == ' ' || p[k] == '\t';
         if (!blank) {
-            cJSON *j = cJSON_ParseWithLength(p, l);
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(j, "text");
-            if (!j)
+            cJSON *j = NULL;
+            size_t text_len = 0;
+            /* the text keeps every byte, NULs included: the tokenizer takes a length */
+            if (dp_json_parse(p, l, DP_JSON_KEEP_NUL, "stdin", line, &j)) {
+                rc = -1;
+            } else if (!j) {
                 rc = dp_fail("stdin:%d: not valid JSON", line);
-            else if (!cJSON_IsString(text))
-                rc = dp_fail("stdin:%d: no \"text\" string", line);
-            else {
+            } else {
+                const char *text =
+                    dp_json_bytes(cJSON_GetObjectItemCaseSensitive(j, "text"), &text_len);
                 ids.n = 0;
-                if (dp_tokenizer_encode(t, text->valuestring, strlen(text->valuestring), true,
-                                        &ids))
+                if (!text)
+                    rc = dp_fail("stdin:%d: no \"text\" string", line);
+                else if (dp_tokenizer_encode(t, text, text_len, true, &ids))
                     rc = dp_fail_context("stdin:%d", line);
                 else {
-                    cJSON *o = cJSON_CreateObject();
-                    cJSON_AddStringToObject(o, "text", text->valuestring);
-                    cJSON *arr = cJSON_AddArrayToObject(o, "ids");
-                    for (size_t i = 0; i < ids.n; i++)
-                        cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids.v[i]));
-                    char *s = cJSON_PrintUnformatted(o);
-                    if (s) puts(s);
-                    cJSON_free(s);
-                    cJSON_Delete(o);
+                    out.len = 0;
+                    rc = dp_buf_puts(&out, "{\"text\":") ||
+                         dp_json_append_string(&out, text, text_len) ||
+                         dp_buf_puts(&out, ",\"ids\":[");
+                    for (size_t i = 0; i < ids.n && !rc; i++)
+                        rc = dp_buf_printf(&out, "%s%d", i ? "," : "", (int)ids.v[i]);
+                    if (!rc) rc = dp_buf_puts(&out, "]}\n");
+                    if (!rc) fwrite(out.data, 1, out.len, stdout);
                 }
             }
             cJSON_Delete(j);
@@ -121,6 +94,7 @@ static int run_jsonl(dp_tokenizer *t) {
         p += (nl ? (size_t)(nl - p) : l) + 1;
     }
     dp_ids_free(&ids);
+    dp_buf_free(&out);
     dp_buf_free(&in);
     return rc;
 }
@@ -165,9 +139,13 @@ int dp_cmd_tokenize(int argc, char **argv) {
             for (size_t i = 0; i < ids.n; i++) {
                 size_t l;
                 const char *b = dp_tokenizer_token_bytes(t, ids.v[i], &l);
-                printf("%7d  ", (int)ids.v[i]);
-                print_piece(b, l);
-                putchar('\n');
+                dp_buf shown = {0};
+                if (dp_json_append_piece(&shown, b, l)) {
+                    rc = dp_runtime_error(&dp_tokenize_spec);
+                    break;
+                }
+                printf("%7d  %s\n", (int)ids.v[i], shown.data);
+                dp_buf_free(&shown);
             }
             printf("%zu tokens, %zu bytes (%s; fingerprint %016llx)\n", ids.n, text.len,
                    dp_tokenizer_describe(t), (unsigned long long)dp_tokenizer_fingerprint(t));

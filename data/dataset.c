@@ -2,6 +2,7 @@
  * streaming line reader (cJSON per line) that training iterates. */
 #include "data/dataset.h"
 #include "data/base/error.h"
+#include "data/base/json.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
@@ -30,47 +31,13 @@ int dp_role_parse(const char *name, dp_role *r) {
 
 /* ------------------------------------------------------------------ writer */
 
-static int json_string(dp_buf *b, const char *s, size_t n) {
-    if (dp_buf_append(b, "\"", 1)) return -1;
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\') j++;
-        if (j > i && dp_buf_append(b, s + i, j - i)) return -1;
-        if (j == n) break;
-        char esc[8];
-        unsigned char c = (unsigned char)s[j];
-        switch (c) {
-        case '"':
-            memcpy(esc, "\\\"", 3);
-            break;
-        case '\\':
-            memcpy(esc, "\\\\", 3);
-            break;
-        case '\n':
-            memcpy(esc, "\\n", 3);
-            break;
-        case '\r':
-            memcpy(esc, "\\r", 3);
-            break;
-        case '\t':
-            memcpy(esc, "\\t", 3);
-            break;
-        default:
-            snprintf(esc, sizeof esc, "\\u%04x", c);
-        }
-        if (dp_buf_puts(b, esc)) return -1;
-        i = j + 1;
-    }
-    return dp_buf_append(b, "\"", 1);
-}
-
 int dp_conversation_to_json(const dp_conversation *c, dp_buf *b) {
     if (dp_buf_puts(b, "{\"messages\":[")) return -1;
     for (int i = 0; i < c->n; i++) {
         if ((i && dp_buf_append(b, ",", 1)) || dp_buf_puts(b, "{\"role\":\"") ||
             dp_buf_puts(b, dp_role_name(c->msgs[i].role)) || dp_buf_puts(b, "\",\"content\":") ||
-            json_string(b, c->msgs[i].content, c->msgs[i].len) || dp_buf_append(b, "}", 1))
+            dp_json_append_string(b, c->msgs[i].content, c->msgs[i].len) ||
+            dp_buf_append(b, "}", 1))
             return -1;
     }
     if (dp_buf_append(b, "]", 1)) return -1;
@@ -217,7 +184,9 @@ int dp_dataset_next(dp_dataset_reader *d, dp_conversation *c) {
         while (k < n && (s[k] == ' ' || s[k] == '\t' || s[k] == '\r')) k++;
         if (k == n) continue; /* blank line */
         long long line = (long long)d->line;
-        cJSON *o = cJSON_ParseWithLength(s, n);
+        /* content is handed on as C strings (chat templates, prep): a NUL is refused, not cut */
+        cJSON *o;
+        if (dp_json_parse(s, n, DP_JSON_REFUSE_NUL, d->path, line, &o)) return -1;
         d->cur = o;
         if (!cJSON_IsObject(o))
             return dp_fail("%s:%lld: not a JSON object (expected {\"messages\":[{\"role\":...,"

@@ -2,6 +2,7 @@
  * message object at a time, each parsed by cJSON; the whole file is never one DOM. */
 #include "data/dce_impl.h"
 #include "data/base/error.h"
+#include "data/base/json.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
@@ -162,7 +163,10 @@ static bool system_kind(const char *type) {
 
 static int convert(dp_dce_reader *r, int64_t line, dp_dce_msg *m) {
     dce_json *j = r->js;
-    cJSON *o = cJSON_ParseWithLength(j->obj.data, j->obj.len);
+    /* prep's chunking and anonymization take C strings: a NUL is refused, not cut */
+    cJSON *o;
+    if (dp_json_parse(j->obj.data, j->obj.len, DP_JSON_REFUSE_NUL, r->name, line, &o))
+        return DP_DCE_BAD;
     if (!o || !cJSON_IsObject(o)) {
         cJSON_Delete(o);
         return dp_fail("%s:%lld: malformed JSON in a message object (invalid escape, lone UTF-16 "

@@ -1,6 +1,8 @@
 /* Assertion helpers for the test suites: every failed check prints what was expected, what
  * came out (and the tolerance for floats); check_done() turns the count into the exit code.
- * A suite whose input is unavailable calls SKIP(), which ctest counts as skipped (exit 77). */
+ * A suite whose input is unavailable calls SKIP(), which ctest counts as skipped (exit 77).
+ * Neither may hide a failure: SKIP after a failed check exits 1, and check_done() fails a
+ * suite that ran no check at all (tests/test_check.c proves both). */
 #ifndef DOPPEL_CHECK_H
 #define DOPPEL_CHECK_H
 
@@ -74,11 +76,17 @@ static inline double check_arrays_near(const char *what, const float *expected, 
     return max_diff;
 }
 
+/* Skips the rest of the suite; a check that already failed still fails it. */
 #define SKIP(...)                                                                                  \
     do {                                                                                           \
         fprintf(stderr, "SKIPPED: ");                                                              \
         fprintf(stderr, __VA_ARGS__);                                                              \
         fprintf(stderr, "\n");                                                                     \
+        if (check_failures) {                                                                      \
+            fprintf(stderr, "%d of %d checks FAILED before the skip\n", check_failures,            \
+                    check_count);                                                                  \
+            exit(1);                                                                               \
+        }                                                                                          \
         exit(77);                                                                                  \
     } while (0)
 
@@ -113,6 +121,10 @@ static inline const char *check_smollm2_gguf(void) {
 }
 
 static inline int check_done(void) {
+    if (check_count == 0) {
+        fprintf(stderr, "FAIL: no check ran (a suite that checks nothing proves nothing)\n");
+        return 1;
+    }
     if (check_failures) {
         fprintf(stderr, "%d of %d checks FAILED\n", check_failures, check_count);
         return 1;

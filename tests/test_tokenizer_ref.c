@@ -1,6 +1,9 @@
-/* The tokenizer against real tokenizers (../shared/tokenizers/{qwen3,llama3}): every line of
- * reference-ids.jsonl, the committed corpus fixture encoded by HF `tokenizers`
- * (tests/reference/make_tokenizer_corpus.py), round trips and long runs of one letter. */
+/* The tokenizer against real tokenizers: the committed corpus fixture encoded by HF
+ * `tokenizers` (tests/reference/make_tokenizer_corpus.py), long runs of one letter and clones,
+ * everywhere with the committed cut-down Qwen3 and Llama-3 tokenizers
+ * (tests/fixtures/tokenizers/, tests/reference/make_tokenizer_subsets.py: HF gives them the
+ * corpus's ids), and beside ../shared with the full ones of ../shared/tokenizers/{qwen3,llama3}
+ * (every line of their reference-ids.jsonl too); only that part skips without ../shared. */
 #include "check.h"
 #include "tok_fixture.h"
 #include "data/base/error.h"
@@ -87,30 +90,47 @@ static void check_long_runs(dp_tokenizer *t, const char *name) {
     free(s);
 }
 
-int main(void) {
-    const char *shared = check_shared_dir();
-    if (!shared) SKIP("../shared not found: the reference tokenizers live there");
-    const char *names[] = {"qwen3", "llama3"};
-    for (int k = 0; k < 2; k++) {
-        char path[8192];
-        snprintf(path, sizeof path, "%s/tokenizers/%s", shared, names[k]);
-        clock_t c0 = clock();
-        dp_tokenizer *t = dp_tokenizer_load(path);
-        CHECK_REPORT(t != NULL, "load %s: %s", path, dp_last_error());
-        if (!t) continue;
-        fprintf(stderr, "%s: %s (loaded in %.2f s)\n", names[k], dp_tokenizer_describe(t),
-                (double)(clock() - c0) / CLOCKS_PER_SEC);
-        int n = 0;
-        snprintf(path, sizeof path, "%s/tokenizers/%s/reference-ids.jsonl", shared, names[k]);
-        check_jsonl(t, path, "ids", &n, true);
+/* Loads a tokenizer and checks the corpus fixture (and reference-ids.jsonl when given). */
+static void check_tokenizer(const char *name, const char *path, const char *reference_ids) {
+    clock_t c0 = clock();
+    dp_tokenizer *t = dp_tokenizer_load(path);
+    CHECK_REPORT(t != NULL, "load %s: %s", path, dp_last_error());
+    if (!t) return;
+    fprintf(stderr, "%s (%s): %s (loaded in %.2f s)\n", name, path, dp_tokenizer_describe(t),
+            (double)(clock() - c0) / CLOCKS_PER_SEC);
+    int n = 0;
+    if (reference_ids) {
+        check_jsonl(t, reference_ids, "ids", &n, true);
         fprintf(stderr, "  reference-ids.jsonl: %d lines\n", n);
-        snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer-corpus.jsonl.zst",
-                 DOPPEL_SOURCE_DIR);
-        check_jsonl(t, path, names[k], &n, true);
-        fprintf(stderr, "  tokenizer-corpus fixture: %d lines\n", n);
-        check_long_runs(t, names[k]);
-        check_clones(t, path); /* the corpus fixture's JSON lines, as text */
-        dp_tokenizer_free(t);
+    }
+    char corpus[8192];
+    snprintf(corpus, sizeof corpus, "%s/tests/fixtures/tokenizer-corpus.jsonl.zst",
+             DOPPEL_SOURCE_DIR);
+    check_jsonl(t, corpus, name, &n, true);
+    fprintf(stderr, "  tokenizer-corpus fixture: %d lines\n", n);
+    check_long_runs(t, name);
+    check_clones(t, corpus); /* the corpus fixture's JSON lines, as text */
+    dp_tokenizer_free(t);
+}
+
+int main(void) {
+    const char *names[] = {"qwen3", "llama3"};
+    char path[8192], ref[8192];
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/tests/fixtures/tokenizers/%s.tokenizer.json.zst",
+                 DOPPEL_SOURCE_DIR, names[k]);
+        check_tokenizer(names[k], path, NULL);
+    }
+    const char *shared = check_shared_dir();
+    if (!shared) {
+        fprintf(stderr, "SKIPPED (this part only): ../shared not found: the full reference "
+                        "tokenizers and their reference-ids.jsonl live there\n");
+        return check_done();
+    }
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/tokenizers/%s", shared, names[k]);
+        snprintf(ref, sizeof ref, "%s/tokenizers/%s/reference-ids.jsonl", shared, names[k]);
+        check_tokenizer(names[k], path, ref);
     }
     return check_done();
 }

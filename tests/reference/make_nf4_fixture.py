@@ -3,15 +3,20 @@
 quantize_4bit(quant_type="nf4", compress_statistics=True) makes of them on the CPU (the packed
 codes, the 8-bit absmax codes, the nested absmax, the offset, both code maps and its packed
 quant_state JSON), plus bitsandbytes' dequantize_4bit output. test_nf4 must match the bytes.
+Every value is computed by bitsandbytes' own code; nothing here re-implements a step.
 
-Checked with bitsandbytes 0.50.2 / torch 2.15 (CPU): quantize_4bit runs on the CPU there, through
-bitsandbytes' pure-torch "default" kernel (midpoint buckets). The nested 8-bit step
-(quantize_blockwise of absmax - offset) goes through the native CPU library in that version, whose
-BinSearch lookup does not return the nearest code for small values (0.0 -> code 131 = 2.1e-5; about
-4% of uniform random inputs differ from the nearest code). The fixture's nested codes therefore come
-from bitsandbytes' own default kernel for quantize_blockwise (nearest code by midpoints, run below
-with the same torch operations as bitsandbytes/backends/default/ops.py), and the native library's
-codes are kept as `<case>.native_absmax` so the test can report how far they differ.
+Checked with bitsandbytes 0.50.2 / torch 2.15 on this CPU: everything runs. quantize_4bit has
+only bitsandbytes' portable "default" kernel (backends/default/ops.py: nearest code by midpoints);
+its nested step, quantize_blockwise(absmax - offset, blocksize=256), has a native CPU kernel too
+(libbitsandbytes_cpu, cquantize_blockwise_cpu_fp32), whose binary search does not always return
+the nearest code (0.0 in a group of absmax 3 -> code 131 = 2.1e-5, not 127 = 0.0). Here 2 of the
+724 nested codes differ: many_blocks block 201 (-0.002134 -> -0.001844, not the nearer -0.002406)
+and the one-block case `odd`, whose only value absmax - offset is 0 in a group of absmax 0
+(native: code 0 = -0.99; default: 127 = 0.0). The fixture's nested codes are therefore those of bitsandbytes'
+default kernel, called through the op's own CompositeExplicitAutograd registration (the kernel
+every device without a native one runs) while quantize_4bit runs unchanged; the native library's
+codes are kept as `<case>.native_absmax`, and test_nf4 checks that wherever they differ, doppel's
+code is the nearer one.
 Run by hand: pip install bitsandbytes torch safetensors && python3 tests/reference/make_nf4_fixture.py"""
 import json
 import os
@@ -20,11 +25,25 @@ import bitsandbytes
 import bitsandbytes.functional as F
 import torch
 from safetensors.torch import save_file
+from torch.utils._python_dispatch import TorchDispatchMode
 
 out = os.path.join(os.path.dirname(__file__), "..", "fixtures", "load", "nf4.safetensors")
 g = torch.Generator().manual_seed(20241121)
 nf4 = F.get_4bit_type("nf4", device="cpu")
 mid = [(nf4[i].item() + nf4[i + 1].item()) / 2 for i in range(15)]
+BLOCKWISE = torch.ops.bitsandbytes.quantize_blockwise.default
+DEFAULT_KERNEL = torch._C.DispatchKeySet(torch._C.DispatchKey.CompositeExplicitAutograd)
+
+
+class DefaultBlockwiseKernel(TorchDispatchMode):
+    """Sends bitsandbytes::quantize_blockwise to bitsandbytes' default kernel instead of the
+    native CPU library; every other op runs as usual."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is BLOCKWISE:
+            return func.redispatch(DEFAULT_KERNEL, *args, **(kwargs or {}))
+        return func(*args, **(kwargs or {}))
+
 
 cases = {
     # name: (tensor, blocksize)
@@ -45,35 +64,18 @@ tensors = {}
 meta = {"bitsandbytes": bitsandbytes.__version__, "torch": torch.__version__}
 for name, (x, bs) in cases.items():
     x = x.float().contiguous()
-    q, st = F.quantize_4bit(x, blocksize=bs, compress_statistics=True, quant_type="nf4")
+    q_native, st_native = F.quantize_4bit(x, blocksize=bs, compress_statistics=True, quant_type="nf4")
+    with DefaultBlockwiseKernel():
+        q, st = F.quantize_4bit(x, blocksize=bs, compress_statistics=True, quant_type="nf4")
+    assert torch.equal(q, q_native) and st.offset.item() == st_native.offset.item()
+    # the native kernel leaves an all-zero group's absmax at 0, the default one at 1e-38
+    assert torch.equal(st.state2.absmax.clamp(min=1e-38), st_native.state2.absmax.clamp(min=1e-38))
+    native_absmax = st_native.absmax
     d = st.as_dict(packed=True)
-    native_absmax = d["absmax"].clone()
-    # the nested step with bitsandbytes' default (reference) kernel
-    q0, st0 = F.quantize_4bit(x, blocksize=bs, compress_statistics=False, quant_type="nf4")
-    absmax = st0.absmax
-    offset = absmax.mean()
-    assert torch.equal(q0, q) and offset.item() == st.offset.item()
-    v = (absmax - offset).float()
-    n = v.numel()
-    full = n - n % 256
-    groups = v[:full].reshape(-1, 256)
-    am2 = groups.abs().max(dim=-1)[0]
-    scaled = torch.clamp(groups * (1.0 / am2.clamp(min=1e-38).view(-1, 1)), -1, 1).reshape(-1)
-    if n % 256:
-        am = v[full:].abs().max().clamp(min=1e-38)
-        am2 = torch.cat([am2, am.unsqueeze(0)])
-        scaled = torch.cat([scaled, torch.clamp(v[full:] / am, -1, 1)])
-    code = st.state2.code
-    nested_codes = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2, out_int32=True).to(torch.uint8)
-    assert torch.equal(am2.clamp(min=1e-38), st.state2.absmax.clamp(min=1e-38))
-    d["absmax"] = nested_codes
-    d["nested_absmax"] = am2
-    st.absmax = nested_codes
-    st.state2.absmax = am2
     deq = F.dequantize_4bit(q, st)
-    tensors[f"{name}.native_absmax"] = native_absmax
     print(name, "native CPU nested codes differing from the default kernel:",
-          int((native_absmax != nested_codes).sum()), "of", n)
+          int((native_absmax != st.absmax).sum()), "of", st.absmax.numel())
+    tensors[f"{name}.native_absmax"] = native_absmax
     tensors[f"{name}.input"] = x
     tensors[f"{name}.weight"] = q.reshape(-1).contiguous()
     tensors[f"{name}.absmax"] = d["absmax"]
