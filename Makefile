@@ -15,10 +15,13 @@ build: deps
 	cmake --build $(BUILD) -j$(JOBS)
 
 # The test command: Release build with CUDA (when nvcc is there) + EMU, then ASan/UBSan, then
-# the demo shortened to 2 training steps with both notebooks executed.
+# every libFuzzer target for TEST_FUZZ_SECONDS from its committed corpus, then the demo
+# shortened to 2 training steps with the notebooks executed.
+TEST_FUZZ_SECONDS ?= 20
 test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory test-asan
+	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	DEMO_STEPS=2 DEMO_STRICT=1 DEMO_OUT=$(BUILD)/demo bash tests/demo.sh $(BUILD)/doppel
 
 test-asan: deps
@@ -31,17 +34,15 @@ test-asan: deps
 demo: build
 	bash tests/demo.sh $(BUILD)/doppel
 
-# Bounded libFuzzer runs of every target in tests/fuzz (clang).
+# Bounded libFuzzer runs of every target in tests/fuzz (clang, ASan + UBSan): new inputs go to
+# build-fuzz/corpus-<target>, the committed corpus is read; any crash, leak, timeout or
+# sanitizer report fails the run and leaves the input in build-fuzz/.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	cmake -S . -B build-fuzz -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
 	  -DCMAKE_CXX_COMPILER=clang++ -DDOPPEL_FUZZ=ON -DDOPPEL_CUDA=OFF
-	cmake --build build-fuzz -j$(JOBS)
-	@for f in build-fuzz/fuzz_*; do [ -x "$$f" ] || continue; \
-	  name=$$(basename $$f); corpus=tests/fuzz/corpus/$${name#fuzz_}; mkdir -p build-fuzz/corpus-$$name; \
-	  echo "== $$name ($(FUZZ_SECONDS)s)"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build-fuzz/corpus-$$name $$( [ -d $$corpus ] && echo $$corpus ) || exit 1; \
-	done
+	cmake --build build-fuzz -j$(JOBS) --target fuzzers
+	@bash tests/fuzz/run.sh build-fuzz $(FUZZ_SECONDS)
 
 clean:
 	rm -rf $(BUILD) $(ASAN_BUILD) build-fuzz
