@@ -7,6 +7,7 @@
 #include "train/checkpoint.h"
 #include "train/metrics.h"
 #include "train/grad_gpu.h"
+#include "train/memplan.h"
 #include "train/rng.h"
 
 #include <math.h>
@@ -105,6 +106,15 @@ static int save_ckpt(const dp_train_opts *o, const dp_lora *lora, const float *m
     return dp_checkpoint_save(path, lora, m, v, st, o->config_json);
 }
 
+/* The dropout seed of micro-batch j of step `step`. The first 64 keep the values of the runs
+ * before --grad-accum could exceed 64 (step * 64 + j); later ones draw from their own stream so
+ * they never repeat the next step's. */
+static uint64_t dropout_seed(uint64_t seed, int64_t step, int j) {
+    uint64_t idx = j < 64 ? (uint64_t)step * 64 + (uint64_t)j
+                          : dp_mix64(((uint64_t)step << 32 | (uint64_t)j) ^ 0x6163636d) ^ (1ull << 63);
+    return dp_mix64(seed ^ dp_mix64(idx)) | 1;
+}
+
 /* trained rows of micro-batch k (targets), without filling it */
 static int64_t batch_trained(const dp_token_data *d, const dp_epoch_plan *p, int64_t k) {
     int64_t n = 0;
@@ -135,6 +145,8 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     res->best_step = -1;
     dp_lora *lora = o->lora;
     const int accum = o->grad_accum > 0 ? o->grad_accum : 1;
+    /* one default for both steps and the planner (the steps' own fallbacks are not used) */
+    const int ce_chunk = o->ce_chunk > 0 ? o->ce_chunk : DP_CE_CHUNK_DEFAULT;
     long total = dp_train_total_steps(o);
     if (total < 0) return -1;
     if (total == 0) return dp_fail("the run has no steps (no data, or --max-steps 0)");
@@ -146,7 +158,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     /* the CPU workspace, or (o->gpu) the GPU step's device buffers, created below */
     dp_grad_ws *ws =
         o->gpu ? NULL
-               : dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, o->ce_chunk);
+               : dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, ce_chunk);
     dp_batch_buf bb = {0};
     data_pos dpos = {.o = o, .plan_epoch = -1};
     dp_metrics *mt = NULL;
@@ -175,7 +187,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     }
     if (o->gpu) { /* every device buffer from the memory plan; the (resumed) state uploaded */
         dp_train_shape sh =
-            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, o->ce_chunk);
+            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, ce_chunk);
         sh.recompute = o->recompute;
         if (dp_gpu_train_create(&gt, o->gpu, o->model, lora, &sh) ||
             dp_gpu_train_upload(gt, lora->params, m, v))
@@ -217,27 +229,24 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             stopped = true;
             break;
         }
-        /* the step's micro-batches: count trained rows first, so the loss is the mean over
-         * the whole step, as one big batch would give */
-        int64_t cursors[64], epochs[64], trained = 0;
-        int nmicro = accum < 64 ? accum : 64;
+        /* the step's `accum` micro-batches: count trained rows first (a walk over the same
+         * positions), so the loss is the mean over the whole step, as one big batch would give */
+        int64_t trained = 0;
         dp_train_state peek = st;
-        for (int j = 0; j < nmicro; j++) {
+        for (int j = 0; j < accum; j++) {
             if (next_plan(&dpos, &peek)) goto done;
-            epochs[j] = peek.epoch, cursors[j] = peek.cursor;
             trained += batch_trained(o->train, &dpos.plan, peek.cursor);
             peek.cursor++;
         }
         memset(lora->grads, 0, lora->n * sizeof(float));
         double loss_sum = 0;
         int64_t rows = 0;
-        for (int j = 0; j < nmicro; j++) {
-            st.epoch = epochs[j], st.cursor = cursors[j];
+        for (int j = 0; j < accum; j++) {
             if (next_plan(&dpos, &st) || dp_batch_fill(&bb, o->train, &dpos.plan, st.cursor))
                 goto done;
             double s;
             int64_t nt;
-            uint64_t dseed = dp_mix64(o->seed ^ dp_mix64((uint64_t)st.step * 64 + (uint64_t)j)) | 1;
+            uint64_t dseed = dropout_seed(o->seed, st.step, j);
             if (trained > 0 &&
                 (gt ? dp_gpu_train_grad(gt, &bb.b, 1.0f / (float)trained, dseed, &s, &nt)
                     : dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s,
