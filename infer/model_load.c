@@ -5,18 +5,23 @@
 #include "infer/model_load.h"
 
 #include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/base/progress.h"
 #include "infer/config.h"
 #include "infer/gguf.h"
 #include "infer/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+/* header-only xxHash (XXH3): the ground floor's 64-bit hash, inlined so this needs no link */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 const char *const dp_linear_names[DP_N_LINEAR] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                   "gate_proj", "up_proj", "down_proj"};
@@ -31,6 +36,7 @@ typedef struct {
     dp_nf4 *nf4; /* L * 7 + 1 (the lm_head) */
     int n_nf4;
     dp_q8 lm_q8; /* the lm_head's decode copy (dp_model_lm_head_q8) */
+    char source_fp[17]; /* fingerprint of the source weights (hex), "" when not loaded from files */
 } storage;
 
 /* where tensors come from: a safetensors set (HF names) or a GGUF file (GGUF names) */
@@ -256,6 +262,102 @@ static void names(int layer, int id, char *hf, char *gg, size_t cap, const char 
     snprintf(gg, cap, "blk.%d.%s.%s", layer, gguf_linear[id], what);
 }
 
+/* ------------------------------------------------------------------ source fingerprint */
+
+/* The NF4 file records which weights it was quantized from, so a MODEL/model.nf4.safetensors
+ * left from other weights is not used for the current ones. The fingerprint covers config.json,
+ * every weight file's size and header (names, dtypes, shapes, offsets) and its data: all of it
+ * up to FP_FULL_BYTES, else FP_SAMPLES evenly spaced slices (a few hundred KiB read per file, so
+ * checking a 15 GB model costs milliseconds; a fine-tune changes nearly every tensor, so the
+ * slices see it). */
+#define FP_FULL_BYTES   (1u << 20)
+#define FP_SAMPLES      64
+#define FP_SAMPLE_BYTES 4096
+#define NF4_SOURCE_KEY  "doppel.source_fingerprint"
+
+static void fp_data(XXH3_state_t *h, const unsigned char *p, size_t n) {
+    uint64_t n64 = n;
+    XXH3_64bits_update(h, &n64, sizeof n64);
+    if (n <= FP_FULL_BYTES) {
+        XXH3_64bits_update(h, p, n);
+        return;
+    }
+    size_t step = (n - FP_SAMPLE_BYTES) / (FP_SAMPLES - 1);
+    for (int i = 0; i < FP_SAMPLES; i++) XXH3_64bits_update(h, p + step * i, FP_SAMPLE_BYTES);
+}
+
+/* 16 hex digits into out[17]. 0, or -1 with dp_last_error(). */
+static int source_fingerprint(const char *path, const dp_st_set *st, const dp_gguf *gg,
+                              char out[17]) {
+    XXH3_state_t h;
+    XXH3_64bits_reset(&h);
+    if (st) {
+        char cfg[4200], *text = NULL;
+        size_t len = 0;
+        snprintf(cfg, sizeof cfg, "%s/config.json", path);
+        if (dp_read_file(cfg, &text, &len)) return -1;
+        XXH3_64bits_update(&h, text, len);
+        free(text);
+        for (int i = 0; i < st->n_files; i++) {
+            const dp_safetensors *f = st->files[i];
+            const unsigned char *map = f->map;
+            uint64_t hlen;
+            memcpy(&hlen, map, 8); /* checked by dp_safetensors_open */
+            XXH3_64bits_update(&h, map, 8 + hlen);
+            fp_data(&h, map + 8 + hlen, f->map_size - 8 - hlen);
+        }
+    } else {
+        const unsigned char *map = gg->map;
+        XXH3_64bits_update(&h, map, gg->data_offset); /* metadata and tensor infos */
+        fp_data(&h, map + gg->data_offset, gg->map_size - gg->data_offset);
+    }
+    snprintf(out, 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(&h));
+    return 0;
+}
+
+/* The quantized copy to read the NF4 linears from, or NULL to quantize from the source: the file
+ * --nf4-file names (refused when it was made from other weights) or the default one (passed
+ * over, with a note, when stale). NULL with *failed on an error. */
+static dp_st_set *open_nf4_copy(const char *path, const dp_load_opts *opts, const char *source_fp,
+                                char *nf4path, size_t cap, bool *failed) {
+    *failed = false;
+    if (!opts->nf4 || opts->nf4_fresh) return NULL;
+    if (opts->nf4_file)
+        snprintf(nf4path, cap, "%s", opts->nf4_file);
+    else
+        dp_nf4_default_path(path, nf4path, cap);
+    if (!exists(nf4path)) {
+        if (opts->nf4_file) {
+            dp_fail("%s: no such NF4 file (make one with `doppel quantize`)", nf4path);
+            *failed = true;
+        }
+        return NULL;
+    }
+    dp_st_set *set = dp_st_set_open_file(nf4path);
+    if (!set) {
+        *failed = true;
+        return NULL;
+    }
+    const char *made_from = dp_safetensors_meta(set->files[0], NF4_SOURCE_KEY);
+    if (made_from && !strcmp(made_from, source_fp)) return set;
+    dp_st_set_close(set);
+    const char *why = made_from ? "was quantized from other weights than" : "does not record which "
+                                                                           "weights it came from, "
+                                                                           "so may not match";
+    if (opts->nf4_file) {
+        dp_fail("%s %s %s (quantize them again: `doppel quantize %s --out %s`)", nf4path, why, path,
+                path, nf4path);
+        *failed = true;
+        return NULL;
+    }
+    if (!opts->quiet)
+        fprintf(stderr,
+                "note: %s %s %s: quantizing from the weights instead (`doppel quantize %s` "
+                "refreshes it)\n",
+                nf4path, why, path, path);
+    return NULL;
+}
+
 dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     dp_load_opts opts = {0};
     if (opts_in) opts = *opts_in;
@@ -281,20 +383,12 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
                 path);
         goto fail;
     }
-    /* a quantized copy, when asked for NF4 */
+    if (source_fingerprint(path, src.st, src.gg, stg->source_fp)) goto fail;
+    /* a quantized copy of these weights, when asked for NF4 */
     char nf4path[4096] = "";
-    if (opts.nf4 && !opts.nf4_fresh) {
-        if (opts.nf4_file)
-            snprintf(nf4path, sizeof nf4path, "%s", opts.nf4_file);
-        else
-            dp_nf4_default_path(path, nf4path, sizeof nf4path);
-        if (exists(nf4path)) {
-            if (!(nf4src.st = dp_st_set_open_file(nf4path))) goto fail;
-        } else if (opts.nf4_file) {
-            dp_fail("%s: no such NF4 file (make one with `doppel quantize`)", nf4path);
-            goto fail;
-        }
-    }
+    bool failed;
+    nf4src.st = open_nf4_copy(path, &opts, stg->source_fp, nf4path, sizeof nf4path, &failed);
+    if (failed) goto fail;
     /* tensors other than NF4 linears come from the NF4 file when there is one (it holds them all)
      */
     const source *base = nf4src.st ? &nf4src : &src;
@@ -624,6 +718,8 @@ int dp_model_save_nf4(const dp_model *m, const char *path) {
     }
     if (!rc) rc = dp_st_writer_meta(w, "format", "pt");
     if (!rc) rc = dp_st_writer_meta(w, "doppel.source", m->source ? m->source : "");
+    const storage *stg = m->storage;
+    if (!rc && stg && stg->source_fp[0]) rc = dp_st_writer_meta(w, NF4_SOURCE_KEY, stg->source_fp);
     if (!rc) rc = dp_st_writer_save(w, path);
     dp_st_writer_free(w);
     if (json)
