@@ -262,6 +262,91 @@ static void names(int layer, int id, char *hf, char *gg, size_t cap, const char 
     snprintf(gg, cap, "blk.%d.%s.%s", layer, gguf_linear[id], what);
 }
 
+/* Floats of fp32 weights the arena holds: embeddings, norms, biases, the block linears unless
+ * they are NF4, and an untied lm_head unless it is NF4. */
+static size_t arena_floats(const dp_model_config *c, bool nf4, bool lm_nf4) {
+    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
+    size_t n = V * C + C; /* embed, final norm */
+    for (int l = 0; l < c->L; l++) {
+        n += 2 * C;
+        if (c->qk_norm) n += 2 * D;
+        if (c->qkv_bias) n += (size_t)(c->H + 2 * c->KVH) * D;
+        if (!nf4)
+            for (int id = 0; id < DP_N_LINEAR; id++) {
+                lin_shape s = linear_shape(c, id);
+                n += (size_t)(s.rows * s.cols);
+            }
+    }
+    if (!c->tied_embeddings && !lm_nf4) n += V * C;
+    return n;
+}
+
+/* Where one layer's tensors come from while loading. */
+typedef struct {
+    const dp_model_config *c;
+    const source *base; /* norms and biases: the NF4 file when there is one, else src */
+    const source *src;  /* the model's own weights */
+    dp_st_set *nf4;     /* the quantized copy, or NULL: quantize from src */
+    const dp_load_opts *opts;
+    storage *stg;
+    float *tmp; /* staging for one linear when quantizing */
+} layer_loader;
+
+#define TAKE(k) (*p += (k), *p - (k))
+/* Layer l's norms, biases and linears; its fp32 tensors carved from *p. 0, -1, or -2 when the
+ * NF4 file is at fault (the caller names it). */
+static int load_layer(const layer_loader *ld, int l, dp_layer *ly, float **p) {
+    const size_t C = (size_t)ld->c->C, D = (size_t)ld->c->D;
+    char hf[256], gg[256];
+    ly->attn_norm = TAKE(C);
+    ly->ffn_norm = TAKE(C);
+    snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
+    snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
+    if (fetch(ld->base, hf, gg, ly->attn_norm, ld->c->C, 0, 0)) return -1;
+    snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
+    snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
+    if (fetch(ld->base, hf, gg, ly->ffn_norm, ld->c->C, 0, 0)) return -1;
+    if (ld->c->qk_norm) {
+        ly->q_norm = TAKE(D);
+        ly->k_norm = TAKE(D);
+        snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
+        if (fetch(ld->base, hf, gg, ly->q_norm, ld->c->D, 0, 0)) return -1;
+        snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
+        if (fetch(ld->base, hf, gg, ly->k_norm, ld->c->D, 0, 0)) return -1;
+    }
+    for (int id = 0; id < DP_N_LINEAR; id++) {
+        lin_shape s = linear_shape(ld->c, id);
+        dp_linear *lin = &ly->lin[id];
+        lin->out = (int)s.rows;
+        lin->in = (int)s.cols;
+        if (ld->c->qkv_bias && id <= DP_V) {
+            lin->bias = TAKE((size_t)s.rows);
+            names(l, id, hf, gg, sizeof hf, "bias");
+            /* the GGUF bias of q/k is permuted like its rows (llama only; qwen2 is not) */
+            if (fetch(ld->base, hf, gg, lin->bias, s.rows, 0, 0)) return -1;
+        }
+        names(l, id, hf, gg, sizeof hf, "weight");
+        if (!ld->opts->nf4) {
+            lin->w = TAKE((size_t)(s.rows * s.cols));
+            if (fetch(ld->src, hf, gg, lin->w, s.rows, s.cols, s.permute)) return -1;
+            continue;
+        }
+        dp_nf4 *q = &ld->stg->nf4[l * DP_N_LINEAR + id];
+        lin->nf4 = q;
+        if (ld->nf4) {
+            snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id],
+                     dp_linear_names[id]);
+            if (load_nf4_linear(ld->nf4, hf, q, s.rows, s.cols)) return -2;
+        } else if (fetch(ld->src, hf, gg, ld->tmp, s.rows, s.cols, s.permute) ||
+                   dp_nf4_quantize(q, ld->tmp, s.rows, s.cols, ld->opts->blocksize))
+            return -1;
+    }
+    return 0;
+}
+#undef TAKE
+
 /* ------------------------------------------------------------------ source fingerprint */
 
 /* The NF4 file records which weights it was quantized from, so a MODEL/model.nf4.safetensors
@@ -397,19 +482,8 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
         lm_nf4 = dp_st_set_find(nf4src.st, "lm_head.weight.absmax") != NULL;
     }
     const int L = c->L;
-    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
-    size_t n = V * C + C; /* embed, final norm */
-    for (int l = 0; l < L; l++) {
-        n += 2 * C;
-        if (c->qk_norm) n += 2 * D;
-        if (c->qkv_bias) n += (size_t)(c->H + 2 * c->KVH) * D;
-        if (!opts.nf4)
-            for (int id = 0; id < DP_N_LINEAR; id++) {
-                lin_shape s = linear_shape(c, id);
-                n += (size_t)(s.rows * s.cols);
-            }
-    }
-    if (!c->tied_embeddings && !lm_nf4) n += V * C;
+    const size_t C = (size_t)c->C, V = (size_t)c->V;
+    size_t n = arena_floats(c, opts.nf4, lm_nf4);
     stg->arena = malloc(n * sizeof(float));
     m->layers = dp_calloc((size_t)L, sizeof(dp_layer));
     if (!stg->arena || !m->layers) {
@@ -439,58 +513,15 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     m->final_norm = TAKE(C);
     if (fetch(base, "model.norm.weight", "output_norm.weight", m->final_norm, c->C, 0, 0))
         goto fail;
-    char hf[256], gg[256];
     dp_progress_opts popts = {.quiet = opts.quiet};
     progress = dp_progress_start(opts.nf4 && !nf4src.st ? "loading + NF4" : "loading", L, "layers",
                                  &popts);
+    const layer_loader ld = {c, base, &src, nf4src.st, &opts, stg, tmp};
     for (int l = 0; l < L; l++) {
         dp_progress_update(progress, l);
-        dp_layer *ly = &m->layers[l];
-        ly->attn_norm = TAKE(C);
-        ly->ffn_norm = TAKE(C);
-        snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
-        snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
-        if (fetch(base, hf, gg, ly->attn_norm, c->C, 0, 0)) goto fail;
-        snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
-        snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
-        if (fetch(base, hf, gg, ly->ffn_norm, c->C, 0, 0)) goto fail;
-        if (c->qk_norm) {
-            ly->q_norm = TAKE(D);
-            ly->k_norm = TAKE(D);
-            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
-            snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
-            if (fetch(base, hf, gg, ly->q_norm, c->D, 0, 0)) goto fail;
-            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
-            snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
-            if (fetch(base, hf, gg, ly->k_norm, c->D, 0, 0)) goto fail;
-        }
-        for (int id = 0; id < DP_N_LINEAR; id++) {
-            lin_shape s = linear_shape(c, id);
-            dp_linear *lin = &ly->lin[id];
-            lin->out = (int)s.rows;
-            lin->in = (int)s.cols;
-            if (c->qkv_bias && id <= DP_V) {
-                lin->bias = TAKE((size_t)s.rows);
-                names(l, id, hf, gg, sizeof hf, "bias");
-                /* the GGUF bias of q/k is permuted like its rows (llama only; qwen2 is not) */
-                if (fetch(base, hf, gg, lin->bias, s.rows, 0, 0)) goto fail;
-            }
-            names(l, id, hf, gg, sizeof hf, "weight");
-            if (!opts.nf4) {
-                lin->w = TAKE((size_t)(s.rows * s.cols));
-                if (fetch(&src, hf, gg, lin->w, s.rows, s.cols, s.permute)) goto fail;
-                continue;
-            }
-            dp_nf4 *q = &stg->nf4[l * DP_N_LINEAR + id];
-            lin->nf4 = q;
-            if (nf4src.st) {
-                snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id],
-                         dp_linear_names[id]);
-                if (load_nf4_linear(nf4src.st, hf, q, s.rows, s.cols)) goto fail_nf4;
-            } else if (fetch(&src, hf, gg, tmp, s.rows, s.cols, s.permute) ||
-                       dp_nf4_quantize(q, tmp, s.rows, s.cols, opts.blocksize))
-                goto fail;
-        }
+        int rc = load_layer(&ld, l, &m->layers[l], &p);
+        if (rc == -2) goto fail_nf4;
+        if (rc) goto fail;
     }
     dp_progress_update(progress, L);
     dp_progress_finish(progress);
