@@ -25,7 +25,7 @@
 typedef struct {
     const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text, *device,
         *chat_format, *precision;
-    int64_t max_context, max_tokens, top_k, seed; /* INT64_MIN: not given */
+    int64_t max_context, max_tokens, top_k, seed;     /* INT64_MIN: not given */
     double temperature, top_p, min_p, repeat_penalty; /* NAN: not given */
     bool show_stats, exact_lm_head;
 } chat_options;

@@ -209,7 +209,7 @@ static int apply_config_object(const dp_command_spec *spec, void *values, cJSON 
     for (cJSON *it = obj->child; it; it = it->next) {
         const char *k = it->string;
         if (k[0] == '_') continue; /* "_comment" and friends */
-        if (dp_command_find(k)) { /* a command's section: only this command's own applies */
+        if (dp_command_find(k)) {  /* a command's section: only this command's own applies */
             if (!strcmp(k, spec->name) && cJSON_IsObject(it)) {
                 int rc = apply_config_object(spec, values, it, file);
                 if (rc) return rc;
@@ -340,7 +340,8 @@ static int parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli
 void dp_cli_free(dp_cli *cli) {
     if (cli->spec && cli->values)
         for (const dp_opt *o = cli->spec->opts; o && o->name; o++)
-            if (o->type == DP_OPT_LIST) dp_strlist_free((dp_strlist *)((char *)cli->values + o->offset));
+            if (o->type == DP_OPT_LIST)
+                dp_strlist_free((dp_strlist *)((char *)cli->values + o->offset));
     dp_strlist_free(&cli->args);
     cJSON_Delete(cli->config_json);
     *cli = (dp_cli){0};

@@ -30,14 +30,14 @@ typedef struct {
 typedef struct {
     const char *name; /* long name without dashes: "persona" */
     dp_opt_type type;
-    size_t offset; /* of the field in the command's options struct */
+    size_t offset;       /* of the field in the command's options struct */
     const char *metavar; /* "NAME" in the help text */
     const char *help;    /* one line; the default is appended by the caller's text */
 } dp_opt;
 
 /* A number in help text: "(default " DP_STR(DP_CE_CHUNK_DEFAULT) ")" */
 #define DP_STR_(x) #x
-#define DP_STR(x) DP_STR_(x)
+#define DP_STR(x)  DP_STR_(x)
 
 /* {"persona", DP_OPT_STRING, DP_FIELD(prep_options, persona), "NAME", "..."} */
 #define DP_FIELD(type, field) offsetof(type, field)

@@ -3,11 +3,12 @@
 
 #include <string.h>
 
-#define COMMAND(name) {&dp_##name##_spec, dp_cmd_##name}
+#define COMMAND(name)                                                                              \
+    { &dp_##name##_spec, dp_cmd_##name }
 const dp_command dp_commands[] = {
-    COMMAND(prep), COMMAND(train),    COMMAND(chat), COMMAND(serve),    COMMAND(merge),
-    COMMAND(eval), COMMAND(quantize), COMMAND(plan), COMMAND(tokenize), COMMAND(info),
-    {NULL, NULL},
+    COMMAND(prep),     COMMAND(train), COMMAND(chat),     COMMAND(serve),
+    COMMAND(merge),    COMMAND(eval),  COMMAND(quantize), COMMAND(plan),
+    COMMAND(tokenize), COMMAND(info),  {NULL, NULL},
 };
 
 const dp_command *dp_command_find(const char *name) {

@@ -37,9 +37,8 @@ static const dp_opt opts[] = {
 /* What `plan --config FILE` takes from the file's "train" section: the training run's micro-batch
  * is batch-tokens tokens (max-seq when not given), as `doppel train` plans it. */
 static const dp_config_alias from_train[] = {
-    {"model", "model"},   {"max-seq", "seq"},   {"batch-tokens", "seq"},
-    {"r", "r"},           {"vram", "vram"},     {"ce-chunk", "ce-chunk"},
-    {"no-recompute", "no-recompute"}, {NULL, NULL},
+    {"model", "model"}, {"max-seq", "seq"},       {"batch-tokens", "seq"},          {"r", "r"},
+    {"vram", "vram"},   {"ce-chunk", "ce-chunk"}, {"no-recompute", "no-recompute"}, {NULL, NULL},
 };
 
 const dp_command_spec dp_plan_spec = {

@@ -33,7 +33,8 @@ static const dp_opt opts[] = {
     {"max-turns", DP_OPT_INT, F(max_turns), "N",
      "multi mode: turns per conversation, longer sessions are cut into windows (default 32, "
      "at most 64)"},
-    {"system", DP_OPT_STRING, F(system_text), "TEXT", "a system message first in every conversation"},
+    {"system", DP_OPT_STRING, F(system_text), "TEXT",
+     "a system message first in every conversation"},
     {"anonymize", DP_OPT_FLAG, F(anonymize), NULL,
      "other authors become user1, user2... by first appearance, in labels and @mentions"},
     {"exclude-author", DP_OPT_LIST, F(exclude), "NAME_OR_ID",
@@ -339,10 +340,11 @@ static int prep(const prep_options *po, const dp_cli *cli) {
         for (int i = 0; i < nbad; i++) fprintf(stderr, "  %s\n", bad[i]);
     }
     if (run == 0 && st->conv_train + st->conv_val == 0)
-        run = dp_fail("no conversations: persona \"%s\" has %lld messages kept, but none follows "
-                      "another author's message within a session (%lld sessions, gap %lld s); "
-                      "try a larger --gap or check --persona with --list-authors",
-                      po->persona, (long long)st->kept, (long long)st->sessions, (long long)po->gap);
+        run =
+            dp_fail("no conversations: persona \"%s\" has %lld messages kept, but none follows "
+                    "another author's message within a session (%lld sessions, gap %lld s); "
+                    "try a larger --gap or check --persona with --list-authors",
+                    po->persona, (long long)st->kept, (long long)st->sessions, (long long)po->gap);
     if (run == 0 && st->conv_train == 0)
         run = dp_fail("every conversation went to the validation set; lower --val-fraction");
     if (run) {

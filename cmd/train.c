@@ -31,8 +31,8 @@
 typedef struct {
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
         *persona, *system_override, *device_s;
-    int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps,
-        eval_every, save_every, early_stop, stop_at, ce_chunk, vram;
+    int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
+        save_every, early_stop, stop_at, ce_chunk, vram;
     double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps;
     bool rslora, resume, fp32_base, no_recompute, no_cache;
 } train_options;
@@ -62,7 +62,8 @@ static train_options train_defaults(void) {
 
 #define F(field) DP_FIELD(train_options, field)
 static const dp_opt opts[] = {
-    {"model", DP_OPT_STRING, F(model_path), "M", "base model: Hugging Face directory or .gguf file"},
+    {"model", DP_OPT_STRING, F(model_path), "M",
+     "base model: Hugging Face directory or .gguf file"},
     {"data", DP_OPT_STRING, F(data_path), "FILE", "training conversations (prep's JSONL, .zst ok)"},
     {"val", DP_OPT_STRING, F(val_path), "FILE", "validation conversations (JSONL)"},
     {"out", DP_OPT_STRING, F(out_dir), "DIR",
@@ -78,7 +79,8 @@ static const dp_opt opts[] = {
     {"warmup-steps", DP_OPT_INT, F(warmup_steps), "N", "linear warmup steps (wins over the ratio)"},
     {"warmup-ratio", DP_OPT_DOUBLE, F(warmup_ratio), "F", "warmup as a share of the steps (0.03)"},
     {"weight-decay", DP_OPT_DOUBLE, F(weight_decay), "W", "AdamW decoupled weight decay (0)"},
-    {"max-grad-norm", DP_OPT_DOUBLE, F(max_grad_norm), "G", "clip the global grad norm (1.0; 0 off)"},
+    {"max-grad-norm", DP_OPT_DOUBLE, F(max_grad_norm), "G",
+     "clip the global grad norm (1.0; 0 off)"},
     {"beta1", DP_OPT_DOUBLE, F(beta1), "B", "AdamW beta1 (0.9)"},
     {"beta2", DP_OPT_DOUBLE, F(beta2), "B", "AdamW beta2 (0.999)"},
     {"adam-eps", DP_OPT_DOUBLE, F(adam_eps), "E", "AdamW epsilon (1e-8)"},
@@ -92,12 +94,15 @@ static const dp_opt opts[] = {
      "optimizer steps (wins over --epochs; sets the "
      "schedule's length)"},
     {"seed", DP_OPT_INT, F(seed), "N", "seed of LoRA init, shuffling and dropout (default 42)"},
-    {"eval-every", DP_OPT_INT, F(eval_every), "N", "validation loss every N steps (and at the end)"},
+    {"eval-every", DP_OPT_INT, F(eval_every), "N",
+     "validation loss every N steps (and at the end)"},
     {"early-stop", DP_OPT_INT, F(early_stop), "PATIENCE",
      "stop after PATIENCE evaluations without a better val loss"},
     {"save-every", DP_OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
-    {"resume", DP_OPT_FLAG, F(resume), NULL, "continue from DIR/checkpoint.h5 with the same options"},
-    {"stop-at", DP_OPT_INT, F(stop_at), "STEP", "save a checkpoint at STEP and end, as Ctrl-C does"},
+    {"resume", DP_OPT_FLAG, F(resume), NULL,
+     "continue from DIR/checkpoint.h5 with the same options"},
+    {"stop-at", DP_OPT_INT, F(stop_at), "STEP",
+     "save a checkpoint at STEP and end, as Ctrl-C does"},
     {"chat-format", DP_OPT_STRING, F(format_s), "NAME",
      "chatml or llama3 (default: from the model's template)"},
     {"persona", DP_OPT_STRING, F(persona), "NAME", "persona name recorded in doppel.json"},
@@ -106,13 +111,15 @@ static const dp_opt opts[] = {
     {"fp32-base", DP_OPT_FLAG, F(fp32_base), NULL, "keep the base in fp32 instead of NF4 (LoRA)"},
     {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL,
      "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
-    {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS", "rows of logits at once in the loss (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
+    {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS",
+     "rows of logits at once in the loss (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
     {"device", DP_OPT_STRING, F(device_s), "NAME",
      "auto (CUDA when a device is present), cpu or cuda (default auto)"},
     {"vram", DP_OPT_SIZE, F(vram), "SIZE",
      "GPU memory the run may use (default: the device's); a run the memory plan says will not "
      "fit is refused before loading anything"},
-    {"no-cache", DP_OPT_FLAG, F(no_cache), NULL, "always re-tokenize (do not read or write caches)"},
+    {"no-cache", DP_OPT_FLAG, F(no_cache), NULL,
+     "always re-tokenize (do not read or write caches)"},
     {0},
 };
 #undef F
@@ -326,7 +333,8 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
         !(o->beta2 >= 0 && o->beta2 < 1) || !(o->adam_eps > 0))
         return dp_usage_error(S, "AdamW settings out of range (weight decay >= 0, max grad norm "
                                  ">= 0, betas in [0, 1), epsilon > 0)");
-    if (dp_schedule_parse(o->sched_s, sk)) return dp_usage_error(S, "--schedule: %s", dp_last_error());
+    if (dp_schedule_parse(o->sched_s, sk))
+        return dp_usage_error(S, "--schedule: %s", dp_last_error());
     if (dp_lora_parse_targets(o->targets_s, targets))
         return dp_usage_error(S, "--targets: %s", dp_last_error());
     dp_chat_format fmt;
@@ -356,7 +364,8 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     dp_device dev;
     bool bad_name;
     *gpu = NULL;
-    if (dp_device_select(o->device_s, true, &dev, &bad_name)) return dp_usage_error(S, "%s", dev.why);
+    if (dp_device_select(o->device_s, true, &dev, &bad_name))
+        return dp_usage_error(S, "%s", dev.why);
     if (dev.cpu_fallback && !quiet)
         fprintf(stderr, "train: no CUDA device (%s): training on the CPU\n", dev.cuda.status);
     if (!dev.gpu) return 0;
@@ -401,8 +410,8 @@ typedef struct {
     dp_token_data train, val;
     dp_model *model;
     dp_lora *lora;
-    char *sys_prompt; /* malloc'd */
-    char *meta;       /* doppel.json text before training (cJSON_Print) */
+    char *sys_prompt;  /* malloc'd */
+    char *meta;        /* doppel.json text before training (cJSON_Print) */
     char *config_text; /* cJSON_PrintUnformatted */
     uint64_t tok_fp;
 } train_run;
@@ -471,37 +480,36 @@ static int run_prepare(const train_options *o, unsigned targets, train_run *r, b
 
 static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched_kind sk,
                                   const dp_gpu_ops *gpu, bool quiet) {
-    return (dp_train_opts){
-        .model = r->model,
-        .lora = r->lora,
-        .train = &r->train,
-        .val = o->val_path ? &r->val : NULL,
-        .batch_tokens = o->batch_tokens,
-        .grad_accum = (int)o->grad_accum,
-        .epochs = (int)o->epochs,
-        .max_steps = (long)o->max_steps,
-        .seed = (uint64_t)o->seed,
-        .sched = sk,
-        .lr = o->lr,
-        .warmup_ratio = o->warmup_ratio,
-        .warmup_steps = (long)o->warmup_steps,
-        .adam = {(float)o->beta1, (float)o->beta2, (float)o->adam_eps, (float)o->weight_decay,
-                 (float)o->max_grad_norm},
-        .eval_every = (long)o->eval_every,
-        .save_every = (long)o->save_every,
-        .early_stop = (long)o->early_stop,
-        .stop_at = (long)o->stop_at,
-        .recompute = !o->no_recompute,
-        .ce_chunk = (int)o->ce_chunk,
-        .gpu = gpu,
-        .gpu_bf16 = true,
-        .out_dir = o->out_dir,
-        .config_json = r->config_text,
-        .base_model = o->model_path,
-        .doppel_json = r->meta,
-        .resume = o->resume,
-        .quiet = quiet,
-        .stop_flag = &interrupted};
+    return (dp_train_opts){.model = r->model,
+                           .lora = r->lora,
+                           .train = &r->train,
+                           .val = o->val_path ? &r->val : NULL,
+                           .batch_tokens = o->batch_tokens,
+                           .grad_accum = (int)o->grad_accum,
+                           .epochs = (int)o->epochs,
+                           .max_steps = (long)o->max_steps,
+                           .seed = (uint64_t)o->seed,
+                           .sched = sk,
+                           .lr = o->lr,
+                           .warmup_ratio = o->warmup_ratio,
+                           .warmup_steps = (long)o->warmup_steps,
+                           .adam = {(float)o->beta1, (float)o->beta2, (float)o->adam_eps,
+                                    (float)o->weight_decay, (float)o->max_grad_norm},
+                           .eval_every = (long)o->eval_every,
+                           .save_every = (long)o->save_every,
+                           .early_stop = (long)o->early_stop,
+                           .stop_at = (long)o->stop_at,
+                           .recompute = !o->no_recompute,
+                           .ce_chunk = (int)o->ce_chunk,
+                           .gpu = gpu,
+                           .gpu_bf16 = true,
+                           .out_dir = o->out_dir,
+                           .config_json = r->config_text,
+                           .base_model = o->model_path,
+                           .doppel_json = r->meta,
+                           .resume = o->resume,
+                           .quiet = quiet,
+                           .stop_flag = &interrupted};
 }
 
 static void print_result(const train_options *o, const dp_train_result *res) {
@@ -547,8 +555,8 @@ static int write_summary(const train_options *o, const train_run *r, const dp_tr
 }
 
 /* Loads everything and trains. The exit code. */
-static int train(const train_options *o, dp_sched_kind sk, unsigned targets,
-                 const dp_gpu_ops *gpu, bool quiet) {
+static int train(const train_options *o, dp_sched_kind sk, unsigned targets, const dp_gpu_ops *gpu,
+                 bool quiet) {
     train_run r = {.config = run_config(o)};
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir);

@@ -223,8 +223,8 @@ static int fill_vocab(tok_spec *s, const cJSON *vocab, const cJSON *added, size_
         static const char *const flags[] = {"lstrip", "rstrip", "single_word"};
         for (int i = 0; i < 3; i++)
             if (json_true(e, flags[i]))
-                return dp_fail("%s: added token \"%s\" has %s: true, which is not supported",
-                               name, content->valuestring, flags[i]);
+                return dp_fail("%s: added token \"%s\" has %s: true, which is not supported", name,
+                               content->valuestring, flags[i]);
         if ((int64_t)id->valuedouble > max_id) max_id = (int64_t)id->valuedouble;
     }
     if (max_id < 0) return dp_fail("%s: the vocabulary is empty", name);
@@ -232,8 +232,8 @@ static int fill_vocab(tok_spec *s, const cJSON *vocab, const cJSON *added, size_
     cJSON_ArrayForEach(e, vocab) {
         int32_t id = (int32_t)e->valuedouble;
         if (s->str[id])
-            return dp_fail("%s: id %d is used by two vocab entries (\"%.60s\" and \"%.60s\")",
-                           name, (int)id, s->str[id], e->string);
+            return dp_fail("%s: id %d is used by two vocab entries (\"%.60s\" and \"%.60s\")", name,
+                           (int)id, s->str[id], e->string);
         s->str[id] = e->string;
         s->len[id] = (uint32_t)strlen(e->string);
         s->type[id] = DP_TOKTYPE_NORMAL;

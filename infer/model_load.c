@@ -35,7 +35,7 @@ typedef struct {
     size_t arena_floats;
     dp_nf4 *nf4; /* L * 7 + 1 (the lm_head) */
     int n_nf4;
-    dp_q8 lm_q8; /* the lm_head's decode copy (dp_model_lm_head_q8) */
+    dp_q8 lm_q8;        /* the lm_head's decode copy (dp_model_lm_head_q8) */
     char source_fp[17]; /* fingerprint of the source weights (hex), "" when not loaded from files */
 } storage;
 
@@ -336,8 +336,7 @@ static int load_layer(const layer_loader *ld, int l, dp_layer *ly, float **p) {
         dp_nf4 *q = &ld->stg->nf4[l * DP_N_LINEAR + id];
         lin->nf4 = q;
         if (ld->nf4) {
-            snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id],
-                     dp_linear_names[id]);
+            snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id], dp_linear_names[id]);
             if (load_nf4_linear(ld->nf4, hf, q, s.rows, s.cols)) return -2;
         } else if (fetch(ld->src, hf, gg, ld->tmp, s.rows, s.cols, s.permute) ||
                    dp_nf4_quantize(q, ld->tmp, s.rows, s.cols, ld->opts->blocksize))
@@ -426,9 +425,10 @@ static dp_st_set *open_nf4_copy(const char *path, const dp_load_opts *opts, cons
     const char *made_from = dp_safetensors_meta(set->files[0], NF4_SOURCE_KEY);
     if (made_from && !strcmp(made_from, source_fp)) return set;
     dp_st_set_close(set);
-    const char *why = made_from ? "was quantized from other weights than" : "does not record which "
-                                                                           "weights it came from, "
-                                                                           "so may not match";
+    const char *why = made_from ? "was quantized from other weights than"
+                                : "does not record which "
+                                  "weights it came from, "
+                                  "so may not match";
     if (opts->nf4_file) {
         dp_fail("%s %s %s (quantize them again: `doppel quantize %s --out %s`)", nf4path, why, path,
                 path, nf4path);

@@ -26,11 +26,11 @@ void dp_cuda_query(dp_cuda_info *info);
 typedef enum { DP_DEVICE_AUTO, DP_DEVICE_CPU, DP_DEVICE_CUDA, DP_DEVICE_EMU } dp_device_kind;
 
 typedef struct {
-    dp_device_kind asked;          /* what the name said */
-    const struct dp_gpu_ops *gpu;  /* dp_cuda_ops or dp_emu_ops; NULL: run on the CPU */
-    dp_cuda_info cuda;             /* what the runtime said (queried unless asked was cpu/emu) */
-    bool cpu_fallback;             /* auto found no CUDA device: the CPU, say so once */
-    char why[320];                 /* on failure: what went wrong and what to do, for people */
+    dp_device_kind asked;         /* what the name said */
+    const struct dp_gpu_ops *gpu; /* dp_cuda_ops or dp_emu_ops; NULL: run on the CPU */
+    dp_cuda_info cuda;            /* what the runtime said (queried unless asked was cpu/emu) */
+    bool cpu_fallback;            /* auto found no CUDA device: the CPU, say so once */
+    char why[320];                /* on failure: what went wrong and what to do, for people */
 } dp_device;
 
 /* The backend for --device NAME: "auto" (CUDA when the runtime finds a device, else the CPU),

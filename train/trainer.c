@@ -110,8 +110,9 @@ static int save_ckpt(const dp_train_opts *o, const dp_lora *lora, const float *m
  * before --grad-accum could exceed 64 (step * 64 + j); later ones draw from their own stream so
  * they never repeat the next step's. */
 static uint64_t dropout_seed(uint64_t seed, int64_t step, int j) {
-    uint64_t idx = j < 64 ? (uint64_t)step * 64 + (uint64_t)j
-                          : dp_mix64(((uint64_t)step << 32 | (uint64_t)j) ^ 0x6163636d) ^ (1ull << 63);
+    uint64_t idx = j < 64
+                       ? (uint64_t)step * 64 + (uint64_t)j
+                       : dp_mix64(((uint64_t)step << 32 | (uint64_t)j) ^ 0x6163636d) ^ (1ull << 63);
     return dp_mix64(seed ^ dp_mix64(idx)) | 1;
 }
 
@@ -143,8 +144,8 @@ static int save_adapter(const dp_train_opts *o, const dp_lora *lora, const char 
 typedef struct {
     const dp_train_opts *o;
     dp_lora *lora;
-    long total; /* optimizer steps of the whole run */
-    int accum;  /* micro-batches per step */
+    long total;       /* optimizer steps of the whole run */
+    int accum;        /* micro-batches per step */
     float *m, *v;     /* AdamW moments (host copies when on the GPU) */
     dp_grad_ws *ws;   /* the CPU workspace, or */
     dp_gpu_train *gt; /* the GPU step's device buffers */
