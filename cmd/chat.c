@@ -22,39 +22,57 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text,
-    *device = "auto", *chat_format, *precision = "nf4";
-static int64_t max_context, max_tokens, top_k, seed;
-static double temperature, top_p, min_p, repeat_penalty;
-static bool show_stats, exact_lm_head;
+typedef struct {
+    const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text, *device,
+        *chat_format, *precision;
+    int64_t max_context, max_tokens, top_k, seed;     /* INT64_MIN: not given */
+    double temperature, top_p, min_p, repeat_penalty; /* NAN: not given */
+    bool show_stats, exact_lm_head;
+} chat_options;
+
+static chat_options chat_defaults(void) {
+    return (chat_options){.device = "auto",
+                          .precision = "nf4",
+                          .max_context = 2048,
+                          .max_tokens = 512,
+                          .top_k = INT64_MIN,
+                          .seed = INT64_MIN,
+                          .temperature = NAN,
+                          .top_p = NAN,
+                          .min_p = NAN,
+                          .repeat_penalty = NAN};
+}
+
+#define F(field) DP_FIELD(chat_options, field)
 
 static const dp_opt opts[] = {
-    {"model", DP_OPT_STRING, &model_path, "M", "model: Hugging Face directory or .gguf file"},
-    {"adapter", DP_OPT_STRING, &adapter_dir, "DIR", "LoRA adapter from `doppel train`"},
-    {"system", DP_OPT_STRING, &system_prompt, "TEXT", "system prompt"},
-    {"as", DP_OPT_STRING, &as_name, "NAME", "send your messages as `[NAME]: text` lines"},
-    {"prompt", DP_OPT_STRING, &prompt_text, "TEXT", "answer this one message and exit"},
-    {"max-context", DP_OPT_INT, &max_context, "N",
+    {"model", DP_OPT_STRING, F(model_path), "M", "model: Hugging Face directory or .gguf file"},
+    {"adapter", DP_OPT_STRING, F(adapter_dir), "DIR", "LoRA adapter from `doppel train`"},
+    {"system", DP_OPT_STRING, F(system_prompt), "TEXT", "system prompt"},
+    {"as", DP_OPT_STRING, F(as_name), "NAME", "send your messages as `[NAME]: text` lines"},
+    {"prompt", DP_OPT_STRING, F(prompt_text), "TEXT", "answer this one message and exit"},
+    {"max-context", DP_OPT_INT, F(max_context), "N",
      "context in tokens; older turns are dropped beyond it (default 2048)"},
-    {"max-tokens", DP_OPT_INT, &max_tokens, "N", "longest reply in tokens (default 512)"},
-    {"temperature", DP_OPT_DOUBLE, &temperature, "T", "0 = greedy (default 0.7 or the model's)"},
-    {"top-k", DP_OPT_INT, &top_k, "K", "keep the K most likely tokens, 0 = off (default 40)"},
-    {"top-p", DP_OPT_DOUBLE, &top_p, "P", "nucleus sampling, 1 = off (default 0.9)"},
-    {"min-p", DP_OPT_DOUBLE, &min_p, "P", "drop tokens below P x the best one (default 0.05)"},
-    {"repeat-penalty", DP_OPT_DOUBLE, &repeat_penalty, "X",
+    {"max-tokens", DP_OPT_INT, F(max_tokens), "N", "longest reply in tokens (default 512)"},
+    {"temperature", DP_OPT_DOUBLE, F(temperature), "T", "0 = greedy (default 0.7 or the model's)"},
+    {"top-k", DP_OPT_INT, F(top_k), "K", "keep the K most likely tokens, 0 = off (default 40)"},
+    {"top-p", DP_OPT_DOUBLE, F(top_p), "P", "nucleus sampling, 1 = off (default 0.9)"},
+    {"min-p", DP_OPT_DOUBLE, F(min_p), "P", "drop tokens below P x the best one (default 0.05)"},
+    {"repeat-penalty", DP_OPT_DOUBLE, F(repeat_penalty), "X",
      "penalize the last 64 tokens, 1 = off (default 1.1)"},
-    {"seed", DP_OPT_INT, &seed, "N", "sampling seed (default: from the clock)"},
-    {"device", DP_OPT_STRING, &device, "auto|cpu|cuda",
+    {"seed", DP_OPT_INT, F(seed), "N", "sampling seed (default: from the clock)"},
+    {"device", DP_OPT_STRING, F(device), "auto|cpu|cuda",
      "where to run (default auto: the GPU when there is one)"},
-    {"precision", DP_OPT_STRING, &precision, "nf4|fp32",
+    {"precision", DP_OPT_STRING, F(precision), "nf4|fp32",
      "base weights: NF4 (default) or fp32 as loaded"},
-    {"chat-format", DP_OPT_STRING, &chat_format, "chatml|llama3",
+    {"chat-format", DP_OPT_STRING, F(chat_format), "chatml|llama3",
      "override the format read from the chat template"},
-    {"stats", DP_OPT_FLAG, &show_stats, NULL, "print tokens/s after each reply"},
-    {"exact-lm-head", DP_OPT_FLAG, &exact_lm_head, NULL,
+    {"stats", DP_OPT_FLAG, F(show_stats), NULL, "print tokens/s after each reply"},
+    {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
     {0},
 };
+#undef F
 
 const dp_command_spec dp_chat_spec = {
     .name = "chat",
@@ -118,6 +136,8 @@ static int on_token(void *vctx, int32_t id, const int32_t *top_ids, const float 
 }
 
 typedef struct {
+    const chat_options *opt;
+    const char *format_name; /* --chat-format, else the adapter's, else NULL: the template's */
     dp_model *model;
     dp_tokenizer *tok;
     dp_chat_format format;
@@ -136,6 +156,7 @@ typedef struct {
  * chat format are used unless --system / --chat-format say otherwise (training = chat). */
 static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
     char *dj = NULL;
+    const char *adapter_dir = cs->opt->adapter_dir;
     if (dp_lora_load_peft(adapter_dir, &cs->model->cfg, &cs->lora, &dj)) return -1;
     int rc = 0;
     if (dj) {
@@ -147,10 +168,10 @@ static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
         const cJSON *sp = cJSON_GetObjectItemCaseSensitive(j, "system_prompt");
         const cJSON *cf = cJSON_GetObjectItemCaseSensitive(j, "chat_format");
         const cJSON *pn = cJSON_GetObjectItemCaseSensitive(j, "persona");
-        if (!system_prompt && cJSON_IsString(sp) && !s->system)
+        if (!cs->opt->system_prompt && cJSON_IsString(sp) && !s->system)
             s->system = dp_strdup(sp->valuestring);
-        if (!chat_format && cJSON_IsString(cf))
-            chat_format = cs->chat_format_buf = dp_strdup(cf->valuestring);
+        if (!cs->format_name && cJSON_IsString(cf))
+            cs->format_name = cs->chat_format_buf = dp_strdup(cf->valuestring);
         if (cJSON_IsString(pn) && !quiet)
             fprintf(stderr, "doppel chat: adapter %s (persona %s)\n", adapter_dir, pn->valuestring);
         cJSON_Delete(j);
@@ -162,6 +183,7 @@ static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
 /* Sends the user's line, streams the reply, and records it in the session. */
 static int answer(chat_state *cs, dp_session *s, const char *line) {
     dp_buf msg = {0};
+    const char *as_name = cs->opt->as_name;
     if (as_name && *as_name ? dp_buf_printf(&msg, "[%s]: %s", as_name, line)
                             : dp_buf_puts(&msg, line))
         return -1;
@@ -201,7 +223,7 @@ static int answer(chat_state *cs, dp_session *s, const char *line) {
         rc = dp_session_add(s, "assistant", rc_ctx.text.data ? rc_ctx.text.data : "");
         if (!strcmp(res.finish, "cancelled")) fprintf(stderr, "(stopped)\n");
         if (!strcmp(res.finish, "context")) fprintf(stderr, "(the context is full)\n");
-        if (show_stats)
+        if (cs->opt->show_stats)
             fprintf(stderr,
                     "[prompt %d tokens (%d cached) in %.2f s; %d tokens in %.2f s, %.1f tok/s; "
                     "finish: %s]\n",
@@ -242,7 +264,7 @@ static int repl(chat_state *cs, dp_session *s) {
             snprintf(hist, sizeof hist, "%s/.doppel_history", home);
             read_history(hist);
         }
-        printf("doppel chat: %s (%s). /help for commands, Ctrl-D to leave.\n", model_path,
+        printf("doppel chat: %s (%s). /help for commands, Ctrl-D to leave.\n", cs->opt->model_path,
                dp_chat_format_name(cs->format));
     }
     char *line;
@@ -299,100 +321,96 @@ static int repl(chat_state *cs, dp_session *s) {
     return DP_EXIT_OK;
 }
 
+/* Sampling: defaults < generation_config.json < command line. 0 or the exit code. */
+static int choose_sampling(const chat_options *o, dp_sampler_params *sp) {
+    *sp = dp_sampler_defaults();
+    if (dp_sampler_params_from_generation_config(sp, o->model_path))
+        return dp_runtime_error(&dp_chat_spec);
+    if (!isnan(o->temperature)) sp->temperature = (float)o->temperature;
+    if (!isnan(o->top_p)) sp->top_p = (float)o->top_p;
+    if (!isnan(o->min_p)) sp->min_p = (float)o->min_p;
+    if (!isnan(o->repeat_penalty)) sp->repeat_penalty = (float)o->repeat_penalty;
+    if (o->top_k != INT64_MIN) sp->top_k = (int)o->top_k;
+    sp->seed = o->seed != INT64_MIN ? (uint64_t)o->seed : (uint64_t)time(NULL);
+    if (!(sp->temperature >= 0) || !(sp->top_p > 0 && sp->top_p <= 1) ||
+        !(sp->min_p >= 0 && sp->min_p <= 1) || !(sp->repeat_penalty > 0) || sp->top_k < 0)
+        return dp_usage_error(&dp_chat_spec, "sampling: need temperature >= 0, 0 < top-p <= 1, "
+                                             "0 <= min-p <= 1, repeat-penalty > 0, top-k >= 0");
+    return 0;
+}
+
+static int chat(const chat_options *o, bool quiet);
+
 int dp_cmd_chat(int argc, char **argv) {
+    chat_options o = chat_defaults();
     dp_cli cli;
-    model_path = adapter_dir = system_prompt = as_name = prompt_text = chat_format = NULL;
-    device = "auto";
-    precision = "nf4";
-    max_context = 2048;
-    max_tokens = 512;
-    top_k = seed = INT64_MIN;
-    temperature = top_p = min_p = repeat_penalty = NAN;
-    show_stats = exact_lm_head = false;
-    int rc = dp_cli_parse(&dp_chat_spec, argc, argv, &cli);
+    int rc = dp_cli_parse(&dp_chat_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
-    rc = DP_EXIT_OK;
+    rc = chat(&o, cli.quiet);
+    dp_cli_free(&cli);
+    return rc;
+}
+
+/* Checks the options, loads the model and answers --prompt or runs the REPL. The exit code. */
+static int chat(const chat_options *o, bool quiet) {
+    int rc = DP_EXIT_OK;
     chat_state cs;
     memset(&cs, 0, sizeof cs);
+    cs.opt = o;
+    cs.format_name = o->chat_format;
     dp_session s;
-    dp_session_init(&s, system_prompt);
+    dp_session_init(&s, o->system_prompt);
     bool gen_ok = false, sampler_ok = false;
+    const char *precision = o->precision;
 
-    if (!model_path) {
+    if (!o->model_path) {
         rc = dp_usage_error(&dp_chat_spec, "--model is required (a model directory or .gguf)");
-        goto out;
-    }
-    if (strcmp(device, "auto") && strcmp(device, "cpu") && strcmp(device, "cuda")) {
-        rc = dp_usage_error(&dp_chat_spec, "--device must be auto, cpu or cuda, not '%s'", device);
         goto out;
     }
     if (strcmp(precision, "nf4") && strcmp(precision, "fp32")) {
         rc = dp_usage_error(&dp_chat_spec, "--precision must be nf4 or fp32, not '%s'", precision);
         goto out;
     }
-    if (max_context < 16 || max_context > 1 << 20 || max_tokens < 1 || max_tokens > 1 << 20) {
+    if (o->max_context < 16 || o->max_context > 1 << 20 || o->max_tokens < 1 ||
+        o->max_tokens > 1 << 20) {
         rc = dp_usage_error(&dp_chat_spec, "--max-context must be 16..1048576 and --max-tokens "
                                            "1..1048576");
         goto out;
     }
-    dp_cuda_info cu;
-    dp_cuda_query(&cu);
-    /* auto: the GPU when this binary has CUDA and the machine a device */
-    bool use_gpu = cu.compiled && cu.device_count > 0 && strcmp(device, "cpu");
-    if (!strcmp(device, "cuda") && !use_gpu) {
-        rc = dp_usage_error(&dp_chat_spec, "--device cuda: %s; use --device cpu",
-                            cu.compiled ? cu.status : "this doppel was built without CUDA");
+    /* the same --device names and choice as train (train alone also takes the hidden emu) */
+    dp_device dev;
+    bool bad_name;
+    if (dp_device_select(o->device, false, &dev, &bad_name)) {
+        rc = dp_usage_error(&dp_chat_spec, "%s", dev.why);
         goto out;
     }
+    if ((rc = choose_sampling(o, &cs.sp))) goto out;
 
-    /* sampling: defaults < generation_config.json < command line */
-    cs.sp = dp_sampler_defaults();
-    if (dp_sampler_params_from_generation_config(&cs.sp, model_path)) {
-        rc = dp_runtime_error(&dp_chat_spec);
-        goto out;
-    }
-    if (!isnan(temperature)) cs.sp.temperature = (float)temperature;
-    if (!isnan(top_p)) cs.sp.top_p = (float)top_p;
-    if (!isnan(min_p)) cs.sp.min_p = (float)min_p;
-    if (!isnan(repeat_penalty)) cs.sp.repeat_penalty = (float)repeat_penalty;
-    if (top_k != INT64_MIN) cs.sp.top_k = (int)top_k;
-    cs.sp.seed = seed != INT64_MIN ? (uint64_t)seed : (uint64_t)time(NULL);
-    if (!(cs.sp.temperature >= 0) || !(cs.sp.top_p > 0 && cs.sp.top_p <= 1) ||
-        !(cs.sp.min_p >= 0 && cs.sp.min_p <= 1) || !(cs.sp.repeat_penalty > 0) || cs.sp.top_k < 0) {
-        rc = dp_usage_error(&dp_chat_spec, "sampling: need temperature >= 0, 0 < top-p <= 1, "
-                                           "0 <= min-p <= 1, repeat-penalty > 0, top-k >= 0");
-        goto out;
-    }
-
-    cs.tok = dp_model_tokenizer(model_path);
+    cs.tok = dp_model_tokenizer(o->model_path);
     if (!cs.tok) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
     dp_load_opts lo = {
-        .nf4 = !strcmp(precision, "nf4"), .quiet = cli.quiet, .lm_head_q8 = !exact_lm_head};
-    cs.model = dp_model_load(model_path, &lo);
+        .nf4 = !strcmp(precision, "nf4"), .quiet = quiet, .lm_head_q8 = !o->exact_lm_head};
+    cs.model = dp_model_load(o->model_path, &lo);
     if (!cs.model) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
     const dp_model_config *c = &cs.model->cfg;
-    if (adapter_dir && load_adapter(&cs, &s, cli.quiet)) {
+    if (o->adapter_dir && load_adapter(&cs, &s, quiet)) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    if (dp_chat_format_choose(dp_tokenizer_chat_template(cs.tok), chat_format, &cs.format)) {
+    if (dp_chat_format_choose(dp_tokenizer_chat_template(cs.tok), cs.format_name, &cs.format)) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    cs.max_context = (int)max_context;
+    cs.max_context = (int)o->max_context;
     if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
-    cs.max_tokens = (int)max_tokens;
-#ifdef DOPPEL_HAVE_CUDA
-    const dp_gpu_ops *gpu_ops = use_gpu ? &dp_cuda_ops : NULL;
-#else
-    const dp_gpu_ops *gpu_ops = NULL;
-#endif
+    cs.max_tokens = (int)o->max_tokens;
+    const dp_gpu_ops *gpu_ops = dev.gpu;
     if (gpu_ops ? dp_gen_state_create_gpu(&cs.gen, gpu_ops, cs.model, cs.lora, cs.max_context, true)
                 : dp_gen_state_create(&cs.gen, cs.model, cs.max_context)) {
         rc = dp_runtime_error(&dp_chat_spec);
@@ -413,25 +431,26 @@ int dp_cmd_chat(int argc, char **argv) {
         for (int j = 0; j < cs.n_stop; j++) have |= cs.stop[j] == c->eos_ids[i];
         if (!have) cs.stop[cs.n_stop++] = c->eos_ids[i];
     }
-    if (!cli.quiet && gpu_ops)
+    if (!quiet && gpu_ops)
         fprintf(stderr,
                 "doppel chat: %s, %s weights on %s (%s, bf16 activations); %.1f MiB of device "
                 "memory for %d tokens; temperature %g top-k %d top-p %g min-p %g repeat-penalty "
                 "%g\n",
-                dp_arch_name(c->arch), precision, cu.name, gpu_ops->backend,
+                dp_arch_name(c->arch), precision, dev.cuda.name, gpu_ops->backend,
                 dp_gpu_forward_table(cs.gen.gpu)->total / 1048576.0, cs.max_context,
                 cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
-    else if (!cli.quiet)
+    else if (!quiet)
         fprintf(stderr,
                 "doppel chat: %s, %s weights on the CPU%s; KV cache %.1f MiB for %d tokens, "
                 "activations %.1f MiB; temperature %g top-k %d top-p %g min-p %g repeat-penalty "
                 "%g\n",
-                dp_arch_name(c->arch), precision, cu.compiled ? "" : " (no CUDA in this build)",
+                dp_arch_name(c->arch), precision,
+                dev.asked == DP_DEVICE_CPU || dev.cuda.compiled ? "" : " (no CUDA in this build)",
                 cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context, cs.gen.fwd.act_bytes / 1048576.0,
                 cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
 
-    if (prompt_text) {
-        if (answer(&cs, &s, prompt_text)) rc = dp_runtime_error(&dp_chat_spec);
+    if (o->prompt_text) {
+        if (answer(&cs, &s, o->prompt_text)) rc = dp_runtime_error(&dp_chat_spec);
     } else {
         rc = repl(&cs, &s);
     }
@@ -443,6 +462,5 @@ out:
     dp_model_free(cs.model);
     dp_tokenizer_free(cs.tok);
     dp_session_free(&s);
-    dp_cli_free(&cli);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* Option tables, --help text, and --config JSON merged under the command line. */
 #include "cmd/cli.h"
+#include "cmd/commands.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 
@@ -9,10 +10,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-
-/* The commands a config file may hold sections for (keys naming another command are skipped). */
-static const char *const command_names[] = {"prep", "train",    "chat", "serve",    "merge", "eval",
-                                            "info", "quantize", "plan", "tokenize", NULL};
 
 int dp_strlist_push(dp_strlist *l, const char *s) {
     if (l->n == l->cap) {
@@ -112,10 +109,15 @@ static const dp_opt *find_opt(const dp_command_spec *spec, const char *name, siz
     return NULL;
 }
 
-/* Stores a textual value into an option's destination. */
-static int set_value(const dp_command_spec *spec, const dp_opt *o, const char *v,
+/* Stores a textual value into an option's field of the options struct `values`. */
+static int set_value(const dp_command_spec *spec, const dp_opt *opt, void *values, const char *v,
                      const char *where) {
     char *end;
+    struct {
+        const char *name;
+        dp_opt_type type;
+        void *dest;
+    } o_ = {opt->name, opt->type, (char *)values + opt->offset}, *o = &o_;
     switch (o->type) {
     case DP_OPT_FLAG:
         *(bool *)o->dest = true;
@@ -151,18 +153,65 @@ static int set_value(const dp_command_spec *spec, const dp_opt *o, const char *v
     return DP_EXIT_USAGE;
 }
 
-static int apply_config_object(const dp_command_spec *spec, cJSON *obj, const char *file) {
+/* One config value (a JSON item named k) into option o. */
+static int apply_config_item(const dp_command_spec *spec, const dp_opt *o, void *values,
+                             const cJSON *it, const char *k, const char *where) {
+    char num[64];
+    void *dest = (char *)values + o->offset;
+    int rc = 0;
+    if (o->type == DP_OPT_FLAG) {
+        if (!cJSON_IsBool(it))
+            return dp_usage_error(spec, "%s\"%s\" must be true or false", where, k);
+        *(bool *)dest = cJSON_IsTrue(it);
+    } else if (o->type == DP_OPT_LIST) {
+        if (!cJSON_IsArray(it))
+            return dp_usage_error(spec, "%s\"%s\" must be a list of strings", where, k);
+        for (cJSON *e = it->child; e && !rc; e = e->next) {
+            if (!cJSON_IsString(e))
+                return dp_usage_error(spec, "%s\"%s\" must be a list of strings", where, k);
+            rc = set_value(spec, o, values, e->valuestring, where);
+        }
+    } else if (cJSON_IsString(it)) {
+        rc = set_value(spec, o, values, it->valuestring, where);
+    } else if (cJSON_IsNumber(it)) {
+        snprintf(num, sizeof num, "%.17g", it->valuedouble);
+        rc = set_value(spec, o, values, num, where);
+    } else {
+        return dp_usage_error(spec, "%s\"%s\" has the wrong type", where, k);
+    }
+    return rc;
+}
+
+/* The keys of another command's section this command borrows (spec->borrowed), in table
+ * order, so that e.g. "batch-tokens" wins over "max-seq" wherever they stand in the file. */
+static int apply_borrowed(const dp_command_spec *spec, void *values, const cJSON *root,
+                          const char *where) {
+    const cJSON *sec = cJSON_GetObjectItemCaseSensitive(root, spec->borrowed_section);
+    if (!cJSON_IsObject(sec)) return 0;
+    for (const dp_config_alias *a = spec->borrowed; a->key; a++) {
+        const dp_opt *o = find_opt(spec, a->option, strlen(a->option));
+        if (!o) /* a mistake in the command's table, not the user's */
+            return dp_usage_error(spec, "internal: no option --%s for the borrowed key \"%s\"",
+                                  a->option, a->key);
+        for (const cJSON *it = sec->child; it; it = it->next) {
+            if (!name_eq(it->string, a->key)) continue;
+            int rc = apply_config_item(spec, o, values, it, it->string, where);
+            if (rc) return rc;
+        }
+    }
+    return 0;
+}
+
+static int apply_config_object(const dp_command_spec *spec, void *values, cJSON *obj,
+                               const char *file) {
     char where[600];
     snprintf(where, sizeof where, "%s: ", file);
     for (cJSON *it = obj->child; it; it = it->next) {
         const char *k = it->string;
         if (k[0] == '_') continue; /* "_comment" and friends */
-        bool other_command = false;
-        for (int i = 0; command_names[i]; i++)
-            if (!strcmp(k, command_names[i])) other_command = true;
-        if (other_command) {
+        if (dp_command_find(k)) {  /* a command's section: only this command's own applies */
             if (!strcmp(k, spec->name) && cJSON_IsObject(it)) {
-                int rc = apply_config_object(spec, it, file);
+                int rc = apply_config_object(spec, values, it, file);
                 if (rc) return rc;
             }
             continue;
@@ -171,28 +220,7 @@ static int apply_config_object(const dp_command_spec *spec, cJSON *obj, const ch
         if (!o)
             return dp_usage_error(spec, "%sunknown option \"%s\" for doppel %s", where, k,
                                   spec->name);
-        char num[64];
-        int rc = 0;
-        if (o->type == DP_OPT_FLAG) {
-            if (!cJSON_IsBool(it))
-                return dp_usage_error(spec, "%s\"%s\" must be true or false", where, k);
-            *(bool *)o->dest = cJSON_IsTrue(it);
-        } else if (o->type == DP_OPT_LIST) {
-            if (!cJSON_IsArray(it))
-                return dp_usage_error(spec, "%s\"%s\" must be a list of strings", where, k);
-            for (cJSON *e = it->child; e && !rc; e = e->next) {
-                if (!cJSON_IsString(e))
-                    return dp_usage_error(spec, "%s\"%s\" must be a list of strings", where, k);
-                rc = set_value(spec, o, e->valuestring, where);
-            }
-        } else if (cJSON_IsString(it)) {
-            rc = set_value(spec, o, it->valuestring, where);
-        } else if (cJSON_IsNumber(it)) {
-            snprintf(num, sizeof num, "%.17g", it->valuedouble);
-            rc = set_value(spec, o, num, where);
-        } else {
-            return dp_usage_error(spec, "%s\"%s\" has the wrong type", where, k);
-        }
+        int rc = apply_config_item(spec, o, values, it, k, where);
         if (rc) return rc;
     }
     return 0;
@@ -214,11 +242,25 @@ static int load_config(const dp_command_spec *spec, dp_cli *cli) {
     }
     free(text);
     cli->config_json = root;
-    return apply_config_object(spec, root, cli->config);
+    char where[600];
+    snprintf(where, sizeof where, "%s: ", cli->config);
+    if (spec->borrowed_section) {
+        int rc = apply_borrowed(spec, cli->values, root, where);
+        if (rc) return rc;
+    }
+    return apply_config_object(spec, cli->values, root, cli->config);
 }
 
-int dp_cli_parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli) {
-    *cli = (dp_cli){0};
+static int parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli);
+
+int dp_cli_parse(const dp_command_spec *spec, int argc, char **argv, void *values, dp_cli *cli) {
+    *cli = (dp_cli){.spec = spec, .values = values};
+    int rc = parse(spec, argc, argv, cli);
+    if (rc) dp_cli_free(cli);
+    return rc;
+}
+
+static int parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli) {
     /* First pass: --help and --config, so the config lands under the command line. */
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--")) break;
@@ -265,7 +307,7 @@ int dp_cli_parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli
         if (!o) return dp_usage_error(spec, "unknown option '--%.*s'", (int)nlen, name);
         if (o->type == DP_OPT_FLAG) {
             if (eq) return dp_usage_error(spec, "--%s takes no value", o->name);
-            *(bool *)o->dest = true;
+            *(bool *)((char *)cli->values + o->offset) = true;
             continue;
         }
         const char *v = eq ? eq + 1 : NULL;
@@ -278,11 +320,11 @@ int dp_cli_parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli
         if (o->type == DP_OPT_LIST) {
             int idx = (int)(o - spec->opts);
             if (idx < 64 && !list_from_cli[idx]) {
-                ((dp_strlist *)o->dest)->n = 0;
+                ((dp_strlist *)((char *)cli->values + o->offset))->n = 0;
                 list_from_cli[idx] = true;
             }
         }
-        int rc = set_value(spec, o, v, "");
+        int rc = set_value(spec, o, cli->values, v, "");
         if (rc) return rc;
     }
     if (cli->args.n < spec->min_args)
@@ -296,6 +338,10 @@ int dp_cli_parse(const dp_command_spec *spec, int argc, char **argv, dp_cli *cli
 }
 
 void dp_cli_free(dp_cli *cli) {
+    if (cli->spec && cli->values)
+        for (const dp_opt *o = cli->spec->opts; o && o->name; o++)
+            if (o->type == DP_OPT_LIST)
+                dp_strlist_free((dp_strlist *)((char *)cli->values + o->offset));
     dp_strlist_free(&cli->args);
     cJSON_Delete(cli->config_json);
     *cli = (dp_cli){0};

@@ -1,12 +1,12 @@
-/* The commands of the doppel executable: one file in cmd/ each. */
+/* The commands of the doppel executable, one file in cmd/ each, and the one list of them that
+ * main.c dispatches through, `doppel --help` prints and --config files name sections after. */
 #ifndef DOPPEL_COMMANDS_H
 #define DOPPEL_COMMANDS_H
 
 #include "cmd/cli.h"
-#include "infer/model.h"
 
 typedef struct {
-    const dp_command_spec *spec;
+    const dp_command_spec *spec;       /* name, one-line help, options */
     int (*run)(int argc, char **argv); /* argv[0] is the command name */
 } dp_command;
 
@@ -25,8 +25,10 @@ DP_DECLARE_COMMAND(quantize)
 DP_DECLARE_COMMAND(plan)
 DP_DECLARE_COMMAND(tokenize)
 
-/* A model's config from a HF directory, a config.json or a .gguf, without loading weights
- * (cmd/plan.c; train uses it to refuse a run that will not fit before loading anything). */
-int dp_plan_load_config(dp_model_config *cfg, const char *path);
+/* Every command, in the order `doppel --help` lists them; terminated by {NULL, NULL}. */
+extern const dp_command dp_commands[];
+
+/* The command called `name`, or NULL. */
+const dp_command *dp_command_find(const char *name);
 
 #endif

@@ -13,9 +13,12 @@ const dp_command_spec dp_eval_spec = {
 };
 
 int dp_cmd_eval(int argc, char **argv) {
+    struct {
+        char none; /* no options yet */
+    } o;
     dp_cli cli;
-    int rc = dp_cli_parse(&dp_eval_spec, argc, argv, &cli);
-    if (rc == 0) rc = dp_not_built(&dp_eval_spec, "not yet filed");
+    int rc = dp_cli_parse(&dp_eval_spec, argc, argv, &o, &cli);
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     dp_cli_free(&cli);
-    return rc < 0 ? DP_EXIT_OK : rc;
+    return dp_not_built(&dp_eval_spec, "not yet filed");
 }

@@ -13,9 +13,13 @@
 #include <utf8proc.h>
 #include <zstd.h>
 
-static bool json_out;
+typedef struct {
+    bool json_out;
+} info_options;
+
 static const dp_opt opts[] = {
-    {"json", DP_OPT_FLAG, &json_out, NULL, "print the same facts as one JSON object"},
+    {"json", DP_OPT_FLAG, DP_FIELD(info_options, json_out), NULL,
+     "print the same facts as one JSON object"},
     {0},
 };
 
@@ -29,11 +33,12 @@ const dp_command_spec dp_info_spec = {
 };
 
 int dp_cmd_info(int argc, char **argv) {
+    info_options o = {0};
     dp_cli cli;
-    json_out = false;
-    int rc = dp_cli_parse(&dp_info_spec, argc, argv, &cli);
-    dp_cli_free(&cli);
+    int rc = dp_cli_parse(&dp_info_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    dp_cli_free(&cli); /* no strings kept */
+    const bool json_out = o.json_out;
 
     dp_cuda_info cu;
     dp_cuda_query(&cu);

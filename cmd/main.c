@@ -4,21 +4,13 @@
 #include <stdio.h>
 #include <string.h>
 
-#define COMMAND(name)                                                                              \
-    { &dp_##name##_spec, dp_cmd_##name }
-static const dp_command commands[] = {
-    COMMAND(prep), COMMAND(train),    COMMAND(chat), COMMAND(serve),    COMMAND(merge),
-    COMMAND(eval), COMMAND(quantize), COMMAND(plan), COMMAND(tokenize), COMMAND(info),
-};
-#define N_COMMANDS (int)(sizeof commands / sizeof commands[0])
-
 static void usage(FILE *out) {
     fprintf(out,
             "doppel %s: turn a friend's Discord history into a chatbot that writes like them\n\n"
             "usage: doppel <command> [options]\n\ncommands:\n",
             DOPPEL_VERSION);
-    for (int i = 0; i < N_COMMANDS; i++)
-        fprintf(out, "  %-10s %s\n", commands[i].spec->name, commands[i].spec->summary);
+    for (const dp_command *c = dp_commands; c->spec; c++)
+        fprintf(out, "  %-10s %s\n", c->spec->name, c->spec->summary);
     fprintf(out, "\n`doppel <command> --help` lists a command's options.\n"
                  "Every command also takes --config FILE.json (command-line options win) and "
                  "--quiet.\n");
@@ -38,8 +30,8 @@ int main(int argc, char **argv) {
         printf("doppel %s\n", DOPPEL_VERSION);
         return DP_EXIT_OK;
     }
-    for (int i = 0; i < N_COMMANDS; i++)
-        if (!strcmp(name, commands[i].spec->name)) return commands[i].run(argc - 1, argv + 1);
+    const dp_command *c = dp_command_find(name);
+    if (c) return c->run(argc - 1, argv + 1);
     fprintf(stderr, "doppel: unknown command '%s' (see `doppel --help`)\n", name);
     return DP_EXIT_USAGE;
 }

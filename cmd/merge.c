@@ -14,9 +14,12 @@ const dp_command_spec dp_merge_spec = {
 };
 
 int dp_cmd_merge(int argc, char **argv) {
+    struct {
+        char none; /* no options yet */
+    } o;
     dp_cli cli;
-    int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &cli);
-    if (rc == 0) rc = dp_not_built(&dp_merge_spec, "not yet filed");
+    int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     dp_cli_free(&cli);
-    return rc < 0 ? DP_EXIT_OK : rc;
+    return dp_not_built(&dp_merge_spec, "not yet filed");
 }

@@ -11,25 +11,34 @@
 #include <stdlib.h>
 #include <string.h>
 
-static struct {
+typedef struct {
     const char *model;
     int64_t vram, seq, r, micro_batch, ce_chunk;
     bool lm_head_nf4, no_recompute;
-} o;
+} plan_options;
 
+#define F(field) DP_FIELD(plan_options, field)
 static const dp_opt opts[] = {
-    {"model", DP_OPT_STRING, &o.model, "PATH",
+    {"model", DP_OPT_STRING, F(model), "PATH",
      "HF model directory, config.json or .gguf (required)"},
-    {"vram", DP_OPT_SIZE, &o.vram, "SIZE", "GPU memory to plan for (default 12GB = 12 GiB)"},
-    {"seq", DP_OPT_INT, &o.seq, "N", "tokens per sequence (default 2048)"},
-    {"r", DP_OPT_INT, &o.r, "R", "LoRA rank (default 16; all seven linear modules)"},
-    {"micro-batch", DP_OPT_INT, &o.micro_batch, "B", "sequences per micro-batch (default 1)"},
-    {"ce-chunk", DP_OPT_INT, &o.ce_chunk, "N",
-     "rows of logits per cross-entropy chunk (default 256)"},
-    {"lm-head-nf4", DP_OPT_FLAG, &o.lm_head_nf4, NULL, "quantize an untied lm_head to NF4 too"},
-    {"no-recompute", DP_OPT_FLAG, &o.no_recompute, NULL,
+    {"vram", DP_OPT_SIZE, F(vram), "SIZE", "GPU memory to plan for (default 12GB = 12 GiB)"},
+    {"seq", DP_OPT_INT, F(seq), "N", "tokens per sequence (default 2048)"},
+    {"r", DP_OPT_INT, F(r), "R", "LoRA rank (default 16; all seven linear modules)"},
+    {"micro-batch", DP_OPT_INT, F(micro_batch), "B", "sequences per micro-batch (default 1)"},
+    {"ce-chunk", DP_OPT_INT, F(ce_chunk), "N",
+     "rows of logits per cross-entropy chunk (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
+    {"lm-head-nf4", DP_OPT_FLAG, F(lm_head_nf4), NULL, "quantize an untied lm_head to NF4 too"},
+    {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL,
      "keep every layer's activations (no checkpointing)"},
     {0},
+};
+#undef F
+
+/* What `plan --config FILE` takes from the file's "train" section: the training run's micro-batch
+ * is batch-tokens tokens (max-seq when not given), as `doppel train` plans it. */
+static const dp_config_alias from_train[] = {
+    {"model", "model"}, {"max-seq", "seq"},       {"batch-tokens", "seq"},          {"r", "r"},
+    {"vram", "vram"},   {"ce-chunk", "ce-chunk"}, {"no-recompute", "no-recompute"}, {NULL, NULL},
 };
 
 const dp_command_spec dp_plan_spec = {
@@ -44,43 +53,18 @@ const dp_command_spec dp_plan_spec = {
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
+    .borrowed_section = "train",
+    .borrowed = from_train,
 };
-
-/* PATH is a model directory, a config.json, or a .gguf (its metadata). */
-int dp_plan_load_config(dp_model_config *cfg, const char *path) {
-    size_t n = strlen(path);
-    if (n > 5 && !strcmp(path + n - 5, ".gguf")) {
-        dp_gguf *g = dp_gguf_open(path);
-        if (!g) return -1;
-        int rc = dp_config_from_gguf(cfg, g);
-        dp_gguf_close(g);
-        return rc;
-    }
-    if (n > 5 && !strcmp(path + n - 5, ".json")) {
-        char *text;
-        size_t len;
-        if (dp_read_file(path, &text, &len)) return -1;
-        int rc = dp_config_from_json(cfg, text, len, path);
-        free(text);
-        return rc;
-    }
-    return dp_config_load_dir(cfg, path);
-}
 
 static double mib(uint64_t b) {
     return (double)b / (1024.0 * 1024.0);
 }
 
-int dp_cmd_plan(int argc, char **argv) {
-    memset(&o, 0, sizeof o);
+/* Prints the plan; 0 or the exit code. The strings of o live until the caller's dp_cli_free. */
+static int plan(const plan_options *opt) {
+    plan_options o = *opt;
     dp_train_shape shape = dp_train_shape_default();
-    o.vram = 12ll << 30;
-    o.seq = shape.seq, o.r = shape.r, o.micro_batch = shape.micro_batch,
-    o.ce_chunk = shape.ce_chunk;
-    dp_cli cli;
-    int rc = dp_cli_parse(&dp_plan_spec, argc, argv, &cli);
-    dp_cli_free(&cli);
-    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     if (!o.model) return dp_usage_error(&dp_plan_spec, "--model is required");
     if (o.seq <= 0 || o.r <= 0 || o.micro_batch <= 0 || o.ce_chunk <= 0 || o.seq > (1 << 22) ||
         o.r > 4096 || o.micro_batch > 4096)
@@ -91,7 +75,7 @@ int dp_cmd_plan(int argc, char **argv) {
     shape.recompute = !o.no_recompute;
 
     dp_model_config cfg;
-    if (dp_plan_load_config(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
+    if (dp_config_load_path(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
     dp_memplan plan;
     if (dp_memplan_build(&plan, &cfg, &shape)) return dp_runtime_error(&dp_plan_spec);
 
@@ -124,4 +108,19 @@ int dp_cmd_plan(int argc, char **argv) {
                                                                                       : "memory");
     dp_memplan_free(&plan);
     return DP_EXIT_OK;
+}
+
+int dp_cmd_plan(int argc, char **argv) {
+    dp_train_shape shape = dp_train_shape_default();
+    plan_options o = {.vram = 12ll << 30,
+                      .seq = shape.seq,
+                      .r = shape.r,
+                      .micro_batch = shape.micro_batch,
+                      .ce_chunk = shape.ce_chunk};
+    dp_cli cli;
+    int rc = dp_cli_parse(&dp_plan_spec, argc, argv, &o, &cli);
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    rc = plan(&o); /* o.model may point into the config: the cli is freed after */
+    dp_cli_free(&cli);
+    return rc;
 }

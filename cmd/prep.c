@@ -12,49 +12,54 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *persona, *out_path, *mode_name, *system_text, *stats_path;
-static int64_t gap, max_turns, max_context_lines, min_reply_chars, seed, preview;
-static double val_fraction;
-static bool anonymize, keep_system, dedupe, lenient, list_authors, force_sort;
-static dp_strlist exclude;
+typedef struct {
+    const char *persona, *out_path, *mode_name, *system_text, *stats_path;
+    int64_t gap, max_turns, max_context_lines, min_reply_chars, seed, preview;
+    double val_fraction;
+    bool anonymize, keep_system, dedupe, lenient, list_authors, force_sort;
+    dp_strlist exclude;
+} prep_options;
 
+#define F(field) DP_FIELD(prep_options, field)
 static const dp_opt opts[] = {
-    {"persona", DP_OPT_STRING, &persona, "NAME_OR_ID",
+    {"persona", DP_OPT_STRING, F(persona), "NAME_OR_ID",
      "whose replies become the assistant turns: a name (every id that used it) or an author id"},
-    {"out", DP_OPT_STRING, &out_path, "PATH",
+    {"out", DP_OPT_STRING, F(out_path), "PATH",
      "output JSONL (a .zst suffix compresses); validation sessions go to PATH.val.jsonl"},
-    {"gap", DP_OPT_INT, &gap, "SECONDS", "silence that starts a new session (default 300)"},
-    {"mode", DP_OPT_STRING, &mode_name, "reply|multi",
+    {"gap", DP_OPT_INT, F(gap), "SECONDS", "silence that starts a new session (default 300)"},
+    {"mode", DP_OPT_STRING, F(mode_name), "reply|multi",
      "reply: one sample per persona run (default); multi: each session one multi-turn "
      "conversation"},
-    {"max-turns", DP_OPT_INT, &max_turns, "N",
+    {"max-turns", DP_OPT_INT, F(max_turns), "N",
      "multi mode: turns per conversation, longer sessions are cut into windows (default 32, "
      "at most 64)"},
-    {"system", DP_OPT_STRING, &system_text, "TEXT", "a system message first in every conversation"},
-    {"anonymize", DP_OPT_FLAG, &anonymize, NULL,
+    {"system", DP_OPT_STRING, F(system_text), "TEXT",
+     "a system message first in every conversation"},
+    {"anonymize", DP_OPT_FLAG, F(anonymize), NULL,
      "other authors become user1, user2... by first appearance, in labels and @mentions"},
-    {"exclude-author", DP_OPT_LIST, &exclude, "NAME_OR_ID",
+    {"exclude-author", DP_OPT_LIST, F(exclude), "NAME_OR_ID",
      "drop this author's messages (repeatable; bots)"},
-    {"keep-system-messages", DP_OPT_FLAG, &keep_system, NULL,
+    {"keep-system-messages", DP_OPT_FLAG, F(keep_system), NULL,
      "keep DCE system messages (\"Pinned a message.\") as user lines"},
-    {"max-context-lines", DP_OPT_INT, &max_context_lines, "N",
+    {"max-context-lines", DP_OPT_INT, F(max_context_lines), "N",
      "keep only the last N user lines before a reply (default: all)"},
-    {"min-reply-chars", DP_OPT_INT, &min_reply_chars, "N",
+    {"min-reply-chars", DP_OPT_INT, F(min_reply_chars), "N",
      "drop samples whose assistant turn has fewer characters"},
-    {"dedupe", DP_OPT_FLAG, &dedupe, NULL, "drop conversations identical to an earlier one"},
-    {"val-fraction", DP_OPT_DOUBLE, &val_fraction, "F",
+    {"dedupe", DP_OPT_FLAG, F(dedupe), NULL, "drop conversations identical to an earlier one"},
+    {"val-fraction", DP_OPT_DOUBLE, F(val_fraction), "F",
      "share of whole sessions for validation (default 0.05; 0 writes no val file)"},
-    {"seed", DP_OPT_INT, &seed, "N", "seed of the train/val split (default 0)"},
-    {"preview", DP_OPT_INT, &preview, "N", "print N written conversations as ChatML text"},
-    {"stats", DP_OPT_STRING, &stats_path, "PATH.json", "write the run's statistics as JSON"},
-    {"list-authors", DP_OPT_FLAG, &list_authors, NULL,
+    {"seed", DP_OPT_INT, F(seed), "N", "seed of the train/val split (default 0)"},
+    {"preview", DP_OPT_INT, F(preview), "N", "print N written conversations as ChatML text"},
+    {"stats", DP_OPT_STRING, F(stats_path), "PATH.json", "write the run's statistics as JSON"},
+    {"list-authors", DP_OPT_FLAG, F(list_authors), NULL,
      "list id, names, message count, first and last date of every author, then stop"},
-    {"lenient", DP_OPT_FLAG, &lenient, NULL,
+    {"lenient", DP_OPT_FLAG, F(lenient), NULL,
      "skip malformed records (counted, the first ten shown) instead of stopping"},
-    {"sort-in-memory", DP_OPT_FLAG, &force_sort, NULL,
+    {"sort-in-memory", DP_OPT_FLAG, F(force_sort), NULL,
      "always collect and sort the whole export in memory (for comparison; slower)"},
     {0},
 };
+#undef F
 
 const dp_command_spec dp_prep_spec = {
     .name = "prep",
@@ -72,15 +77,8 @@ const dp_command_spec dp_prep_spec = {
     .max_args = -1,
 };
 
-static void set_defaults(void) {
-    persona = out_path = system_text = stats_path = NULL;
-    mode_name = "reply";
-    gap = 300;
-    max_turns = 32;
-    max_context_lines = min_reply_chars = seed = preview = 0;
-    val_fraction = 0.05;
-    anonymize = keep_system = dedupe = lenient = list_authors = force_sort = false;
-    exclude = (dp_strlist){0};
+static prep_options prep_defaults(void) {
+    return (prep_options){.mode_name = "reply", .gap = 300, .max_turns = 32, .val_fraction = 0.05};
 }
 
 /* train.jsonl -> train.val.jsonl, train.jsonl.zst -> train.val.jsonl.zst, x -> x.val */
@@ -156,10 +154,10 @@ static void add_pct(cJSON *o, const char *name, const double v[4]) {
     cJSON_AddNumberToObject(x, "max", v[3]);
 }
 
-static int write_stats(const char *path, const dp_prep_stats *st, double seconds,
-                       const sink_ctx *s) {
+static int write_stats(const prep_options *po, const char *path, const dp_prep_stats *st,
+                       double seconds, const sink_ctx *s) {
     cJSON *o = cJSON_CreateObject();
-    cJSON_AddStringToObject(o, "persona", persona);
+    cJSON_AddStringToObject(o, "persona", po->persona);
     cJSON_AddNumberToObject(o, "persona_ids", (double)st->persona_ids);
     cJSON_AddNumberToObject(o, "files", (double)st->files);
     cJSON_AddNumberToObject(o, "input_bytes", (double)st->input_bytes);
@@ -176,8 +174,8 @@ static int write_stats(const char *path, const dp_prep_stats *st, double seconds
     cJSON_AddStringToObject(o, "order", st->order ? st->order : "");
     cJSON_AddNumberToObject(o, "restarts", st->restarts);
     cJSON_AddNumberToObject(o, "sessions", (double)st->sessions);
-    cJSON_AddNumberToObject(o, "gap_seconds", (double)gap);
-    cJSON_AddStringToObject(o, "mode", mode_name);
+    cJSON_AddNumberToObject(o, "gap_seconds", (double)po->gap);
+    cJSON_AddStringToObject(o, "mode", po->mode_name);
     cJSON *c = cJSON_AddObjectToObject(o, "conversations");
     cJSON_AddNumberToObject(c, "train", (double)st->conv_train);
     cJSON_AddNumberToObject(c, "val", (double)st->conv_val);
@@ -201,7 +199,8 @@ static int write_stats(const char *path, const dp_prep_stats *st, double seconds
     return rc;
 }
 
-static void print_summary(const dp_prep_stats *st, double seconds, const sink_ctx *s) {
+static void print_summary(const prep_options *po, const dp_prep_stats *st, double seconds,
+                          const sink_ctx *s) {
     double mb = (double)st->input_bytes / 1e6;
     fprintf(stderr,
             "prep: %lld file%s, %.1f MB, %lld rows in %.2f s (%.0f MB/s, %.0f rows/s)\n"
@@ -216,7 +215,7 @@ static void print_summary(const dp_prep_stats *st, double seconds, const sink_ct
             seconds > 0 ? mb / seconds : 0, seconds > 0 ? (double)st->rows / seconds : 0,
             (long long)st->kept, (long long)st->dropped_empty, (long long)st->dropped_system,
             (long long)st->dropped_excluded, (long long)st->malformed, st->order,
-            (long long)st->sessions, (long long)gap, persona, (long long)st->persona_ids,
+            (long long)st->sessions, (long long)po->gap, po->persona, (long long)st->persona_ids,
             st->persona_ids == 1 ? "" : "s", (long long)st->conv_train, s->train_path,
             (long long)st->conv_val, s->val_path ? " -> " : "", s->val_path ? s->val_path : "",
             (long long)st->persona_messages, (long long)st->persona_runs_no_context,
@@ -239,72 +238,78 @@ static int print_preview(const char *path, int64_t n) {
     return rc < 0 ? -1 : 0;
 }
 
+static int prep(const prep_options *po, const dp_cli *cli);
+
 int dp_cmd_prep(int argc, char **argv) {
-    const dp_command_spec *spec = &dp_prep_spec;
+    prep_options po = prep_defaults();
     dp_cli cli;
-    set_defaults();
-    int rc = dp_cli_parse(spec, argc, argv, &cli);
-    if (rc) {
-        dp_cli_free(&cli);
-        dp_strlist_free(&exclude);
-        return rc < 0 ? DP_EXIT_OK : rc;
-    }
+    int rc = dp_cli_parse(&dp_prep_spec, argc, argv, &po, &cli);
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    rc = prep(&po, &cli);
+    dp_cli_free(&cli); /* with po's lists */
+    return rc;
+}
+
+/* The exit code. */
+static int prep(const prep_options *po, const dp_cli *cli) {
+    const dp_command_spec *spec = &dp_prep_spec;
+    int rc = DP_EXIT_OK;
     dp_prep *p = NULL;
     sink_ctx s = {0};
     dp_prep_opts o;
     dp_prep_opts_default(&o);
-    if (cli.args.n < 1) {
+    if (cli->args.n < 1) {
         rc = dp_usage_error(spec, "no export given: %s", spec->usage);
         goto done;
     }
-    if (strcmp(mode_name, "reply") && strcmp(mode_name, "multi")) {
-        rc = dp_usage_error(spec, "--mode must be reply or multi, not '%s'", mode_name);
+    if (strcmp(po->mode_name, "reply") && strcmp(po->mode_name, "multi")) {
+        rc = dp_usage_error(spec, "--mode must be reply or multi, not '%s'", po->mode_name);
         goto done;
     }
-    if (gap < 1 || max_turns < 2 || max_turns > 64 || max_context_lines < 0 ||
-        min_reply_chars < 0 || preview < 0) {
+    if (po->gap < 1 || po->max_turns < 2 || po->max_turns > 64 || po->max_context_lines < 0 ||
+        po->min_reply_chars < 0 || po->preview < 0) {
         rc = dp_usage_error(spec, "--gap must be >= 1, --max-turns 2..64, and --max-context-lines,"
                                   " --min-reply-chars, --preview >= 0");
         goto done;
     }
-    if (!(val_fraction >= 0 && val_fraction < 1)) {
-        rc = dp_usage_error(spec, "--val-fraction must be in [0, 1), not %g", val_fraction);
+    if (!(po->val_fraction >= 0 && po->val_fraction < 1)) {
+        rc = dp_usage_error(spec, "--val-fraction must be in [0, 1), not %g", po->val_fraction);
         goto done;
     }
-    o.persona = persona;
-    o.gap_seconds = gap;
-    o.mode = strcmp(mode_name, "multi") ? DP_CHUNK_REPLY : DP_CHUNK_MULTI;
-    o.max_turns = (int)max_turns;
-    o.system = system_text;
-    o.anonymize = anonymize;
-    o.keep_system = keep_system;
-    o.dedupe = dedupe;
-    o.lenient = lenient;
-    o.exclude = exclude.items;
-    o.n_exclude = exclude.n;
-    o.max_context_lines = (int)max_context_lines;
-    o.min_reply_chars = (int)min_reply_chars;
-    o.val_fraction = val_fraction;
-    o.seed = (uint64_t)seed;
-    o.force_sort = force_sort;
+    o.persona = po->persona;
+    o.gap_seconds = po->gap;
+    o.mode = strcmp(po->mode_name, "multi") ? DP_CHUNK_REPLY : DP_CHUNK_MULTI;
+    o.max_turns = (int)po->max_turns;
+    o.system = po->system_text;
+    o.anonymize = po->anonymize;
+    o.keep_system = po->keep_system;
+    o.dedupe = po->dedupe;
+    o.lenient = po->lenient;
+    o.exclude = po->exclude.items;
+    o.n_exclude = po->exclude.n;
+    o.max_context_lines = (int)po->max_context_lines;
+    o.min_reply_chars = (int)po->min_reply_chars;
+    o.val_fraction = po->val_fraction;
+    o.seed = (uint64_t)po->seed;
+    o.force_sort = po->force_sort;
     if (!(p = dp_prep_create(&o))) {
         rc = dp_runtime_error(spec);
         goto done;
     }
-    const char *const *paths = cli.args.items;
-    if (list_authors) {
-        if (dp_prep_scan_authors(p, paths, cli.args.n))
+    const char *const *paths = cli->args.items;
+    if (po->list_authors) {
+        if (dp_prep_scan_authors(p, paths, cli->args.n))
             rc = dp_runtime_error(spec);
         else
             print_authors(p);
         goto done;
     }
-    if (!persona || !out_path) {
+    if (!po->persona || !po->out_path) {
         rc = dp_usage_error(spec, "--persona and --out are required (see --list-authors)");
         goto done;
     }
-    s.train_path = out_path;
-    if (val_fraction > 0 && !(s.val_path = val_path_for(out_path))) {
+    s.train_path = po->out_path;
+    if (po->val_fraction > 0 && !(s.val_path = val_path_for(po->out_path))) {
         rc = dp_runtime_error(spec);
         goto done;
     }
@@ -313,17 +318,17 @@ int dp_cmd_prep(int argc, char **argv) {
         goto done;
     }
     int64_t total = 0;
-    for (int i = 0; i < cli.args.n; i++) {
+    for (int i = 0; i < cli->args.n; i++) {
         FILE *f = fopen(paths[i], "rb");
         if (f && !fseek(f, 0, SEEK_END)) total += ftell(f);
         if (f) fclose(f);
     }
     /* a few seconds of work or less needs no meter */
-    dp_progress_opts po = {.quiet = cli.quiet || total < 50 * 1000000};
-    dp_progress *bar = dp_progress_start("prep", total / 1000000, "MB", &po);
+    dp_progress_opts meter = {.quiet = cli->quiet || total < 50 * 1000000};
+    dp_progress *bar = dp_progress_start("prep", total / 1000000, "MB", &meter);
     dp_prep_on_progress(p, on_progress, bar);
     double t0 = dp_now_seconds();
-    int run = dp_prep_run(p, paths, cli.args.n, sink_write, sink_reset, &s);
+    int run = dp_prep_run(p, paths, cli->args.n, sink_write, sink_reset, &s);
     double seconds = dp_now_seconds() - t0;
     dp_progress_finish(bar);
     const dp_prep_stats *st = dp_prep_get_stats(p);
@@ -335,10 +340,11 @@ int dp_cmd_prep(int argc, char **argv) {
         for (int i = 0; i < nbad; i++) fprintf(stderr, "  %s\n", bad[i]);
     }
     if (run == 0 && st->conv_train + st->conv_val == 0)
-        run = dp_fail("no conversations: persona \"%s\" has %lld messages kept, but none follows "
-                      "another author's message within a session (%lld sessions, gap %lld s); "
-                      "try a larger --gap or check --persona with --list-authors",
-                      persona, (long long)st->kept, (long long)st->sessions, (long long)gap);
+        run =
+            dp_fail("no conversations: persona \"%s\" has %lld messages kept, but none follows "
+                    "another author's message within a session (%lld sessions, gap %lld s); "
+                    "try a larger --gap or check --persona with --list-authors",
+                    po->persona, (long long)st->kept, (long long)st->sessions, (long long)po->gap);
     if (run == 0 && st->conv_train == 0)
         run = dp_fail("every conversation went to the validation set; lower --val-fraction");
     if (run) {
@@ -354,12 +360,12 @@ int dp_cmd_prep(int argc, char **argv) {
         rc = dp_runtime_error(spec);
         goto done;
     }
-    print_summary(st, seconds, &s);
-    if (stats_path && write_stats(stats_path, st, seconds, &s)) {
+    print_summary(po, st, seconds, &s);
+    if (po->stats_path && write_stats(po, po->stats_path, st, seconds, &s)) {
         rc = dp_runtime_error(spec);
         goto done;
     }
-    if (preview > 0 && print_preview(out_path, preview)) {
+    if (po->preview > 0 && print_preview(po->out_path, po->preview)) {
         rc = dp_runtime_error(spec);
         goto done;
     }
@@ -368,7 +374,5 @@ done:
     sink_abort(&s);
     free(s.val_path);
     dp_prep_destroy(p);
-    dp_cli_free(&cli);
-    dp_strlist_free(&exclude);
     return rc;
 }

@@ -7,15 +7,20 @@
 #include <stdio.h>
 #include <time.h>
 
-static const char *out_path;
-static int64_t blocksize;
-static bool lm_head;
+typedef struct {
+    const char *out_path;
+    int64_t blocksize;
+    bool lm_head;
+} quantize_options;
+
 static const dp_opt opts[] = {
-    {"out", DP_OPT_STRING, &out_path, "FILE",
+    {"out", DP_OPT_STRING, DP_FIELD(quantize_options, out_path), "FILE",
      "output .safetensors (default: MODEL/model.nf4.safetensors, or MODEL.nf4.safetensors for a "
      ".gguf, where loading looks for it)"},
-    {"blocksize", DP_OPT_INT, &blocksize, "N", "NF4 block size, 64 (default) or 256"},
-    {"lm-head", DP_OPT_FLAG, &lm_head, NULL, "also quantize an untied lm_head"},
+    {"blocksize", DP_OPT_INT, DP_FIELD(quantize_options, blocksize), "N",
+     "NF4 block size, 64 (default) or 256"},
+    {"lm-head", DP_OPT_FLAG, DP_FIELD(quantize_options, lm_head), NULL,
+     "also quantize an untied lm_head"},
     {0},
 };
 
@@ -33,15 +38,12 @@ const dp_command_spec dp_quantize_spec = {
 };
 
 int dp_cmd_quantize(int argc, char **argv) {
+    quantize_options q = {.blocksize = 64};
     dp_cli cli;
-    out_path = NULL;
-    blocksize = 64;
-    lm_head = false;
-    int rc = dp_cli_parse(&dp_quantize_spec, argc, argv, &cli);
-    if (rc) {
-        dp_cli_free(&cli);
-        return rc < 0 ? DP_EXIT_OK : rc;
-    }
+    int rc = dp_cli_parse(&dp_quantize_spec, argc, argv, &q, &cli);
+    if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    const char *out_path = q.out_path;
+    const int64_t blocksize = q.blocksize;
     if (blocksize != 64 && blocksize != 256) {
         dp_cli_free(&cli);
         return dp_usage_error(&dp_quantize_spec, "--blocksize must be 64 or 256 (got %lld)",
@@ -59,7 +61,7 @@ int dp_cmd_quantize(int argc, char **argv) {
     dp_load_opts o = {.nf4 = true,
                       .nf4_fresh = true,
                       .blocksize = (int)blocksize,
-                      .nf4_lm_head = lm_head,
+                      .nf4_lm_head = q.lm_head,
                       .quiet = cli.quiet};
     dp_model *m = dp_model_load(model, &o);
     if (!m || dp_model_save_nf4(m, out_path)) {

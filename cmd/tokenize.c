@@ -11,13 +11,17 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *model_path;
-static bool ids_only, jsonl;
+typedef struct {
+    const char *model_path;
+    bool ids_only, jsonl;
+} tokenize_options;
+
 static const dp_opt opts[] = {
-    {"model", DP_OPT_STRING, &model_path, "PATH",
+    {"model", DP_OPT_STRING, DP_FIELD(tokenize_options, model_path), "PATH",
      "tokenizer.json, a Hugging Face model directory, or a .gguf file"},
-    {"ids", DP_OPT_FLAG, &ids_only, NULL, "print only the ids, on one line"},
-    {"jsonl", DP_OPT_FLAG, &jsonl, NULL,
+    {"ids", DP_OPT_FLAG, DP_FIELD(tokenize_options, ids_only), NULL,
+     "print only the ids, on one line"},
+    {"jsonl", DP_OPT_FLAG, DP_FIELD(tokenize_options, jsonl), NULL,
      "read {\"text\": ...} lines on stdin, write {\"text\": ..., \"ids\": [...]} lines"},
     {0},
 };
@@ -100,16 +104,16 @@ static int run_jsonl(dp_tokenizer *t) {
 }
 
 int dp_cmd_tokenize(int argc, char **argv) {
+    tokenize_options o = {0};
     dp_cli cli;
-    model_path = NULL;
-    ids_only = jsonl = false;
-    int rc = dp_cli_parse(&dp_tokenize_spec, argc, argv, &cli);
+    int rc = dp_cli_parse(&dp_tokenize_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    const char *model_path = o.model_path;
     if (!model_path) {
         rc = dp_usage_error(&dp_tokenize_spec, "--model PATH is required");
         goto done;
     }
-    if (jsonl && cli.args.n) {
+    if (o.jsonl && cli.args.n) {
         rc = dp_usage_error(&dp_tokenize_spec, "--jsonl reads stdin; give no TEXT");
         goto done;
     }
@@ -119,7 +123,7 @@ int dp_cmd_tokenize(int argc, char **argv) {
         rc = dp_runtime_error(&dp_tokenize_spec);
         goto done;
     }
-    if (jsonl) {
+    if (o.jsonl) {
         rc = run_jsonl(t) ? dp_runtime_error(&dp_tokenize_spec) : DP_EXIT_OK;
     } else {
         dp_buf text = {0};
@@ -132,7 +136,7 @@ int dp_cmd_tokenize(int argc, char **argv) {
         dp_ids ids = {0};
         if (r || dp_tokenizer_encode(t, text.data ? text.data : "", text.len, true, &ids)) {
             rc = dp_runtime_error(&dp_tokenize_spec);
-        } else if (ids_only) {
+        } else if (o.ids_only) {
             for (size_t i = 0; i < ids.n; i++) printf("%s%d", i ? " " : "", (int)ids.v[i]);
             putchar('\n');
         } else {

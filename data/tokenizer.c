@@ -373,33 +373,20 @@ static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
     return 0;
 }
 
-dp_tokenizer *dp_tok_build(const tok_spec *s) {
-    dp_tokenizer *t = dp_calloc(1, sizeof *t);
-    if (!t) return NULL;
-    uint32_t cp_of_byte[256];
-    int16_t byte_of_cp[324];
-    byte_map(cp_of_byte);
-    for (int i = 0; i < 324; i++) byte_of_cp[i] = -1;
-    for (int b = 0; b < 256; b++) byte_of_cp[cp_of_byte[b]] = (int16_t)b;
-
-    t->n_ids = s->n_ids;
-    t->nfc = s->nfc;
-    t->ignore_merges = s->ignore_merges;
-    t->bos = s->bos;
-    t->eos = s->eos;
-    t->pad = s->pad;
+/* The token arena: added tokens as written, vocab tokens decoded from the byte-level alphabet
+ * to raw bytes. 0 or -1 with dp_last_error(). */
+static int fill_tokens(dp_tokenizer *t, const tok_spec *s, const int16_t *byte_of_cp,
+                       size_t *n_vocab_out) {
     size_t total = 0;
     for (int32_t i = 0; i < s->n_ids; i++) total += s->str[i] ? s->len[i] : 0;
-    if (total >= UINT32_MAX) { /* offsets are 32-bit */
-        dp_fail("%s: the tokens hold %zu bytes (too many)", s->name, total);
-        goto fail;
-    }
+    if (total >= UINT32_MAX) /* offsets are 32-bit */
+        return dp_fail("%s: the tokens hold %zu bytes (too many)", s->name, total);
     t->arena = dp_malloc(total + 1);
     t->off = dp_calloc((size_t)s->n_ids + 1, sizeof *t->off);
     t->len = dp_calloc((size_t)s->n_ids + 1, sizeof *t->len);
     t->flags = dp_calloc((size_t)s->n_ids + 1, 1);
     size_t n_vocab = 0;
-    if (!t->arena || !t->off || !t->len || !t->flags) goto fail;
+    if (!t->arena || !t->off || !t->len || !t->flags) return -1;
     size_t pos = 0;
     for (int32_t i = 0; i < s->n_ids; i++) {
         if (!s->str[i]) continue;
@@ -408,7 +395,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         if (ty == DP_TOKTYPE_CONTROL || ty == DP_TOKTYPE_USER_DEFINED) {
             if (s->len[i] == 0) {
                 dp_fail("%s: added token %d is empty", s->name, (int)i);
-                goto fail;
+                return -1;
             }
             memcpy(t->arena + pos, s->str[i], s->len[i]);
             t->len[i] = s->len[i];
@@ -424,7 +411,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
                     dp_fail("%s: token %d (\"%.*s\") has U+%04X, outside the GPT-2 byte-level "
                             "alphabet: only byte-level BPE tokenizers are supported",
                             s->name, (int)i, (int)s->len[i], s->str[i], (unsigned)bad);
-                goto fail;
+                return -1;
             }
             t->len[i] = (uint32_t)k;
             t->flags[i] = TF_PRESENT | TF_VOCAB;
@@ -432,6 +419,59 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
         }
         pos += t->len[i];
     }
+    *n_vocab_out = n_vocab;
+    return 0;
+}
+
+/* The added tokens, sorted for leftmost-longest matching, and where each first byte starts.
+ * 0 or -1. */
+static int sort_added(dp_tokenizer *t, const tok_spec *s) {
+    if (t->n_added) {
+        t->added = dp_calloc((size_t)t->n_added, sizeof *t->added);
+        if (!t->added) return -1;
+        int k = 0;
+        for (int32_t i = 0; i < s->n_ids; i++)
+            if (t->flags[i] & TF_ADDED)
+                t->added[k++] = (added_tok){t->arena + t->off[i], t->len[i], i,
+                                            (t->flags[i] & TF_SPECIAL) != 0};
+        qsort(t->added, (size_t)t->n_added, sizeof *t->added, added_cmp);
+    }
+    for (int b = 0, k = 0; b <= 256; b++) {
+        while (k < t->n_added && (unsigned char)t->added[k].s[0] < b) k++;
+        t->added_start[b] = k;
+    }
+    return 0;
+}
+
+/* The one-line description `doppel tokenize` prints. */
+static void describe(dp_tokenizer *t, const tok_spec *s) {
+    char missing[64] = "";
+    if (t->n_missing_bytes)
+        snprintf(missing, sizeof missing, ", %d bytes without a token", t->n_missing_bytes);
+    snprintf(t->desc, sizeof t->desc,
+             "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s%s", (int)t->n_ids,
+             t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
+             s->pre_desc ? s->pre_desc : "no pre-tokenizer",
+             t->ignore_merges ? ", ignore_merges" : "", missing);
+}
+
+dp_tokenizer *dp_tok_build(const tok_spec *s) {
+    dp_tokenizer *t = dp_calloc(1, sizeof *t);
+    if (!t) return NULL;
+    uint32_t cp_of_byte[256];
+    int16_t byte_of_cp[324];
+    byte_map(cp_of_byte);
+    for (int i = 0; i < 324; i++) byte_of_cp[i] = -1;
+    for (int b = 0; b < 256; b++) byte_of_cp[cp_of_byte[b]] = (int16_t)b;
+
+    t->n_ids = s->n_ids;
+    t->nfc = s->nfc;
+    t->ignore_merges = s->ignore_merges;
+    t->bos = s->bos;
+    t->eos = s->eos;
+    t->pad = s->pad;
+    size_t n_vocab = 0;
+    if (fill_tokens(t, s, byte_of_cp, &n_vocab)) goto fail;
 
     /* fingerprint: what decides the ids (tokens, merges, pipeline), not names or templates */
     uint64_t fp = (uint64_t)t->n_ids;
@@ -496,21 +536,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     }
     free(buf);
 
-    /* added tokens, sorted for leftmost-longest matching */
-    if (t->n_added) {
-        t->added = dp_calloc((size_t)t->n_added, sizeof *t->added);
-        if (!t->added) goto fail;
-        int k = 0;
-        for (int32_t i = 0; i < s->n_ids; i++)
-            if (t->flags[i] & TF_ADDED)
-                t->added[k++] = (added_tok){t->arena + t->off[i], t->len[i], i,
-                                            (t->flags[i] & TF_SPECIAL) != 0};
-        qsort(t->added, (size_t)t->n_added, sizeof *t->added, added_cmp);
-    }
-    for (int b = 0, k = 0; b <= 256; b++) {
-        while (k < t->n_added && (unsigned char)t->added[k].s[0] < b) k++;
-        t->added_start[b] = k;
-    }
+    if (sort_added(t, s)) goto fail;
 
     for (int i = 0; i < s->n_pre; i++) {
         if (compile_step(t, s, i)) goto fail;
@@ -522,14 +548,7 @@ dp_tokenizer *dp_tok_build(const tok_spec *s) {
     if (s->chat_template && !(t->chat_template = dp_strdup(s->chat_template))) goto fail;
     t->cache = dp_calloc(CACHE_SLOTS, sizeof *t->cache);
     if (!t->cache) goto fail;
-    char missing[64] = "";
-    if (t->n_missing_bytes)
-        snprintf(missing, sizeof missing, ", %d bytes without a token", t->n_missing_bytes);
-    snprintf(t->desc, sizeof t->desc,
-             "byte-level BPE, %d ids, %zu merges, %d added tokens, %s, %s%s%s", (int)t->n_ids,
-             t->n_merges, t->n_added, t->nfc ? "NFC" : "no normalizer",
-             s->pre_desc ? s->pre_desc : "no pre-tokenizer",
-             t->ignore_merges ? ", ignore_merges" : "", missing);
+    describe(t, s);
     return t;
 fail:
     dp_tokenizer_free(t);

@@ -174,6 +174,123 @@ static int32_t find_token(const tok_spec *s, const char *text) {
     return -1;
 }
 
+/* The tokenizer.json "model" object: a byte-level BPE without the options doppel does not
+ * implement. 0 or -1 with dp_last_error(). */
+static int check_bpe_model(tok_spec *s, const cJSON *model, const char *name) {
+    if (!cJSON_IsObject(model))
+        return dp_fail("%s: no \"model\" object (is this a Hugging Face tokenizer.json?)", name);
+    const char *mtype = json_type(model);
+    if (mtype && strcmp(mtype, "BPE"))
+        return dp_fail("%s: model type \"%s\" is not supported (only byte-level \"BPE\")", name,
+                       mtype);
+    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
+    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges))
+        return dp_fail("%s: model has no \"vocab\" object or no \"merges\" list", name);
+    const cJSON *x = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    if (x && !cJSON_IsNull(x) && !(cJSON_IsNumber(x) && x->valuedouble == 0))
+        return dp_fail("%s: BPE dropout is not supported", name);
+    if (json_true(model, "byte_fallback"))
+        return dp_fail("%s: BPE byte_fallback is not supported (not a byte-level BPE)", name);
+    const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
+    for (int i = 0; i < 2; i++) {
+        x = cJSON_GetObjectItemCaseSensitive(model, affix[i]);
+        if (cJSON_IsString(x) && x->valuestring[0])
+            return dp_fail("%s: BPE %s \"%s\" is not supported", name, affix[i], x->valuestring);
+    }
+    s->ignore_merges = json_true(model, "ignore_merges");
+    return 0;
+}
+
+/* The ids: the vocab plus the added tokens (which win over a vocab entry of the same id). Sizes
+ * the spec for the vocabulary and the merges. 0 or -1 with dp_last_error(). */
+static int fill_vocab(tok_spec *s, const cJSON *vocab, const cJSON *added, size_t n_merges,
+                      const char *name) {
+    int64_t max_id = -1;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, vocab) {
+        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 16777216 ||
+            e->valuedouble != (double)(int64_t)e->valuedouble)
+            return dp_fail("%s: vocab entry \"%.60s\" has no valid id", name, e->string);
+        if ((int64_t)e->valuedouble > max_id) max_id = (int64_t)e->valuedouble;
+    }
+    cJSON_ArrayForEach(e, added) {
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
+        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 16777216 ||
+            !cJSON_IsString(content) || !content->valuestring[0])
+            return dp_fail("%s: an added_tokens entry has no valid id or content", name);
+        static const char *const flags[] = {"lstrip", "rstrip", "single_word"};
+        for (int i = 0; i < 3; i++)
+            if (json_true(e, flags[i]))
+                return dp_fail("%s: added token \"%s\" has %s: true, which is not supported", name,
+                               content->valuestring, flags[i]);
+        if ((int64_t)id->valuedouble > max_id) max_id = (int64_t)id->valuedouble;
+    }
+    if (max_id < 0) return dp_fail("%s: the vocabulary is empty", name);
+    if (spec_alloc(s, (int32_t)max_id + 1, n_merges)) return -1;
+    cJSON_ArrayForEach(e, vocab) {
+        int32_t id = (int32_t)e->valuedouble;
+        if (s->str[id])
+            return dp_fail("%s: id %d is used by two vocab entries (\"%.60s\" and \"%.60s\")", name,
+                           (int)id, s->str[id], e->string);
+        s->str[id] = e->string;
+        s->len[id] = (uint32_t)strlen(e->string);
+        s->type[id] = DP_TOKTYPE_NORMAL;
+    }
+    cJSON_ArrayForEach(e, added) {
+        int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
+        const char *content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
+        /* an added token always matches as a whole, even if the vocab also has it */
+        s->str[id] = content;
+        s->len[id] = (uint32_t)strlen(content);
+        s->type[id] = json_true(e, "special") ? DP_TOKTYPE_CONTROL : DP_TOKTYPE_USER_DEFINED;
+    }
+    return 0;
+}
+
+/* The merges, as "a b" strings or ["a", "b"] pairs. 0 or -1 with dp_last_error(). */
+static int fill_merges(tok_spec *s, const cJSON *merges, const char *name) {
+    size_t m = 0;
+    const cJSON *e;
+    cJSON_ArrayForEach(e, merges) {
+        if (cJSON_IsString(e)) {
+            if (split_merge(s, m, e->valuestring, strlen(e->valuestring))) return -1;
+        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 &&
+                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
+                   cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
+            s->ml[m] = cJSON_GetArrayItem(e, 0)->valuestring;
+            s->mr[m] = cJSON_GetArrayItem(e, 1)->valuestring;
+            s->mll[m] = (uint32_t)strlen(s->ml[m]);
+            s->mrl[m] = (uint32_t)strlen(s->mr[m]);
+        } else {
+            return dp_fail("%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", name, m);
+        }
+        m++;
+    }
+    return 0;
+}
+
+/* tokenizer_config.json: the chat template (a string, or a list naming a "default") and the
+ * BOS / EOS / PAD tokens. */
+static void read_tokenizer_config(tok_spec *s, const cJSON *cfg) {
+    const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template"), *e;
+    if (cJSON_IsString(tpl))
+        s->chat_template = tpl->valuestring;
+    else if (cJSON_IsArray(tpl)) { /* [{"name": "default", "template": ...}, ...] */
+        cJSON_ArrayForEach(e, tpl) {
+            const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
+            const cJSON *tx = cJSON_GetObjectItemCaseSensitive(e, "template");
+            if (cJSON_IsString(tx) &&
+                (!s->chat_template || (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default"))))
+                s->chat_template = tx->valuestring;
+        }
+    }
+    s->bos = find_token(s, config_token(cfg, "bos_token"));
+    s->eos = find_token(s, config_token(cfg, "eos_token"));
+    s->pad = find_token(s, config_token(cfg, "pad_token"));
+}
+
 dp_tokenizer *dp_tokenizer_load_json(const char *json, size_t len, const char *config_json,
                                      size_t config_len, const char *name) {
     tok_spec s = {.name = name, .bos = -1, .eos = -1, .pad = -1};
@@ -194,134 +311,19 @@ dp_tokenizer *dp_tokenizer_load_json(const char *json, size_t len, const char *c
         }
     }
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    if (!cJSON_IsObject(model)) {
-        dp_fail("%s: no \"model\" object (is this a Hugging Face tokenizer.json?)", name);
-        goto done;
-    }
-    const char *mtype = json_type(model);
-    if (mtype && strcmp(mtype, "BPE")) {
-        dp_fail("%s: model type \"%s\" is not supported (only byte-level \"BPE\")", name, mtype);
-        goto done;
-    }
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
+    if (check_bpe_model(&s, model, name)) goto done;
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!cJSON_IsObject(vocab) || !cJSON_IsArray(merges)) {
-        dp_fail("%s: model has no \"vocab\" object or no \"merges\" list", name);
+    if (fill_vocab(&s, cJSON_GetObjectItemCaseSensitive(model, "vocab"),
+                   cJSON_GetObjectItemCaseSensitive(root, "added_tokens"),
+                   (size_t)cJSON_GetArraySize(merges), name) ||
+        fill_merges(&s, merges, name))
         goto done;
-    }
-    const cJSON *x = cJSON_GetObjectItemCaseSensitive(model, "dropout");
-    if (x && !cJSON_IsNull(x) && !(cJSON_IsNumber(x) && x->valuedouble == 0)) {
-        dp_fail("%s: BPE dropout is not supported", name);
-        goto done;
-    }
-    if (json_true(model, "byte_fallback")) {
-        dp_fail("%s: BPE byte_fallback is not supported (not a byte-level BPE)", name);
-        goto done;
-    }
-    const char *affix[] = {"continuing_subword_prefix", "end_of_word_suffix"};
-    for (int i = 0; i < 2; i++) {
-        x = cJSON_GetObjectItemCaseSensitive(model, affix[i]);
-        if (cJSON_IsString(x) && x->valuestring[0]) {
-            dp_fail("%s: BPE %s \"%s\" is not supported", name, affix[i], x->valuestring);
-            goto done;
-        }
-    }
-    s.ignore_merges = json_true(model, "ignore_merges");
-
-    /* ids: the vocab plus the added tokens */
-    int64_t max_id = -1;
-    const cJSON *e;
-    cJSON_ArrayForEach(e, vocab) {
-        if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble > 16777216 ||
-            e->valuedouble != (double)(int64_t)e->valuedouble) {
-            dp_fail("%s: vocab entry \"%.60s\" has no valid id", name, e->string);
-            goto done;
-        }
-        if ((int64_t)e->valuedouble > max_id) max_id = (int64_t)e->valuedouble;
-    }
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    cJSON_ArrayForEach(e, added) {
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(e, "content");
-        if (!cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble > 16777216 ||
-            !cJSON_IsString(content) || !content->valuestring[0]) {
-            dp_fail("%s: an added_tokens entry has no valid id or content", name);
-            goto done;
-        }
-        static const char *const flags[] = {"lstrip", "rstrip", "single_word"};
-        for (int i = 0; i < 3; i++)
-            if (json_true(e, flags[i])) {
-                dp_fail("%s: added token \"%s\" has %s: true, which is not supported", name,
-                        content->valuestring, flags[i]);
-                goto done;
-            }
-        if ((int64_t)id->valuedouble > max_id) max_id = (int64_t)id->valuedouble;
-    }
-    if (max_id < 0) {
-        dp_fail("%s: the vocabulary is empty", name);
-        goto done;
-    }
-    if (spec_alloc(&s, (int32_t)max_id + 1, (size_t)cJSON_GetArraySize(merges))) goto done;
-    cJSON_ArrayForEach(e, vocab) {
-        int32_t id = (int32_t)e->valuedouble;
-        if (s.str[id]) {
-            dp_fail("%s: id %d is used by two vocab entries (\"%.60s\" and \"%.60s\")", name,
-                    (int)id, s.str[id], e->string);
-            goto done;
-        }
-        s.str[id] = e->string;
-        s.len[id] = (uint32_t)strlen(e->string);
-        s.type[id] = DP_TOKTYPE_NORMAL;
-    }
-    cJSON_ArrayForEach(e, added) {
-        int32_t id = (int32_t)cJSON_GetObjectItemCaseSensitive(e, "id")->valuedouble;
-        const char *content = cJSON_GetObjectItemCaseSensitive(e, "content")->valuestring;
-        /* an added token always matches as a whole, even if the vocab also has it */
-        s.str[id] = content;
-        s.len[id] = (uint32_t)strlen(content);
-        s.type[id] = json_true(e, "special") ? DP_TOKTYPE_CONTROL : DP_TOKTYPE_USER_DEFINED;
-    }
-    size_t m = 0;
-    cJSON_ArrayForEach(e, merges) {
-        if (cJSON_IsString(e)) {
-            if (split_merge(&s, m, e->valuestring, strlen(e->valuestring))) goto done;
-        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            s.ml[m] = cJSON_GetArrayItem(e, 0)->valuestring;
-            s.mr[m] = cJSON_GetArrayItem(e, 1)->valuestring;
-            s.mll[m] = (uint32_t)strlen(s.ml[m]);
-            s.mrl[m] = (uint32_t)strlen(s.mr[m]);
-        } else {
-            dp_fail("%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", name, m);
-            goto done;
-        }
-        m++;
-    }
     if (parse_normalizer(&s, cJSON_GetObjectItemCaseSensitive(root, "normalizer")) ||
         parse_pre(&s, cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), desc, sizeof desc) ||
         parse_decoder(&s, cJSON_GetObjectItemCaseSensitive(root, "decoder")))
         goto done;
     s.pre_desc = desc[0] ? desc : NULL;
-
-    if (cfg) {
-        const cJSON *tpl = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
-        if (cJSON_IsString(tpl))
-            s.chat_template = tpl->valuestring;
-        else if (cJSON_IsArray(tpl)) { /* [{"name": "default", "template": ...}, ...] */
-            cJSON_ArrayForEach(e, tpl) {
-                const cJSON *nm = cJSON_GetObjectItemCaseSensitive(e, "name");
-                const cJSON *tx = cJSON_GetObjectItemCaseSensitive(e, "template");
-                if (cJSON_IsString(tx) &&
-                    (!s.chat_template ||
-                     (cJSON_IsString(nm) && !strcmp(nm->valuestring, "default"))))
-                    s.chat_template = tx->valuestring;
-            }
-        }
-        s.bos = find_token(&s, config_token(cfg, "bos_token"));
-        s.eos = find_token(&s, config_token(cfg, "eos_token"));
-        s.pad = find_token(&s, config_token(cfg, "pad_token"));
-    }
+    if (cfg) read_tokenizer_config(&s, cfg);
     t = dp_tok_build(&s);
 done:
     spec_free(&s);

@@ -376,3 +376,23 @@ void dp_linear_shape(const dp_model_config *c, dp_linear_id id, int64_t *out, in
         break; /* DP_DOWN */
     }
 }
+
+int dp_config_load_path(dp_model_config *cfg, const char *path) {
+    size_t n = strlen(path);
+    if (n > 5 && !strcmp(path + n - 5, ".gguf")) {
+        dp_gguf *g = dp_gguf_open(path);
+        if (!g) return -1;
+        int rc = dp_config_from_gguf(cfg, g);
+        dp_gguf_close(g);
+        return rc;
+    }
+    if (n > 5 && !strcmp(path + n - 5, ".json")) {
+        char *text;
+        size_t len;
+        if (dp_read_file(path, &text, &len)) return -1;
+        int rc = dp_config_from_json(cfg, text, len, path);
+        free(text);
+        return rc;
+    }
+    return dp_config_load_dir(cfg, path);
+}

@@ -5,12 +5,15 @@
 #include "infer/model_load.h"
 
 #include "data/base/error.h"
+#include "data/base/hash.h"
+#include "data/base/io.h"
 #include "data/base/progress.h"
 #include "infer/config.h"
 #include "infer/gguf.h"
 #include "infer/safetensors.h"
 
 #include <cjson/cJSON.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +33,8 @@ typedef struct {
     size_t arena_floats;
     dp_nf4 *nf4; /* L * 7 + 1 (the lm_head) */
     int n_nf4;
-    dp_q8 lm_q8; /* the lm_head's decode copy (dp_model_lm_head_q8) */
+    dp_q8 lm_q8;        /* the lm_head's decode copy (dp_model_lm_head_q8) */
+    char source_fp[17]; /* fingerprint of the source weights (hex), "" when not loaded from files */
 } storage;
 
 /* where tensors come from: a safetensors set (HF names) or a GGUF file (GGUF names) */
@@ -256,6 +260,187 @@ static void names(int layer, int id, char *hf, char *gg, size_t cap, const char 
     snprintf(gg, cap, "blk.%d.%s.%s", layer, gguf_linear[id], what);
 }
 
+/* Floats of fp32 weights the arena holds: embeddings, norms, biases, the block linears unless
+ * they are NF4, and an untied lm_head unless it is NF4. */
+static size_t arena_floats(const dp_model_config *c, bool nf4, bool lm_nf4) {
+    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
+    size_t n = V * C + C; /* embed, final norm */
+    for (int l = 0; l < c->L; l++) {
+        n += 2 * C;
+        if (c->qk_norm) n += 2 * D;
+        if (c->qkv_bias) n += (size_t)(c->H + 2 * c->KVH) * D;
+        if (!nf4)
+            for (int id = 0; id < DP_N_LINEAR; id++) {
+                lin_shape s = linear_shape(c, id);
+                n += (size_t)(s.rows * s.cols);
+            }
+    }
+    if (!c->tied_embeddings && !lm_nf4) n += V * C;
+    return n;
+}
+
+/* Where one layer's tensors come from while loading. */
+typedef struct {
+    const dp_model_config *c;
+    const source *base; /* norms and biases: the NF4 file when there is one, else src */
+    const source *src;  /* the model's own weights */
+    dp_st_set *nf4;     /* the quantized copy, or NULL: quantize from src */
+    const dp_load_opts *opts;
+    storage *stg;
+    float *tmp; /* staging for one linear when quantizing */
+} layer_loader;
+
+#define TAKE(k) (*p += (k), *p - (k))
+/* Layer l's norms, biases and linears; its fp32 tensors carved from *p. 0, -1, or -2 when the
+ * NF4 file is at fault (the caller names it). */
+static int load_layer(const layer_loader *ld, int l, dp_layer *ly, float **p) {
+    const size_t C = (size_t)ld->c->C, D = (size_t)ld->c->D;
+    char hf[256], gg[256];
+    ly->attn_norm = TAKE(C);
+    ly->ffn_norm = TAKE(C);
+    snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
+    snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
+    if (fetch(ld->base, hf, gg, ly->attn_norm, ld->c->C, 0, 0)) return -1;
+    snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
+    snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
+    if (fetch(ld->base, hf, gg, ly->ffn_norm, ld->c->C, 0, 0)) return -1;
+    if (ld->c->qk_norm) {
+        ly->q_norm = TAKE(D);
+        ly->k_norm = TAKE(D);
+        snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
+        if (fetch(ld->base, hf, gg, ly->q_norm, ld->c->D, 0, 0)) return -1;
+        snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
+        snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
+        if (fetch(ld->base, hf, gg, ly->k_norm, ld->c->D, 0, 0)) return -1;
+    }
+    for (int id = 0; id < DP_N_LINEAR; id++) {
+        lin_shape s = linear_shape(ld->c, id);
+        dp_linear *lin = &ly->lin[id];
+        lin->out = (int)s.rows;
+        lin->in = (int)s.cols;
+        if (ld->c->qkv_bias && id <= DP_V) {
+            lin->bias = TAKE((size_t)s.rows);
+            names(l, id, hf, gg, sizeof hf, "bias");
+            /* the GGUF bias of q/k is permuted like its rows (llama only; qwen2 is not) */
+            if (fetch(ld->base, hf, gg, lin->bias, s.rows, 0, 0)) return -1;
+        }
+        names(l, id, hf, gg, sizeof hf, "weight");
+        if (!ld->opts->nf4) {
+            lin->w = TAKE((size_t)(s.rows * s.cols));
+            if (fetch(ld->src, hf, gg, lin->w, s.rows, s.cols, s.permute)) return -1;
+            continue;
+        }
+        dp_nf4 *q = &ld->stg->nf4[l * DP_N_LINEAR + id];
+        lin->nf4 = q;
+        if (ld->nf4) {
+            snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id], dp_linear_names[id]);
+            if (load_nf4_linear(ld->nf4, hf, q, s.rows, s.cols)) return -2;
+        } else if (fetch(ld->src, hf, gg, ld->tmp, s.rows, s.cols, s.permute) ||
+                   dp_nf4_quantize(q, ld->tmp, s.rows, s.cols, ld->opts->blocksize))
+            return -1;
+    }
+    return 0;
+}
+#undef TAKE
+
+/* ------------------------------------------------------------------ source fingerprint */
+
+/* The NF4 file records which weights it was quantized from, so a MODEL/model.nf4.safetensors
+ * left from other weights is not used for the current ones. The fingerprint covers config.json,
+ * every weight file's size and header (names, dtypes, shapes, offsets) and its data: all of it
+ * up to FP_FULL_BYTES, else FP_SAMPLES evenly spaced slices (a few hundred KiB read per file, so
+ * checking a 15 GB model costs milliseconds; a fine-tune changes nearly every tensor, so the
+ * slices see it). */
+#define FP_FULL_BYTES   (1u << 20)
+#define FP_SAMPLES      64
+#define FP_SAMPLE_BYTES 4096
+#define NF4_SOURCE_KEY  "doppel.source_fingerprint"
+
+static void fp_data(XXH3_state_t *h, const unsigned char *p, size_t n) {
+    uint64_t n64 = n;
+    XXH3_64bits_update(h, &n64, sizeof n64);
+    if (n <= FP_FULL_BYTES) {
+        XXH3_64bits_update(h, p, n);
+        return;
+    }
+    size_t step = (n - FP_SAMPLE_BYTES) / (FP_SAMPLES - 1);
+    for (int i = 0; i < FP_SAMPLES; i++) XXH3_64bits_update(h, p + step * i, FP_SAMPLE_BYTES);
+}
+
+/* 16 hex digits into out[17]. 0, or -1 with dp_last_error(). */
+static int source_fingerprint(const char *path, const dp_st_set *st, const dp_gguf *gg,
+                              char out[17]) {
+    XXH3_state_t h;
+    XXH3_64bits_reset(&h);
+    if (st) {
+        char cfg[4200], *text = NULL;
+        size_t len = 0;
+        snprintf(cfg, sizeof cfg, "%s/config.json", path);
+        if (dp_read_file(cfg, &text, &len)) return -1;
+        XXH3_64bits_update(&h, text, len);
+        free(text);
+        for (int i = 0; i < st->n_files; i++) {
+            const dp_safetensors *f = st->files[i];
+            const unsigned char *map = f->map;
+            uint64_t hlen;
+            memcpy(&hlen, map, 8); /* checked by dp_safetensors_open */
+            XXH3_64bits_update(&h, map, 8 + hlen);
+            fp_data(&h, map + 8 + hlen, f->map_size - 8 - hlen);
+        }
+    } else {
+        const unsigned char *map = gg->map;
+        XXH3_64bits_update(&h, map, gg->data_offset); /* metadata and tensor infos */
+        fp_data(&h, map + gg->data_offset, gg->map_size - gg->data_offset);
+    }
+    snprintf(out, 17, "%016" PRIx64, (uint64_t)XXH3_64bits_digest(&h));
+    return 0;
+}
+
+/* The quantized copy to read the NF4 linears from, or NULL to quantize from the source: the file
+ * --nf4-file names (refused when it was made from other weights) or the default one (passed
+ * over, with a note, when stale). NULL with *failed on an error. */
+static dp_st_set *open_nf4_copy(const char *path, const dp_load_opts *opts, const char *source_fp,
+                                char *nf4path, size_t cap, bool *failed) {
+    *failed = false;
+    if (!opts->nf4 || opts->nf4_fresh) return NULL;
+    if (opts->nf4_file)
+        snprintf(nf4path, cap, "%s", opts->nf4_file);
+    else
+        dp_nf4_default_path(path, nf4path, cap);
+    if (!exists(nf4path)) {
+        if (opts->nf4_file) {
+            dp_fail("%s: no such NF4 file (make one with `doppel quantize`)", nf4path);
+            *failed = true;
+        }
+        return NULL;
+    }
+    dp_st_set *set = dp_st_set_open_file(nf4path);
+    if (!set) {
+        *failed = true;
+        return NULL;
+    }
+    const char *made_from = dp_safetensors_meta(set->files[0], NF4_SOURCE_KEY);
+    if (made_from && !strcmp(made_from, source_fp)) return set;
+    dp_st_set_close(set);
+    const char *why = made_from ? "was quantized from other weights than"
+                                : "does not record which "
+                                  "weights it came from, "
+                                  "so may not match";
+    if (opts->nf4_file) {
+        dp_fail("%s %s %s (quantize them again: `doppel quantize %s --out %s`)", nf4path, why, path,
+                path, nf4path);
+        *failed = true;
+        return NULL;
+    }
+    if (!opts->quiet)
+        fprintf(stderr,
+                "note: %s %s %s: quantizing from the weights instead (`doppel quantize %s` "
+                "refreshes it)\n",
+                nf4path, why, path, path);
+    return NULL;
+}
+
 dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     dp_load_opts opts = {0};
     if (opts_in) opts = *opts_in;
@@ -281,20 +466,12 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
                 path);
         goto fail;
     }
-    /* a quantized copy, when asked for NF4 */
+    if (source_fingerprint(path, src.st, src.gg, stg->source_fp)) goto fail;
+    /* a quantized copy of these weights, when asked for NF4 */
     char nf4path[4096] = "";
-    if (opts.nf4 && !opts.nf4_fresh) {
-        if (opts.nf4_file)
-            snprintf(nf4path, sizeof nf4path, "%s", opts.nf4_file);
-        else
-            dp_nf4_default_path(path, nf4path, sizeof nf4path);
-        if (exists(nf4path)) {
-            if (!(nf4src.st = dp_st_set_open_file(nf4path))) goto fail;
-        } else if (opts.nf4_file) {
-            dp_fail("%s: no such NF4 file (make one with `doppel quantize`)", nf4path);
-            goto fail;
-        }
-    }
+    bool failed;
+    nf4src.st = open_nf4_copy(path, &opts, stg->source_fp, nf4path, sizeof nf4path, &failed);
+    if (failed) goto fail;
     /* tensors other than NF4 linears come from the NF4 file when there is one (it holds them all)
      */
     const source *base = nf4src.st ? &nf4src : &src;
@@ -303,19 +480,8 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
         lm_nf4 = dp_st_set_find(nf4src.st, "lm_head.weight.absmax") != NULL;
     }
     const int L = c->L;
-    const size_t C = (size_t)c->C, V = (size_t)c->V, D = (size_t)c->D;
-    size_t n = V * C + C; /* embed, final norm */
-    for (int l = 0; l < L; l++) {
-        n += 2 * C;
-        if (c->qk_norm) n += 2 * D;
-        if (c->qkv_bias) n += (size_t)(c->H + 2 * c->KVH) * D;
-        if (!opts.nf4)
-            for (int id = 0; id < DP_N_LINEAR; id++) {
-                lin_shape s = linear_shape(c, id);
-                n += (size_t)(s.rows * s.cols);
-            }
-    }
-    if (!c->tied_embeddings && !lm_nf4) n += V * C;
+    const size_t C = (size_t)c->C, V = (size_t)c->V;
+    size_t n = arena_floats(c, opts.nf4, lm_nf4);
     stg->arena = malloc(n * sizeof(float));
     m->layers = dp_calloc((size_t)L, sizeof(dp_layer));
     if (!stg->arena || !m->layers) {
@@ -345,58 +511,15 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     m->final_norm = TAKE(C);
     if (fetch(base, "model.norm.weight", "output_norm.weight", m->final_norm, c->C, 0, 0))
         goto fail;
-    char hf[256], gg[256];
     dp_progress_opts popts = {.quiet = opts.quiet};
     progress = dp_progress_start(opts.nf4 && !nf4src.st ? "loading + NF4" : "loading", L, "layers",
                                  &popts);
+    const layer_loader ld = {c, base, &src, nf4src.st, &opts, stg, tmp};
     for (int l = 0; l < L; l++) {
         dp_progress_update(progress, l);
-        dp_layer *ly = &m->layers[l];
-        ly->attn_norm = TAKE(C);
-        ly->ffn_norm = TAKE(C);
-        snprintf(hf, sizeof hf, "model.layers.%d.input_layernorm.weight", l);
-        snprintf(gg, sizeof gg, "blk.%d.attn_norm.weight", l);
-        if (fetch(base, hf, gg, ly->attn_norm, c->C, 0, 0)) goto fail;
-        snprintf(hf, sizeof hf, "model.layers.%d.post_attention_layernorm.weight", l);
-        snprintf(gg, sizeof gg, "blk.%d.ffn_norm.weight", l);
-        if (fetch(base, hf, gg, ly->ffn_norm, c->C, 0, 0)) goto fail;
-        if (c->qk_norm) {
-            ly->q_norm = TAKE(D);
-            ly->k_norm = TAKE(D);
-            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.q_norm.weight", l);
-            snprintf(gg, sizeof gg, "blk.%d.attn_q_norm.weight", l);
-            if (fetch(base, hf, gg, ly->q_norm, c->D, 0, 0)) goto fail;
-            snprintf(hf, sizeof hf, "model.layers.%d.self_attn.k_norm.weight", l);
-            snprintf(gg, sizeof gg, "blk.%d.attn_k_norm.weight", l);
-            if (fetch(base, hf, gg, ly->k_norm, c->D, 0, 0)) goto fail;
-        }
-        for (int id = 0; id < DP_N_LINEAR; id++) {
-            lin_shape s = linear_shape(c, id);
-            dp_linear *lin = &ly->lin[id];
-            lin->out = (int)s.rows;
-            lin->in = (int)s.cols;
-            if (c->qkv_bias && id <= DP_V) {
-                lin->bias = TAKE((size_t)s.rows);
-                names(l, id, hf, gg, sizeof hf, "bias");
-                /* the GGUF bias of q/k is permuted like its rows (llama only; qwen2 is not) */
-                if (fetch(base, hf, gg, lin->bias, s.rows, 0, 0)) goto fail;
-            }
-            names(l, id, hf, gg, sizeof hf, "weight");
-            if (!opts.nf4) {
-                lin->w = TAKE((size_t)(s.rows * s.cols));
-                if (fetch(&src, hf, gg, lin->w, s.rows, s.cols, s.permute)) goto fail;
-                continue;
-            }
-            dp_nf4 *q = &stg->nf4[l * DP_N_LINEAR + id];
-            lin->nf4 = q;
-            if (nf4src.st) {
-                snprintf(hf, sizeof hf, "model.layers.%d.%s.%s", l, hf_module[id],
-                         dp_linear_names[id]);
-                if (load_nf4_linear(nf4src.st, hf, q, s.rows, s.cols)) goto fail_nf4;
-            } else if (fetch(&src, hf, gg, tmp, s.rows, s.cols, s.permute) ||
-                       dp_nf4_quantize(q, tmp, s.rows, s.cols, opts.blocksize))
-                goto fail;
-        }
+        int rc = load_layer(&ld, l, &m->layers[l], &p);
+        if (rc == -2) goto fail_nf4;
+        if (rc) goto fail;
     }
     dp_progress_update(progress, L);
     dp_progress_finish(progress);
@@ -624,6 +747,8 @@ int dp_model_save_nf4(const dp_model *m, const char *path) {
     }
     if (!rc) rc = dp_st_writer_meta(w, "format", "pt");
     if (!rc) rc = dp_st_writer_meta(w, "doppel.source", m->source ? m->source : "");
+    const storage *stg = m->storage;
+    if (!rc && stg && stg->source_fp[0]) rc = dp_st_writer_meta(w, NF4_SOURCE_KEY, stg->source_fp);
     if (!rc) rc = dp_st_writer_save(w, path);
     dp_st_writer_free(w);
     if (json)

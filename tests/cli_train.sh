@@ -37,6 +37,10 @@ grep -q "unknown LoRA target 'qkv'" "$tmp/err" || { echo "FAIL: target message";
 expect 2 "bad schedule" "$bin" train "${run[@]}" --out "$tmp/x" --schedule cyclic
 expect 2 "early stop without val" "$bin" train --model "$model" --data "$tmp/d.jsonl" --out "$tmp/x" --early-stop 2
 expect 2 "resume without checkpoint" "$bin" train "${run[@]}" --out "$tmp/x" --resume
+# usage errors with a config file read and arguments gathered (ASan's leak check covers them)
+expect 2 "config + unknown option" "$bin" train --config configs/cpu-demo.json "${run[@]}" --out "$tmp/x" --nope
+expect 2 "config + stray argument" "$bin" train --config configs/cpu-demo.json "${run[@]}" --out "$tmp/x" stray
+expect 2 "grad-accum 0" "$bin" train "${run[@]}" --out "$tmp/x" --grad-accum 0
 [ -e "$tmp/x" ] && { echo "FAIL: a refused run created its output directory"; fail=1; }
 
 # a whole run

@@ -187,6 +187,10 @@ static void test_nf4_roundtrip(void) {
         CHECK(!memcmp(r->layers[1].q_norm, f->layers[1].q_norm, 16 * 4));
     }
     dp_model_free(r);
+    /* it records the weights it came from: named for another model, it is refused */
+    CHECK(dp_model_load(FIX "tiny-qwen2", &o) == NULL);
+    CHECK_REPORT(strstr(dp_last_error(), "quantized from other weights") != NULL, "%s",
+                 dp_last_error());
     unlink(path);
     /* a missing explicit NF4 file is an error naming it */
     o.nf4_file = "/nonexistent/x.nf4.safetensors";

@@ -5,12 +5,15 @@
  * - the PEFT adapter written at the end loads back to the same parameters;
  * - damaged checkpoints and mismatched shapes are refused with a message;
  * - packing: every sequence lands in exactly one micro-batch, none over the budget;
+ * - --grad-accum above 64 takes that many micro-batches per step (once capped at 64);
+ * - the CPU step's cross-entropy chunk defaults to the planner's (DP_CE_CHUNK_DEFAULT);
  * - schedules against the closed forms. */
 #include "check.h"
 #include "data/base/error.h"
 #include "fixture_h5.h"
 #include "train/checkpoint.h"
 #include "data/base/rng.h"
+#include "train/memplan.h"
 #include "train/trainer.h"
 
 #include <unistd.h>
@@ -175,6 +178,75 @@ static void test_resume(fx_model *fm, const dp_token_data *tr, const dp_token_da
     free(la), free(lb), free(lc), free(le), free(pa), free(pb), free(pc);
 }
 
+/* One step of 70 micro-batches (over several epochs of 48 short sequences): the checkpoint's
+ * data position and token count must be those of 70 micro-batches walked from the plans. */
+static void test_grad_accum_over_64(fx_model *fm, const dp_token_data *tr) {
+    const int accum = 70;
+    dp_lora *lora = dp_lora_create(&fm->model.cfg, &fm->lc);
+    CHECK(lora != NULL);
+    if (!lora) return;
+    dp_lora_init(lora, 3);
+    char out[400];
+    snprintf(out, sizeof out, "%s/accum", tmpdir);
+    dp_train_opts o = base_opts(fm, lora, tr, NULL, out);
+    o.grad_accum = accum, o.max_steps = 1, o.eval_every = 0, o.save_every = 0;
+    dp_train_result res;
+    int rc = dp_train(&o, &res);
+    CHECK_REPORT(rc == 0, "dp_train: %s", dp_last_error());
+    /* the expected position and tokens, from the epoch plans alone */
+    int64_t epoch = 0, cursor = 0, tokens = 0;
+    dp_epoch_plan p;
+    CHECK(dp_epoch_plan_make(tr, o.batch_tokens, o.seed, epoch, true, &p) == 0);
+    for (int j = 0; j < accum; j++) {
+        if (cursor == p.nbatches) {
+            dp_epoch_plan_free(&p);
+            epoch++, cursor = 0;
+            CHECK(dp_epoch_plan_make(tr, o.batch_tokens, o.seed, epoch, true, &p) == 0);
+        }
+        for (int64_t i = p.start[cursor]; i < p.start[cursor + 1]; i++)
+            tokens += tr->offsets[p.order[i] + 1] - tr->offsets[p.order[i]];
+        cursor++;
+    }
+    dp_epoch_plan_free(&p);
+    CHECK(epoch >= 2); /* the walk crossed epochs: more than one plan's worth */
+    char ckpt[512];
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", out);
+    float *m = calloc(lora->n, sizeof(float)), *v = calloc(lora->n, sizeof(float));
+    dp_train_state st;
+    CHECK(dp_checkpoint_load(ckpt, lora, m, v, &st) == 0);
+    CHECK_EQ_INT(1, st.step);
+    CHECK_EQ_INT(epoch, st.epoch);
+    CHECK_EQ_INT(cursor, st.cursor);
+    CHECK_EQ_INT(tokens, st.tokens_seen);
+    free(m);
+    free(v);
+    dp_lora_free(lora);
+}
+
+/* ce_chunk 0 in the trainer means the one default the planner and the GPU step use: the CPU
+ * workspace must be the size of one built with DP_CE_CHUNK_DEFAULT rows (512-token batches,
+ * so a smaller default would give a smaller workspace). */
+static void test_ce_chunk_default(fx_model *fm, const dp_token_data *tr) {
+    CHECK_EQ_INT(DP_CE_CHUNK_DEFAULT, dp_train_shape_default().ce_chunk);
+    dp_lora *lora = dp_lora_create(&fm->model.cfg, &fm->lc);
+    CHECK(lora != NULL);
+    if (!lora) return;
+    dp_lora_init(lora, 3);
+    char out[400];
+    snprintf(out, sizeof out, "%s/cechunk", tmpdir);
+    dp_train_opts o = base_opts(fm, lora, tr, NULL, out);
+    o.batch_tokens = 512, o.grad_accum = 1, o.max_steps = 1, o.eval_every = 0, o.save_every = 0;
+    o.ce_chunk = 0;
+    dp_train_result res;
+    int rc = dp_train(&o, &res);
+    CHECK_REPORT(rc == 0, "dp_train: %s", dp_last_error());
+    dp_grad_ws *ws = dp_grad_ws_create(&fm->model, lora, 512, true, DP_CE_CHUNK_DEFAULT);
+    CHECK(ws != NULL);
+    if (ws) CHECK_EQ_INT(dp_grad_ws_bytes(ws), res.workspace_bytes);
+    dp_grad_ws_free(ws);
+    dp_lora_free(lora);
+}
+
 static void test_packing(const dp_token_data *tr) {
     dp_epoch_plan p;
     CHECK(dp_epoch_plan_make(tr, 64, 3, 1, true, &p) == 0);
@@ -334,6 +406,8 @@ int main(void) {
     test_truncation();
     test_packing(&tr);
     test_resume(&fm, &tr, &va);
+    test_grad_accum_over_64(&fm, &tr);
+    test_ce_chunk_default(&fm, &tr);
     dp_token_data_free(&tr);
     dp_token_data_free(&va);
     fx_model_free(&fm);

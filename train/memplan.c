@@ -32,7 +32,7 @@ dp_train_shape dp_train_shape_default(void) {
                             .targets = 0x7f,
                             .lm_head_nf4 = false,
                             .recompute = true,
-                            .ce_chunk = 256};
+                            .ce_chunk = DP_CE_CHUNK_DEFAULT};
 }
 
 static int add(dp_memplan *p, dp_mem_category cat, const char *name, uint64_t bytes) {

@@ -29,6 +29,10 @@ typedef enum {
 
 extern const char *const dp_mem_category_names[DP_MEM_N_CATEGORIES];
 
+/* Rows of logits materialized at once in the cross-entropy when nothing else is asked: the one
+ * default of the planner, the CPU step and the GPU step (--ce-chunk). */
+#define DP_CE_CHUNK_DEFAULT 256
+
 typedef struct {
     int seq;          /* tokens per micro-batch row (T) */
     int micro_batch;  /* rows per micro-batch (B) */
@@ -42,7 +46,8 @@ typedef struct {
     bool dropout;     /* LoRA dropout on (needs an fp32 copy of each LoRA input) */
 } dp_train_shape;
 
-/* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk 256, bf16
+/* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk
+ * DP_CE_CHUNK_DEFAULT, bf16
  * activations, NF4 base, no dropout. */
 dp_train_shape dp_train_shape_default(void);
 

@@ -8,6 +8,7 @@
 #include "train/metrics.h"
 #include "train/grad_gpu.h"
 #include "data/base/rng.h"
+#include "train/memplan.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -105,6 +106,16 @@ static int save_ckpt(const dp_train_opts *o, const dp_lora *lora, const float *m
     return dp_checkpoint_save(path, lora, m, v, st, o->config_json);
 }
 
+/* The dropout seed of micro-batch j of step `step`. The first 64 keep the values of the runs
+ * before --grad-accum could exceed 64 (step * 64 + j); later ones draw from their own stream so
+ * they never repeat the next step's. */
+static uint64_t dropout_seed(uint64_t seed, int64_t step, int j) {
+    uint64_t idx = j < 64
+                       ? (uint64_t)step * 64 + (uint64_t)j
+                       : dp_mix64(((uint64_t)step << 32 | (uint64_t)j) ^ 0x6163636d) ^ (1ull << 63);
+    return dp_mix64(seed ^ dp_mix64(idx)) | 1;
+}
+
 /* trained rows of micro-batch k (targets), without filling it */
 static int64_t batch_trained(const dp_token_data *d, const dp_epoch_plan *p, int64_t k) {
     int64_t n = 0;
@@ -129,61 +140,66 @@ static int save_adapter(const dp_train_opts *o, const dp_lora *lora, const char 
     return dp_lora_save_peft(lora, dir, o->base_model, o->doppel_json);
 }
 
-int dp_train(const dp_train_opts *o, dp_train_result *res) {
-    memset(res, 0, sizeof *res);
-    res->val_before = res->val_after = res->best_val = NAN;
-    res->best_step = -1;
-    dp_lora *lora = o->lora;
-    const int accum = o->grad_accum > 0 ? o->grad_accum : 1;
-    long total = dp_train_total_steps(o);
-    if (total < 0) return -1;
-    if (total == 0) return dp_fail("the run has no steps (no data, or --max-steps 0)");
-    res->total_steps = total;
-    if (dp_make_dirs(o->out_dir)) return -1;
+/* What a run holds while it trains: created by loop_open, freed by loop_close. */
+typedef struct {
+    const dp_train_opts *o;
+    dp_lora *lora;
+    long total;       /* optimizer steps of the whole run */
+    int accum;        /* micro-batches per step */
+    float *m, *v;     /* AdamW moments (host copies when on the GPU) */
+    dp_grad_ws *ws;   /* the CPU workspace, or */
+    dp_gpu_train *gt; /* the GPU step's device buffers */
+    dp_batch_buf bb;
+    data_pos dpos;
+    dp_metrics *mt;
+    dp_progress *pg;
+    dp_train_state st;
+    dp_schedule sched;
+} train_loop;
 
-    int status = -1;
-    float *m = dp_calloc(lora->n, sizeof(float)), *v = dp_calloc(lora->n, sizeof(float));
-    /* the CPU workspace, or (o->gpu) the GPU step's device buffers, created below */
-    dp_grad_ws *ws =
-        o->gpu ? NULL
-               : dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, o->ce_chunk);
-    dp_batch_buf bb = {0};
-    data_pos dpos = {.o = o, .plan_epoch = -1};
-    dp_metrics *mt = NULL;
-    dp_progress *pg = NULL;
-    dp_train_state st = {.seed = o->seed, .best_val = NAN, .best_step = -1};
-    dp_gpu_train *gt = NULL;
-    if (!m || !v || (!ws && !o->gpu) || dp_batch_buf_init(&bb, o->batch_tokens)) goto done;
-    res->workspace_bytes = ws ? dp_grad_ws_bytes(ws) : 0;
+/* The moments, the workspace (or the GPU step), the resumed state and the metrics file. */
+static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train_result *res) {
+    dp_lora *lora = o->lora;
+    /* one default for both steps and the planner (the steps' own fallbacks are not used) */
+    const int ce_chunk = o->ce_chunk > 0 ? o->ce_chunk : DP_CE_CHUNK_DEFAULT;
+    *t = (train_loop){.o = o,
+                      .lora = lora,
+                      .total = total,
+                      .accum = o->grad_accum > 0 ? o->grad_accum : 1,
+                      .dpos = {.o = o, .plan_epoch = -1},
+                      .st = {.seed = o->seed, .best_val = NAN, .best_step = -1}};
+    t->m = dp_calloc(lora->n, sizeof(float));
+    t->v = dp_calloc(lora->n, sizeof(float));
+    if (!o->gpu)
+        t->ws = dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, ce_chunk);
+    if (!t->m || !t->v || (!t->ws && !o->gpu) || dp_batch_buf_init(&t->bb, o->batch_tokens))
+        return -1;
+    res->workspace_bytes = t->ws ? dp_grad_ws_bytes(t->ws) : 0;
 
     char path[4200];
     if (o->resume) {
         snprintf(path, sizeof path, "%s/checkpoint.h5", o->out_dir);
-        if (dp_checkpoint_load(path, lora, m, v, &st)) goto done;
-        if (st.seed != o->seed) {
-            dp_fail("%s: checkpoint seed %llu differs from --seed %llu (resume with the same "
-                    "options)",
-                    path, (unsigned long long)st.seed, (unsigned long long)o->seed);
-            goto done;
-        }
-        if (st.step >= total) {
-            dp_fail("%s: the checkpoint is at step %lld of %ld: nothing left to train (raise "
-                    "--max-steps or --epochs)",
-                    path, (long long)st.step, total);
-            goto done;
-        }
+        if (dp_checkpoint_load(path, lora, t->m, t->v, &t->st)) return -1;
+        if (t->st.seed != o->seed)
+            return dp_fail("%s: checkpoint seed %llu differs from --seed %llu (resume with the "
+                           "same options)",
+                           path, (unsigned long long)t->st.seed, (unsigned long long)o->seed);
+        if (t->st.step >= total)
+            return dp_fail("%s: the checkpoint is at step %lld of %ld: nothing left to train "
+                           "(raise --max-steps or --epochs)",
+                           path, (long long)t->st.step, total);
     }
     if (o->gpu) { /* every device buffer from the memory plan; the (resumed) state uploaded */
         dp_train_shape sh =
-            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, o->ce_chunk);
+            dp_gpu_train_shape(o->model, lora, (int)o->batch_tokens, o->gpu_bf16, ce_chunk);
         sh.recompute = o->recompute;
-        if (dp_gpu_train_create(&gt, o->gpu, o->model, lora, &sh) ||
-            dp_gpu_train_upload(gt, lora->params, m, v))
-            goto done;
+        if (dp_gpu_train_create(&t->gt, o->gpu, o->model, lora, &sh) ||
+            dp_gpu_train_upload(t->gt, lora->params, t->m, t->v))
+            return -1;
     }
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
-    mt = dp_metrics_open(path, o->resume ? st.step : -1);
-    if (!mt && o->resume) {
+    t->mt = dp_metrics_open(path, o->resume ? t->st.step : -1);
+    if (!t->mt && o->resume) {
         /* a kill -9 in the middle of an append can leave the metrics file unreadable: keep it
          * aside and start a new one rather than refuse to resume */
         char aside[4300];
@@ -192,138 +208,171 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             if (!o->quiet)
                 fprintf(stderr, "train: %s; moved to %s, starting a new metrics file\n",
                         dp_last_error(), aside);
-            mt = dp_metrics_open(path, -1);
+            t->mt = dp_metrics_open(path, -1);
         }
     }
-    if (!mt) goto done;
+    if (!t->mt) return -1;
+    t->sched = (dp_schedule){.kind = o->sched, .lr = o->lr, .total_steps = total};
+    t->sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
+    return 0;
+}
 
-    dp_schedule sched = {.kind = o->sched, .lr = o->lr, .total_steps = total};
-    sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
+static void loop_close(train_loop *t) {
+    if (t->pg) dp_progress_finish(t->pg);
+    dp_metrics_close(t->mt);
+    dp_epoch_plan_free(&t->dpos.plan);
+    dp_batch_buf_free(&t->bb);
+    dp_grad_ws_free(t->ws);
+    dp_gpu_train_free(t->gt);
+    free(t->m);
+    free(t->v);
+}
+
+/* One optimizer step: the step's `accum` micro-batches, then AdamW. The step's mean loss (NAN
+ * when no row is trained), its learning rate, the grad norm and the rows it read. */
+static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int64_t *rows) {
+    const dp_train_opts *o = t->o;
+    dp_train_state *st = &t->st;
+    /* count trained rows first (a walk over the same positions), so the loss is the mean over
+     * the whole step, as one big batch would give */
+    int64_t trained = 0;
+    dp_train_state peek = *st;
+    for (int j = 0; j < t->accum; j++) {
+        if (next_plan(&t->dpos, &peek)) return -1;
+        trained += batch_trained(o->train, &t->dpos.plan, peek.cursor);
+        peek.cursor++;
+    }
+    memset(t->lora->grads, 0, t->lora->n * sizeof(float));
+    double loss_sum = 0;
+    *rows = 0;
+    for (int j = 0; j < t->accum; j++) {
+        if (next_plan(&t->dpos, st) || dp_batch_fill(&t->bb, o->train, &t->dpos.plan, st->cursor))
+            return -1;
+        double s;
+        int64_t nt;
+        uint64_t dseed = dropout_seed(o->seed, st->step, j);
+        float scale = trained > 0 ? 1.0f / (float)trained : 0;
+        if (trained > 0 &&
+            (t->gt ? dp_gpu_train_grad(t->gt, &t->bb.b, scale, dseed, &s, &nt)
+                   : dp_model_grad(t->ws, o->model, t->lora, &t->bb.b, scale, dseed, &s, &nt)))
+            return -1;
+        if (trained > 0) loss_sum += s;
+        *rows += t->bb.b.N;
+        st->cursor++;
+    }
+    *loss = trained > 0 ? loss_sum / (double)trained : NAN;
+    if (trained > 0 && !isfinite(*loss))
+        return dp_fail("step %lld: the loss is %g (diverged: lower --lr or check the data)",
+                       (long long)st->step + 1, *loss);
+    *lr = dp_schedule_lr(&t->sched, st->step);
+    *gnorm = 0;
+    if (trained > 0 && !t->gt)
+        *gnorm = dp_adamw_step(t->lora, t->m, t->v, &o->adam, *lr, st->step + 1);
+    if (trained > 0 && t->gt && dp_gpu_train_adamw(t->gt, &o->adam, *lr, st->step + 1, gnorm))
+        return -1;
+    st->step++;
+    st->tokens_seen += *rows;
+    return 0;
+}
+
+/* Validation after a step: the loss into the metrics row, best/ when it is the best so far. */
+static int loop_validate(train_loop *t, dp_metrics_row *row) {
+    const dp_train_opts *o = t->o;
+    dp_train_state *st = &t->st;
+    row->val_loss = eval_loss(t->ws, t->gt, o->model, t->lora, o->val, o->batch_tokens);
+    if (isnan(st->best_val) || row->val_loss < st->best_val) {
+        st->best_val = row->val_loss;
+        st->best_step = st->step;
+        st->evals_since_best = 0;
+        if (host_state(t->gt, t->lora, t->m, t->v) || save_adapter(o, t->lora, "best")) return -1;
+    } else
+        st->evals_since_best++;
+    if (!o->quiet)
+        dp_progress_note(t->pg, "val loss %.4f (best %.4f at step %lld)", row->val_loss,
+                         st->best_val, (long long)st->best_step);
+    return 0;
+}
+
+int dp_train(const dp_train_opts *o, dp_train_result *res) {
+    memset(res, 0, sizeof *res);
+    res->val_before = res->val_after = res->best_val = NAN;
+    res->best_step = -1;
+    long total = dp_train_total_steps(o);
+    if (total < 0) return -1;
+    if (total == 0) return dp_fail("the run has no steps (no data, or --max-steps 0)");
+    res->total_steps = total;
+    if (dp_make_dirs(o->out_dir)) return -1;
+
+    int status = -1;
+    train_loop t;
+    dp_train_state *st = &t.st;
+    if (loop_open(&t, o, total, res)) goto done;
     if (o->val && !o->resume) {
-        res->val_before = eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
+        res->val_before = eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens);
         if (!o->quiet)
             fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
     }
     dp_progress_opts popts = {.quiet = o->quiet};
-    pg = dp_progress_start("train", total, "step", &popts);
-    dp_progress_update(pg, st.step);
-    const long first_step = st.step;
-    double t0 = dp_now_seconds(), elapsed0 = st.elapsed, smooth = NAN;
+    t.pg = dp_progress_start("train", total, "step", &popts);
+    dp_progress_update(t.pg, st->step);
+    double t0 = dp_now_seconds(), elapsed0 = st->elapsed, smooth = NAN;
     int64_t tokens_here = 0;
     bool stopped = false;
     double last_val = NAN; /* validation loss after the last step, when it was evaluated */
-    while (st.step < total) {
-        if ((o->stop_flag && *o->stop_flag) || (o->stop_at > 0 && st.step == o->stop_at)) {
+    while (st->step < total) {
+        if ((o->stop_flag && *o->stop_flag) || (o->stop_at > 0 && st->step == o->stop_at)) {
             stopped = true;
             break;
         }
-        /* the step's micro-batches: count trained rows first, so the loss is the mean over
-         * the whole step, as one big batch would give */
-        int64_t cursors[64], epochs[64], trained = 0;
-        int nmicro = accum < 64 ? accum : 64;
-        dp_train_state peek = st;
-        for (int j = 0; j < nmicro; j++) {
-            if (next_plan(&dpos, &peek)) goto done;
-            epochs[j] = peek.epoch, cursors[j] = peek.cursor;
-            trained += batch_trained(o->train, &dpos.plan, peek.cursor);
-            peek.cursor++;
-        }
-        memset(lora->grads, 0, lora->n * sizeof(float));
-        double loss_sum = 0;
+        double loss = NAN, lr = 0, gnorm = 0;
         int64_t rows = 0;
-        for (int j = 0; j < nmicro; j++) {
-            st.epoch = epochs[j], st.cursor = cursors[j];
-            if (next_plan(&dpos, &st) || dp_batch_fill(&bb, o->train, &dpos.plan, st.cursor))
-                goto done;
-            double s;
-            int64_t nt;
-            uint64_t dseed = dp_mix64(o->seed ^ dp_mix64((uint64_t)st.step * 64 + (uint64_t)j)) | 1;
-            if (trained > 0 &&
-                (gt ? dp_gpu_train_grad(gt, &bb.b, 1.0f / (float)trained, dseed, &s, &nt)
-                    : dp_model_grad(ws, o->model, lora, &bb.b, 1.0f / (float)trained, dseed, &s,
-                                    &nt)))
-                goto done;
-            if (trained > 0) loss_sum += s;
-            rows += bb.b.N;
-            st.cursor++;
-        }
-        double loss = trained > 0 ? loss_sum / (double)trained : NAN;
-        if (trained > 0 && !isfinite(loss)) {
-            dp_fail("step %lld: the loss is %g (diverged: lower --lr or check the data)",
-                    (long long)st.step + 1, loss);
-            goto done;
-        }
-        double lr = dp_schedule_lr(&sched, st.step);
-        double gnorm = 0;
-        if (trained > 0 && !gt) gnorm = dp_adamw_step(lora, m, v, &o->adam, lr, st.step + 1);
-        if (trained > 0 && gt && dp_gpu_train_adamw(gt, &o->adam, lr, st.step + 1, &gnorm))
-            goto done;
-        st.step++;
-        st.tokens_seen += rows;
+        if (loop_step(&t, &loss, &lr, &gnorm, &rows)) goto done;
         tokens_here += rows;
         double now = dp_now_seconds();
-        st.elapsed = elapsed0 + (now - t0);
+        st->elapsed = elapsed0 + (now - t0);
         double tps = tokens_here / (now - t0 > 1e-9 ? now - t0 : 1e-9);
-        if (trained > 0) smooth = isnan(smooth) ? loss : 0.9 * smooth + 0.1 * loss;
+        if (!isnan(loss)) smooth = isnan(smooth) ? loss : 0.9 * smooth + 0.1 * loss;
 
-        dp_metrics_row row = {.step = st.step,
+        dp_metrics_row row = {.step = st->step,
                               .loss = loss,
                               .val_loss = NAN,
                               .lr = lr,
                               .grad_norm = gnorm,
                               .tokens_per_s = tps,
-                              .elapsed = st.elapsed};
-        bool last = st.step == total;
-        if (o->val && ((o->eval_every > 0 && st.step % o->eval_every == 0) || last)) {
-            row.val_loss = eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
-            if (isnan(st.best_val) || row.val_loss < st.best_val) {
-                st.best_val = row.val_loss;
-                st.best_step = st.step;
-                st.evals_since_best = 0;
-                if (host_state(gt, lora, m, v) || save_adapter(o, lora, "best")) goto done;
-            } else
-                st.evals_since_best++;
-            if (!o->quiet)
-                dp_progress_note(pg, "val loss %.4f (best %.4f at step %lld)", row.val_loss,
-                                 st.best_val, (long long)st.best_step);
-        }
-        last_val = last ? row.val_loss : NAN;
-        if (dp_metrics_append(mt, &row)) goto done;
-        dp_progress_note(pg, "loss %.4f  lr %.2e  %.0f tok/s  %.0f MiB", smooth, lr, tps,
-                         peak_rss_mib());
-        dp_progress_update(pg, st.step);
-        if (o->save_every > 0 && st.step % o->save_every == 0 && !last &&
-            (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)))
+                              .elapsed = st->elapsed};
+        bool last = st->step == total;
+        if (o->val && ((o->eval_every > 0 && st->step % o->eval_every == 0) || last) &&
+            loop_validate(&t, &row))
             goto done;
-        if (o->early_stop > 0 && st.evals_since_best >= o->early_stop) {
+        last_val = last ? row.val_loss : NAN;
+        if (dp_metrics_append(t.mt, &row)) goto done;
+        dp_progress_note(t.pg, "loss %.4f  lr %.2e  %.0f tok/s  %.0f MiB", smooth, lr, tps,
+                         peak_rss_mib());
+        dp_progress_update(t.pg, st->step);
+        if (o->save_every > 0 && st->step % o->save_every == 0 && !last &&
+            (host_state(t.gt, t.lora, t.m, t.v) || save_ckpt(o, t.lora, t.m, t.v, st)))
+            goto done;
+        if (o->early_stop > 0 && st->evals_since_best >= o->early_stop) {
             res->early_stopped = true;
             break;
         }
     }
-    res->steps_done = st.step;
-    res->best_val = st.best_val;
-    res->best_step = st.best_step;
+    res->steps_done = st->step;
+    res->best_val = st->best_val;
+    res->best_step = st->best_step;
     double secs = dp_now_seconds() - t0;
     res->tokens_per_s = secs > 0 ? tokens_here / secs : 0;
     res->peak_rss_mib = peak_rss_mib();
-    (void)first_step;
-    if (host_state(gt, lora, m, v) || save_ckpt(o, lora, m, v, &st)) goto done;
+    if (host_state(t.gt, t.lora, t.m, t.v) || save_ckpt(o, t.lora, t.m, t.v, st)) goto done;
     /* an interrupted run leaves a usable adapter too; --resume continues from the checkpoint */
-    if (save_adapter(o, lora, NULL)) goto done;
+    if (save_adapter(o, t.lora, NULL)) goto done;
     res->interrupted = stopped;
     if (o->val && !stopped)
         res->val_after = !isnan(last_val)
                              ? last_val
-                             : eval_loss(ws, gt, o->model, lora, o->val, o->batch_tokens);
+                             : eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens);
     status = 0;
 done:
-    if (pg) dp_progress_finish(pg);
-    dp_metrics_close(mt);
-    dp_epoch_plan_free(&dpos.plan);
-    dp_batch_buf_free(&bb);
-    dp_grad_ws_free(ws);
-    dp_gpu_train_free(gt);
-    free(m);
-    free(v);
+    loop_close(&t);
     return status;
 }

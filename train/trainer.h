@@ -33,7 +33,7 @@ typedef struct {
     long early_stop; /* 0: off; else evaluations without improvement before stopping */
     long stop_at;    /* > 0: save a checkpoint at this step and end, as SIGINT does */
     bool recompute;  /* per-layer recomputation */
-    int ce_chunk;    /* rows of logits at once (0: default) */
+    int ce_chunk;    /* rows of logits at once (0: DP_CE_CHUNK_DEFAULT) */
     /* GPU backend (dp_cuda_ops or dp_emu_ops) for the gradients, the optimizer and validation,
      * or NULL for the CPU (the parameters and moments come back to the host each step, for the
      * adapter files and checkpoints) */
