@@ -26,8 +26,7 @@ int dp_block_forward(const dp_model *m, int l, const dp_block_ops *ops, dp_block
 
     /* attention: x2 = x + o(attention(rope(q(h1)), rope(k(h1)), v(h1))), h1 = norm(x) */
     if (n > 0) {
-        rmsnorm_forward(ROWS(A->h1, n0, C), rstd1, ROWS(x, n0, C), ly->attn_norm, n, C,
-                        c->rms_eps);
+        rmsnorm_forward(ROWS(A->h1, n0, C), rstd1, ROWS(x, n0, C), ly->attn_norm, n, C, c->rms_eps);
         bool keep_raw = c->qk_norm && A->qraw;
         float *q = keep_raw ? A->qraw : A->q, *k = keep_raw ? A->kraw : A->k;
         if (ops->linears(ops->ctx, l, 3, qkv, (float *const[]){q, k, A->v}, A->h1, n0, n1))
@@ -51,8 +50,7 @@ int dp_block_forward(const dp_model *m, int l, const dp_block_ops *ops, dp_block
     }
 
     /* MLP: x_out = x2 + down(silu(gate(h2)) * up(h2)), h2 = norm(x2) */
-    rmsnorm_forward(ROWS(A->h2, n0, C), rstd2, ROWS(A->x2, n0, C), ly->ffn_norm, n, C,
-                    c->rms_eps);
+    rmsnorm_forward(ROWS(A->h2, n0, C), rstd2, ROWS(A->x2, n0, C), ly->ffn_norm, n, C, c->rms_eps);
     if (ops->linears(ops->ctx, l, 2, gate_up, (float *const[]){A->g, A->u}, A->h2, n0, n1))
         return -1;
     swiglu_forward(ROWS(A->a, n0, F), ROWS(A->g, n0, F), ROWS(A->u, n0, F), (size_t)n * F);
@@ -64,8 +62,8 @@ int dp_block_forward(const dp_model *m, int l, const dp_block_ops *ops, dp_block
     return 0;
 }
 
-int dp_trunk_forward(const dp_model *m, const dp_block_ops *ops, const int32_t *tokens,
-                     float *x0, const int32_t *pos, const float *inv_freq, int n0, int n1) {
+int dp_trunk_forward(const dp_model *m, const dp_block_ops *ops, const int32_t *tokens, float *x0,
+                     const int32_t *pos, const float *inv_freq, int n0, int n1) {
     const int C = m->cfg.C;
     if (n1 > n0) embedding_forward(ROWS(x0, n0, C), tokens + n0, m->embed, n1 - n0, C);
     for (int l = 0; l < m->cfg.L; l++) {

@@ -52,7 +52,7 @@ int dp_block_forward(const dp_model *m, int l, const dp_block_ops *ops, dp_block
 
 /* Embedding of tokens (N) into x0 (N, C) then every block in order (ops->layer names each
  * one's buffers), on rows [n0, n1). The final norm and the head are the caller's. */
-int dp_trunk_forward(const dp_model *m, const dp_block_ops *ops, const int32_t *tokens,
-                     float *x0, const int32_t *pos, const float *inv_freq, int n0, int n1);
+int dp_trunk_forward(const dp_model *m, const dp_block_ops *ops, const int32_t *tokens, float *x0,
+                     const int32_t *pos, const float *inv_freq, int n0, int n1);
 
 #endif

@@ -142,8 +142,16 @@ int dp_forward_create(dp_forward *f, const dp_model *m, int max_T, int chunk) {
     f->pos = (int32_t *)p;
     /* the block's view: norms into xn, q/k normed in place, the residual updated in place,
      * silu(gate) * up into gate; nothing kept for a backward */
-    f->acts = (dp_block_acts){.h1 = f->xn, .q = f->q, .k = f->k, .v = f->v, .att = f->att,
-                              .x2 = f->x, .h2 = f->xn, .g = f->gate, .u = f->up, .a = f->gate,
+    f->acts = (dp_block_acts){.h1 = f->xn,
+                              .q = f->q,
+                              .k = f->k,
+                              .v = f->v,
+                              .att = f->att,
+                              .x2 = f->x,
+                              .h2 = f->xn,
+                              .g = f->gate,
+                              .u = f->up,
+                              .a = f->gate,
                               .proj = f->proj};
     rope_inv_freq(f->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
     /* OpenBLAS runs single-threaded while the context lives (restored by dp_forward_free):
@@ -175,8 +183,8 @@ void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx) {
  * block ops that run the linears and the cached attention for infer/block.c. */
 typedef struct {
     dp_forward *f;
-    dp_kv *const *kv;        /* (nseq) */
-    const int32_t *cu;       /* (nseq + 1) */
+    dp_kv *const *kv;  /* (nseq) */
+    const int32_t *cu; /* (nseq + 1) */
     int nseq;
 } step;
 
@@ -245,9 +253,8 @@ static int step_layer(void *ctx, int l, const float **x, float **x_out, dp_block
  * logits (N, V) when every_row, else (nseq, V) of each sequence's last row, each through the
  * one-row head (the Q8 copy), as a single sequence's decode step computes it. The caches'
  * positions advance only on success. */
-static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens,
-                        const int32_t *pos, const int32_t *cu, int nseq, int N, float *logits,
-                        bool every_row) {
+static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens, const int32_t *pos,
+                        const int32_t *cu, int nseq, int N, float *logits, bool every_row) {
     const dp_model *m = f->model;
     const dp_model_config *c = &m->cfg;
     const int C = c->C, V = c->V;
@@ -313,6 +320,5 @@ int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *
                                "positions (rows continue at %d)",
                                s, r0 + i, b->pos[r0 + i], kv[s]->T, kv[s]->T + i);
     }
-    return forward_rows(f, kv, b->tokens, b->pos, b->cu_seqlens, b->nseq, b->N, logits,
-                        every_row);
+    return forward_rows(f, kv, b->tokens, b->pos, b->cu_seqlens, b->nseq, b->N, logits, every_row);
 }

@@ -25,8 +25,7 @@ static int32_t token_at(int s, int p, int V) {
     return (int32_t)((s * 131 + p * 17 + 3) % V);
 }
 
-static void check_model(const dp_model *m, dp_linear_hook hook, void *hook_ctx,
-                        const char *name) {
+static void check_model(const dp_model *m, dp_linear_hook hook, void *hook_ctx, const char *name) {
     const int V = m->cfg.V;
     char what[160];
     /* the reference: each sequence alone, its last-row logits after the prompt and each step,
@@ -83,8 +82,8 @@ static void check_model(const dp_model *m, dp_linear_hook hook, void *hook_ctx,
         if (rc) break;
         for (int s = 0; s < NSEQ; s++) {
             const float *w = want + ((size_t)(k + 1) * NSEQ + s) * V;
-            const float *g = every_row ? got_rows + (size_t)(cu[s + 1] - 1) * V
-                                       : got + (size_t)s * V;
+            const float *g =
+                every_row ? got_rows + (size_t)(cu[s + 1] - 1) * V : got + (size_t)s * V;
             snprintf(what, sizeof what, "%s step %d sequence %d (%d rows) vs alone", name, k, s,
                      cu[s + 1] - cu[s]);
             check_arrays_near(what, w, g, (size_t)V, 1e-5 * fx_max_abs(w, (size_t)V), 0);

@@ -21,7 +21,11 @@ static void test_arch(const char *arch) {
     CHECK(lora && fx_lora_init(f, lora) == 0);
     H5Fclose(f);
     CHECK(ns >= 3); /* at least two sequences, so their offsets can be swapped */
-    dp_batch b = {.N = (int)n, .nseq = (int)ns - 1, .tokens = tok, .targets = tgt, .pos = pos,
+    dp_batch b = {.N = (int)n,
+                  .nseq = (int)ns - 1,
+                  .tokens = tok,
+                  .targets = tgt,
+                  .pos = pos,
                   .cu_seqlens = cu};
     dp_grad_ws *ws = dp_grad_ws_create(&fm.model, lora, b.N, true, 0);
     CHECK(ws != NULL);

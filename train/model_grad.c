@@ -1,8 +1,8 @@
 /* Whole-model training forward/backward with LoRA (see model_grad.h). The forward is the
  * inference forward's trunk and blocks (infer/block.c), run by every thread of the team on its
- * rows, with ops that keep what the backward needs; the backward is this file's. Layer inputs are kept;
- * with recomputation each layer's activations are rebuilt right before its backward pass.
- * Cross-entropy runs only over trained rows, in chunks, so full logits never exist.
+ * rows, with ops that keep what the backward needs; the backward is this file's. Layer inputs
+ * are kept; with recomputation each layer's activations are rebuilt right before its backward
+ * pass. Cross-entropy runs only over trained rows, in chunks, so full logits never exist.
  * Threads: one OpenMP region per call. Each thread owns a slice of the rows and runs every
  * row-wise step (norms, projections with single-threaded OpenBLAS, LoRA, RoPE, SwiGLU,
  * residuals, its share of the cross-entropy) on it alone; the team meets only around attention
@@ -53,10 +53,10 @@ struct dp_grad_ws {
     /* with recomputation, (L, N, C) each layer's residual after attention as well: the
      * recomputation then skips the o and down projections (a third of the layer's GEMMs) */
     float *x2s;
-    float *xas;              /* (L, DP_N_LINEAR, N, r) every LoRA x_d A^T */
-    layer_acts *acts;        /* 1 (recompute) or L */
-    float *xf, *rstdf, *dxf; /* final norm (N, C), (N), grad (N, C) */
-    float *dx, *dh, *tmp;    /* (N, C) x2, (N, max(C, F, H*D)) */
+    float *xas;                             /* (L, DP_N_LINEAR, N, r) every LoRA x_d A^T */
+    layer_acts *acts;                       /* 1 (recompute) or L */
+    float *xf, *rstdf, *dxf;                /* final norm (N, C), (N), grad (N, C) */
+    float *dx, *dh, *tmp;                   /* (N, C) x2, (N, max(C, F, H*D)) */
     float *dq, *dk, *dv, *dqr, *dkr, *datt; /* (N, H*D) / (N, KVH*D) */
     float *dg, *du, *da;                    /* (N, F) */
     float *keep, *xd;                       /* (N, max in) dropout multipliers, dropped input */
@@ -215,8 +215,8 @@ typedef struct {
     const dp_model *model;
     const dp_batch *b;
     uint64_t seed;
-    int t, nt, n0, n1; /* this thread, the team, its rows [n0, n1) */
-    int w_layer;       /* layer whose NF4 weights wdq holds, -1 none */
+    int t, nt, n0, n1;   /* this thread, the team, its rows [n0, n1) */
+    int w_layer;         /* layer whose NF4 weights wdq holds, -1 none */
     const dp_lora *lora; /* the adapter of the forward, or NULL */
     bool rc;             /* the recomputation pass is running */
     dp_block_ops ops;    /* the block's linears and attention, this struct as their context */
@@ -380,8 +380,8 @@ static void reduce_grads(thr *th, dp_lora *lora, int l, bool nowait) {
     }
 }
 
-/* module m's x_d A^T of layer l: kept for every layer with recomputation */
-#define XA(ws, A, l, m) ((ws)->xas + ((size_t)(l)*DP_N_LINEAR + (m)) * (ws)->maxN * (ws)->r)
+/* module m's x_d A^T of layer l, kept for every layer (with recomputation too) */
+#define XA(ws, l, m) ((ws)->xas + ((size_t)(l)*DP_N_LINEAR + (m)) * (ws)->maxN * (ws)->r)
 
 /* rows [n0, n1) of a (N, w) matrix */
 #define MY(th, p, w) ((p) + (size_t)(th)->n0 * (w))
@@ -392,7 +392,7 @@ static int train_linears(void *ctx, int l, int n, const dp_linear_id *ids, float
     thr *th = ctx;
     (void)n0, (void)n1; /* th->n0, th->n1 */
     for (int i = 0; i < n; i++)
-        proj_fwd(th, th->lora, l, ids[i], out[i], inp, XA(th->ws, NULL, l, ids[i]), th->rc);
+        proj_fwd(th, th->lora, l, ids[i], out[i], inp, XA(th->ws, l, ids[i]), th->rc);
     return 0;
 }
 
@@ -434,8 +434,8 @@ static void layer_recompute(thr *th, int l) {
     layer_acts *A = layer_setup(th, l);
     th->rc = true;
     (void)dp_block_forward(th->model, l, &th->ops, A, th->ws->xs + l * NC,
-                           th->ws->xs + (l + 1) * NC, th->b->pos, th->ws->inv_freq, th->n0,
-                           th->n1, true);
+                           th->ws->xs + (l + 1) * NC, th->b->pos, th->ws->inv_freq, th->n0, th->n1,
+                           true);
     th->rc = false;
 }
 
@@ -451,18 +451,18 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
     load_layer(th, l);
     if (n > 0) {
         /* MLP: the residual passes dx through; the down projection sees dx too */
-        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, A, l, DP_DOWN), 0.0f);
+        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, l, DP_DOWN), 0.0f);
         memset(MY(th, ws->dg, F), 0, (size_t)n * F * sizeof(float));
         memset(MY(th, ws->du, F), 0, (size_t)n * F * sizeof(float));
         swiglu_backward(MY(th, ws->dg, F), MY(th, ws->du, F), MY(th, ws->da, F), MY(th, A->g, F),
                         MY(th, A->u, F), (size_t)n * F);
-        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, XA(ws, A, l, DP_GATE), 0.0f);
-        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, XA(ws, A, l, DP_UP), 1.0f);
+        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, XA(ws, l, DP_GATE), 0.0f);
+        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, XA(ws, l, DP_UP), 1.0f);
         const float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x2, C), ly->ffn_norm,
                          MY(th, A->rstd2, 1), n, C);
         /* attention */
-        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, XA(ws, A, l, DP_O), 0.0f);
+        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, XA(ws, l, DP_O), 0.0f);
         memset(MY(th, ws->dq, HD), 0, (size_t)n * HD * sizeof(float));
         memset(MY(th, ws->dk, KD), 0, (size_t)n * KD * sizeof(float));
         memset(MY(th, ws->dv, KD), 0, (size_t)n * KD * sizeof(float));
@@ -489,9 +489,9 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
                              ly->k_norm, MY(th, A->kn_rstd, KVH), n * KVH, D);
             dq = ws->dqr, dk = ws->dkr;
         }
-        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, XA(ws, A, l, DP_Q), 0.0f);
-        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, XA(ws, A, l, DP_K), 1.0f);
-        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, XA(ws, A, l, DP_V), 1.0f);
+        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, XA(ws, l, DP_Q), 0.0f);
+        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, XA(ws, l, DP_K), 1.0f);
+        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, XA(ws, l, DP_V), 1.0f);
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x, C), ly->attn_norm,
                          MY(th, A->rstd1, 1), n, C);
     }
