@@ -309,6 +309,8 @@ int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *
     if (dp_batch_check(b, f->model->cfg.V, f->chunk, false, "forward")) return -1;
     for (int s = 0; s < b->nseq; s++) {
         int r0 = b->cu_seqlens[s], ns = b->cu_seqlens[s + 1] - r0;
+        if (!kv[s] || !kv[s]->k)
+            return dp_fail("forward: sequence %d of the step has no KV cache (dp_kv_create)", s);
         if (ns < 1) return dp_fail("forward: sequence %d of the step has no rows", s);
         if (ns > kv[s]->max_T - kv[s]->T)
             return dp_fail("forward: sequence %d: %d new tokens after %d cached ones exceed its "

@@ -79,7 +79,8 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
  * say so). A decode step of B conversations is B sequences of one row. logits: (N, V), one row
  * per row, when every_row; else (nseq, V), each sequence's last row. b->targets is ignored.
  * The result equals one dp_forward_tokens-like step per sequence (up to summation order). Fails
- * with nothing appended on a bad batch or a full cache. f's own cache is not used. */
+ * with nothing appended on a bad batch or a full cache. The caches are distinct, each created
+ * for f's model; f's own cache (dp_forward_tokens') is not used. */
 int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *logits,
                      bool every_row);
 

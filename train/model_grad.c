@@ -616,9 +616,11 @@ int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp
     return 0;
 }
 
-int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
-                  double *loss_sum, int64_t *ntrained) {
-    if (dp_batch_check(b, model->cfg.V, ws->maxN, true, "validation loss")) return -1;
+/* The forward alone (no dropout) on the team: the trunk, then with `loss` the cross-entropy
+ * sums of the trained rows (targets needed). */
+static int forward_only(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
+                        const dp_batch *b, bool loss, const char *who) {
+    if (dp_batch_check(b, model->cfg.V, ws->maxN, loss, who)) return -1;
     if (lora && lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
     int nt = ws->nt < b->N ? ws->nt : b->N;
 #pragma omp parallel num_threads(nt)
@@ -626,23 +628,21 @@ int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, co
         thr th;
         thr_init(&th, ws, model, b, lora, 0);
         forward_trunk(&th);
-        head(&th, false, 0.0f);
+        if (loss) head(&th, false, 0.0f);
     }
-    sum_loss(ws, nt, loss_sum, ntrained);
+    return 0;
+}
+
+int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
+                  double *loss_sum, int64_t *ntrained) {
+    if (forward_only(ws, model, lora, b, true, "validation loss")) return -1;
+    sum_loss(ws, ws->nt < b->N ? ws->nt : b->N, loss_sum, ntrained);
     return 0;
 }
 
 int dp_model_logits(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
                     float *logits) {
-    if (dp_batch_check(b, model->cfg.V, ws->maxN, false, "logits")) return -1;
-    if (lora && lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
-    int nt = ws->nt < b->N ? ws->nt : b->N;
-#pragma omp parallel num_threads(nt)
-    {
-        thr th;
-        thr_init(&th, ws, model, b, lora, 0);
-        forward_trunk(&th);
-    }
+    if (forward_only(ws, model, lora, b, false, "logits")) return -1;
     gemm_omp(false, true, b->N, ws->V, ws->C, 1.0f, ws->xf, ws->C, model->lm_head.w, ws->C, 0.0f,
              logits, ws->V);
     return 0;
