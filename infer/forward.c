@@ -76,6 +76,26 @@ int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
                    lin->out, lin->in);
 }
 
+int dp_kv_create(dp_kv *kv, const dp_model *m, int max_T) {
+    memset(kv, 0, sizeof *kv);
+    const dp_model_config *c = &m->cfg;
+    if (max_T < 1) return dp_fail("KV cache of %d positions (must be at least 1)", max_T);
+    size_t per = (size_t)c->L * max_T * c->KVH * c->D;
+    kv->k = dp_malloc(2 * per * sizeof(float));
+    if (!kv->k)
+        return dp_fail_context("KV cache for %d positions (%.1f MiB)", max_T,
+                               2 * per * sizeof(float) / 1048576.0);
+    kv->v = kv->k + per;
+    kv->max_T = max_T;
+    return 0;
+}
+
+void dp_kv_free(dp_kv *kv) {
+    if (!kv) return;
+    free(kv->k);
+    memset(kv, 0, sizeof *kv);
+}
+
 int dp_forward_create(dp_forward *f, const dp_model *m, int max_T, int chunk) {
     memset(f, 0, sizeof *f);
     const dp_model_config *c = &m->cfg;
@@ -120,6 +140,19 @@ int dp_forward_create(dp_forward *f, const dp_model *m, int max_T, int chunk) {
         p += round_up(size[i]);
     }
     f->pos = (int32_t *)p;
+    /* the block's view: norms into xn, q/k normed in place, the residual updated in place,
+     * silu(gate) * up into gate; nothing kept for a backward */
+    f->acts = (dp_block_acts){.h1 = f->xn,
+                              .q = f->q,
+                              .k = f->k,
+                              .v = f->v,
+                              .att = f->att,
+                              .x2 = f->x,
+                              .h2 = f->xn,
+                              .g = f->gate,
+                              .u = f->up,
+                              .a = f->gate,
+                              .proj = f->proj};
     rope_inv_freq(f->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
     /* OpenBLAS runs single-threaded while the context lives (restored by dp_forward_free):
      * switching its pool on and off per call wakes threads that spin beside OpenMP's */
@@ -146,6 +179,15 @@ void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx) {
     f->hook_ctx = ctx;
 }
 
+/* One step of the forward: the sequences' caches, their packing as rows (cu_seqlens), and the
+ * block ops that run the linears and the cached attention for infer/block.c. */
+typedef struct {
+    dp_forward *f;
+    dp_kv *const *kv;  /* (nseq) */
+    const int32_t *cu; /* (nseq + 1) */
+    int nseq;
+} step;
+
 static int linear(dp_forward *f, int l, dp_linear_id id, float *y, const float *x, int N) {
     const dp_linear *lin = &f->model->layers[l].lin[id];
     if (dp_linear_forward(y, x, lin, N)) return -1;
@@ -153,20 +195,24 @@ static int linear(dp_forward *f, int l, dp_linear_id id, float *y, const float *
     return 0;
 }
 
-/* Several linears of block l over the same input (q/k/v, gate/up): for one NF4 row they run as
- * one parallel region (gemv_nf4_multi), then the hook sees each in order as usual. */
-static int linears(dp_forward *f, int l, int n, const dp_linear_id *ids, float *const *y,
-                   const float *x, int N) {
+/* Linears of block l over the same input (all rows: inference calls the block with [0, N) from
+ * outside any parallel region; each linear spreads over the threads itself). Several NF4
+ * linears of one row (q/k/v, gate/up) run as one parallel region (gemv_nf4_multi), then the
+ * hook sees each in order as usual. */
+static int step_linears(void *ctx, int l, int n, const dp_linear_id *ids, float *const *y,
+                        const float *x, int n0, int n1) {
+    dp_forward *f = ((step *)ctx)->f;
     const dp_linear *lin = f->model->layers[l].lin;
-    bool fused = N == 1;
+    int N = n1 - n0;
+    bool fused = N == 1 && n > 1;
     for (int i = 0; i < n; i++) fused = fused && lin[ids[i]].nf4 && !lin[ids[i]].q8;
     if (!fused) {
         for (int i = 0; i < n; i++)
             if (linear(f, l, ids[i], y[i], x, N)) return -1;
         return 0;
     }
-    const dp_nf4 *w[DP_N_LINEAR];
-    const float *b[DP_N_LINEAR];
+    const dp_nf4 *w[DP_N_LINEAR] = {0};
+    const float *b[DP_N_LINEAR] = {0};
     for (int i = 0; i < n; i++) w[i] = lin[ids[i]].nf4, b[i] = lin[ids[i]].bias;
     gemv_nf4_multi(n, y, w, b, x, lin[ids[0]].in);
     for (int i = 0; f->hook && i < n; i++)
@@ -174,60 +220,59 @@ static int linears(dp_forward *f, int l, int n, const dp_linear_id *ids, float *
     return 0;
 }
 
-static void residual_add(float *x, const float *y, size_t n) {
-    for (size_t i = 0; i < n; i++) x[i] += y[i];
+/* Each sequence's new k, v rows go into its cache after its T cached positions; its queries
+ * attend over the whole cache. */
+static int step_attention(void *ctx, int l, dp_block_acts *A, int n0, int n1) {
+    (void)n0, (void)n1;
+    const step *st = ctx;
+    const dp_model_config *c = &st->f->model->cfg;
+    const int H = c->H, KVH = c->KVH, D = c->D;
+    const size_t kvd = (size_t)KVH * D, qd = (size_t)H * D;
+    for (int s = 0; s < st->nseq; s++) {
+        const dp_kv *kv = st->kv[s];
+        int r0 = st->cu[s], ns = st->cu[s + 1] - r0, T0 = kv->T;
+        float *kc = kv->k + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
+        float *vc = kv->v + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
+        memcpy(kc + (size_t)T0 * kvd, A->k + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
+        memcpy(vc + (size_t)T0 * kvd, A->v + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
+        attention_cached(A->att + (size_t)r0 * qd, A->q + (size_t)r0 * qd, kc, vc, ns, T0 + ns, H,
+                         KVH, D);
+    }
+    return 0;
 }
 
-/* One step over N <= chunk rows at positions [f->T, f->T + N). */
-static int forward_chunk(dp_forward *f, const int32_t *tokens, int N, float *all_logits) {
+/* inference keeps one residual stream x, updated in place, and one set of activations */
+static int step_layer(void *ctx, int l, const float **x, float **x_out, dp_block_acts **A) {
+    (void)l;
+    dp_forward *f = ((step *)ctx)->f;
+    *x = f->x, *x_out = f->x, *A = &f->acts;
+    return 0;
+}
+
+/* N <= chunk rows of nseq sequences through the blocks, then the final norm and the head:
+ * logits (N, V) when every_row, else (nseq, V) of each sequence's last row, each through the
+ * one-row head (the Q8 copy), as a single sequence's decode step computes it. The caches'
+ * positions advance only on success. */
+static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens, const int32_t *pos,
+                        const int32_t *cu, int nseq, int N, float *logits, bool every_row) {
     const dp_model *m = f->model;
     const dp_model_config *c = &m->cfg;
-    const int C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F, V = c->V, T0 = f->T;
-    const size_t kvd = (size_t)KVH * D;
-
-    for (int i = 0; i < N; i++) f->pos[i] = T0 + i;
-    embedding_forward(f->x, tokens, m->embed, N, C);
-
-    for (int l = 0; l < c->L; l++) {
-        const dp_layer *ly = &m->layers[l];
-        float *kc = f->k_cache + (size_t)l * f->max_T * kvd; // (max_T, KVH, D)
-        float *vc = f->v_cache + (size_t)l * f->max_T * kvd; // (max_T, KVH, D)
-
-        /* attention */
-        rmsnorm_forward(f->xn, NULL, f->x, ly->attn_norm, N, C, c->rms_eps);
-        static const dp_linear_id qkv[3] = {DP_Q, DP_K, DP_V}, gate_up[2] = {DP_GATE, DP_UP};
-        if (linears(f, l, 3, qkv, (float *const[]){f->q, f->k, f->v}, f->xn, N)) return -1;
-        if (c->qk_norm) { /* Qwen3: RMSNorm over each head's D values, before RoPE */
-            rmsnorm_forward(f->q, NULL, f->q, ly->q_norm, N * H, D, c->rms_eps);
-            rmsnorm_forward(f->k, NULL, f->k, ly->k_norm, N * KVH, D, c->rms_eps);
-        }
-        rope_forward(f->q, f->pos, f->inv_freq, N, H, D);
-        rope_forward(f->k, f->pos, f->inv_freq, N, KVH, D);
-        memcpy(kc + (size_t)T0 * kvd, f->k, (size_t)N * kvd * sizeof(float));
-        memcpy(vc + (size_t)T0 * kvd, f->v, (size_t)N * kvd * sizeof(float));
-        attention_cached(f->att, f->q, kc, vc, N, T0 + N, H, KVH, D);
-        if (linear(f, l, DP_O, f->proj, f->att, N)) return -1;
-        residual_add(f->x, f->proj, (size_t)N * C);
-
-        /* MLP: down(silu(gate(x)) * up(x)) */
-        rmsnorm_forward(f->xn, NULL, f->x, ly->ffn_norm, N, C, c->rms_eps);
-        if (linears(f, l, 2, gate_up, (float *const[]){f->gate, f->up}, f->xn, N)) return -1;
-        swiglu_forward(f->gate, f->gate, f->up, (size_t)N * F);
-        if (linear(f, l, DP_DOWN, f->proj, f->gate, N)) return -1;
-        residual_add(f->x, f->proj, (size_t)N * C);
-    }
-
-    /* final norm + lm_head: every row when asked, else only the last one */
-    const float *last = f->x + (size_t)(N - 1) * C;
-    if (all_logits) {
+    const int C = c->C, V = c->V;
+    step st = {f, kv, cu, nseq};
+    dp_block_ops ops = {step_linears, step_attention, step_layer, &st};
+    if (dp_trunk_forward(m, &ops, tokens, f->x, pos, f->inv_freq, 0, N)) return -1;
+    if (every_row) {
         rmsnorm_forward(f->xn, NULL, f->x, m->final_norm, N, C, c->rms_eps);
-        if (dp_linear_forward(all_logits, f->xn, &m->lm_head, N)) return -1;
-        memcpy(f->logits, all_logits + (size_t)(N - 1) * V, (size_t)V * sizeof(float));
+        if (dp_linear_forward(logits, f->xn, &m->lm_head, N)) return -1;
     } else {
-        rmsnorm_forward(f->xn, NULL, last, m->final_norm, 1, C, c->rms_eps);
-        if (dp_linear_forward(f->logits, f->xn, &m->lm_head, 1)) return -1;
+        for (int s = 0; s < nseq; s++) {
+            float *xn = f->xn + (size_t)s * C;
+            rmsnorm_forward(xn, NULL, f->x + (size_t)(cu[s + 1] - 1) * C, m->final_norm, 1, C,
+                            c->rms_eps);
+            if (dp_linear_forward(logits + (size_t)s * V, xn, &m->lm_head, 1)) return -1;
+        }
     }
-    f->T = T0 + N;
+    for (int s = 0; s < nseq; s++) kv[s]->T += cu[s + 1] - cu[s];
     return 0;
 }
 
@@ -242,16 +287,40 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
         if (tokens[i] < 0 || tokens[i] >= c->V)
             return dp_fail("forward: token id %d at position %d is outside the vocabulary [0, %d)",
                            tokens[i], i, c->V);
-    int T_start = f->T, rc = 0;
+    /* f's own cache, as the one sequence of each step */
+    dp_kv own = {f->k_cache, f->v_cache, f->max_T, f->T}, *kv = &own;
     for (int done = 0; done < N;) {
         int n = N - done < f->chunk ? N - done : f->chunk;
-        float *lg = all_logits ? all_logits + (size_t)done * c->V : NULL;
-        if (forward_chunk(f, tokens + done, n, lg)) {
-            f->T = T_start; /* nothing appended on failure */
-            rc = -1;
-            break;
-        }
+        int32_t cu[2] = {0, n};
+        for (int i = 0; i < n; i++) f->pos[i] = own.T + i;
+        float *lg = all_logits ? all_logits + (size_t)done * c->V : f->logits;
+        if (forward_rows(f, &kv, tokens + done, f->pos, cu, 1, n, lg, all_logits != NULL))
+            return -1; /* f->T untouched: nothing appended */
         done += n;
     }
-    return rc;
+    if (all_logits)
+        memcpy(f->logits, all_logits + (size_t)(N - 1) * c->V, (size_t)c->V * sizeof(float));
+    f->T = own.T;
+    return 0;
+}
+
+int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *logits,
+                     bool every_row) {
+    if (dp_batch_check(b, f->model->cfg.V, f->chunk, false, "forward")) return -1;
+    for (int s = 0; s < b->nseq; s++) {
+        int r0 = b->cu_seqlens[s], ns = b->cu_seqlens[s + 1] - r0;
+        if (!kv[s] || !kv[s]->k)
+            return dp_fail("forward: sequence %d of the step has no KV cache (dp_kv_create)", s);
+        if (ns < 1) return dp_fail("forward: sequence %d of the step has no rows", s);
+        if (ns > kv[s]->max_T - kv[s]->T)
+            return dp_fail("forward: sequence %d: %d new tokens after %d cached ones exceed its "
+                           "context of %d positions",
+                           s, ns, kv[s]->T, kv[s]->max_T);
+        for (int i = 0; i < ns; i++)
+            if (b->pos[r0 + i] != kv[s]->T + i)
+                return dp_fail("forward: sequence %d, row %d: position %d, but its cache holds %d "
+                               "positions (rows continue at %d)",
+                               s, r0 + i, b->pos[r0 + i], kv[s]->T, kv[s]->T + i);
+    }
+    return forward_rows(f, kv, b->tokens, b->pos, b->cu_seqlens, b->nseq, b->N, logits, every_row);
 }

@@ -1,5 +1,7 @@
 /* The forward pass over a loaded dp_model on the CPU: prefill and single-token decode through a
- * per-layer KV cache, logits for the last position or for every position. */
+ * per-layer KV cache, logits for the last position or for every position; and one step of
+ * several sequences at once, each with its own KV cache (continuous batching). The blocks are
+ * infer/block.c's, the ones the training step runs too. */
 #ifndef DOPPEL_FORWARD_H
 #define DOPPEL_FORWARD_H
 
@@ -7,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "infer/batch.h"
+#include "infer/block.h"
 #include "infer/model.h"
 
 #ifdef __cplusplus
@@ -17,6 +21,16 @@ extern "C" {
  * it may add to `out` (a LoRA adapter adds B A x * scale there). Returns 0 or -1 (dp_fail). */
 typedef int (*dp_linear_hook)(void *ctx, int layer, dp_linear_id id, float *out, const float *inp,
                               int N, int in, int out_features);
+
+/* One sequence's KV cache: k and v, each (L, max_T, KVH, D); T positions held. */
+typedef struct {
+    float *k, *v;
+    int max_T, T;
+} dp_kv;
+
+/* A cache for up to max_T positions of model m (one allocation). Returns 0 or -1 (dp_fail). */
+int dp_kv_create(dp_kv *kv, const dp_model *m, int max_T);
+void dp_kv_free(dp_kv *kv);
 
 /* A forward-pass context: the model (borrowed), its KV cache and activation buffers.
  * Each category is one allocation carved by a table of sizes (see dp_forward_memory). */
@@ -38,6 +52,7 @@ typedef struct dp_forward {
     float *logits;              /* (V) last-position logits */
     float *inv_freq;            /* (D/2) */
     int32_t *pos;               /* (chunk) */
+    dp_block_acts acts;         /* the buffers above as the block sees them (one set, reused) */
     size_t kv_bytes, act_bytes; /* the two allocations, for the start-up line */
     int blas_threads;           /* OpenBLAS threads before create, restored by free */
     dp_linear_hook hook;        /* adapter hook or NULL */
@@ -57,6 +72,17 @@ void dp_forward_truncate(dp_forward *f, int T);
  * f->logits always holds the last position's (V) afterwards. Fails (nothing appended) when
  * the cache would overflow max_T or a token id is outside [0, V). */
 int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_logits);
+
+/* One step of b->nseq independent sequences packed as b's rows (at most `chunk` in all):
+ * sequence s appends its rows [cu_seqlens[s], cu_seqlens[s+1]) (at least one) after the
+ * kv[s]->T positions of its own cache, at positions kv[s]->T, kv[s]->T + 1, ... (b->pos must
+ * say so). A decode step of B conversations is B sequences of one row. logits: (N, V), one row
+ * per row, when every_row; else (nseq, V), each sequence's last row. b->targets is ignored.
+ * The result equals one dp_forward_tokens-like step per sequence (up to summation order). Fails
+ * with nothing appended on a bad batch or a full cache. The caches are distinct, each created
+ * for f's model; f's own cache (dp_forward_tokens') is not used. */
+int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *logits,
+                     bool every_row);
 
 /* Installs (or removes, with NULL) the adapter hook applied after every block linear. */
 void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx);

@@ -1,6 +1,8 @@
-/* Whole-model training forward/backward with LoRA (see model_grad.h). Layer inputs are kept;
- * with recomputation each layer's activations are rebuilt right before its backward pass.
- * Cross-entropy runs only over trained rows, in chunks, so full logits never exist.
+/* Whole-model training forward/backward with LoRA (see model_grad.h). The forward is the
+ * inference forward's trunk and blocks (infer/block.c), run by every thread of the team on its
+ * rows, with ops that keep what the backward needs; the backward is this file's. Layer inputs
+ * are kept; with recomputation each layer's activations are rebuilt right before its backward
+ * pass. Cross-entropy runs only over trained rows, in chunks, so full logits never exist.
  * Threads: one OpenMP region per call. Each thread owns a slice of the rows and runs every
  * row-wise step (norms, projections with single-threaded OpenBLAS, LoRA, RoPE, SwiGLU,
  * residuals, its share of the cross-entropy) on it alone; the team meets only around attention
@@ -9,6 +11,7 @@
  * split is a function of the row count and the thread count: the same thread count gives the
  * same bits. */
 #include "train/model_grad.h"
+#include "infer/block.h"
 #include "data/base/error.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
@@ -37,17 +40,8 @@ enum {
 #define TOC(ws, k)  ((ws)->times[k] += omp_get_wtime() - t_)
 #define TOC0(th, k) (th->t == 0 ? (void)TOC(th->ws, k) : (void)0)
 
-typedef struct {              /* one layer's activations, (N, ...) rows */
-    float *h1, *rstd1;        /* attn-norm output (N, C), (N) */
-    float *qraw, *kraw;       /* before q/k norm (Qwen3): (N, H*D), (N, KVH*D) */
-    float *qn_rstd, *kn_rstd; /* (N*H), (N*KVH) */
-    float *q, *k, *v;         /* after norm + RoPE: (N, H*D), (N, KVH*D) x2 */
-    float *att, *lse;         /* (N, H*D), (N, H) */
-    float *x2;                /* residual after attention (N, C) */
-    float *h2, *rstd2;        /* ffn-norm output (N, C), (N) */
-    float *g, *u, *a;         /* (N, F) gate, up, silu(gate)*up */
-    float *xa[DP_N_LINEAR];   /* (N, r) LoRA x A^T per module */
-} layer_acts;
+/* one layer's activations, (N, ...) rows, every one kept (rstd, raw q/k, lse) */
+typedef dp_block_acts layer_acts;
 
 struct dp_grad_ws {
     int maxN, L, C, H, KVH, D, F, V, r;
@@ -59,10 +53,10 @@ struct dp_grad_ws {
     /* with recomputation, (L, N, C) each layer's residual after attention as well: the
      * recomputation then skips the o and down projections (a third of the layer's GEMMs) */
     float *x2s;
-    float *xas;              /* with recomputation, (L, DP_N_LINEAR, N, r) every LoRA x_d A^T */
-    layer_acts *acts;        /* 1 (recompute) or L */
-    float *xf, *rstdf, *dxf; /* final norm (N, C), (N), grad (N, C) */
-    float *dx, *dh, *tmp;    /* (N, C) x2, (N, max(C, F, H*D)) */
+    float *xas;                             /* (L, DP_N_LINEAR, N, r) every LoRA x_d A^T */
+    layer_acts *acts;                       /* 1 (recompute) or L */
+    float *xf, *rstdf, *dxf;                /* final norm (N, C), (N), grad (N, C) */
+    float *dx, *dh, *tmp;                   /* (N, C) x2, (N, max(C, F, H*D)) */
     float *dq, *dk, *dv, *dqr, *dkr, *datt; /* (N, H*D) / (N, KVH*D) */
     float *dg, *du, *da;                    /* (N, F) */
     float *keep, *xd;                       /* (N, max in) dropout multipliers, dropped input */
@@ -109,7 +103,7 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
     bool qkn = model->cfg.qk_norm;
     ws->xs = take(&p, (size_t)(ws->L + 1) * N * C);
     ws->x2s = ws->recompute ? take(&p, (size_t)ws->L * N * C) : NULL;
-    ws->xas = ws->recompute ? take(&p, (size_t)ws->L * DP_N_LINEAR * N * r) : NULL;
+    ws->xas = take(&p, (size_t)ws->L * DP_N_LINEAR * N * r);
     int nacts = ws->recompute ? 1 : ws->L;
     for (int i = 0; i < nacts; i++) {
         layer_acts *A = &ws->acts[i];
@@ -122,10 +116,10 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
         A->x2 = ws->recompute ? NULL : take(&p, N * C); /* recompute: x2s */
         A->h2 = take(&p, N * C), A->rstd2 = take(&p, N);
         A->g = take(&p, N * F), A->u = take(&p, N * F), A->a = take(&p, N * F);
-        for (int m = 0; m < DP_N_LINEAR; m++) A->xa[m] = ws->recompute ? NULL : take(&p, N * r);
     }
     ws->xf = take(&p, N * C), ws->rstdf = take(&p, N), ws->dxf = take(&p, N * C);
     ws->dx = take(&p, N * C), ws->dh = take(&p, N * C), ws->tmp = take(&p, N * wide);
+    for (int i = 0; i < nacts; i++) ws->acts[i].proj = ws->tmp; /* o and down outputs */
     ws->dq = take(&p, N * HD), ws->dk = take(&p, N * KD), ws->dv = take(&p, N * KD);
     ws->dqr = take(&p, N * HD), ws->dkr = take(&p, N * KD), ws->datt = take(&p, N * HD);
     ws->dg = take(&p, N * F), ws->du = take(&p, N * F), ws->da = take(&p, N * F);
@@ -221,8 +215,12 @@ typedef struct {
     const dp_model *model;
     const dp_batch *b;
     uint64_t seed;
-    int t, nt, n0, n1; /* this thread, the team, its rows [n0, n1) */
-    int w_layer;       /* layer whose NF4 weights wdq holds, -1 none */
+    int t, nt, n0, n1;   /* this thread, the team, its rows [n0, n1) */
+    int w_layer;         /* layer whose NF4 weights wdq holds, -1 none */
+    const dp_lora *lora; /* the adapter of the forward, or NULL */
+    bool rc;             /* the recomputation pass is running */
+    dp_block_ops ops;    /* the block's linears and attention, this struct as their context */
+    layer_acts act;      /* this thread's view of the current layer's activations */
 } thr;
 
 /* layer l's weight of module m, fp32 */
@@ -280,14 +278,14 @@ static const dp_lora_module *lmod(const dp_lora *lora, int l, int m) {
 
 /* out = base(inp) + LoRA(inp) for module m of layer l, on this thread's rows; out, inp, xa
  * are the whole (N, ...) matrices. The recomputation pass (rc) finds xa = x_d A^T kept from the
- * first pass, so it adds xa B^T alone, and skips a module whose output is checkpointed
- * (skip: the o and down projections) altogether. */
+ * first pass, so it adds xa B^T alone (the block skips the o and down projections, whose
+ * outputs are checkpointed, altogether). */
 static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, const float *inp,
-                     float *xa, bool rc, bool skip) {
+                     float *xa, bool rc) {
     dp_grad_ws *ws = th->ws;
     const dp_linear *lin = &th->model->layers[l].lin[m];
     int n = th->n1 - th->n0, fi = lin->in, fo = lin->out;
-    if (n <= 0 || skip) return;
+    if (n <= 0) return;
     out += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
     {
         TIC;
@@ -382,60 +380,63 @@ static void reduce_grads(thr *th, dp_lora *lora, int l, bool nowait) {
     }
 }
 
-/* module m's x_d A^T of layer l: kept for every layer with recomputation */
-#define XA(ws, A, l, m)                                                                            \
-    ((ws)->xas ? (ws)->xas + ((size_t)(l)*DP_N_LINEAR + (m)) * (ws)->maxN * (ws)->r : (A)->xa[m])
+/* module m's x_d A^T of layer l, kept for every layer (with recomputation too) */
+#define XA(ws, l, m) ((ws)->xas + ((size_t)(l)*DP_N_LINEAR + (m)) * (ws)->maxN * (ws)->r)
 
 /* rows [n0, n1) of a (N, w) matrix */
 #define MY(th, p, w) ((p) + (size_t)(th)->n0 * (w))
 
-/* rc: the recomputation pass before the layer's backward, whose output (and residual after
- * attention) are already in xs / x2s */
-static void layer_forward(thr *th, const dp_lora *lora, int l, const float *x, float *x_out,
-                          layer_acts *A, bool rc) {
-    dp_grad_ws *ws = th->ws;
-    const dp_model_config *c = &th->model->cfg;
-    const dp_layer *ly = &th->model->layers[l];
+/* The block ops of the training step (see infer/block.h): each thread runs them on its rows. */
+static int train_linears(void *ctx, int l, int n, const dp_linear_id *ids, float *const *out,
+                         const float *inp, int n0, int n1) {
+    thr *th = ctx;
+    (void)n0, (void)n1; /* th->n0, th->n1 */
+    for (int i = 0; i < n; i++)
+        proj_fwd(th, th->lora, l, ids[i], out[i], inp, XA(th->ws, l, ids[i]), th->rc);
+    return 0;
+}
+
+static int train_attention(void *ctx, int l, dp_block_acts *A, int n0, int n1) {
+    thr *th = ctx;
     const dp_batch *b = th->b;
-    int n = th->n1 - th->n0, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
-    int HD = H * D, KD = KVH * D;
-    load_layer(th, l);
-    if (n > 0) {
-        rmsnorm_forward(MY(th, A->h1, C), MY(th, A->rstd1, 1), MY(th, x, C), ly->attn_norm, n, C,
-                        c->rms_eps);
-        float *q = c->qk_norm ? A->qraw : A->q, *k = c->qk_norm ? A->kraw : A->k;
-        proj_fwd(th, lora, l, DP_Q, q, A->h1, XA(ws, A, l, DP_Q), rc, false);
-        proj_fwd(th, lora, l, DP_K, k, A->h1, XA(ws, A, l, DP_K), rc, false);
-        proj_fwd(th, lora, l, DP_V, A->v, A->h1, XA(ws, A, l, DP_V), rc, false);
-        if (c->qk_norm) {
-            rmsnorm_forward(MY(th, A->q, HD), MY(th, A->qn_rstd, H), MY(th, A->qraw, HD),
-                            ly->q_norm, n * H, D, c->rms_eps);
-            rmsnorm_forward(MY(th, A->k, KD), MY(th, A->kn_rstd, KVH), MY(th, A->kraw, KD),
-                            ly->k_norm, n * KVH, D, c->rms_eps);
-        }
-        rope_forward(MY(th, A->q, HD), b->pos + th->n0, ws->inv_freq, n, H, D);
-        rope_forward(MY(th, A->k, KD), b->pos + th->n0, ws->inv_freq, n, KVH, D);
-    }
+    (void)l, (void)n0, (void)n1;
 #pragma omp barrier /* attention reads every row's k and v */
-    {
-        TIC;
-        attention_forward(A->att, A->lse, A->q, A->k, A->v, b->cu_seqlens, b->nseq, H, KVH, D);
-        TOC0(th, T_ATT_FWD);
-    }
-    if (n <= 0) return;
-    float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
-    proj_fwd(th, lora, l, DP_O, ws->tmp, A->att, XA(ws, A, l, DP_O), rc, rc);
-    size_t a0 = (size_t)th->n0 * C, a1 = (size_t)th->n1 * C;
-    if (!rc)
-        for (size_t i = a0; i < a1; i++) x2[i] = x[i] + ws->tmp[i];
-    rmsnorm_forward(MY(th, A->h2, C), MY(th, A->rstd2, 1), MY(th, x2, C), ly->ffn_norm, n, C,
-                    c->rms_eps);
-    proj_fwd(th, lora, l, DP_GATE, A->g, A->h2, XA(ws, A, l, DP_GATE), rc, false);
-    proj_fwd(th, lora, l, DP_UP, A->u, A->h2, XA(ws, A, l, DP_UP), rc, false);
-    swiglu_forward(MY(th, A->a, F), MY(th, A->g, F), MY(th, A->u, F), (size_t)n * F);
-    proj_fwd(th, lora, l, DP_DOWN, ws->tmp, A->a, XA(ws, A, l, DP_DOWN), rc, rc);
-    if (!rc)
-        for (size_t i = a0; i < a1; i++) x_out[i] = x2[i] + ws->tmp[i];
+    TIC;
+    attention_forward(A->att, A->lse, A->q, A->k, A->v, b->cu_seqlens, b->nseq, th->ws->H,
+                      th->ws->KVH, th->ws->D);
+    TOC0(th, T_ATT_FWD);
+    return 0;
+}
+
+/* layer l reads xs[l] and writes xs[l + 1]; with recomputation its one set of activations
+ * takes the layer's kept residual after attention. The view is the thread's own: the team
+ * meets only at attention, so a thread may start layer l + 1 while another ends layer l. */
+static layer_acts *layer_setup(thr *th, int l) {
+    dp_grad_ws *ws = th->ws;
+    th->act = ws->acts[ws->recompute ? 0 : l];
+    if (ws->x2s) th->act.x2 = ws->x2s + (size_t)l * th->b->N * ws->C;
+    load_layer(th, l);
+    return &th->act;
+}
+
+static int train_layer(void *ctx, int l, const float **x, float **x_out, dp_block_acts **A) {
+    thr *th = ctx;
+    size_t NC = (size_t)th->b->N * th->ws->C;
+    *x = th->ws->xs + l * NC, *x_out = th->ws->xs + (l + 1) * NC;
+    *A = layer_setup(th, l);
+    return 0;
+}
+
+/* The recomputation pass before layer l's backward: the block again, whose output (and
+ * residual after attention) are already in xs / x2s. */
+static void layer_recompute(thr *th, int l) {
+    size_t NC = (size_t)th->b->N * th->ws->C;
+    layer_acts *A = layer_setup(th, l);
+    th->rc = true;
+    (void)dp_block_forward(th->model, l, &th->ops, A, th->ws->xs + l * NC,
+                           th->ws->xs + (l + 1) * NC, th->b->pos, th->ws->inv_freq, th->n0, th->n1,
+                           true);
+    th->rc = false;
 }
 
 /* dx: gradient at the layer's output on entry, at its input on return (this thread's rows). */
@@ -450,18 +451,18 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
     load_layer(th, l);
     if (n > 0) {
         /* MLP: the residual passes dx through; the down projection sees dx too */
-        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, A, l, DP_DOWN), 0.0f);
+        proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, l, DP_DOWN), 0.0f);
         memset(MY(th, ws->dg, F), 0, (size_t)n * F * sizeof(float));
         memset(MY(th, ws->du, F), 0, (size_t)n * F * sizeof(float));
         swiglu_backward(MY(th, ws->dg, F), MY(th, ws->du, F), MY(th, ws->da, F), MY(th, A->g, F),
                         MY(th, A->u, F), (size_t)n * F);
-        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, XA(ws, A, l, DP_GATE), 0.0f);
-        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, XA(ws, A, l, DP_UP), 1.0f);
+        proj_bwd(th, lora, l, DP_GATE, ws->dh, ws->dg, A->h2, XA(ws, l, DP_GATE), 0.0f);
+        proj_bwd(th, lora, l, DP_UP, ws->dh, ws->du, A->h2, XA(ws, l, DP_UP), 1.0f);
         const float *x2 = ws->x2s ? ws->x2s + (size_t)l * b->N * C : A->x2;
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x2, C), ly->ffn_norm,
                          MY(th, A->rstd2, 1), n, C);
         /* attention */
-        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, XA(ws, A, l, DP_O), 0.0f);
+        proj_bwd(th, lora, l, DP_O, ws->datt, dx, A->att, XA(ws, l, DP_O), 0.0f);
         memset(MY(th, ws->dq, HD), 0, (size_t)n * HD * sizeof(float));
         memset(MY(th, ws->dk, KD), 0, (size_t)n * KD * sizeof(float));
         memset(MY(th, ws->dv, KD), 0, (size_t)n * KD * sizeof(float));
@@ -488,47 +489,32 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
                              ly->k_norm, MY(th, A->kn_rstd, KVH), n * KVH, D);
             dq = ws->dqr, dk = ws->dkr;
         }
-        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, XA(ws, A, l, DP_Q), 0.0f);
-        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, XA(ws, A, l, DP_K), 1.0f);
-        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, XA(ws, A, l, DP_V), 1.0f);
+        proj_bwd(th, lora, l, DP_Q, ws->dh, dq, A->h1, XA(ws, l, DP_Q), 0.0f);
+        proj_bwd(th, lora, l, DP_K, ws->dh, dk, A->h1, XA(ws, l, DP_K), 1.0f);
+        proj_bwd(th, lora, l, DP_V, ws->dh, ws->dv, A->h1, XA(ws, l, DP_V), 1.0f);
         rmsnorm_backward(MY(th, dx, C), NULL, MY(th, ws->dh, C), MY(th, x, C), ly->attn_norm,
                          MY(th, A->rstd1, 1), n, C);
     }
 }
 
-static int check_batch(const dp_grad_ws *ws, const dp_model *model, const dp_batch *b) {
-    if (b->N < 1 || b->N > ws->maxN)
-        return dp_fail("micro-batch of %d rows does not fit the workspace (%d)", b->N, ws->maxN);
-    if (b->nseq < 1 || b->cu_seqlens[0] != 0 || b->cu_seqlens[b->nseq] != b->N)
-        return dp_fail("micro-batch: cu_seqlens do not cover its %d rows", b->N);
-    for (int i = 0; i < b->N; i++) {
-        if (b->tokens[i] < 0 || b->tokens[i] >= model->cfg.V)
-            return dp_fail("micro-batch row %d: token id %d outside the vocabulary (%d)", i,
-                           b->tokens[i], model->cfg.V);
-        if (b->targets && b->targets[i] >= model->cfg.V)
-            return dp_fail("micro-batch row %d: target id %d outside the vocabulary (%d)", i,
-                           b->targets[i], model->cfg.V);
-    }
-    return 0;
-}
-
 static void thr_init(thr *th, dp_grad_ws *ws, const dp_model *model, const dp_batch *b,
-                     uint64_t seed) {
+                     const dp_lora *lora, uint64_t seed) {
     th->ws = ws, th->model = model, th->b = b, th->seed = seed, th->w_layer = -1;
+    th->lora = lora, th->rc = false;
+    th->ops = (dp_block_ops){train_linears, train_attention, train_layer, th};
     th->t = omp_get_thread_num(), th->nt = omp_get_num_threads();
     th->n0 = (int)((int64_t)b->N * th->t / th->nt);
     th->n1 = (int)((int64_t)b->N * (th->t + 1) / th->nt);
 }
 
-static void forward_trunk(thr *th, const dp_lora *lora) {
+/* the trunk (infer/block.c) on this thread's rows, then the final norm */
+static void forward_trunk(thr *th) {
     dp_grad_ws *ws = th->ws;
     const dp_batch *b = th->b;
     int n = th->n1 - th->n0, C = ws->C;
     size_t NC = (size_t)b->N * C;
-    if (n > 0) embedding_forward(MY(th, ws->xs, C), b->tokens + th->n0, th->model->embed, n, C);
-    for (int l = 0; l < ws->L; l++)
-        layer_forward(th, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC,
-                      &ws->acts[ws->recompute ? 0 : l], false);
+    (void)dp_trunk_forward(th->model, &th->ops, b->tokens, ws->xs, b->pos, ws->inv_freq, th->n0,
+                           th->n1);
     if (n > 0)
         rmsnorm_forward(MY(th, ws->xf, C), MY(th, ws->rstdf, 1), MY(th, ws->xs + ws->L * NC, C),
                         th->model->final_norm, n, C, th->model->cfg.rms_eps);
@@ -589,7 +575,7 @@ static void sum_loss(const dp_grad_ws *ws, int nt, double *loss_sum, int64_t *nt
 
 int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp_batch *b,
                   float dloss, uint64_t dropout_seed, double *loss_sum, int64_t *ntrained) {
-    if (check_batch(ws, model, b)) return -1;
+    if (dp_batch_check(b, model->cfg.V, ws->maxN, true, "training step")) return -1;
     if (!lora || lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
     if (lora->n / (size_t)lora->L != ws->glayer)
         return dp_fail("LoRA layout differs from the workspace's");
@@ -598,10 +584,10 @@ int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp
 #pragma omp parallel num_threads(nt)
     {
         thr th;
-        thr_init(&th, ws, model, b, dropout_seed);
+        thr_init(&th, ws, model, b, lora, dropout_seed);
         size_t NC = (size_t)b->N * ws->C;
         int n = th.n1 - th.n0;
-        forward_trunk(&th, lora);
+        forward_trunk(&th);
         {
             TIC;
             head(&th, true, dloss);
@@ -617,7 +603,7 @@ int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp
             layer_acts *A = &ws->acts[ws->recompute ? 0 : l];
             if (ws->recompute) {
                 TIC;
-                layer_forward(&th, lora, l, ws->xs + l * NC, ws->xs + (l + 1) * NC, A, true);
+                layer_recompute(&th, l);
                 TOC0((&th), T_RECOMPUTE);
             }
             layer_backward(&th, lora, l, ws->xs + l * NC, A, ws->dx);
@@ -630,32 +616,33 @@ int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp
     return 0;
 }
 
-int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
-                  double *loss_sum, int64_t *ntrained) {
-    if (check_batch(ws, model, b)) return -1;
+/* The forward alone (no dropout) on the team: the trunk, then with `loss` the cross-entropy
+ * sums of the trained rows (targets needed). */
+static int forward_only(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
+                        const dp_batch *b, bool loss, const char *who) {
+    if (dp_batch_check(b, model->cfg.V, ws->maxN, loss, who)) return -1;
     if (lora && lora->cfg.r != ws->r) return dp_fail("LoRA rank differs from the workspace's");
     int nt = ws->nt < b->N ? ws->nt : b->N;
 #pragma omp parallel num_threads(nt)
     {
         thr th;
-        thr_init(&th, ws, model, b, 0);
-        forward_trunk(&th, lora);
-        head(&th, false, 0.0f);
+        thr_init(&th, ws, model, b, lora, 0);
+        forward_trunk(&th);
+        if (loss) head(&th, false, 0.0f);
     }
-    sum_loss(ws, nt, loss_sum, ntrained);
+    return 0;
+}
+
+int dp_model_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
+                  double *loss_sum, int64_t *ntrained) {
+    if (forward_only(ws, model, lora, b, true, "validation loss")) return -1;
+    sum_loss(ws, ws->nt < b->N ? ws->nt : b->N, loss_sum, ntrained);
     return 0;
 }
 
 int dp_model_logits(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, const dp_batch *b,
                     float *logits) {
-    if (check_batch(ws, model, b)) return -1;
-    int nt = ws->nt < b->N ? ws->nt : b->N;
-#pragma omp parallel num_threads(nt)
-    {
-        thr th;
-        thr_init(&th, ws, model, b, 0);
-        forward_trunk(&th, lora);
-    }
+    if (forward_only(ws, model, lora, b, false, "logits")) return -1;
     gemm_omp(false, true, b->N, ws->V, ws->C, 1.0f, ws->xf, ws->C, model->lm_head.w, ws->C, 0.0f,
              logits, ws->V);
     return 0;
