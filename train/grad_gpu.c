@@ -211,7 +211,7 @@ dp_train_shape dp_gpu_train_shape(const dp_model *m, const dp_lora *lora, int ma
     dp_train_shape s = dp_train_shape_default();
     s.seq = max_rows, s.micro_batch = 1, s.r = lora->cfg.r, s.targets = lora->cfg.targets;
     s.lm_head_nf4 = m->lm_head.nf4 != NULL;
-    s.ce_chunk = ce_chunk > 0 ? ce_chunk : 256;
+    s.ce_chunk = ce_chunk > 0 ? ce_chunk : DP_CE_CHUNK_DEFAULT;
     s.act_f32 = !bf16;
     s.base_dense = m->layers[0].lin[0].nf4 == NULL;
     s.dropout = lora->cfg.dropout > 0;

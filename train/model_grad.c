@@ -15,6 +15,7 @@
 #include "data/base/error.h"
 #include "kernels/ops.h"
 #include "kernels/philox.h"
+#include "train/memplan.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -162,7 +163,7 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
     ws->nt = omp_get_max_threads();
     if (ws->nt > MAX_THREADS) ws->nt = MAX_THREADS;
     if (ws->nt > max_tokens) ws->nt = max_tokens; /* every thread gets rows */
-    int chunk = ce_chunk > 0 ? ce_chunk : 128;
+    int chunk = ce_chunk > 0 ? ce_chunk : DP_CE_CHUNK_DEFAULT;
     if (chunk > max_tokens) chunk = max_tokens;
     ws->ce_rows = (chunk + ws->nt - 1) / ws->nt; /* the chunk shared by the team */
     ws->glayer = lora ? lora->n / (size_t)lora->L : 0;
