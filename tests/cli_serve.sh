@@ -67,7 +67,7 @@ grep -q "finishing running replies" "$tmp/log" || bad "no drain message"
 # a non-loopback address without a key is served with a warning
 "$bin" serve --model "$model" --host 0.0.0.0 --port 0 --quiet >/dev/null 2>"$tmp/log2" &
 pid=$!
-for _ in $(seq 50); do grep -q ready "$tmp/log2" && break; sleep 0.1; done
+for _ in $(seq 50); do grep -q ready "$tmp/log2" 2>/dev/null && break; sleep 0.1; done
 grep -q "warning: listening on 0.0.0.0 without --api-key" "$tmp/log2" || bad "no warning for 0.0.0.0: $(cat "$tmp/log2")"
 kill -INT "$pid"; wait "$pid"; pid=
 
