@@ -353,7 +353,7 @@ static enum MHD_Result handle_chat(dp_server *s, dp_engine *e, struct MHD_Connec
         return send_error(s, c, &err);
     }
     if (req.max_tokens > dp_engine_max_tokens(e)) {
-        dp_api_fail(&err, 400, req.max_tokens == -1 ? "max_tokens" : "max_tokens", "invalid_value",
+        dp_api_fail(&err, 400, "max_tokens", "invalid_value",
                     "max_tokens is %d but this server allows at most %d (--max-tokens)",
                     req.max_tokens, dp_engine_max_tokens(e));
         dp_chat_request_free(&req);
