@@ -6,6 +6,7 @@
 #include "infer/server.h"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,8 +222,12 @@ int dp_cmd_serve(int argc, char **argv) {
 
     int sig = 0;
     sigwait(&sigs, &sig);
-    fprintf(stderr, "doppel serve: %s: finishing running replies (up to %d s), then exiting\n",
+    fprintf(stderr,
+            "doppel serve: %s: finishing running replies (up to %d s; Ctrl-C again quits now), "
+            "then exiting\n",
             sig == SIGINT ? "interrupted" : "terminated", (int)drain_s);
+    signal(SIGINT, SIG_DFL); /* a second Ctrl-C ends the process at once */
+    pthread_sigmask(SIG_UNBLOCK, &sigs, NULL);
     dp_server_begin_drain(srv);
     dp_engine_drain(eng, (double)drain_s);
     rc = DP_EXIT_OK;

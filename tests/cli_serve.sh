@@ -36,14 +36,14 @@ reply() { "$bin" chat --model "$model" "$@" --as Bob --prompt "hello there" --te
 python3 - "$tmp/expect.json" "$(reply)" "$(reply --adapter "$tmp/mossy")" "$(reply --adapter "$tmp/fern")" <<'PY'
 import json, sys
 out, base, mossy, fern = sys.argv[1:]
-json.dump({"models": ["tiny-llama", "mossy", "fern"], "max_body": 4096,
+json.dump({"models": ["tiny-llama", "mossy", "fern"], "max_body": 4096, "timeout": 2,
            "greedy": {"tiny-llama": base, "mossy": mossy, "fern": fern}}, open(out, "w"))
 PY
 grep -q '"mossy": ""' "$tmp/expect.json" && bad "doppel chat gave no reply"
 
 echo "secret-key" >"$tmp/keys"
 "$bin" serve --model "$model" --adapter mossy="$tmp/mossy" --adapter fern="$tmp/fern" --port 0 \
-  --api-key-file "$tmp/keys" --max-body 4KiB --max-context 256 --max-tokens 200 --parallel 3 --quiet \
+  --api-key-file "$tmp/keys" --max-body 4KiB --max-context 256 --max-tokens 200 --parallel 3 --timeout 2 --quiet \
   >"$tmp/out" 2>"$tmp/log" &
 pid=$!
 port=

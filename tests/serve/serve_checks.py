@@ -290,7 +290,25 @@ def load(n_clients=8, per_client=26):
         fail("after the load run: %s %s" % (s, r))
 
 
+def stalled_client():
+    """a client that connects and never finishes its request is dropped after --timeout"""
+    s = socket.create_connection(("127.0.0.1", PORT), timeout=EXPECT["timeout"] + 10)
+    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+    t0 = time.time()
+    try:
+        data = s.recv(4096)
+    except (socket.timeout, ConnectionResetError):
+        data = None
+    waited = time.time() - t0
+    s.close()
+    if data != b"" or not EXPECT["timeout"] - 0.5 <= waited <= EXPECT["timeout"] + 5:
+        fail("stalled client: recv %r after %.1f s (timeout %d s)" % (data, waited, EXPECT["timeout"]))
+    else:
+        print("stalled client dropped after %.1f s" % waited)
+
+
 functional()
+stalled_client()
 load()
 print("%d failures" % len(failures))
 sys.exit(1 if failures else 0)
