@@ -15,8 +15,7 @@
 static const char *model_path, *host, *api_key_file, *system_prompt, *chat_format, *alias,
     *precision;
 static dp_strlist adapters, api_keys;
-static int64_t port, parallel, max_context, max_tokens, max_queue, max_body, timeout_s,
-    drain_s;
+static int64_t port, parallel, max_context, max_tokens, max_queue, max_body, timeout_s, drain_s;
 static bool exact_lm_head;
 
 static const dp_opt opts[] = {

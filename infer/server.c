@@ -42,8 +42,8 @@ struct dp_server {
 /* per request: the body as it arrives */
 typedef struct {
     dp_buf body;
-    size_t seen;     /* bytes received, kept or not */
-    bool too_large;  /* over max_body: the rest is read and dropped, then 413 */
+    size_t seen;    /* bytes received, kept or not */
+    bool too_large; /* over max_body: the rest is read and dropped, then 413 */
 } request_ctx;
 
 /* ---- responses */
@@ -389,8 +389,8 @@ static enum MHD_Result handle_chat(dp_server *s, dp_engine *e, struct MHD_Connec
     } else {
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);
-        j->sp.seed = (uint64_t)ts.tv_nsec * 2654435761u ^ (uint64_t)ts.tv_sec ^
-                     atomic_load(&s->next_id);
+        j->sp.seed =
+            (uint64_t)ts.tv_nsec * 2654435761u ^ (uint64_t)ts.tv_sec ^ atomic_load(&s->next_id);
     }
     j->presence_penalty = req.presence_penalty;
     j->frequency_penalty = req.frequency_penalty;
@@ -414,8 +414,8 @@ static enum MHD_Result handle_chat(dp_server *s, dp_engine *e, struct MHD_Connec
     set_timeout(c, 0); /* the model's time is not the client's idleness */
 
     if (stream) {
-        struct MHD_Response *r =
-            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_reader, x, chat_ctx_free);
+        struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096,
+                                                                   stream_reader, x, chat_ctx_free);
         if (!r) {
             chat_ctx_free(x);
             return MHD_NO;
@@ -508,7 +508,8 @@ static enum MHD_Result handle_metrics(dp_server *s, dp_engine *e, struct MHD_Con
     for (int i = 0; i <= N_COUNTED; i++) {
         unsigned long long n = atomic_load(&s->by_status[i]);
         if (i < N_COUNTED)
-            dp_buf_printf(&b, "doppel_requests_total{status=\"%d\"} %llu\n", counted_statuses[i], n);
+            dp_buf_printf(&b, "doppel_requests_total{status=\"%d\"} %llu\n", counted_statuses[i],
+                          n);
         else
             dp_buf_printf(&b, "doppel_requests_total{status=\"other\"} %llu\n", n);
     }
@@ -591,7 +592,8 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     dp_engine *e = atomic_load(&s->engine);
     bool draining = atomic_load(&s->draining);
     if (!strcmp(url, "/health")) { /* no key needed, as llama.cpp's */
-        if (e && !draining) return send_text(s, c, 200, "application/json", "{\"status\":\"ok\"}", 15);
+        if (e && !draining)
+            return send_text(s, c, 200, "application/json", "{\"status\":\"ok\"}", 15);
         dp_api_fail(&err, 503, NULL, "unavailable",
                     draining ? "the server is shutting down" : "Loading model");
         return send_error(s, c, &err);
@@ -601,8 +603,12 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
         return send_text(s, c, 200, "text/html; charset=utf-8", dp_web_index_html,
                          dp_web_index_html_len);
     }
-    static const char *const api[] = {"/v1/chat/completions", "/chat/completions", "/v1/models",
-                                      "/models", "/tokenize", "/metrics"};
+    static const char *const api[] = {"/v1/chat/completions",
+                                      "/chat/completions",
+                                      "/v1/models",
+                                      "/models",
+                                      "/tokenize",
+                                      "/metrics"};
     int route = -1;
     for (int i = 0; i < (int)(sizeof api / sizeof *api); i++)
         if (!strcmp(url, api[i])) route = i;
@@ -644,7 +650,8 @@ dp_server *dp_server_start(const dp_http_config *cfg) {
     if (!s) return NULL;
     s->cfg = *cfg;
     s->started = time(NULL);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     char port[16];
@@ -655,13 +662,13 @@ dp_server *dp_server_start(const dp_http_config *cfg) {
         free(s);
         return NULL;
     }
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD |
-                     MHD_USE_ITC | (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
-    s->mhd = MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handle, s,
-                              MHD_OPTION_SOCK_ADDR, ai->ai_addr,
-                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
-                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
-                              MHD_OPTION_NOTIFY_COMPLETED, request_done, s, MHD_OPTION_END);
+    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
+                     (ai->ai_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+    s->mhd =
+        MHD_start_daemon(flags, (uint16_t)cfg->port, NULL, NULL, handle, s, MHD_OPTION_SOCK_ADDR,
+                         ai->ai_addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)cfg->timeout_s,
+                         MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->max_connections,
+                         MHD_OPTION_NOTIFY_COMPLETED, request_done, s, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->mhd) {
         dp_fail("cannot listen on %s port %d (in use, or not an address of this machine); "
@@ -675,9 +682,15 @@ dp_server *dp_server_start(const dp_http_config *cfg) {
     return s;
 }
 
-int dp_server_port(const dp_server *s) { return s->port; }
-void dp_server_set_engine(dp_server *s, dp_engine *e) { atomic_store(&s->engine, e); }
-void dp_server_begin_drain(dp_server *s) { atomic_store(&s->draining, true); }
+int dp_server_port(const dp_server *s) {
+    return s->port;
+}
+void dp_server_set_engine(dp_server *s, dp_engine *e) {
+    atomic_store(&s->engine, e);
+}
+void dp_server_begin_drain(dp_server *s) {
+    atomic_store(&s->draining, true);
+}
 
 void dp_server_stop(dp_server *s) {
     if (!s) return;

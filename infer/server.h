@@ -15,12 +15,12 @@ extern "C" {
 #endif
 
 typedef struct {
-    const char *host;               /* address to bind ("127.0.0.1", "::1", "0.0.0.0") */
-    int port;                       /* 0 = any free port (dp_server_port says which) */
-    const char *const *api_keys;    /* accepted `Authorization: Bearer KEY`s; none = no check */
+    const char *host;            /* address to bind ("127.0.0.1", "::1", "0.0.0.0") */
+    int port;                    /* 0 = any free port (dp_server_port says which) */
+    const char *const *api_keys; /* accepted `Authorization: Bearer KEY`s; none = no check */
     int n_api_keys;
-    size_t max_body;                /* request bodies beyond this get 413 */
-    int timeout_s;                  /* an idle or stalled client is dropped after this */
+    size_t max_body; /* request bodies beyond this get 413 */
+    int timeout_s;   /* an idle or stalled client is dropped after this */
     int max_connections;
 } dp_http_config;
 

@@ -74,8 +74,8 @@ typedef struct {
     /* the reply in progress */
     dp_ids generated;
     dp_tok_stream stream;
-    dp_buf full; /* every byte decoded so far */
-    size_t sent; /* bytes of full published to job->text */
+    dp_buf full;  /* every byte decoded so far */
+    size_t sent;  /* bytes of full published to job->text */
     int32_t next; /* the token the next decode step feeds */
 } slot;
 
@@ -108,11 +108,21 @@ struct dp_engine {
     dp_engine_stats stats;
 };
 
-int dp_engine_persona_count(const dp_engine *e) { return e->n_personas; }
-const char *dp_engine_persona_name(const dp_engine *e, int i) { return e->personas[i].name; }
-int dp_engine_max_context(const dp_engine *e) { return e->cfg.max_context; }
-int dp_engine_max_tokens(const dp_engine *e) { return e->cfg.max_tokens; }
-dp_sampler_params dp_engine_sampler_defaults(const dp_engine *e) { return e->defaults; }
+int dp_engine_persona_count(const dp_engine *e) {
+    return e->n_personas;
+}
+const char *dp_engine_persona_name(const dp_engine *e, int i) {
+    return e->personas[i].name;
+}
+int dp_engine_max_context(const dp_engine *e) {
+    return e->cfg.max_context;
+}
+int dp_engine_max_tokens(const dp_engine *e) {
+    return e->cfg.max_tokens;
+}
+dp_sampler_params dp_engine_sampler_defaults(const dp_engine *e) {
+    return e->defaults;
+}
 
 int dp_engine_find_persona(const dp_engine *e, const char *id) {
     for (int i = 0; i < e->n_personas; i++)
@@ -136,8 +146,7 @@ static int load_persona(dp_engine *e, persona *p, const char *name, const char *
         if (!e->cfg.system_prompt && cJSON_IsString(sp) && *sp->valuestring)
             p->system = dp_strdup(sp->valuestring);
         char fmt[32] = "";
-        if (!format_name && cJSON_IsString(cf))
-            snprintf(fmt, sizeof fmt, "%s", cf->valuestring);
+        if (!format_name && cJSON_IsString(cf)) snprintf(fmt, sizeof fmt, "%s", cf->valuestring);
         cJSON_Delete(j);
         free(dj);
         if (!rc && *fmt)
@@ -427,8 +436,8 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
     int32_t id = dp_sampler_sample(&s->sampler, logits, s->cached.v, (int)s->cached.n);
     dp_job_token t = {.id = id};
     if (j->logprobs) /* from the logits before sampling changed them, as llama.cpp reports */
-        t.n_top = dp_logprobs(e->raw_logits, e->n_valid, id, &t.logprob, j->top_logprobs,
-                              t.top_ids, t.top_logprobs);
+        t.n_top = dp_logprobs(e->raw_logits, e->n_valid, id, &t.logprob, j->top_logprobs, t.top_ids,
+                              t.top_logprobs);
     if (is_stop_id(e, id)) {
         finish_seq(e, s, "stop", NULL);
         return false;
@@ -473,7 +482,8 @@ static bool start_seq(dp_engine *e, slot *s) {
     const persona *p = &e->personas[j->persona];
     int n = (int)j->prompt.n, reuse = 0;
     if (s->persona == j->persona)
-        while (reuse < n - 1 && reuse < (int)s->cached.n && s->cached.v[reuse] == j->prompt.v[reuse])
+        while (reuse < n - 1 && reuse < (int)s->cached.n &&
+               s->cached.v[reuse] == j->prompt.v[reuse])
             reuse++;
     dp_forward_truncate(&s->fwd, reuse);
     s->cached.n = (size_t)reuse;

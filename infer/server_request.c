@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int dp_api_fail(dp_api_error *e, int status, const char *param, const char *code,
-                const char *fmt, ...) {
+int dp_api_fail(dp_api_error *e, int status, const char *param, const char *code, const char *fmt,
+                ...) {
     e->status = status;
     e->type = status == 401   ? "authentication_error"
               : status >= 500 ? "server_error"
@@ -48,8 +48,7 @@ static void frame_path(const json_frame *st, int depth, const char *cur_key, siz
         else if (i + 1 == depth && cur_key) /* the string is this key itself */
             w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)cur_len, cur_key);
         else
-            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)st[i].key_len,
-                         st[i].key);
+            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)st[i].key_len, st[i].key);
         if (w < 0) break;
         n += (size_t)w;
     }
@@ -93,7 +92,9 @@ bool dp_json_find_nul_escape(const char *s, size_t len, char *path, size_t cap) 
 }
 
 /* ---- field readers: each names its field in the error */
-static bool present(const cJSON *v) { return v && !cJSON_IsNull(v); }
+static bool present(const cJSON *v) {
+    return v && !cJSON_IsNull(v);
+}
 
 /* a number in [lo, hi]; integer when asked. Absent/null keeps *out. */
 static int read_number(const cJSON *root, const char *key, double lo, double hi, bool integer,
@@ -412,8 +413,7 @@ int dp_tokenize_request_parse(const char *body, size_t len, char **content, size
     if (!cJSON_IsObject(root))
         rc = dp_api_fail(e, 400, NULL, NULL, "the request body is not a JSON object");
     else if (dp_json_find_nul_escape(body, len, path, sizeof path))
-        rc = dp_api_fail(e, 400, path, "invalid_value", "%s holds \\u0000 (a NUL character)",
-                         path);
+        rc = dp_api_fail(e, 400, path, "invalid_value", "%s holds \\u0000 (a NUL character)", path);
     else if (!cJSON_IsString(c))
         rc = dp_api_fail(e, 400, "content", "missing_required_parameter",
                          "content is required: the text to tokenize");
@@ -482,7 +482,8 @@ int dp_logprobs(const float *logits, int n_valid, int32_t id, float *id_logprob,
     *id_logprob = id >= 0 && id < n_valid ? (float)(logits[id] - lse) : -INFINITY;
     if (k > n_valid) k = n_valid;
     int filled = 0;
-    for (int i = 0; i < n_valid && k > 0; i++) { /* insertion into the k best; ties keep the lower id */
+    for (int i = 0; i < n_valid && k > 0;
+         i++) { /* insertion into the k best; ties keep the lower id */
         float l = logits[i];
         if (filled == k && !(l > top_logprobs[k - 1])) continue;
         int j = filled < k ? filled++ : k - 1;

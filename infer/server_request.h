@@ -17,7 +17,7 @@
 extern "C" {
 #endif
 
-#define DP_API_MAX_STOP 4         /* OpenAI: up to 4 stop sequences */
+#define DP_API_MAX_STOP         4  /* OpenAI: up to 4 stop sequences */
 #define DP_API_MAX_TOP_LOGPROBS 20 /* OpenAI: top_logprobs in [0, 20] */
 
 /* An error as OpenAI shapes it: {"error": {"message", "type", "param", "code"}}. */
@@ -30,20 +30,20 @@ typedef struct {
 } dp_api_error;
 
 /* Records an error; returns -1 so parsers can `return dp_api_fail(...)`. */
-int dp_api_fail(dp_api_error *e, int status, const char *param, const char *code,
-                const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+int dp_api_fail(dp_api_error *e, int status, const char *param, const char *code, const char *fmt,
+                ...) __attribute__((format(printf, 5, 6)));
 
 /* A parsed POST /v1/chat/completions body. Unset optional numbers are NAN / -1, so the server's
  * defaults (the model's generation_config, the persona's) fill them. */
 typedef struct {
-    char *model;      /* persona name or the base model's id */
+    char *model;       /* persona name or the base model's id */
     dp_chat_msg *msgs; /* (n_msgs) after the group-chat mapping; content is owned */
     int n_msgs;
     bool has_system; /* msgs[0] is a system message from the request */
     float temperature, top_p, min_p, repeat_penalty; /* NAN = default */
     float presence_penalty, frequency_penalty;       /* 0 = off */
-    int top_k;                                        /* -1 = default */
-    int max_tokens;                                   /* -1 = default */
+    int top_k;                                       /* -1 = default */
+    int max_tokens;                                  /* -1 = default */
     bool has_seed;
     uint64_t seed;
     char *stop[DP_API_MAX_STOP]; /* stop strings (never empty) */
