@@ -1,0 +1,598 @@
+/* doppel serve's engine: the model, the personas, the slots and the scheduler thread.
+ *
+ * The scheduler's loop: admit queued jobs into free slots (the slot whose KV cache shares the
+ * longest prefix with the prompt, same persona), prefill them, then ONE call advances every
+ * active sequence by one token (decode_step), then each samples its next token. decode_step is
+ * where a batched multi-sequence forward plugs in; today it runs each sequence's own forward. */
+#include "infer/server_engine.h"
+
+#include "data/base/error.h"
+#include "data/chat_format.h"
+#include "infer/forward.h"
+#include "infer/generate.h"
+#include "infer/model_load.h"
+#include "infer/adapter.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* ---- jobs */
+dp_job *dp_job_create(void) {
+    dp_job *j = dp_calloc(1, sizeof *j);
+    if (!j) return NULL;
+    pthread_mutex_init(&j->mu, NULL);
+    pthread_cond_init(&j->cv, NULL);
+    atomic_init(&j->cancel, false);
+    j->refs = 1;
+    j->finish = "length";
+    return j;
+}
+
+void dp_job_release(dp_job *j) {
+    if (!j) return;
+    pthread_mutex_lock(&j->mu);
+    int left = --j->refs;
+    pthread_mutex_unlock(&j->mu);
+    if (left) return;
+    dp_ids_free(&j->prompt);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    dp_buf_free(&j->text);
+    free(j->tokens);
+    pthread_mutex_destroy(&j->mu);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+/* ---- engine */
+typedef struct {
+    char *name;
+    dp_lora *lora; /* NULL for the base model */
+    char *system;  /* default system prompt, NULL = none */
+    dp_chat_format format;
+} persona;
+
+/* A sequence slot: its own forward context (KV cache), sampler and reply state. */
+typedef struct {
+    dp_forward fwd;
+    dp_sampler sampler;
+    dp_ids cached; /* ids whose K/V are in fwd's cache, positions [0, fwd.T) */
+    int persona;   /* whose adapter produced the cache (-1: nothing cached) */
+    double last_used;
+    dp_job *job; /* NULL when free */
+    /* the reply in progress */
+    dp_ids generated;
+    dp_tok_stream stream;
+    dp_buf full;  /* every byte decoded so far */
+    size_t sent;  /* bytes of full published to job->text */
+    int32_t next; /* the token the next decode step feeds */
+} slot;
+
+struct dp_engine {
+    dp_engine_config cfg;
+    dp_tokenizer *tok;        /* the scheduler's (stop strings need no tokenizer) */
+    dp_tokenizer *render_tok; /* HTTP threads', under render_mu */
+    pthread_mutex_t render_mu;
+    dp_model *model;
+    persona *personas; /* (n_personas) 0 = base */
+    int n_personas;
+    char **format_bufs;
+    slot *slots;
+    int n_slots;
+    int32_t stop_ids[16];
+    int n_stop_ids;
+    int n_valid; /* ids the tokenizer has (<= V) */
+    dp_sampler_params defaults;
+    uint8_t *seen;     /* (V) scratch for the OpenAI penalties */
+    float *raw_logits; /* (V) the logits before sampling, for logprobs */
+
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu; /* guards queue, stopping, stats */
+    pthread_cond_t cv;
+    dp_job **queue; /* (cfg.max_queue) FIFO */
+    int q_head, q_len;
+    bool stopping;
+    atomic_bool abort_all; /* the drain timed out: cancel everything */
+    dp_engine_stats stats;
+};
+
+int dp_engine_persona_count(const dp_engine *e) {
+    return e->n_personas;
+}
+const char *dp_engine_persona_name(const dp_engine *e, int i) {
+    return e->personas[i].name;
+}
+int dp_engine_max_context(const dp_engine *e) {
+    return e->cfg.max_context;
+}
+int dp_engine_max_tokens(const dp_engine *e) {
+    return e->cfg.max_tokens;
+}
+dp_sampler_params dp_engine_sampler_defaults(const dp_engine *e) {
+    return e->defaults;
+}
+
+int dp_engine_find_persona(const dp_engine *e, const char *id) {
+    for (int i = 0; i < e->n_personas; i++)
+        if (!strcmp(e->personas[i].name, id)) return i;
+    return -1;
+}
+
+/* doppel.json's system prompt and chat format for a persona, as doppel chat reads them */
+static int load_persona(dp_engine *e, persona *p, const char *name, const char *dir) {
+    char *dj = NULL;
+    const char *format_name = e->cfg.chat_format;
+    if (!(p->name = dp_strdup(name))) return -1;
+    if (dp_lora_load_peft(dir, &e->model->cfg, &p->lora, &dj))
+        return dp_fail_context("--adapter %s=%s", name, dir);
+    int rc = 0;
+    if (dj) {
+        rc = dp_adapter_check_base(dj, dir, e->model);
+        cJSON *j = rc ? NULL : cJSON_Parse(dj);
+        const cJSON *sp = cJSON_GetObjectItemCaseSensitive(j, "system_prompt");
+        const cJSON *cf = cJSON_GetObjectItemCaseSensitive(j, "chat_format");
+        if (!e->cfg.system_prompt && cJSON_IsString(sp) && *sp->valuestring)
+            p->system = dp_strdup(sp->valuestring);
+        char fmt[32] = "";
+        if (!format_name && cJSON_IsString(cf)) snprintf(fmt, sizeof fmt, "%s", cf->valuestring);
+        cJSON_Delete(j);
+        free(dj);
+        if (!rc && *fmt)
+            return dp_chat_format_choose(dp_tokenizer_chat_template(e->tok), fmt, &p->format);
+    }
+    if (!rc && !p->system && e->cfg.system_prompt) p->system = dp_strdup(e->cfg.system_prompt);
+    return rc ? rc
+              : dp_chat_format_choose(dp_tokenizer_chat_template(e->tok), format_name, &p->format);
+}
+
+static void *scheduler_main(void *arg);
+
+dp_engine *dp_engine_create(const dp_engine_config *cfg) {
+    dp_engine *e = dp_calloc(1, sizeof *e);
+    if (!e) return NULL;
+    e->cfg = *cfg;
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    pthread_mutex_init(&e->render_mu, NULL);
+    if (cfg->slots < 1 || cfg->max_context < 16 || cfg->max_tokens < 1 || cfg->max_queue < 1) {
+        dp_fail("serve: need --parallel >= 1, --max-context >= 16, --max-tokens >= 1");
+        goto fail;
+    }
+    e->defaults = dp_sampler_defaults();
+    if (dp_sampler_params_from_generation_config(&e->defaults, cfg->model_path)) goto fail;
+    if (!(e->tok = dp_model_tokenizer(cfg->model_path))) goto fail;
+    if (!(e->render_tok = dp_tokenizer_clone(e->tok))) goto fail;
+    dp_load_opts lo = {.nf4 = cfg->nf4, .quiet = cfg->quiet, .lm_head_q8 = cfg->lm_head_q8};
+    if (!(e->model = dp_model_load(cfg->model_path, &lo))) goto fail;
+    const dp_model_config *c = &e->model->cfg;
+    if (c->max_position > 0 && e->cfg.max_context > c->max_position)
+        e->cfg.max_context = c->max_position;
+    e->n_valid = dp_tokenizer_vocab_size(e->tok) < c->V ? dp_tokenizer_vocab_size(e->tok) : c->V;
+
+    e->n_personas = 1 + cfg->n_personas;
+    if (!(e->personas = dp_calloc((size_t)e->n_personas, sizeof *e->personas))) goto fail;
+    if (!(e->personas[0].name = dp_strdup(cfg->base_id))) goto fail;
+    if (cfg->system_prompt && !(e->personas[0].system = dp_strdup(cfg->system_prompt))) goto fail;
+    if (dp_chat_format_choose(dp_tokenizer_chat_template(e->tok), cfg->chat_format,
+                              &e->personas[0].format))
+        goto fail;
+    for (int i = 0; i < cfg->n_personas; i++) {
+        for (int j = 0; j <= i; j++)
+            if (!strcmp(cfg->persona_names[i], e->personas[j].name)) {
+                dp_fail("--adapter %s: the name is taken (the base model or another adapter); "
+                        "give each adapter its own NAME",
+                        cfg->persona_names[i]);
+                goto fail;
+            }
+        if (load_persona(e, &e->personas[1 + i], cfg->persona_names[i], cfg->persona_dirs[i]))
+            goto fail;
+    }
+
+    e->n_stop_ids = dp_chat_stop_ids(e->tok, e->personas[0].format, e->stop_ids, 8);
+    for (int p = 1; p < e->n_personas; p++) { /* another persona's format adds its end tokens */
+        int32_t more[8];
+        int n = dp_chat_stop_ids(e->tok, e->personas[p].format, more, 8);
+        for (int i = 0; i < n; i++) {
+            bool have = false;
+            for (int j = 0; j < e->n_stop_ids; j++) have |= e->stop_ids[j] == more[i];
+            if (!have && e->n_stop_ids < 16) e->stop_ids[e->n_stop_ids++] = more[i];
+        }
+    }
+    for (int i = 0; i < c->n_eos && e->n_stop_ids < 16; i++) {
+        bool have = false;
+        for (int j = 0; j < e->n_stop_ids; j++) have |= e->stop_ids[j] == c->eos_ids[i];
+        if (!have) e->stop_ids[e->n_stop_ids++] = c->eos_ids[i];
+    }
+
+    if (!(e->seen = dp_calloc((size_t)c->V, 1))) goto fail;
+    if (!(e->raw_logits = dp_malloc((size_t)c->V * sizeof(float)))) goto fail;
+    if (!(e->queue = dp_calloc((size_t)cfg->max_queue, sizeof *e->queue))) goto fail;
+    if (!(e->slots = dp_calloc((size_t)cfg->slots, sizeof *e->slots))) goto fail;
+    for (int i = 0; i < cfg->slots; i++) {
+        slot *s = &e->slots[i];
+        s->persona = -1;
+        if (dp_forward_create(&s->fwd, e->model, e->cfg.max_context, 0)) goto fail;
+        if (dp_sampler_create(&s->sampler, &e->defaults, c->V, e->n_valid)) {
+            dp_forward_free(&s->fwd);
+            goto fail;
+        }
+        e->n_slots++;
+    }
+    e->stats.slots = e->n_slots;
+    if (pthread_create(&e->thread, NULL, scheduler_main, e)) {
+        dp_fail("serve: cannot start the scheduler thread: %s", strerror(errno));
+        goto fail;
+    }
+    e->thread_started = true;
+    return e;
+fail:
+    dp_engine_destroy(e);
+    return NULL;
+}
+
+void dp_engine_drain(dp_engine *e, double drain_seconds) {
+    if (e->thread_started) {
+        pthread_mutex_lock(&e->mu);
+        e->stopping = true;
+        pthread_cond_broadcast(&e->cv);
+        pthread_mutex_unlock(&e->mu);
+        /* drain: wait for running and queued jobs, then cancel what is left */
+        double t_end = now_seconds() + drain_seconds;
+        for (;;) {
+            pthread_mutex_lock(&e->mu);
+            bool idle = e->stats.running == 0 && e->q_len == 0;
+            if (!idle && now_seconds() >= t_end) atomic_store(&e->abort_all, true);
+            pthread_cond_broadcast(&e->cv);
+            pthread_mutex_unlock(&e->mu);
+            if (idle || atomic_load(&e->abort_all)) break;
+            struct timespec ts = {0, 50 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+        pthread_join(e->thread, NULL);
+        e->thread_started = false;
+    }
+}
+
+void dp_engine_destroy(dp_engine *e) {
+    if (!e) return;
+    dp_engine_drain(e, 0);
+    for (int i = 0; i < e->n_slots; i++) {
+        dp_forward_free(&e->slots[i].fwd);
+        dp_sampler_free(&e->slots[i].sampler);
+        dp_ids_free(&e->slots[i].cached);
+        dp_ids_free(&e->slots[i].generated);
+        dp_buf_free(&e->slots[i].full);
+    }
+    free(e->slots);
+    for (int i = 0; e->personas && i < e->n_personas; i++) {
+        free(e->personas[i].name);
+        free(e->personas[i].system);
+        dp_lora_free(e->personas[i].lora);
+    }
+    free(e->personas);
+    free(e->queue);
+    free(e->seen);
+    free(e->raw_logits);
+    dp_model_free(e->model);
+    dp_tokenizer_free(e->render_tok); /* the clone before its parent */
+    dp_tokenizer_free(e->tok);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    pthread_mutex_destroy(&e->render_mu);
+    free(e);
+}
+
+/* ---- the HTTP side */
+int dp_engine_render(dp_engine *e, int pi, const dp_chat_request *req, dp_ids *ids,
+                     dp_api_error *err) {
+    const persona *p = &e->personas[pi];
+    int n = req->n_msgs + (!req->has_system && p->system ? 1 : 0);
+    dp_chat_msg *msgs = dp_malloc((size_t)n * sizeof *msgs);
+    if (!msgs) return dp_api_fail(err, 500, NULL, NULL, "out of memory");
+    int k = 0;
+    if (!req->has_system && p->system)
+        msgs[k++] = (dp_chat_msg){DP_ROLE_SYSTEM, p->system, strlen(p->system)};
+    for (int i = 0; i < req->n_msgs; i++) msgs[k++] = req->msgs[i];
+    dp_chat_tokens ct = {0};
+    pthread_mutex_lock(&e->render_mu);
+    int rc = dp_chat_render(e->render_tok, p->format, msgs, (size_t)n, true, &ct);
+    pthread_mutex_unlock(&e->render_mu);
+    free(msgs);
+    if (rc) {
+        dp_chat_tokens_free(&ct);
+        return dp_api_fail(err, 400, "messages", "invalid_value", "messages: %s", dp_last_error());
+    }
+    if ((int)ct.ids.n >= e->cfg.max_context) {
+        int have = (int)ct.ids.n;
+        dp_chat_tokens_free(&ct);
+        return dp_api_fail(err, 400, "messages", "context_length_exceeded",
+                           "the conversation renders to %d tokens but the context holds %d "
+                           "(prompt and reply); send fewer or shorter messages",
+                           have, e->cfg.max_context);
+    }
+    *ids = ct.ids;
+    free(ct.mask);
+    return 0;
+}
+
+int dp_engine_tokenize(dp_engine *e, const char *text, size_t len, bool add_special, dp_ids *ids,
+                       dp_api_error *err) {
+    pthread_mutex_lock(&e->render_mu);
+    int rc = dp_tokenizer_encode(e->render_tok, text, len, add_special, ids);
+    pthread_mutex_unlock(&e->render_mu);
+    return rc ? dp_api_fail(err, 400, "content", "invalid_value", "content: %s", dp_last_error())
+              : 0;
+}
+
+int dp_engine_token_text(dp_engine *e, int32_t id, dp_buf *out, dp_buf *raw) {
+    dp_tok_stream st = {0};
+    size_t n = 0;
+    const char *b = dp_tokenizer_token_bytes(e->tok, id, &n); /* read-only tables */
+    if (raw && b && dp_buf_append(raw, b, n)) return -1;
+    if (dp_tok_stream_feed(&st, e->tok, id, out)) return -1;
+    return dp_tok_stream_flush(&st, out);
+}
+
+int dp_engine_submit(dp_engine *e, dp_job *job, dp_api_error *err) {
+    pthread_mutex_lock(&e->mu);
+    int rc = 0;
+    if (e->stopping)
+        rc = dp_api_fail(err, 503, NULL, "shutting_down", "the server is shutting down");
+    else if (e->q_len == e->cfg.max_queue)
+        rc = dp_api_fail(err, 503, NULL, "server_busy",
+                         "%d requests are already waiting; try again shortly", e->q_len);
+    if (!rc) {
+        pthread_mutex_lock(&job->mu);
+        job->refs++;
+        job->n_prompt = (int)job->prompt.n;
+        pthread_mutex_unlock(&job->mu);
+        e->queue[(e->q_head + e->q_len++) % e->cfg.max_queue] = job;
+        e->stats.queued = e->q_len;
+        pthread_cond_broadcast(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    return rc;
+}
+
+void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s) {
+    pthread_mutex_lock(&e->mu);
+    *s = e->stats;
+    pthread_mutex_unlock(&e->mu);
+}
+
+/* ---- the scheduler */
+static bool is_stop_id(const dp_engine *e, int32_t id) {
+    for (int i = 0; i < e->n_stop_ids; i++)
+        if (e->stop_ids[i] == id) return true;
+    return false;
+}
+
+/* publishes full[sent, upto) to the job and wakes its HTTP thread */
+static void publish(slot *s, size_t upto, bool done, const char *finish) {
+    dp_job *j = s->job;
+    pthread_mutex_lock(&j->mu);
+    if (upto > s->sent) dp_buf_append(&j->text, s->full.data + s->sent, upto - s->sent);
+    s->sent = upto > s->sent ? upto : s->sent;
+    j->n_generated = (int)s->generated.n;
+    if (done) {
+        j->done = true;
+        j->finish = finish;
+    }
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&j->mu);
+}
+
+static void finish_seq(dp_engine *e, slot *s, const char *finish, const char *error) {
+    dp_job *j = s->job;
+    if (!error && strcmp(finish, "cancelled")) {
+        dp_tok_stream_flush(&s->stream, &s->full);
+        bool hit;
+        size_t upto = dp_stop_scan(s->full.data, s->full.len, s->sent, j->stop, j->n_stop, &hit);
+        publish(s, hit ? upto : s->full.len, true, hit ? "stop" : finish);
+    } else {
+        if (error) {
+            pthread_mutex_lock(&j->mu);
+            snprintf(j->error, sizeof j->error, "%s", error);
+            pthread_mutex_unlock(&j->mu);
+        }
+        publish(s, s->sent, true, error ? "error" : "cancelled");
+    }
+    pthread_mutex_lock(&e->mu);
+    e->stats.generated_tokens += s->generated.n;
+    e->stats.requests_done++;
+    e->stats.running--;
+    pthread_mutex_unlock(&e->mu);
+    s->job = NULL;
+    s->last_used = now_seconds();
+    dp_job_release(j);
+}
+
+/* Samples the next token from the slot's logits and publishes its text. Returns true when
+ * the sequence goes on (s->next is to be fed by the next decode step). */
+static bool sample_and_emit(dp_engine *e, slot *s) {
+    dp_job *j = s->job;
+    if (atomic_load(&j->cancel) || atomic_load(&e->abort_all)) {
+        finish_seq(e, s, "cancelled", NULL);
+        return false;
+    }
+    float *logits = s->fwd.logits; /* (V); penalties and temperature modify it */
+    const size_t V = (size_t)e->model->cfg.V;
+    if (j->logprobs) memcpy(e->raw_logits, logits, V * sizeof *logits);
+    if (j->presence_penalty != 0 || j->frequency_penalty != 0)
+        dp_apply_openai_penalties(logits, (int)V, s->generated.v, (int)s->generated.n,
+                                  j->presence_penalty, j->frequency_penalty, e->seen);
+    int32_t id = dp_sampler_sample(&s->sampler, logits, s->cached.v, (int)s->cached.n);
+    dp_job_token t = {.id = id};
+    if (j->logprobs) /* from the logits before sampling changed them, as llama.cpp reports */
+        t.n_top = dp_logprobs(e->raw_logits, e->n_valid, id, &t.logprob, j->top_logprobs, t.top_ids,
+                              t.top_logprobs);
+    if (is_stop_id(e, id)) {
+        finish_seq(e, s, "stop", NULL);
+        return false;
+    }
+    if (dp_ids_push(&s->generated, id) || dp_tok_stream_feed(&s->stream, e->tok, id, &s->full)) {
+        finish_seq(e, s, "error", dp_last_error());
+        return false;
+    }
+    if (j->logprobs) {
+        pthread_mutex_lock(&j->mu);
+        if (j->n_tokens == j->cap_tokens) {
+            int cap = j->cap_tokens ? 2 * j->cap_tokens : 64;
+            dp_job_token *nt = realloc(j->tokens, (size_t)cap * sizeof *nt);
+            if (nt) {
+                j->tokens = nt;
+                j->cap_tokens = cap;
+            }
+        }
+        if (j->n_tokens < j->cap_tokens) j->tokens[j->n_tokens++] = t;
+        pthread_mutex_unlock(&j->mu);
+    }
+    bool hit;
+    size_t upto = dp_stop_scan(s->full.data, s->full.len, s->sent, j->stop, j->n_stop, &hit);
+    if (hit) {
+        publish(s, upto, true, "stop");
+        finish_seq(e, s, "stop", NULL);
+        return false;
+    }
+    publish(s, upto, false, NULL);
+    if ((int)s->generated.n >= j->max_tokens || s->fwd.T >= s->fwd.max_T) {
+        finish_seq(e, s, "length", NULL);
+        return false;
+    }
+    s->next = id;
+    return true;
+}
+
+/* Prefills a newly admitted job's prompt after the longest prefix already in the slot's cache
+ * (a continuing chat resends its history), then samples its first token. */
+static bool start_seq(dp_engine *e, slot *s) {
+    dp_job *j = s->job;
+    const persona *p = &e->personas[j->persona];
+    int n = (int)j->prompt.n, reuse = 0;
+    if (s->persona == j->persona)
+        while (reuse < n - 1 && reuse < (int)s->cached.n &&
+               s->cached.v[reuse] == j->prompt.v[reuse])
+            reuse++;
+    dp_forward_truncate(&s->fwd, reuse);
+    s->cached.n = (size_t)reuse;
+    s->persona = j->persona;
+    dp_forward_set_hook(&s->fwd, p->lora ? dp_lora_hook : NULL, p->lora);
+    dp_sampler_set(&s->sampler, &j->sp);
+    dp_pcg32_seed(&s->sampler.rng, j->sp.seed, DP_SAMPLER_SEQ); /* every request from its seed */
+    s->generated.n = 0;
+    s->full.len = 0;
+    s->sent = 0;
+    memset(&s->stream, 0, sizeof s->stream);
+    s->stream.skip_special = true;
+    pthread_mutex_lock(&j->mu);
+    j->n_reused = reuse;
+    pthread_mutex_unlock(&j->mu);
+
+    double t0 = now_seconds();
+    int rc = dp_forward_tokens(&s->fwd, j->prompt.v + reuse, n - reuse, NULL);
+    for (int i = reuse; !rc && i < n; i++) rc = dp_ids_push(&s->cached, j->prompt.v[i]);
+    pthread_mutex_lock(&e->mu);
+    e->stats.prefill_seconds += now_seconds() - t0;
+    e->stats.prompt_tokens += (uint64_t)n;
+    pthread_mutex_unlock(&e->mu);
+    if (rc) {
+        s->cached.n = 0;
+        dp_forward_truncate(&s->fwd, 0);
+        finish_seq(e, s, "error", dp_last_error());
+        return false;
+    }
+    return sample_and_emit(e, s);
+}
+
+/* THE decode step: feeds each active sequence's next token at its next position, leaving each
+ * slot's logits for sampling. One call over the whole active set, so a batched multi-sequence
+ * forward replaces this body alone. A sequence that fails is finished here (its entry NULLed). */
+static void decode_step(dp_engine *e, slot **active, int n) {
+    for (int i = 0; i < n; i++) {
+        slot *s = active[i];
+        if (dp_forward_tokens(&s->fwd, &s->next, 1, NULL) || dp_ids_push(&s->cached, s->next)) {
+            finish_seq(e, s, "error", dp_last_error());
+            active[i] = NULL;
+        }
+    }
+}
+
+/* a free slot for a job: the same persona's slot that shares the longest prefix, else the one
+ * used longest ago */
+static slot *pick_slot(dp_engine *e, const dp_job *j) {
+    slot *best = NULL;
+    int best_reuse = -1;
+    for (int i = 0; i < e->n_slots; i++) {
+        slot *s = &e->slots[i];
+        if (s->job) continue;
+        int reuse = 0;
+        if (s->persona == j->persona)
+            while (reuse < (int)j->prompt.n && reuse < (int)s->cached.n &&
+                   s->cached.v[reuse] == j->prompt.v[reuse])
+                reuse++;
+        if (reuse > best_reuse || (reuse == best_reuse && s->last_used < best->last_used)) {
+            best = s;
+            best_reuse = reuse;
+        }
+    }
+    return best;
+}
+
+static void *scheduler_main(void *arg) {
+    dp_engine *e = arg;
+    slot **active = dp_calloc((size_t)e->n_slots, sizeof *active);
+    slot **admitted = dp_calloc((size_t)e->n_slots, sizeof *admitted);
+    if (!active || !admitted) {
+        free(active);
+        free(admitted);
+        return NULL;
+    }
+    for (;;) {
+        int n_admit = 0, n_active = 0;
+        pthread_mutex_lock(&e->mu);
+        while (!e->q_len && !e->stats.running && !e->stopping) pthread_cond_wait(&e->cv, &e->mu);
+        if (e->stopping && !e->q_len && !e->stats.running) {
+            pthread_mutex_unlock(&e->mu);
+            break;
+        }
+        while (e->q_len) {
+            dp_job *j = e->queue[e->q_head];
+            slot *s = pick_slot(e, j);
+            if (!s) break;
+            e->q_head = (e->q_head + 1) % e->cfg.max_queue;
+            e->q_len--;
+            s->job = j;
+            admitted[n_admit++] = s;
+            e->stats.running++;
+        }
+        e->stats.queued = e->q_len;
+        pthread_mutex_unlock(&e->mu);
+
+        for (int i = 0; i < n_admit; i++) start_seq(e, admitted[i]);
+        for (int i = 0; i < e->n_slots; i++) /* fresh ones included: their first token is due */
+            if (e->slots[i].job) active[n_active++] = &e->slots[i];
+        if (!n_active) continue;
+        double t0 = now_seconds();
+        decode_step(e, active, n_active);
+        double dt = now_seconds() - t0;
+        pthread_mutex_lock(&e->mu);
+        e->stats.decode_seconds += dt;
+        pthread_mutex_unlock(&e->mu);
+        for (int i = 0; i < n_active; i++)
+            if (active[i]) sample_and_emit(e, active[i]);
+    }
+    free(active);
+    free(admitted);
+    return NULL;
+}

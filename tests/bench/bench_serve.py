@@ -1,0 +1,63 @@
+"""Benchmark (not a test): aggregate generated tokens/s of an OpenAI-compatible server with 1, 4
+and 8 concurrent streams, time to first token and p50/p99 per-token latency, from the SSE chunk
+arrival times (Python's standard library only). Point it at doppel serve or at llama-server
+(`--parallel N`) on the same GGUF and thread count, in the same session, and compare.
+
+usage: bench_serve.py PORT MODEL [--tokens 64] [--rounds 2] [--streams 1,4,8]"""
+import argparse
+import http.client
+import json
+import statistics
+import threading
+import time
+
+ap = argparse.ArgumentParser()
+ap.add_argument("port", type=int)
+ap.add_argument("model")
+ap.add_argument("--tokens", type=int, default=64)
+ap.add_argument("--rounds", type=int, default=2)
+ap.add_argument("--streams", default="1,4,8")
+a = ap.parse_args()
+
+
+def one(k, out):
+    body = json.dumps({"model": a.model, "stream": True, "max_tokens": a.tokens, "temperature": 0.8, "seed": k,
+                       "messages": [{"role": "user", "name": "P%d" % k, "content": "tell me about your day %d" % k}]})
+    c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=600)
+    t0 = time.time()
+    c.request("POST", "/v1/chat/completions", body=body, headers={"Content-Type": "application/json"})
+    r = c.getresponse()
+    times, buf = [], b""
+    while True:
+        chunk = r.read1(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            if ev.startswith(b"data: {"):
+                j = json.loads(ev[6:])
+                if j.get("choices") and j["choices"][0]["delta"].get("content"):
+                    times.append(time.time())
+    c.close()
+    out.append((t0, times))
+
+
+for n in [int(x) for x in a.streams.split(",")]:
+    results = []
+    t_start = time.time()
+    for rnd in range(a.rounds):
+        th = [threading.Thread(target=one, args=(rnd * n + i, results)) for i in range(n)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join()
+    wall = time.time() - t_start
+    tokens = sum(len(t) for _, t in results)
+    ttft = [t[0] - t0 for t0, t in results if t]
+    gaps = [b - a_ for _, t in results for a_, b in zip(t, t[1:])]
+    gaps.sort()
+    p = lambda q: gaps[min(len(gaps) - 1, int(q * len(gaps)))] * 1000 if gaps else float("nan")
+    print("%d streams: %5.1f tok/s aggregate (%d chunks in %.1f s), TTFT median %.0f ms, per token p50 %.0f ms p99 %.0f ms"
+          % (n, tokens / wall, tokens, wall, statistics.median(ttft) * 1000 if ttft else float("nan"), p(0.5), p(0.99)),
+          flush=True)
