@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#define XXH_STATIC_LINKING_ONLY /* XXH3_state_t on the stack for streamed fingerprints */
 #include <xxhash.h>
 
 /* Hash of len bytes. Chained calls hash a sequence of pieces:
