@@ -147,6 +147,22 @@ int dp_lora_hook(void *vlora, int layer, dp_linear_id id, float *out, const floa
     return 0;
 }
 
+int dp_lora_rows_hook(void *vrows, int layer, dp_linear_id id, float *out, const float *inp, int N,
+                      int in, int out_features) {
+    const dp_lora_rows *rows = vrows;
+    if (rows->cu_seqlens[rows->nseq] != N)
+        return dp_fail("adapter: the batch has %d rows, the adapters' row map %d", N,
+                       rows->cu_seqlens[rows->nseq]);
+    for (int s = 0; s < rows->nseq; s++) {
+        int r0 = rows->cu_seqlens[s], n = rows->cu_seqlens[s + 1] - r0;
+        if (!rows->lora[s] || n <= 0) continue;
+        if (dp_lora_hook(rows->lora[s], layer, id, out + (size_t)r0 * out_features,
+                         inp + (size_t)r0 * in, n, in, out_features))
+            return -1;
+    }
+    return 0;
+}
+
 /* ------------------------------------------------------------------ PEFT files */
 
 void dp_lora_tensor_name(char *out, size_t cap, int layer, int m, char ab) {

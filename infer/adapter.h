@@ -68,6 +68,17 @@ void dp_lora_forward(float *y, const float *x, const dp_lora_module *m, int r, f
 int dp_lora_hook(void *lora, int layer, dp_linear_id id, float *out, const float *inp, int N,
                  int in, int out_features);
 
+/* Several adapters over one packed batch (serve's batched decode, where each conversation may
+ * speak as another persona): rows [cu_seqlens[s], cu_seqlens[s+1]) go through lora[s], or the
+ * base alone where lora[s] is NULL. dp_forward_set_hook(&f, dp_lora_rows_hook, &rows). */
+typedef struct {
+    dp_lora *const *lora;      /* (nseq) */
+    const int32_t *cu_seqlens; /* (nseq + 1) */
+    int nseq;
+} dp_lora_rows;
+int dp_lora_rows_hook(void *rows, int layer, dp_linear_id id, float *out, const float *inp, int N,
+                      int in, int out_features);
+
 /* The PEFT name of a module's lora_A (ab 'A') or lora_B ('B') weight, as PEFT saves it. */
 void dp_lora_tensor_name(char *out, size_t cap, int layer, int m, char ab);
 

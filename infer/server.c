@@ -537,11 +537,18 @@ static enum MHD_Result handle_metrics(dp_server *s, dp_engine *e, struct MHD_Con
                   "doppel_requests_deferred %d\n"
                   "# HELP doppel_slots Sequences decoded together.\n"
                   "# TYPE doppel_slots gauge\n"
-                  "doppel_slots %d\n",
+                  "doppel_slots %d\n"
+                  "# HELP doppel_batched_steps_total Decode steps that advanced several sequences.\n"
+                  "# TYPE doppel_batched_steps_total counter\n"
+                  "doppel_batched_steps_total %llu\n"
+                  "# HELP doppel_batched_rows_total Sequences advanced by those steps.\n"
+                  "# TYPE doppel_batched_rows_total counter\n"
+                  "doppel_batched_rows_total %llu\n",
                   (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
                   st.prefill_seconds, st.decode_seconds,
                   st.decode_seconds > 0 ? st.generated_tokens / st.decode_seconds : 0.0, st.running,
-                  st.queued, st.slots);
+                  st.queued, st.slots, (unsigned long long)st.batched_steps,
+                  (unsigned long long)st.batched_rows);
     enum MHD_Result rc = send_text(s, c, 200, "text/plain; version=0.0.4", b.data, b.len);
     dp_buf_free(&b);
     return rc;

@@ -2,8 +2,8 @@
  *
  * The scheduler's loop: admit queued jobs into free slots (the slot whose KV cache shares the
  * longest prefix with the prompt, same persona), prefill them, then ONE call advances every
- * active sequence by one token (decode_step), then each samples its next token. decode_step is
- * where a batched multi-sequence forward plugs in; today it runs each sequence's own forward. */
+ * active sequence by one token (decode_step: one batched forward over every active
+ * sequence, continuous batching), then each samples its next token. */
 #include "infer/server_engine.h"
 
 #include "data/base/error.h"
@@ -95,6 +95,14 @@ struct dp_engine {
     dp_sampler_params defaults;
     uint8_t *seen;     /* (V) scratch for the OpenAI penalties */
     float *raw_logits; /* (V) the logits before sampling, for logprobs */
+    /* the batched decode step (continuous batching): one context for the activations of up to
+     * n_slots rows over the slots' own caches, and each row's adapter */
+    dp_forward batch;
+    bool have_batch;
+    dp_kv *views, **view_ptrs; /* (n_slots) the active slots' caches */
+    dp_lora **row_lora;        /* (n_slots) */
+    int32_t *b_tokens, *b_pos, *b_cu; /* (n_slots), (n_slots), (n_slots + 1) */
+    float *b_logits;                  /* (n_slots, V) */
 
     pthread_t thread;
     bool thread_started;
@@ -230,6 +238,19 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
         e->n_slots++;
     }
     e->stats.slots = e->n_slots;
+    if (e->n_slots > 1) {
+        size_t n = (size_t)e->n_slots;
+        if (dp_forward_create(&e->batch, e->model, e->n_slots, e->n_slots)) goto fail;
+        e->have_batch = true;
+        if (!(e->views = dp_calloc(n, sizeof *e->views)) ||
+            !(e->view_ptrs = dp_calloc(n, sizeof *e->view_ptrs)) ||
+            !(e->row_lora = dp_calloc(n, sizeof *e->row_lora)) ||
+            !(e->b_tokens = dp_calloc(n, sizeof *e->b_tokens)) ||
+            !(e->b_pos = dp_calloc(n, sizeof *e->b_pos)) ||
+            !(e->b_cu = dp_calloc(n + 1, sizeof *e->b_cu)) ||
+            !(e->b_logits = dp_malloc(n * (size_t)c->V * sizeof(float))))
+            goto fail;
+    }
     if (pthread_create(&e->thread, NULL, scheduler_main, e)) {
         dp_fail("serve: cannot start the scheduler thread: %s", strerror(errno));
         goto fail;
@@ -267,6 +288,15 @@ void dp_engine_drain(dp_engine *e, double drain_seconds) {
 void dp_engine_destroy(dp_engine *e) {
     if (!e) return;
     dp_engine_drain(e, 0);
+    /* the batch context first: each context restores the OpenBLAS threads it found */
+    if (e->have_batch) dp_forward_free(&e->batch);
+    free(e->views);
+    free(e->view_ptrs);
+    free(e->row_lora);
+    free(e->b_tokens);
+    free(e->b_pos);
+    free(e->b_cu);
+    free(e->b_logits);
     for (int i = 0; i < e->n_slots; i++) {
         dp_forward_free(&e->slots[i].fwd);
         dp_sampler_free(&e->slots[i].sampler);
@@ -516,12 +546,59 @@ static bool start_seq(dp_engine *e, slot *s) {
 }
 
 /* THE decode step: feeds each active sequence's next token at its next position, leaving each
- * slot's logits for sampling. One call over the whole active set, so a batched multi-sequence
- * forward replaces this body alone. A sequence that fails is finished here (its entry NULLed). */
+ * slot's logits for sampling. Several sequences advance together in one batched forward
+ * (dp_forward_batch over the slots' caches, each row through its own persona's adapter); a
+ * lone one takes the one-row path (fused GEMVs). A sequence that fails is finished here (its
+ * entry NULLed); a failing batch finishes all of its sequences. */
+static void step_alone(dp_engine *e, slot *s, slot **entry) {
+    if (dp_forward_tokens(&s->fwd, &s->next, 1, NULL) || dp_ids_push(&s->cached, s->next)) {
+        finish_seq(e, s, "error", dp_last_error());
+        *entry = NULL;
+    }
+}
+
 static void decode_step(dp_engine *e, slot **active, int n) {
+    int nb = 0;
+    for (int i = 0; i < n; i++) /* a full cache fails alone, with its own message */
+        if (active[i]->fwd.T >= active[i]->fwd.max_T) step_alone(e, active[i], &active[i]);
+        else nb++;
+    if (nb <= 1 || !e->have_batch) {
+        for (int i = 0; i < n; i++)
+            if (active[i]) step_alone(e, active[i], &active[i]);
+        return;
+    }
+    const int V = e->model->cfg.V;
+    int k = 0;
     for (int i = 0; i < n; i++) {
         slot *s = active[i];
-        if (dp_forward_tokens(&s->fwd, &s->next, 1, NULL) || dp_ids_push(&s->cached, s->next)) {
+        if (!s) continue;
+        e->views[k] = (dp_kv){s->fwd.k_cache, s->fwd.v_cache, s->fwd.max_T, s->fwd.T};
+        e->view_ptrs[k] = &e->views[k];
+        e->b_tokens[k] = s->next;
+        e->b_pos[k] = s->fwd.T;
+        e->b_cu[k] = k;
+        e->row_lora[k] = e->personas[s->persona].lora;
+        k++;
+    }
+    e->b_cu[nb] = nb;
+    dp_batch b = {.N = nb, .nseq = nb, .tokens = e->b_tokens, .pos = e->b_pos,
+                  .cu_seqlens = e->b_cu};
+    dp_lora_rows map = {e->row_lora, e->b_cu, nb};
+    dp_forward_set_hook(&e->batch, dp_lora_rows_hook, &map);
+    int rc = dp_forward_batch(&e->batch, e->view_ptrs, &b, e->b_logits, false);
+    pthread_mutex_lock(&e->mu);
+    e->stats.batched_steps++;
+    e->stats.batched_rows += (uint64_t)nb;
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0, r = 0; i < n; i++) {
+        slot *s = active[i];
+        if (!s) continue;
+        if (!rc) {
+            s->fwd.T = e->views[r].T;
+            memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
+        }
+        r++;
+        if (rc || dp_ids_push(&s->cached, s->next)) {
             finish_seq(e, s, "error", dp_last_error());
             active[i] = NULL;
         }

@@ -115,6 +115,8 @@ int dp_engine_submit(dp_engine *e, dp_job *job, dp_api_error *err);
 typedef struct {
     uint64_t prompt_tokens, generated_tokens, requests_done;
     double prefill_seconds, decode_seconds; /* scheduler time spent in each */
+    uint64_t batched_steps, batched_rows;   /* decode steps that advanced several sequences at
+                                             * once (continuous batching), and their rows */
     int running, queued, slots;
 } dp_engine_stats;
 void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s);

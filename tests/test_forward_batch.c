@@ -8,6 +8,7 @@
 #include "data/base/error.h"
 #include "fixture_h5.h"
 #include "fixture_st.h"
+#include "infer/adapter.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
 
@@ -124,6 +125,63 @@ static void check_model(const dp_model *m, dp_linear_hook hook, void *hook_ctx, 
     free(want), free(want_rows), free(got), free(got_rows);
 }
 
+/* Personas side by side (serve's decode step): sequences 0 and 2 speak through the adapter,
+ * sequence 1 as the base model, in one batch through dp_lora_rows_hook; each must equal the
+ * same sequence run alone with its own hook. */
+static void check_mixed_adapters(const dp_model *m, dp_lora *lora, const char *name) {
+    const int V = m->cfg.V;
+    dp_lora *who[NSEQ] = {lora, NULL, lora};
+    float *want = malloc(sizeof(float) * 2 * NSEQ * V), *got = malloc(sizeof(float) * NSEQ * V);
+    int32_t tok[CTX], bpos[CTX], cu[NSEQ + 1];
+    for (int s = 0; s < NSEQ; s++) { /* alone: the prompt, then one decode row */
+        dp_forward f;
+        CHECK(dp_forward_create(&f, m, CTX, 0) == 0);
+        dp_forward_set_hook(&f, who[s] ? dp_lora_hook : NULL, who[s]);
+        for (int p = 0; p <= PROMPT[s]; p++) tok[p] = token_at(s, p, V);
+        CHECK(dp_forward_tokens(&f, tok, PROMPT[s], NULL) == 0);
+        memcpy(want + (size_t)s * V, f.logits, sizeof(float) * V);
+        CHECK(dp_forward_tokens(&f, tok + PROMPT[s], 1, NULL) == 0);
+        memcpy(want + (size_t)(NSEQ + s) * V, f.logits, sizeof(float) * V);
+        dp_forward_free(&f);
+    }
+    dp_forward f;
+    dp_kv kv[NSEQ], *kvp[NSEQ];
+    CHECK(dp_forward_create(&f, m, CTX, 0) == 0);
+    for (int s = 0; s < NSEQ; s++) {
+        CHECK(dp_kv_create(&kv[s], m, CTX) == 0);
+        kvp[s] = &kv[s];
+    }
+    dp_lora_rows map = {who, cu, NSEQ};
+    dp_forward_set_hook(&f, dp_lora_rows_hook, &map);
+    for (int step = 0; step < 2; step++) { /* the packed prompts, then one row each */
+        int N = 0;
+        cu[0] = 0;
+        for (int s = 0; s < NSEQ; s++) {
+            int n = step == 0 ? PROMPT[s] : 1;
+            for (int i = 0; i < n; i++, N++) {
+                bpos[N] = kv[s].T + i;
+                tok[N] = token_at(s, bpos[N], V);
+            }
+            cu[s + 1] = N;
+        }
+        dp_batch b = {.N = N, .nseq = NSEQ, .tokens = tok, .pos = bpos, .cu_seqlens = cu};
+        int rc = dp_forward_batch(&f, kvp, &b, got, false);
+        CHECK_REPORT(rc == 0, "%s mixed adapters step %d: %s", name, step, dp_last_error());
+        if (rc) break;
+        for (int s = 0; s < NSEQ; s++) {
+            char what[160];
+            const float *w = want + ((size_t)step * NSEQ + s) * V;
+            snprintf(what, sizeof what, "%s step %d sequence %d (%s) vs alone", name, step, s,
+                     who[s] ? "adapter" : "base");
+            check_arrays_near(what, w, got + (size_t)s * V, (size_t)V,
+                              1e-5 * fx_max_abs(w, (size_t)V), 0);
+        }
+    }
+    for (int s = 0; s < NSEQ; s++) dp_kv_free(&kv[s]);
+    dp_forward_free(&f);
+    free(want), free(got);
+}
+
 int main(void) {
     /* fp32 weights with the PEFT fixture's adapter applied unmerged */
     static const char *const archs[] = {"llama", "qwen2", "qwen3"};
@@ -138,6 +196,7 @@ int main(void) {
         char name[64];
         snprintf(name, sizeof name, "%s + adapter", archs[i]);
         check_model(&fm.model, dp_lora_hook, lora, name);
+        check_mixed_adapters(&fm.model, lora, archs[i]);
         dp_lora_free(lora);
         fx_model_free(&fm);
     }

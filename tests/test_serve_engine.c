@@ -140,6 +140,15 @@ int main(void) {
     dp_job *jobs[N];
     for (int i = 0; i < N; i++) jobs[i] = submit(e, prompts[i], NULL, temps[i], 100 + i, NULL);
     for (int i = 0; i < N; i++) wait_done(jobs[i]);
+    /* they were decoded together: 3 slots busy at once make batched steps */
+    dp_engine_stats est;
+    dp_engine_get_stats(e, &est);
+    CHECK_REPORT(est.batched_steps > 0 && est.batched_rows >= 2 * est.batched_steps,
+                 "batched decode steps %llu, rows %llu", (unsigned long long)est.batched_steps,
+                 (unsigned long long)est.batched_rows);
+    fprintf(stderr, "  %llu batched decode steps, %.2f sequences each\n",
+            (unsigned long long)est.batched_steps,
+            est.batched_steps ? (double)est.batched_rows / est.batched_steps : 0.0);
     char first_reply[4096] = "";
     for (int i = 0; i < N; i++) {
         dp_sampler_params sp = dp_engine_sampler_defaults(e);
