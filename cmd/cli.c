@@ -1,6 +1,7 @@
 /* Option tables, --help text, and --config JSON merged under the command line. */
 #include "cmd/cli.h"
 #include "cmd/commands.h"
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 
@@ -233,6 +234,11 @@ static int load_config(const dp_command_spec *spec, dp_cli *cli) {
         return dp_usage_error(spec, "--config: %s", dp_last_error());
     const char *err_at = NULL;
     cJSON *root = cJSON_ParseWithOpts(text, &err_at, 1);
+    if (root && dp_json_check_nul(text, len, cli->config, 1)) {
+        free(text);
+        cJSON_Delete(root);
+        return dp_usage_error(spec, "--config: %s", dp_last_error());
+    }
     if (!root || !cJSON_IsObject(root)) {
         int line = 1;
         for (const char *p = text; err_at && p < err_at; p++) line += *p == '\n';

@@ -5,6 +5,7 @@
 #include "cmd/commands.h"
 #include "data/chat_format.h"
 #include "data/dataset.h"
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/hash.h"
 #include "data/base/io.h"
@@ -255,8 +256,10 @@ static cJSON *run_config(const train_options *o) {
 static int check_resume_config(const char *ckpt, const cJSON *now) {
     char *text = NULL;
     if (dp_checkpoint_read_config(ckpt, &text)) return -1;
-    cJSON *then = cJSON_Parse(text);
+    cJSON *then = NULL;
+    int bad = dp_json_parse(text, strlen(text), DP_JSON_REFUSE_NUL, ckpt, 1, &then);
     free(text);
+    if (bad) return -1;
     if (!then) return dp_fail("%s: the run configuration in the checkpoint is not JSON", ckpt);
     static const char *const keys[] = {
         "model",         "data",         "targets",      "r",

@@ -1,6 +1,7 @@
 /* Tokenizer loaders: Hugging Face tokenizer.json (+ tokenizer_config.json) with cJSON, and plain
  * arrays (GGUF tokenizer.ggml.*). Both describe the pipeline as a tok_spec for dp_tok_build. */
 #define _GNU_SOURCE
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 #include "data/tokenizer_impl.h"
@@ -294,9 +295,10 @@ static void read_tokenizer_config(tok_spec *s, const cJSON *cfg) {
 dp_tokenizer *dp_tokenizer_load_json(const char *json, size_t len, const char *config_json,
                                      size_t config_len, const char *name) {
     tok_spec s = {.name = name, .bos = -1, .eos = -1, .pad = -1};
-    cJSON *root = cJSON_ParseWithLength(json, len), *cfg = NULL;
+    cJSON *root = NULL, *cfg = NULL;
     dp_tokenizer *t = NULL;
     char desc[160] = "";
+    if (dp_json_parse(json, len, DP_JSON_REFUSE_NUL, name, 1, &root)) return NULL;
     if (!root) {
         const char *e = cJSON_GetErrorPtr();
         dp_fail("%s: not valid JSON (near byte %zu)", name,
@@ -304,7 +306,9 @@ dp_tokenizer *dp_tokenizer_load_json(const char *json, size_t len, const char *c
         return NULL;
     }
     if (config_json) {
-        cfg = cJSON_ParseWithLength(config_json, config_len);
+        if (dp_json_parse(config_json, config_len, DP_JSON_REFUSE_NUL, "tokenizer_config.json", 1,
+                          &cfg))
+            goto done;
         if (!cfg) {
             dp_fail("%s: tokenizer_config.json beside it is not valid JSON", name);
             goto done;

@@ -2,6 +2,7 @@
  * OpenMP threads by gemm_omp), PEFT adapter reading through the checked safetensors reader, and
  * the base-model check of doppel.json (see adapter.h). */
 #include "infer/adapter.h"
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/hash.h"
 #include "data/base/io.h"
@@ -196,8 +197,10 @@ static int read_adapter_config(const char *dir, dp_lora_config *lc) {
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if (dp_read_file(path, &text, &len))
         return dp_fail("%s: no adapter_config.json (expected a PEFT LoRA adapter directory)", dir);
-    cJSON *c = cJSON_ParseWithLength(text, len);
+    cJSON *c = NULL;
+    int bad = dp_json_parse(text, len, DP_JSON_REFUSE_NUL, path, 1, &c);
     free(text);
+    if (bad) return -1;
     if (!c) return dp_fail("%s: not valid JSON", path);
     const cJSON *pt = cJSON_GetObjectItem(c, "peft_type"), *r = cJSON_GetObjectItem(c, "r"),
                 *al = cJSON_GetObjectItem(c, "lora_alpha"),
@@ -314,8 +317,11 @@ uint64_t dp_model_fingerprint(const dp_model *m) {
 }
 
 int dp_adapter_check_base(const char *doppel_json, const char *where, const dp_model *m) {
-    cJSON *j = cJSON_Parse(doppel_json);
-    if (!j) return dp_fail("%s/doppel.json: not valid JSON", where);
+    char name[4096];
+    snprintf(name, sizeof name, "%s/doppel.json", where);
+    cJSON *j = NULL;
+    if (dp_json_parse(doppel_json, strlen(doppel_json), DP_JSON_REFUSE_NUL, name, 1, &j)) return -1;
+    if (!j) return dp_fail("%s: not valid JSON", name);
     const cJSON *b = cJSON_GetObjectItem(j, "base_model");
     const cJSON *fp = cJSON_GetObjectItem(b, "fingerprint"), *path = cJSON_GetObjectItem(b, "path");
     char hx[17];

@@ -2,6 +2,7 @@
  * loader can size allocations from it safely. */
 #include "infer/config.h"
 
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 
@@ -167,7 +168,8 @@ static int parse_rope_scaling(dp_model_config *cfg, const cJSON *rs, const char 
 int dp_config_from_json(dp_model_config *cfg, const char *text, size_t len, const char *path) {
     memset(cfg, 0, sizeof *cfg);
     cfg->bos_id = -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = NULL;
+    if (dp_json_parse(text, len, DP_JSON_REFUSE_NUL, path, 1, &root)) return -1;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return dp_fail("%s: not a JSON object", path);
@@ -235,7 +237,8 @@ int dp_config_from_json(dp_model_config *cfg, const char *text, size_t len, cons
 }
 
 int dp_config_add_generation(dp_model_config *cfg, const char *text, size_t len, const char *path) {
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = NULL;
+    if (dp_json_parse(text, len, DP_JSON_REFUSE_NUL, path, 1, &root)) return -1;
     int rc = cJSON_IsObject(root)
                  ? add_eos_json(cfg, cJSON_GetObjectItemCaseSensitive(root, "eos_token_id"), path)
                  : dp_fail("%s: not a JSON object", path);

@@ -2,6 +2,7 @@
  * with history trimming, JSON save/load. */
 #include "infer/generate.h"
 
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 #include "infer/gguf_tokenizer.h"
@@ -159,8 +160,10 @@ int dp_sampler_params_from_generation_config(dp_sampler_params *p, const char *m
     char *text = NULL;
     size_t len = 0;
     if (dp_read_file(file, &text, &len)) return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = NULL;
+    int bad = dp_json_parse(text, len, DP_JSON_REFUSE_NUL, file, 1, &root);
     free(text);
+    if (bad) return -1;
     if (!cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return dp_fail("%s: not a JSON object", file);
@@ -264,8 +267,10 @@ int dp_session_load(dp_session *s, const char *path) {
     char *text = NULL;
     size_t len = 0;
     if (dp_read_file(path, &text, &len)) return -1;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = NULL;
+    int bad = dp_json_parse(text, len, DP_JSON_REFUSE_NUL, path, 1, &root);
     free(text);
+    if (bad) return -1;
     int rc = 0;
     const cJSON *sys, *msgs, *m;
     if (!cJSON_IsObject(root)) {

@@ -4,6 +4,7 @@
  * dp_model_save_nf4. GGUF llama files store q/k rows permuted for interleaved RoPE: undone here. */
 #include "infer/model_load.h"
 
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/hash.h"
 #include "data/base/io.h"
@@ -173,7 +174,8 @@ static int load_nf4_linear(const dp_st_set *set, const char *x, dp_nf4 *q, int64
     }
     const dp_st_tensor *qs = t[5];
     if (qs->dtype != DP_DT_U8) return dp_fail("%s.weight quant_state is not U8", x);
-    cJSON *j = cJSON_ParseWithLength(qs->data, (size_t)qs->nbytes);
+    cJSON *j = NULL;
+    if (dp_json_parse(qs->data, (size_t)qs->nbytes, DP_JSON_REFUSE_NUL, x, 1, &j)) return -1;
     const cJSON *qt = cJSON_GetObjectItem(j, "quant_type"),
                 *bs = cJSON_GetObjectItem(j, "blocksize"), *sh = cJSON_GetObjectItem(j, "shape"),
                 *off = cJSON_GetObjectItem(j, "nested_offset"),

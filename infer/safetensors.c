@@ -1,6 +1,7 @@
 /* safetensors reader (mmap, every header field checked before use) and atomic writer. */
 #include "infer/safetensors.h"
 
+#include "data/base/json.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
 
@@ -126,6 +127,12 @@ static int parse(dp_safetensors *st) {
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return dp_fail("%s: header is not a valid JSON object", st->path);
+    }
+    /* a tensor name or metadata string cut at a NUL could alias another: refuse those */
+    if (dp_json_check_nul((const char *)buf + 8, (size_t)(end - (const char *)buf - 8), st->path,
+                          1)) {
+        cJSON_Delete(root);
+        return -1;
     }
     /* only spaces may pad the JSON up to the declared length */
     for (const char *p = end; p < (const char *)buf + 8 + n; p++)
@@ -291,8 +298,10 @@ dp_st_set *dp_st_set_open_dir(const char *dir) {
     char *text = NULL;
     size_t len = 0;
     if (dp_read_file(path, &text, &len)) return NULL;
-    cJSON *root = cJSON_ParseWithLength(text, len);
+    cJSON *root = NULL;
+    int bad = dp_json_parse(text, len, DP_JSON_REFUSE_NUL, path, 1, &root);
     free(text);
+    if (bad) return NULL;
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     dp_st_set *set = dp_calloc(1, sizeof *set);
     int rc = set ? 0 : -1;

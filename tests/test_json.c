@@ -6,6 +6,9 @@
 #include "data/base/json.h"
 #include "data/dataset.h"
 #include "data/dce.h"
+#include "infer/config.h"
+#include "infer/generate.h"
+#include "infer/safetensors.h"
 
 #include <unistd.h>
 
@@ -141,11 +144,49 @@ static void test_dce_json(void) {
     dp_dce_close(r);
 }
 
+/* The other readers of JSON text refuse a NUL too, naming where: a model config, a chat
+ * session (/load), a safetensors header (a tensor name cut at its NUL could alias another). */
+static void test_other_readers(void) {
+    dp_model_config cfg;
+    const char *config = "{\"model_type\": \"llama\",\n \"name\": \"a\\u0000b\"}";
+    CHECK_EQ_INT(-1, dp_config_from_json(&cfg, config, strlen(config), "config.json"));
+    CHECK_REPORT(strstr(dp_last_error(), "config.json:2: a JSON string holds a NUL") != NULL,
+                 "message: %s", dp_last_error());
+
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/doppel-test-json-%d.session", (int)getpid());
+    FILE *f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f) {
+        fputs("{\"system\": null, \"messages\": [{\"role\": \"user\", \"content\": \"hi\\u0000\"}]}",
+              f);
+        fclose(f);
+        dp_session s;
+        dp_session_init(&s, NULL);
+        CHECK_EQ_INT(-1, dp_session_load(&s, path));
+        CHECK_REPORT(strstr(dp_last_error(), ":1: a JSON string holds a NUL") != NULL,
+                     "message: %s", dp_last_error());
+        dp_session_free(&s);
+        unlink(path);
+    }
+
+    /* {"a\u0000x": F32 [1] at 0..4} with 4 data bytes */
+    const char *hdr = "{\"a\\u0000x\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+    size_t hn = strlen(hdr);
+    unsigned char buf[256] = {0};
+    for (int i = 0; i < 8; i++) buf[i] = (unsigned char)((hn >> (8 * i)) & 0xff);
+    memcpy(buf + 8, hdr, hn);
+    CHECK(dp_safetensors_open_memory(buf, 8 + hn + 4, "hostile.safetensors") == NULL);
+    CHECK_REPORT(strstr(dp_last_error(), "hostile.safetensors:1: a JSON string holds a NUL") != NULL,
+                 "message: %s", dp_last_error());
+}
+
 int main(void) {
     test_keep();
     test_refuse();
     test_writers();
     test_dataset();
     test_dce_json();
+    test_other_readers();
     return check_done();
 }

@@ -141,6 +141,19 @@ static void keep_strings(cJSON *item, keep_walk *w) {
     }
 }
 
+int dp_json_check_nul(const char *text, size_t len, const char *where, int64_t first_line) {
+    if (!may_hold_nul(text, len)) return 0;
+    nul_string first;
+    size_t n_found;
+    find_nul_strings(text, len, &first, 1, &n_found);
+    if (!n_found) return 0;
+    int64_t line = first_line;
+    for (const char *p = text; p < first.body; p++) line += *p == '\n';
+    return dp_fail("%s:%lld: a JSON string holds a NUL character (\\u0000), which doppel cannot "
+                   "carry here and will not cut short; remove it from the input",
+                   where, (long long)line);
+}
+
 int dp_json_parse(const char *text, size_t len, dp_json_nul nul, const char *where,
                   int64_t first_line, cJSON **out) {
     const char *end = NULL;

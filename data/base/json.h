@@ -30,6 +30,11 @@ typedef enum {
 int dp_json_parse(const char *text, size_t len, dp_json_nul nul, const char *where,
                   int64_t first_line, cJSON **out);
 
+/* For JSON text already parsed by cJSON (its [0, len) span): 0, or -1 with "WHERE:LINE: ..."
+ * when a string or key holds a NUL, as dp_json_parse's refusal (callers that need cJSON's own
+ * parse options: strict trailing text, the end of a header). */
+int dp_json_check_nul(const char *text, size_t len, const char *where, int64_t first_line);
+
 /* A string item's bytes and their count, NULs included (a tree from dp_json_parse with
  * DP_JSON_KEEP_NUL records the count of such strings in the item's unused valuedouble);
  * NULL when item is not a string. */
