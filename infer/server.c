@@ -258,6 +258,19 @@ static int append_chunk(chat_ctx *x, const char *role, const char *text, size_t 
 
 /* Fills x->out with the next SSE events, waiting for the scheduler; false when the client
  * went away (the job is cancelled). */
+
+/* waits on the job's condition for at most 100 ms (j->mu held), so the caller can look at its
+ * client's socket between waits */
+static void wait_a_little(dp_job *j) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += 100 * 1000 * 1000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+}
 static bool produce_events(chat_ctx *x) {
     dp_job *j = x->job;
     x->out.len = x->out_off = 0;
@@ -270,14 +283,7 @@ static bool produce_events(chat_ctx *x) {
     }
     pthread_mutex_lock(&j->mu);
     while (!j->done && j->text.len == x->text_sent && j->n_tokens == x->tokens_sent) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        wait_a_little(j);
         if (!j->done && client_gone(x->conn)) {
             atomic_store(&j->cancel, true);
             pthread_mutex_unlock(&j->mu);
@@ -431,14 +437,7 @@ static enum MHD_Result handle_chat(dp_server *s, dp_engine *e, struct MHD_Connec
     pthread_mutex_lock(&j->mu);
     bool gone = false;
     while (!j->done) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000 * 1000;
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        pthread_cond_timedwait(&j->cv, &j->mu, &ts);
+        wait_a_little(j);
         if (!j->done && !gone && client_gone(c)) {
             gone = true;
             atomic_store(&j->cancel, true); /* the scheduler finishes it as "cancelled" */
