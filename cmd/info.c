@@ -23,7 +23,8 @@ static const dp_opt opts[] = {
 const dp_command_spec dp_info_spec = {
     .name = "info",
     .usage = "[--json]",
-    .summary = "show the build, the CUDA device (if any), the BLAS kernel, SIMD paths and library versions",
+    .summary = "show the build, the CUDA device (if any), the BLAS kernel, SIMD paths and library "
+               "versions",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,

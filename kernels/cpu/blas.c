@@ -21,11 +21,11 @@
 #include <unistd.h>
 
 /* what doppel leaves in the environment of the process it re-executes (and its children) */
-#define ENV_CORETYPE "OPENBLAS_CORETYPE"
-#define ENV_SET "DOPPEL_BLAS_SET"           /* the OPENBLAS_CORETYPE value doppel put there */
-#define ENV_DETECTED "DOPPEL_BLAS_DETECTED" /* OpenBLAS's own choice before that */
-#define ENV_FALLBACK "DOPPEL_BLAS_FALLBACK" /* why doppel's choice was abandoned */
-#define ENV_TEST_MISDETECT "DOPPEL_TEST_OPENBLAS_MISDETECT"
+#define ENV_CORETYPE            "OPENBLAS_CORETYPE"
+#define ENV_SET                 "DOPPEL_BLAS_SET" /* the OPENBLAS_CORETYPE value doppel put there */
+#define ENV_DETECTED            "DOPPEL_BLAS_DETECTED" /* OpenBLAS's own choice before that */
+#define ENV_FALLBACK            "DOPPEL_BLAS_FALLBACK" /* why doppel's choice was abandoned */
+#define ENV_TEST_MISDETECT      "DOPPEL_TEST_OPENBLAS_MISDETECT"
 #define ENV_TEST_SELFCHECK_FAIL "DOPPEL_TEST_BLAS_SELFCHECK_FAIL"
 
 dp_isa dp_cpu_isa(void) {
@@ -58,19 +58,32 @@ dp_isa dp_blas_kernel_isa(const char *name) {
         const char *name;
         dp_isa isa;
     } known[] = {
-        {"SkylakeX", DP_ISA_AVX512},  {"Cooperlake", DP_ISA_AVX512},
-        {"SapphireRapids", DP_ISA_AVX512}, {"Haswell", DP_ISA_AVX2},
-        {"Zen", DP_ISA_AVX2},         {"Sandybridge", DP_ISA_AVX},
-        {"Bulldozer", DP_ISA_AVX},    {"Piledriver", DP_ISA_AVX},
-        {"Steamroller", DP_ISA_AVX},  {"Excavator", DP_ISA_AVX},
-        {"Prescott", DP_ISA_SSE3},    {"Core2", DP_ISA_SSE3},
-        {"Penryn", DP_ISA_SSE3},      {"Dunnington", DP_ISA_SSE3},
-        {"Nehalem", DP_ISA_SSE3},     {"Atom", DP_ISA_SSE3},
-        {"Nano", DP_ISA_SSE3},        {"Opteron_SSE3", DP_ISA_SSE3},
-        {"Barcelona", DP_ISA_SSE3},   {"Bobcat", DP_ISA_SSE3},
-        {"Opteron", DP_ISA_SSE3},     {"Katmai", DP_ISA_SSE3}, /* SSE only: below SSE3, */
-        {"Coppermine", DP_ISA_SSE3},  {"Northwood", DP_ISA_SSE3}, /* counted with it */
-        {"Banias", DP_ISA_SSE3},      {"Athlon", DP_ISA_SSE3},
+        {"SkylakeX", DP_ISA_AVX512},
+        {"Cooperlake", DP_ISA_AVX512},
+        {"SapphireRapids", DP_ISA_AVX512},
+        {"Haswell", DP_ISA_AVX2},
+        {"Zen", DP_ISA_AVX2},
+        {"Sandybridge", DP_ISA_AVX},
+        {"Bulldozer", DP_ISA_AVX},
+        {"Piledriver", DP_ISA_AVX},
+        {"Steamroller", DP_ISA_AVX},
+        {"Excavator", DP_ISA_AVX},
+        {"Prescott", DP_ISA_SSE3},
+        {"Core2", DP_ISA_SSE3},
+        {"Penryn", DP_ISA_SSE3},
+        {"Dunnington", DP_ISA_SSE3},
+        {"Nehalem", DP_ISA_SSE3},
+        {"Atom", DP_ISA_SSE3},
+        {"Nano", DP_ISA_SSE3},
+        {"Opteron_SSE3", DP_ISA_SSE3},
+        {"Barcelona", DP_ISA_SSE3},
+        {"Bobcat", DP_ISA_SSE3},
+        {"Opteron", DP_ISA_SSE3},
+        {"Katmai", DP_ISA_SSE3}, /* SSE only: below SSE3, */
+        {"Coppermine", DP_ISA_SSE3},
+        {"Northwood", DP_ISA_SSE3}, /* counted with it */
+        {"Banias", DP_ISA_SSE3},
+        {"Athlon", DP_ISA_SSE3},
     };
     for (size_t i = 0; name && i < sizeof known / sizeof known[0]; i++)
         if (!strcasecmp(name, known[i].name)) return known[i].isa;
@@ -79,20 +92,29 @@ dp_isa dp_blas_kernel_isa(const char *name) {
 
 const char *dp_isa_name(dp_isa isa) {
     switch (isa) {
-    case DP_ISA_SSE3: return "SSE3";
-    case DP_ISA_AVX: return "AVX";
-    case DP_ISA_AVX2: return "AVX2";
-    case DP_ISA_AVX512: return "AVX-512";
-    default: return "unknown";
+    case DP_ISA_SSE3:
+        return "SSE3";
+    case DP_ISA_AVX:
+        return "AVX";
+    case DP_ISA_AVX2:
+        return "AVX2";
+    case DP_ISA_AVX512:
+        return "AVX-512";
+    default:
+        return "unknown";
     }
 }
 
 const char *dp_blas_origin_name(dp_blas_origin o) {
     switch (o) {
-    case DP_BLAS_USER: return "OPENBLAS_CORETYPE from the environment";
-    case DP_BLAS_DOPPEL: return "chosen by doppel";
-    case DP_BLAS_FALLBACK: return "doppel's choice failed the self-check: OpenBLAS's own";
-    default: return "OpenBLAS's own choice";
+    case DP_BLAS_USER:
+        return "OPENBLAS_CORETYPE from the environment";
+    case DP_BLAS_DOPPEL:
+        return "chosen by doppel";
+    case DP_BLAS_FALLBACK:
+        return "doppel's choice failed the self-check: OpenBLAS's own";
+    default:
+        return "OpenBLAS's own choice";
     }
 }
 
@@ -152,11 +174,14 @@ int dp_blas_selfcheck(bool corrupt, double *worst) {
     return 0;
 }
 
-static void copy(char *dst, size_t cap, const char *src) { snprintf(dst, cap, "%s", src ? src : ""); }
+static void copy(char *dst, size_t cap, const char *src) {
+    snprintf(dst, cap, "%s", src ? src : "");
+}
 
 static dp_blas_origin current_origin(void) {
     const char *ct = getenv(ENV_CORETYPE), *set = getenv(ENV_SET);
-    if (ct && set && !strcasecmp(ct, set)) return getenv(ENV_FALLBACK) ? DP_BLAS_FALLBACK : DP_BLAS_DOPPEL;
+    if (ct && set && !strcasecmp(ct, set))
+        return getenv(ENV_FALLBACK) ? DP_BLAS_FALLBACK : DP_BLAS_DOPPEL;
     if (ct && !getenv(ENV_TEST_MISDETECT)) return DP_BLAS_USER;
     return DP_BLAS_OWN;
 }
@@ -180,8 +205,7 @@ void dp_blas_query(dp_blas_info *q) {
     if (!q->selfcheck_ok) dp_clear_error();
     /* an unknown kernel name is counted as below: it is said, never silently trusted */
     q->below_cpu = q->cpu_isa > DP_ISA_UNKNOWN && q->kernel_isa < q->cpu_isa;
-    const int simd = dp_simd_level();
-    q->simd = simd == SIMD_AVX512 ? "avx512" : simd == SIMD_AVX2 ? "avx2" : "scalar";
+    q->simd = dp_simd_name(dp_simd_level());
 
     char *n = q->note;
     size_t cap = sizeof q->note;
@@ -189,10 +213,11 @@ void dp_blas_query(dp_blas_info *q) {
         const char *k = q->kernel, *ki = dp_isa_name(q->kernel_isa), *ci = dp_isa_name(q->cpu_isa);
         switch (q->origin) {
         case DP_BLAS_USER:
-            snprintf(n, cap,
-                     "GEMMs run OpenBLAS's %s kernel (%s) on this %s CPU because OPENBLAS_CORETYPE=%s "
-                     "is set (the user's choice wins); unset it for the %s kernel",
-                     k, ki, ci, getenv(ENV_CORETYPE), q->cpu_kernel);
+            snprintf(
+                n, cap,
+                "GEMMs run OpenBLAS's %s kernel (%s) on this %s CPU because OPENBLAS_CORETYPE=%s "
+                "is set (the user's choice wins); unset it for the %s kernel",
+                k, ki, ci, getenv(ENV_CORETYPE), q->cpu_kernel);
             break;
         case DP_BLAS_DOPPEL:
             snprintf(n, cap,
@@ -215,8 +240,10 @@ void dp_blas_query(dp_blas_info *q) {
     }
     if (!q->selfcheck_ok) {
         size_t len = strlen(n);
-        snprintf(n + len, cap - len, "%sthe %s kernel FAILED the GEMM self-check (error %.3g times "
-                 "the tolerance)", len ? "; " : "", q->kernel, q->selfcheck_err);
+        snprintf(n + len, cap - len,
+                 "%sthe %s kernel FAILED the GEMM self-check (error %.3g times "
+                 "the tolerance)",
+                 len ? "; " : "", q->kernel, q->selfcheck_err);
     }
 }
 
@@ -226,8 +253,8 @@ void dp_blas_describe(char *buf, size_t cap) {
     char detected[64] = "";
     if (q.detected[0]) snprintf(detected, sizeof detected, ", OpenBLAS picked %s", q.detected);
     snprintf(buf, cap, "%s; kernel %s (%s; %s%s) on an %s CPU; self-check %s; doppel SIMD %s%s%s",
-             q.config, q.kernel, dp_isa_name(q.kernel_isa), dp_blas_origin_name(q.origin),
-             detected, dp_isa_name(q.cpu_isa), q.selfcheck_ok ? "ok" : "FAILED", q.simd,
+             q.config, q.kernel, dp_isa_name(q.kernel_isa), dp_blas_origin_name(q.origin), detected,
+             dp_isa_name(q.cpu_isa), q.selfcheck_ok ? "ok" : "FAILED", q.simd,
              q.note[0] ? "; NOTE: " : "", q.note);
 }
 
@@ -259,8 +286,10 @@ void dp_blas_setup(char **argv) {
         reexec(argv);
         unsetenv(ENV_SET); /* not re-executed: the environment as it was, less the test hook */
         unsetenv(ENV_DETECTED);
-        if (getenv(ENV_TEST_MISDETECT)) setenv(ENV_CORETYPE, kernel, 1);
-        else unsetenv(ENV_CORETYPE);
+        if (getenv(ENV_TEST_MISDETECT))
+            setenv(ENV_CORETYPE, kernel, 1);
+        else
+            unsetenv(ENV_CORETYPE);
         return;
     }
 
