@@ -1,5 +1,6 @@
 /* doppel info: what this build and this machine can do. */
 #include "cmd/commands.h"
+#include "kernels/cpu/blas.h"
 #include "kernels/device.h"
 
 #include <cblas.h>
@@ -26,7 +27,8 @@ static const dp_opt opts[] = {
 const dp_command_spec dp_info_spec = {
     .name = "info",
     .usage = "[--json]",
-    .summary = "show the build, the CUDA device (if any), BLAS threads and library versions",
+    .summary = "show the build, the CUDA device (if any), the BLAS kernel, SIMD paths and library "
+               "versions",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
@@ -50,6 +52,8 @@ int dp_cmd_info(int argc, char **argv) {
     snprintf(h5, sizeof h5, "%u.%u.%u", h5maj, h5min, h5rel);
     snprintf(csvv, sizeof csvv, "%d.%d.%d", CSV_MAJOR, CSV_MINOR, CSV_RELEASE);
     const char *backend = cu.device_count > 0 ? "cuda" : "cpu";
+    dp_blas_info bl;
+    dp_blas_query(&bl);
 
     cJSON *j = cJSON_CreateObject();
     cJSON_AddStringToObject(j, "version", DOPPEL_VERSION);
@@ -64,6 +68,16 @@ int dp_cmd_info(int argc, char **argv) {
     cJSON_AddStringToObject(j, "default_backend", backend);
     cJSON_AddStringToObject(j, "gpu_speed", "not yet measured on a real GPU");
     cJSON_AddStringToObject(j, "blas", openblas_get_config());
+    cJSON_AddStringToObject(j, "blas_kernel", bl.kernel);
+    cJSON_AddStringToObject(j, "blas_kernel_isa", dp_isa_name(bl.kernel_isa));
+    cJSON_AddStringToObject(j, "blas_kernel_origin", dp_blas_origin_name(bl.origin));
+    if (bl.detected[0]) cJSON_AddStringToObject(j, "blas_kernel_detected", bl.detected);
+    cJSON_AddStringToObject(j, "cpu_isa", dp_isa_name(bl.cpu_isa));
+    cJSON_AddStringToObject(j, "cpu_blas_kernel", bl.cpu_kernel);
+    cJSON_AddBoolToObject(j, "blas_below_cpu", bl.below_cpu);
+    cJSON_AddBoolToObject(j, "blas_selfcheck_ok", bl.selfcheck_ok);
+    cJSON_AddStringToObject(j, "blas_note", bl.note);
+    cJSON_AddStringToObject(j, "simd", bl.simd);
     cJSON_AddNumberToObject(j, "blas_threads", openblas_get_num_threads());
     cJSON_AddNumberToObject(j, "omp_threads", omp_get_max_threads());
     cJSON *libs = cJSON_AddObjectToObject(j, "libraries");
@@ -96,6 +110,13 @@ int dp_cmd_info(int argc, char **argv) {
         printf("GPU speed:     not yet measured on a real GPU (kernels are tested under EMU)\n");
         printf("BLAS:          %s, %d threads; OpenMP %d threads\n", openblas_get_config(),
                openblas_get_num_threads(), omp_get_max_threads());
+        printf("BLAS kernel:   %s (%s; %s%s%s) on an %s CPU; GEMM self-check %s\n", bl.kernel,
+               dp_isa_name(bl.kernel_isa), dp_blas_origin_name(bl.origin),
+               bl.detected[0] ? ", OpenBLAS picked " : "", bl.detected, dp_isa_name(bl.cpu_isa),
+               bl.selfcheck_ok ? "ok" : "FAILED");
+        if (bl.note[0]) printf("BLAS note:     %s\n", bl.note);
+        printf("CPU kernels:   doppel's own SIMD path %s (DOPPEL_SIMD=scalar|avx2 narrows it)\n",
+               bl.simd);
         printf("libraries:     zstd %s, HDF5 %s, PCRE2 %s, cJSON %s, utf8proc %s, libcsv %s, "
                "libmicrohttpd %s\n",
                ZSTD_versionString(), h5, pcre2_version, cJSON_Version(), utf8proc_version(), csvv,

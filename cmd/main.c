@@ -1,5 +1,6 @@
 /* doppel: dispatch to one command. */
 #include "cmd/commands.h"
+#include "kernels/cpu/blas.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -17,6 +18,7 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    dp_blas_setup(argv); /* may re-execute with the OpenBLAS kernel for this CPU */
     if (argc < 2) {
         usage(stderr);
         return DP_EXIT_USAGE;

@@ -39,4 +39,9 @@ static inline int dp_simd_level(void) {
     return want < best ? want : best;
 }
 
+/* for `doppel info` and the benchmarks' headers */
+static inline const char *dp_simd_name(int level) {
+    return level == SIMD_AVX512 ? "avx512" : level == SIMD_AVX2 ? "avx2" : "scalar";
+}
+
 #endif

@@ -2,6 +2,7 @@
  * head, S = Q K^T by sgemm, causal mask, softmax, O = P V by sgemm (the textbook formulation,
  * which materializes the T x T scores). Prints milliseconds and the ratio for a few shapes of
  * Qwen2.5-0.5B (14 heads, 2 kv heads, D = 64). Usage: bench_attention [T ...] */
+#include "kernels/cpu/blas.h"
 #include "kernels/ops.h"
 
 #include <cblas.h>
@@ -38,6 +39,10 @@ static void attention_blas(float *out, const float *q, const float *k, const flo
 }
 
 int main(int argc, char **argv) {
+    dp_blas_setup(argv); /* the OpenBLAS kernel for this CPU, as doppel's commands get it */
+    char blas[1024];
+    dp_blas_describe(blas, sizeof blas);
+    printf("BLAS: %s\n", blas);
     int Ts[8] = {256, 1024}, nT = 2;
     if (argc > 1) {
         nT = 0;

@@ -7,6 +7,7 @@
  *                      MODEL.gguf...
  * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
  * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
+#include "kernels/cpu/blas.h"
 #include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
@@ -210,6 +211,10 @@ static void ratio(const char *name, const result *d, const result *l) {
 }
 
 int main(int argc, char **argv) {
+    dp_blas_setup(argv); /* the OpenBLAS kernel for this CPU, as doppel's commands get it */
+    char blas[1024];
+    dp_blas_describe(blas, sizeof blas);
+    printf("BLAS: %s\n", blas);
     int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         const char *a = argv[first];

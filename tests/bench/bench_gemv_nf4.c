@@ -2,6 +2,7 @@
  * same (dequantized) matrix, for SmolLM2-135M and Qwen2.5-0.5B shapes. Prints the fastest of
  * the iterations (the machine may be shared), effective weight bandwidth and the ratio.
  * Usage: bench_gemv_nf4 [iterations]; DOPPEL_SIMD=scalar|avx2 picks a narrower path. */
+#include "kernels/cpu/blas.h"
 #include "kernels/nf4.h"
 
 #include <cblas.h>
@@ -17,6 +18,10 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
+    dp_blas_setup(argv); /* the OpenBLAS kernel for this CPU, as doppel's commands get it */
+    char blas[1024];
+    dp_blas_describe(blas, sizeof blas);
+    printf("BLAS: %s\n", blas);
     int iters = argc > 1 ? atoi(argv[1]) : 50;
     const struct {
         const char *name;

@@ -6,6 +6,7 @@
  * usage: bench_train [MODEL.gguf|HF_DIR] [--seq 256] [--r 16] [--steps 3] [--no-peer]
  *                    [--only fp32|nf4] [--no-recompute-row]
  * MODEL defaults to the SmolLM2 GGUF that .ci/fetch-smollm2 caches. */
+#include "kernels/cpu/blas.h"
 #include "data/base/error.h"
 #include "infer/model_load.h"
 #include "train/model_grad.h"
@@ -111,6 +112,10 @@ static result in_child(const char *path, bool nf4, bool recompute, int seq, int 
 }
 
 int main(int argc, char **argv) {
+    dp_blas_setup(argv); /* the OpenBLAS kernel for this CPU, as doppel's commands get it */
+    char blas[1024];
+    dp_blas_describe(blas, sizeof blas);
+    printf("BLAS: %s\n", blas);
     char def[1024];
     const char *home = getenv("HOME");
     const char *cache = getenv("DOPPEL_CACHE");
