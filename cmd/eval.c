@@ -61,8 +61,12 @@ const dp_command_spec dp_eval_spec = {
         "defaults at a fixed seed (context i uses seed + i), on the CPU. Authorship: a character\n"
         "3-5-gram TF-IDF + logistic regression (liblinear) classifier of the persona's messages\n"
         "against everyone else's, trained on EXPORT without VAL's messages; it reports the share\n"
-        "of replies it attributes to the persona (real replies: the ceiling). Style distance is\n"
-        "the Jensen-Shannon divergence (bits, 0..1) of word and word-bigram distributions.",
+        "of replies it attributes to the persona (real replies: the ceiling), and its own\n"
+        "accuracy on VAL (the persona's real replies against the other people's lines). Style\n"
+        "distance is the Jensen-Shannon divergence (bits, 0..1) of word and word-bigram\n"
+        "distributions; signature words are the persona's most over-represented words in\n"
+        "EXPORT (log-odds ratio). Degeneration: distinct-1/2, repeated word 3-grams within a\n"
+        "reply, replies that write someone's \"[Name]:\" line, replies that stop by themselves.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
@@ -108,17 +112,18 @@ static char *short_name(const char *dir, bool best) {
 /* Prints text on one line: newlines (the persona's separate messages) become " / ". */
 static void print_flat(const char *text) {
     for (const char *p = text; *p; p++) {
-        if (*p == '\n') fputs(" / ", stdout);
-        else putchar(*p);
+        if (*p == '\n')
+            fputs(" / ", stdout);
+        else
+            putchar(*p);
     }
     putchar('\n');
 }
 
 /* doppel.json's training.config.max_seq, or 0 */
 static int64_t adapter_max_seq(const cJSON *dj) {
-    const cJSON *v = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(dj, "training"),
-                                                             "config"),
-                                         "max_seq");
+    const cJSON *v = cJSON_GetObjectItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(dj, "training"), "config"), "max_seq");
     return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : 0;
 }
 
@@ -134,16 +139,19 @@ static cJSON *style_json(const dp_style_stats *s) {
 }
 
 static void add_num(cJSON *j, const char *k, double v) {
-    if (isnan(v)) cJSON_AddNullToObject(j, k);
-    else cJSON_AddNumberToObject(j, k, v);
+    if (isnan(v))
+        cJSON_AddNullToObject(j, k);
+    else
+        cJSON_AddNumberToObject(j, k, v);
 }
 
-static void print_row(const char *what, const sys_result *s, int ns, double (*get)(const sys_result *),
-                      const char *fmt, double real) {
+static void print_row(const char *what, const sys_result *s, int ns,
+                      double (*get)(const sys_result *), const char *fmt, double real) {
     printf("  %-30s", what);
     for (int i = 0; i < ns; i++) {
         double v = get(&s[i]);
-        if (isnan(v)) printf(" %14s", "-");
+        if (isnan(v))
+            printf(" %14s", "-");
         else {
             char b[64];
             snprintf(b, sizeof b, fmt, v);
@@ -159,7 +167,9 @@ static void print_row(const char *what, const sys_result *s, int ns, double (*ge
 }
 
 #define GETTER(name, expr)                                                                         \
-    static double name(const sys_result *s) { return (expr); }
+    static double name(const sys_result *s) {                                                      \
+        return (expr);                                                                             \
+    }
 GETTER(g_loss, s->loss.loss)
 GETTER(g_ppl, s->loss.ppl)
 GETTER(g_ppl_lo, s->loss.ppl_lo)
@@ -197,7 +207,8 @@ int dp_cmd_eval(int argc, char **argv) {
         return rc < 0 ? DP_EXIT_OK : rc;
     }
     const dp_command_spec *S = &dp_eval_spec;
-    if (!model_path || !data_path) rc = dp_usage_error(S, "--model and --data are required");
+    if (!model_path || !data_path)
+        rc = dp_usage_error(S, "--model and --data are required");
     else if (strcmp(precision, "nf4") && strcmp(precision, "fp32"))
         rc = dp_usage_error(S, "--precision must be nf4 or fp32, not '%s'", precision);
     else if (max_seq < 0 || contexts < 0 || max_tokens < 1 || n_boot < 0 || n_examples < 0 ||
@@ -210,8 +221,10 @@ int dp_cmd_eval(int argc, char **argv) {
         rc = dp_usage_error(S, "--export %s: no such file", export_path);
     for (int i = 0; i < adapters.n && !rc; i++)
         if (!is_dir(adapters.items[i]))
-            rc = dp_usage_error(S, "--adapter %s: not a directory (give a `doppel train` --out "
-                                   "directory)", adapters.items[i]);
+            rc = dp_usage_error(S,
+                                "--adapter %s: not a directory (give a `doppel train` --out "
+                                "directory)",
+                                adapters.items[i]);
     if (rc) {
         dp_strlist_free(&adapters);
         dp_cli_free(&cli);
@@ -276,12 +289,14 @@ int dp_cmd_eval(int argc, char **argv) {
     /* held-out loss: the training render and masking, every system */
     if (dp_token_data_build(data_path, (int)max_seq, dp_eval_render, &rctx, &td)) goto fail;
     if (!cli.quiet)
-        fprintf(stderr, "eval: %s: %lld conversations -> %lld sequences, %lld scored tokens (max-seq "
-                        "%lld, %lld cut from the left)\n",
+        fprintf(stderr,
+                "eval: %s: %lld conversations -> %lld sequences, %lld scored tokens (max-seq "
+                "%lld, %lld cut from the left)\n",
                 data_path, (long long)td.n_read, (long long)td.nseq, (long long)td.n_trained,
                 (long long)max_seq, (long long)td.n_truncated);
     for (int i = 0; i < ns; i++) {
-        if (dp_eval_heldout_loss(model, sys[i].lora, &td, (int)n_boot, (uint64_t)seed, &sys[i].loss))
+        if (dp_eval_heldout_loss(model, sys[i].lora, &td, (int)n_boot, (uint64_t)seed,
+                                 &sys[i].loss))
             goto fail;
         if (!cli.quiet)
             fprintf(stderr, "eval: %-24s loss %.4f  perplexity %.2f [%.2f, %.2f]\n", sys[i].name,
@@ -323,8 +338,10 @@ int dp_cmd_eval(int argc, char **argv) {
             size_t np = 0, no = 0;
             if (pt && ot) {
                 for (size_t i = 0; i < corpus.n; i++) {
-                    if (corpus.is_persona[i]) pt[np++] = corpus.texts[i];
-                    else ot[no++] = corpus.texts[i];
+                    if (corpus.is_persona[i])
+                        pt[np++] = corpus.texts[i];
+                    else
+                        ot[no++] = corpus.texts[i];
                 }
                 int k = n_signature < 256 ? (int)n_signature : 256;
                 nsig = dp_signature_words(pt, np, ot, no, k, 5, sig);
@@ -333,9 +350,10 @@ int dp_cmd_eval(int argc, char **argv) {
             free(ot);
             if (nsig < 0) goto fail;
             if (!cli.quiet)
-                fprintf(stderr, "eval: authorship classifier: %zu messages of %s (%zu theirs), %zu "
-                                "held out as validation; vocabulary %zu n-grams; held-out "
-                                "accuracy %.3f\n",
+                fprintf(stderr,
+                        "eval: authorship classifier: %zu messages of %s (%zu theirs), %zu "
+                        "held out as validation; vocabulary %zu n-grams; held-out "
+                        "accuracy %.3f\n",
                         corpus.n, export_path, corpus.n_persona, corpus.n_held_out,
                         dp_authorship_vocab(auth), clf_acc);
         }
@@ -369,10 +387,11 @@ int dp_cmd_eval(int argc, char **argv) {
     }
 
     /* the table */
-    printf("doppel eval: %s on %s (%lld scored tokens in %lld conversations", model_path,
-           data_path, (long long)sys[0].loss.tokens, (long long)sys[0].loss.seqs);
-    if (nctx) printf("; %zu replies of up to %lld tokens, seed %lld", nctx, (long long)max_tokens,
-                     (long long)seed);
+    printf("doppel eval: %s on %s (%lld scored tokens in %lld conversations", model_path, data_path,
+           (long long)sys[0].loss.tokens, (long long)sys[0].loss.seqs);
+    if (nctx)
+        printf("; %zu replies of up to %lld tokens, seed %lld", nctx, (long long)max_tokens,
+               (long long)seed);
     printf(")\n  %-30s", "");
     for (int i = 0; i < ns; i++) {
         const char *n = sys[i].label;
@@ -390,10 +409,12 @@ int dp_cmd_eval(int argc, char **argv) {
         print_row("style: chars per reply", sys, ns, g_chars, "%.1f", real_style.chars_mean);
         print_row("style: lines per reply", sys, ns, g_lines, "%.2f", real_style.lines_mean);
         print_row("style: lowercase share", sys, ns, g_lower, "%.3f", real_style.lowercase_share);
-        print_row("style: punctuation / 100 chars", sys, ns, g_punct, "%.2f", real_style.punct_per_100);
+        print_row("style: punctuation / 100 chars", sys, ns, g_punct, "%.2f",
+                  real_style.punct_per_100);
         print_row("style: emoji / 100 chars", sys, ns, g_emoji, "%.2f", real_style.emoji_per_100);
         if (nsig > 0)
-            print_row("style: signature-word rate", sys, ns, g_sig, "%.3f", real_style.signature_rate);
+            print_row("style: signature-word rate", sys, ns, g_sig, "%.3f",
+                      real_style.signature_rate);
         print_row("style: word JSD to real (bits)", sys, ns, g_jsd1, "%.3f", NAN);
         print_row("style: bigram JSD to real", sys, ns, g_jsd2, "%.3f", NAN);
         dp_degeneration real_degen;
@@ -435,7 +456,8 @@ int dp_cmd_eval(int argc, char **argv) {
         cJSON_AddStringToObject(j, "divergence", "Jensen-Shannon, base 2 (0 = same, 1 = disjoint)");
         if (auth) {
             cJSON *a = cJSON_AddObjectToObject(j, "classifier");
-            cJSON_AddStringToObject(a, "features", "char 3-5-gram TF-IDF (scikit-learn's definition)");
+            cJSON_AddStringToObject(a, "features",
+                                    "char 3-5-gram TF-IDF (scikit-learn's definition)");
             cJSON_AddStringToObject(a, "model", "L2 logistic regression, liblinear, C 1");
             cJSON_AddNumberToObject(a, "train_messages", (double)corpus.n);
             cJSON_AddNumberToObject(a, "train_persona_messages", (double)corpus.n_persona);
@@ -456,7 +478,8 @@ int dp_cmd_eval(int argc, char **argv) {
             for (size_t i = 0; i < nctx; i++) {
                 cJSON_AddItemToArray(texts, cJSON_CreateString(set.real[i]));
                 const dp_conversation *c = &set.ctx[i];
-                cJSON_AddItemToArray(ctxs, cJSON_CreateString(c->n ? c->msgs[c->n - 1].content : ""));
+                cJSON_AddItemToArray(ctxs,
+                                     cJSON_CreateString(c->n ? c->msgs[c->n - 1].content : ""));
             }
         }
         cJSON *sa = cJSON_AddArrayToObject(j, "systems");

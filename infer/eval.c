@@ -84,7 +84,8 @@ int dp_eval_heldout_loss(const dp_model *model, const dp_lora *lora, const dp_to
     if (d->nseq <= 0) return dp_fail("eval: the validation data has no sequence to score");
     int64_t longest = 0;
     for (int64_t i = 0; i < d->nseq; i++)
-        if (d->offsets[i + 1] - d->offsets[i] > longest) longest = d->offsets[i + 1] - d->offsets[i];
+        if (d->offsets[i + 1] - d->offsets[i] > longest)
+            longest = d->offsets[i + 1] - d->offsets[i];
     /* one sequence per batch: the plan is written by hand, in file order */
     dp_epoch_plan plan = {0};
     plan.order = dp_malloc((size_t)d->nseq * sizeof *plan.order);
@@ -94,8 +95,7 @@ int dp_eval_heldout_loss(const dp_model *model, const dp_lora *lora, const dp_to
     dp_batch_buf bb = {0};
     dp_grad_ws *ws = NULL;
     int rc = -1;
-    if (!plan.order || !plan.start || !sums || !counts || dp_batch_buf_init(&bb, longest))
-        goto out;
+    if (!plan.order || !plan.start || !sums || !counts || dp_batch_buf_init(&bb, longest)) goto out;
     for (int64_t i = 0; i < d->nseq; i++) plan.order[i] = plan.start[i] = i;
     plan.start[d->nseq] = d->nseq;
     plan.nbatches = d->nseq;
@@ -195,8 +195,8 @@ int dp_eval_set_load(const char *path, dp_eval_set *out) {
             }
         }
         dp_conversation *x = &out->ctx[out->n];
-        *x = (dp_conversation){.msgs = dp_calloc((size_t)last, sizeof *x->msgs), .n = last,
-                               .line = c.line};
+        *x = (dp_conversation){
+            .msgs = dp_calloc((size_t)last, sizeof *x->msgs), .n = last, .line = c.line};
         out->real[out->n] = dp_strdup(c.msgs[last].content);
         out->n++;
         if (!x->msgs || !out->real[out->n - 1]) {
@@ -293,7 +293,8 @@ int dp_eval_generate(const dp_model *model, const dp_lora *lora, dp_tokenizer *t
         int keep = max_context - o->max_tokens;
         size_t skip = (int)ct.ids.n > keep && keep > 0 ? ct.ids.n - (size_t)keep : 0;
         dp_sampler_params sp = o->sampling;
-        sp.seed = o->sampling.seed + i; // each context its own stream: replies do not depend on order
+        sp.seed =
+            o->sampling.seed + i; // each context its own stream: replies do not depend on order
         dp_sampler_set(&smp, &sp);
         dp_gen_opts go = {.max_tokens = o->max_tokens, .stop = stop, .n_stop = n_stop};
         dp_gen_result res;
@@ -378,8 +379,9 @@ int dp_eval_corpus_load(const char *export_path, const char *persona, const dp_e
             break;
         }
         /* the persona's ids: every id that wrote under that name (prep's rule) */
-        bool named = by_id ? m.author_id == want_id
-                           : m.author_len == strlen(persona) && !memcmp(m.author, persona, m.author_len);
+        bool named =
+            by_id ? m.author_id == want_id
+                  : m.author_len == strlen(persona) && !memcmp(m.author, persona, m.author_len);
         if (named) {
             bool have = false;
             for (size_t i = 0; i < n_ids; i++) have |= ids[i] == m.author_id;
@@ -441,7 +443,8 @@ int dp_eval_corpus_load(const char *export_path, const char *persona, const dp_e
         }
         if (!rc && n_ids == 0)
             rc = dp_fail("%s: no message by \"%s\" (give the persona's name or author id as "
-                         "`doppel prep --list-authors` shows it)", export_path, persona);
+                         "`doppel prep --list-authors` shows it)",
+                         export_path, persona);
     }
     for (size_t i = 0; i < nl; i++) free(lines[i]);
     free(lines);

@@ -35,8 +35,8 @@ int dp_eval_render(void *ctx, const dp_conversation *c, int first, dp_rendered *
 void dp_eval_render_ctx_free(dp_eval_render_ctx *x);
 
 typedef struct {
-    double loss;            /* mean cross-entropy (nats) per trained token */
-    double loss_lo, loss_hi; /* 95% bootstrap interval (percentiles), resampling sequences */
+    double loss;                /* mean cross-entropy (nats) per trained token */
+    double loss_lo, loss_hi;    /* 95% bootstrap interval (percentiles), resampling sequences */
     double ppl, ppl_lo, ppl_hi; /* exp of the three */
     int64_t tokens, seqs;
 } dp_eval_loss_result;

@@ -18,7 +18,7 @@ typedef struct {
     size_t bytes_len, bytes_cap;
     size_t *key_off; // (n) where key i starts in bytes
     uint32_t *key_len;
-    double *count; // (n) a counter per key, for whoever needs one
+    double *count;  // (n) a counter per key, for whoever needs one
     int64_t *slots; // (cap) key id + 1, 0 = empty
     size_t n, cap;
 } strmap;
@@ -139,8 +139,8 @@ static char *char_normalize(const char *text, size_t **cp_out, size_t *ncp_out) 
 
 struct dp_authorship {
     dp_authorship_opts opts;
-    strmap vocab;  // n-gram -> feature id (count = document frequency while training)
-    double *idf;   // (vocab.n)
+    strmap vocab; // n-gram -> feature id (count = document frequency while training)
+    double *idf;  // (vocab.n)
     struct model *model;
 };
 
@@ -216,7 +216,9 @@ void dp_authorship_opts_default(dp_authorship_opts *o) {
     *o = (dp_authorship_opts){.min_n = 3, .max_n = 5, .C = 1.0, .eps = 1e-4};
 }
 
-static void liblinear_quiet(const char *s) { (void)s; }
+static void liblinear_quiet(const char *s) {
+    (void)s;
+}
 
 dp_authorship *dp_authorship_train(const char *const *texts, const unsigned char *is_persona,
                                    size_t n, const dp_authorship_opts *opts) {
@@ -229,7 +231,8 @@ dp_authorship *dp_authorship_train(const char *const *texts, const unsigned char
     for (size_t i = 0; i < n; i++) npos += is_persona[i] != 0;
     if (npos == 0 || npos == n) {
         dp_fail("authorship classifier: %zu texts, %zu of them the persona's (it needs both the "
-                "persona's messages and other people's)", n, npos);
+                "persona's messages and other people's)",
+                n, npos);
         return NULL;
     }
     if (o.min_n < 1 || o.max_n < o.min_n) {
@@ -268,8 +271,10 @@ dp_authorship *dp_authorship_train(const char *const *texts, const unsigned char
     int bias_index = (int)a->vocab.n + 1;
     for (size_t i = 0; i < n && ok; i++) {
         rows[i] = dp_malloc((doc_n[i] + 2) * sizeof **rows);
-        if (!rows[i]) ok = 0;
-        else tfidf_nodes(doc_ids[i], doc_n[i], a->idf, bias_index, rows[i]);
+        if (!rows[i])
+            ok = 0;
+        else
+            tfidf_nodes(doc_ids[i], doc_n[i], a->idf, bias_index, rows[i]);
     }
     if (ok) {
         struct problem prob = {.l = (int)n, .n = bias_index, .y = y, .x = rows, .bias = 1.0};
@@ -309,7 +314,9 @@ void dp_authorship_destroy(dp_authorship *a) {
     free(a);
 }
 
-size_t dp_authorship_vocab(const dp_authorship *a) { return a->vocab.n; }
+size_t dp_authorship_vocab(const dp_authorship *a) {
+    return a->vocab.n;
+}
 
 /* The normalized vector of text; NULL on allocation failure. *k = nodes before the bias. */
 static struct feature_node *text_vector(const dp_authorship *a, const char *text, size_t *k) {
@@ -406,8 +413,10 @@ static void count_gram(const char *w, size_t n, void *ctx) {
     gram_counter *g = ctx;
     if (g->order == 1) {
         int64_t id = strmap_id(g->map, w, n, 1);
-        if (id < 0) g->failed = 1;
-        else g->map->count[id] += 1, g->total++;
+        if (id < 0)
+            g->failed = 1;
+        else
+            g->map->count[id] += 1, g->total++;
         return;
     }
     if (g->have_prev) {
@@ -416,8 +425,10 @@ static void count_gram(const char *w, size_t n, void *ctx) {
         pair[g->prev_n] = ' ';
         memcpy(pair + g->prev_n + 1, w, n);
         int64_t id = strmap_id(g->map, pair, g->prev_n + 1 + n, 1);
-        if (id < 0) g->failed = 1;
-        else g->map->count[id] += 1, g->total++;
+        if (id < 0)
+            g->failed = 1;
+        else
+            g->map->count[id] += 1, g->total++;
     }
     memcpy(g->prev, w, n);
     g->prev_n = n;
@@ -471,8 +482,8 @@ static int cmp_score_desc(const void *a, const void *b) {
     return strcmp(((const scored_word *)a)->word, ((const scored_word *)b)->word);
 }
 
-int dp_signature_words(const char *const *persona, size_t np, const char *const *others,
-                       size_t no, int k, int min_count, char **out) {
+int dp_signature_words(const char *const *persona, size_t np, const char *const *others, size_t no,
+                       int k, int min_count, char **out) {
     strmap mp = {0}, mo = {0};
     long long tp = count_grams(&mp, persona, np, 1), to = count_grams(&mo, others, no, 1);
     int got = -1;
@@ -496,8 +507,10 @@ int dp_signature_words(const char *const *persona, size_t np, const char *const 
         qsort(s, ns, sizeof *s, cmp_score_desc);
         got = 0;
         for (size_t i = 0; i < ns; i++) {
-            if (got < k) out[got++] = s[i].word;
-            else free(s[i].word);
+            if (got < k)
+                out[got++] = s[i].word;
+            else
+                free(s[i].word);
         }
     }
     free(s);

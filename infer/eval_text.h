@@ -66,15 +66,15 @@ double dp_text_jsd(const char *const *a, size_t na, const char *const *b, size_t
 /* The k words most over-represented in the persona's texts against the others' (log-odds
  * ratio with add-one smoothing; words seen at least min_count times in the persona's texts).
  * Writes up to k malloc'd words to out; returns how many (-1 on error). */
-int dp_signature_words(const char *const *persona, size_t np, const char *const *others,
-                       size_t no, int k, int min_count, char **out);
+int dp_signature_words(const char *const *persona, size_t np, const char *const *others, size_t no,
+                       int k, int min_count, char **out);
 
 /* ---------------------------------------------------------------- degeneration */
 typedef struct {
-    double distinct1, distinct2;  // distinct word uni/bigrams / all of them, over every reply
-    double repeated_3gram_rate;   // word 3-grams that already occurred in the same reply / all
-    double other_speaker_share;   // replies with a line written as someone else ("[Name]: ...")
-    double ended_share;           // replies that ended by themselves before the token limit
+    double distinct1, distinct2; // distinct word uni/bigrams / all of them, over every reply
+    double repeated_3gram_rate;  // word 3-grams that already occurred in the same reply / all
+    double other_speaker_share;  // replies with a line written as someone else ("[Name]: ...")
+    double ended_share;          // replies that ended by themselves before the token limit
 } dp_degeneration;
 
 /* ended: NULL or one flag per reply (1 = stopped on its own). */

@@ -51,7 +51,8 @@ static void test_bootstrap(void) {
 static void test_loss_equals_validation(void) {
     char model_dir[600], data[600];
     snprintf(model_dir, sizeof model_dir, "%s/tests/fixtures/tiny-llama", DOPPEL_SOURCE_DIR);
-    snprintf(data, sizeof data, "%s/tests/fixtures/sample-export.expected.jsonl", DOPPEL_SOURCE_DIR);
+    snprintf(data, sizeof data, "%s/tests/fixtures/sample-export.expected.jsonl",
+             DOPPEL_SOURCE_DIR);
     dp_load_opts lo = {.nf4 = true, .quiet = true};
     dp_model *m = dp_model_load(model_dir, &lo);
     CHECK(m != NULL);
@@ -144,8 +145,9 @@ static void test_set_and_corpus(void) {
         CHECK(c.n_held_out >= 3);
         CHECK_EQ_INT(c.n_persona, persona_total);
         CHECK(c.n_persona > 700 && c.n_persona < 742);
-        if (i == 0) printf("corpus: %zu messages (%zu mossy's), %zu held out\n", c.n, c.n_persona,
-                           c.n_held_out);
+        if (i == 0)
+            printf("corpus: %zu messages (%zu mossy's), %zu held out\n", c.n, c.n_persona,
+                   c.n_held_out);
         dp_eval_corpus_free(&c);
     }
     dp_eval_corpus c;

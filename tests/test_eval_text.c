@@ -28,7 +28,10 @@ static void test_tfidf_by_hand(void) {
 
     /* n-grams over code points, after 2+ whitespace become one space: "ab  c" -> "ab c" gives
      * "ab ", "b c", "ab c" (3, not the 6 of the raw bytes); "aéb" one 3-gram; "xyz" one */
-    const char *t2[] = {"ab  c", "a\xc3\xa9" "b", "xyz"};
+    const char *t2[] = {"ab  c",
+                        "a\xc3\xa9"
+                        "b",
+                        "xyz"};
     const unsigned char p2[] = {1, 1, 0};
     a = dp_authorship_train(t2, p2, 3, NULL);
     CHECK(a != NULL);
@@ -43,15 +46,16 @@ static void test_tfidf_by_hand(void) {
 }
 
 static void test_classifier_separable(void) {
-    const char *train[] = {"ngl that was so good", "lowkey tired rn fr", "omg same fr",
-                           "ngl i'm so hungry rn", "Did you finish the report?",
-                           "I will be there at seven.", "Thanks, that helps a lot.",
-                           "We should book the table."};
+    const char *train[] = {
+        "ngl that was so good",      "lowkey tired rn fr",         "omg same fr",
+        "ngl i'm so hungry rn",      "Did you finish the report?", "I will be there at seven.",
+        "Thanks, that helps a lot.", "We should book the table."};
     const unsigned char y[] = {1, 1, 1, 1, 0, 0, 0, 0};
     dp_authorship *a = dp_authorship_train(train, y, 8, NULL);
     CHECK(a != NULL);
     if (!a) return;
-    const char *held[] = {"fr ngl so tired", "omg rn", "Did you book it?", "Thanks, see you at seven."};
+    const char *held[] = {"fr ngl so tired", "omg rn", "Did you book it?",
+                          "Thanks, see you at seven."};
     const unsigned char hy[] = {1, 1, 0, 0};
     CHECK_NEAR(1.0, dp_authorship_accuracy(a, held, hy, 4), 0, 0);
     CHECK_NEAR(0.5, dp_authorship_share(a, held, 4), 0, 0);
@@ -63,7 +67,8 @@ static void test_classifier_separable(void) {
 static void test_classifier_sklearn(void) {
     char path[600], *json = NULL;
     size_t len;
-    snprintf(path, sizeof path, "%s/tests/fixtures/sample-export.authorship.json", DOPPEL_SOURCE_DIR);
+    snprintf(path, sizeof path, "%s/tests/fixtures/sample-export.authorship.json",
+             DOPPEL_SOURCE_DIR);
     CHECK_EQ_INT(0, dp_read_file(path, &json, &len));
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     free(json);
@@ -100,7 +105,8 @@ static void test_classifier_sklearn(void) {
         double tol = 1e-4;
         printf("authorship vs scikit-learn: %d held-out messages, max |P diff| %.3g (tol %.0e), "
                "%d decisions differ; held-out accuracy %.4f (scikit-learn %.4f)\n",
-               nte, max_diff, tol, flips, dp_authorship_accuracy(a, texts + ntr, y + ntr, (size_t)nte),
+               nte, max_diff, tol, flips,
+               dp_authorship_accuracy(a, texts + ntr, y + ntr, (size_t)nte),
                cJSON_GetObjectItem(root, "accuracy")->valuedouble);
         CHECK(max_diff <= tol);
         CHECK_NEAR(cJSON_GetObjectItem(root, "accuracy")->valuedouble,
