@@ -149,32 +149,6 @@ static void on_sigint(int sig) {
 
 /* ------------------------------------------------------------------ rendering */
 
-typedef struct {
-    dp_tokenizer *tok;
-    dp_chat_format fmt;
-    dp_chat_tokens ct;
-    dp_chat_msg *tmp;
-    int tmp_cap;
-} render_ctx;
-
-static int render(void *vctx, const dp_conversation *c, int first, dp_rendered *out) {
-    render_ctx *x = vctx;
-    if (c->n + 1 > x->tmp_cap) {
-        dp_chat_msg *n = dp_realloc(x->tmp, sizeof *n * (size_t)(c->n + 1));
-        if (!n) return -1;
-        x->tmp = n;
-        x->tmp_cap = c->n + 1;
-    }
-    int n = 0;
-    if (first > 0 && c->msgs[0].role == DP_ROLE_SYSTEM) x->tmp[n++] = c->msgs[0];
-    for (int i = first; i < c->n; i++) x->tmp[n++] = c->msgs[i];
-    x->ct.ids.n = 0;
-    if (dp_chat_render(x->tok, x->fmt, x->tmp, (size_t)n, false, &x->ct)) return -1;
-    for (size_t i = 0; i < x->ct.ids.n; i++)
-        if (dp_rendered_push(out, x->ct.ids.v[i], x->ct.mask[i])) return -1;
-    return 0;
-}
-
 /* The data's system message (first conversation that has one), malloc'd, or NULL. */
 static char *data_system_prompt(const char *path) {
     dp_dataset_reader *rd = dp_dataset_open(path);
@@ -188,7 +162,7 @@ static char *data_system_prompt(const char *path) {
 }
 
 /* Tokenized data from the cache, or rendered and cached. */
-static int token_data(const train_options *o, const char *path, render_ctx *rc, uint64_t tok_fp,
+static int token_data(const train_options *o, const char *path, dp_train_render_ctx *rc, uint64_t tok_fp,
                       dp_token_data *d, bool quiet) {
     uint64_t fh;
     if (dp_hash_file(path, &fh)) return -1;
@@ -199,7 +173,7 @@ static int token_data(const train_options *o, const char *path, render_ctx *rc, 
     int got = o->no_cache ? 0 : dp_token_cache_load(cache, key, d);
     if (got < 0) return -1;
     if (got == 0) {
-        if (dp_token_data_build(path, (int)o->max_seq, render, rc, d)) return -1;
+        if (dp_token_data_build(path, (int)o->max_seq, dp_train_render, rc, d)) return -1;
         if (!o->no_cache && dp_token_cache_save(cache, key, d) && !quiet)
             fprintf(stderr, "train: note: %s (continuing without a cache)\n", dp_last_error());
     }
@@ -410,7 +384,7 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
 /* What one run holds, freed by run_free whatever happened. */
 typedef struct {
     cJSON *config; /* run_config() */
-    render_ctx rctx;
+    dp_train_render_ctx rctx;
     dp_token_data train, val;
     dp_model *model;
     dp_lora *lora;
@@ -429,8 +403,7 @@ static void run_free(train_run *r) {
     dp_model_free(r->model);
     dp_token_data_free(&r->train);
     dp_token_data_free(&r->val);
-    dp_chat_tokens_free(&r->rctx.ct);
-    free(r->rctx.tmp);
+    dp_train_render_ctx_free(&r->rctx);
     dp_tokenizer_free(r->rctx.tok);
 }
 

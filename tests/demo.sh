@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's demo: prep on the bundled sample export, a short QLoRA run on SmolLM2-135M on
-# the CPU, base vs adapter replies, and the notebooks. DEMO_STEPS shortens training (the test
-# command runs 2 steps); DEMO_STRICT=1 makes a missing notebook toolchain an error.
+# the CPU, base vs adapter replies, eval's table (base vs adapter) and the notebooks. DEMO_STEPS
+# shortens training (the test command runs 2 steps); DEMO_CONTEXTS the replies eval samples;
+# DEMO_STRICT=1 makes a missing notebook toolchain an error.
 set -euo pipefail
 bin=${1:-build/doppel}
 mkdir -p "${DEMO_OUT:-demo-out}"
@@ -40,13 +41,18 @@ for p in "[Theo]: anyone up for a movie tonight?" "[priya.k]: how did the exam g
     --quiet | tr '\n' ' '
   echo
 done
+echo
+echo "== doppel eval: held-out perplexity, authorship, style and degeneration, base vs adapter"
+"$bin" eval --model "$model" --adapter "$out/run" --data "$out/train.val.jsonl" \
+  --export tests/fixtures/sample-export.csv --persona mossy --contexts "${DEMO_CONTEXTS:-16}" \
+  --json "$out/eval.json"
 if command -v jupyter >/dev/null 2>&1 && python3 -c "import h5py, matplotlib" 2>/dev/null; then
   echo
-  echo "== notebooks (executed headless): training curves and the dataset"
+  echo "== notebooks (executed headless): training curves, the dataset and the evaluation"
   DOPPEL_RUN="$out/run" DOPPEL_DATA="$out/train.jsonl" DOPPEL_STATS="$out/prep-stats.json" \
-    jupyter nbconvert --to notebook --execute --output-dir "$out" \
-    notebooks/training.ipynb notebooks/dataset.ipynb
-  echo "  plots: $out/run/training.png $out/train.dataset.png"
+    DOPPEL_EVAL="$out/eval.json" jupyter nbconvert --to notebook --execute --output-dir "$out" \
+    notebooks/training.ipynb notebooks/dataset.ipynb notebooks/eval.ipynb
+  echo "  plots: $out/run/training.png $out/train.dataset.png $out/eval.png"
 elif [ "${DEMO_STRICT:-0}" = 1 ]; then
   echo "demo: jupyter, h5py and matplotlib are needed for the notebooks (make deps installs them)" >&2
   exit 1

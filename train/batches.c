@@ -303,3 +303,28 @@ int dp_batch_fill(dp_batch_buf *bb, const dp_token_data *d, const dp_epoch_plan 
                        .cu_seqlens = bb->cu};
     return 0;
 }
+
+int dp_train_render(void *vctx, const dp_conversation *c, int first, dp_rendered *out) {
+    dp_train_render_ctx *x = vctx;
+    if (c->n + 1 > x->tmp_cap) {
+        dp_chat_msg *n = dp_realloc(x->tmp, sizeof *n * (size_t)(c->n + 1));
+        if (!n) return -1;
+        x->tmp = n;
+        x->tmp_cap = c->n + 1;
+    }
+    int n = 0;
+    if (first > 0 && c->msgs[0].role == DP_ROLE_SYSTEM) x->tmp[n++] = c->msgs[0];
+    for (int i = first; i < c->n; i++) x->tmp[n++] = c->msgs[i];
+    x->ct.ids.n = 0;
+    if (dp_chat_render(x->tok, x->fmt, x->tmp, (size_t)n, false, &x->ct)) return -1;
+    for (size_t i = 0; i < x->ct.ids.n; i++)
+        if (dp_rendered_push(out, x->ct.ids.v[i], x->ct.mask[i])) return -1;
+    return 0;
+}
+
+void dp_train_render_ctx_free(dp_train_render_ctx *x) {
+    dp_chat_tokens_free(&x->ct);
+    free(x->tmp);
+    x->tmp = NULL;
+    x->tmp_cap = 0;
+}

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "data/chat_format.h"
 #include "data/dataset.h"
 #include "train/model_grad.h"
 
@@ -34,6 +35,19 @@ int dp_rendered_push(dp_rendered *r, int32_t id, uint8_t mask);
 /* Renders the conversation's leading system message (if any) followed by messages
  * [first, c->n) into out (cleared by the caller). Returns 0 or -1 with a message. */
 typedef int (*dp_render_fn)(void *ctx, const dp_conversation *c, int first, dp_rendered *out);
+
+/* The training rendering (dp_render_fn): the chat format with the loss mask on the assistant
+ * turns, a leading system message kept when the conversation is cut from the left. train and
+ * eval both render through it, so eval scores exactly the tokens training trained on. */
+typedef struct {
+    dp_tokenizer *tok; /* borrowed */
+    dp_chat_format fmt;
+    dp_chat_tokens ct;
+    dp_chat_msg *tmp;
+    int tmp_cap;
+} dp_train_render_ctx;
+int dp_train_render(void *ctx, const dp_conversation *c, int first, dp_rendered *out);
+void dp_train_render_ctx_free(dp_train_render_ctx *x); /* its buffers; not the tokenizer */
 
 /* Reads the JSONL dataset and renders every conversation, at most max_seq tokens each. */
 int dp_token_data_build(const char *dataset, int max_seq, dp_render_fn render, void *ctx,
