@@ -22,7 +22,7 @@ test: build
 	ctest --test-dir $(BUILD) --output-on-failure -j$(JOBS)
 	$(MAKE) --no-print-directory test-asan
 	$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
-	DEMO_STEPS=2 DEMO_STRICT=1 DEMO_OUT=$(BUILD)/demo bash tests/demo.sh $(BUILD)/doppel
+	DEMO_STEPS=2 DEMO_CONTEXTS=4 DEMO_STRICT=1 DEMO_OUT=$(BUILD)/demo bash tests/demo.sh $(BUILD)/doppel
 
 test-asan: deps
 	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DDOPPEL_SANITIZE=ON -DDOPPEL_CUDA=OFF
