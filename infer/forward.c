@@ -54,10 +54,14 @@ int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
         dense_forward(y, x, lin, N);
         return 0;
     }
-    if (lin->nf4) { /* one row: the fused NF4 dot products; more: dequantized tiles + sgemm */
+    if (lin->nf4) { /* a few rows (decode steps): the fused NF4 dot products, each weight row
+                     * decoded once for all of them; more: dequantized tiles + sgemm */
         const int C = lin->in, OC = lin->out, nt = omp_get_max_threads();
         if (N == 1) {
             gemv_nf4(y, x, lin->nf4, lin->bias, C, OC);
+        } else if (N <= DP_GEMV_ROWS && lin->nf4->rows == OC) {
+            gemv_nf4_rows_multi(1, &y, (const dp_nf4 *const[]){lin->nf4},
+                                (const float *const[]){lin->bias}, x, N, C);
         } else if (nt > 1 && N >= 16 * nt) {
             /* long prefill: input rows split across threads; each dequantizes the tiles itself
              * (nested OpenMP is off), which costs little next to its sgemm */
@@ -197,14 +201,14 @@ static int linear(dp_forward *f, int l, dp_linear_id id, float *y, const float *
 
 /* Linears of block l over the same input (all rows: inference calls the block with [0, N) from
  * outside any parallel region; each linear spreads over the threads itself). Several NF4
- * linears of one row (q/k/v, gate/up) run as one parallel region (gemv_nf4_multi), then the
- * hook sees each in order as usual. */
+ * linears of a few rows (q/k/v, gate/up of a decode step, one conversation or a batch of them)
+ * run as one parallel region (gemv_nf4_rows_multi), then the hook sees each in order as usual. */
 static int step_linears(void *ctx, int l, int n, const dp_linear_id *ids, float *const *y,
                         const float *x, int n0, int n1) {
     dp_forward *f = ((step *)ctx)->f;
     const dp_linear *lin = f->model->layers[l].lin;
     int N = n1 - n0;
-    bool fused = N == 1 && n > 1;
+    bool fused = N <= DP_GEMV_ROWS && n > 1;
     for (int i = 0; i < n; i++) fused = fused && lin[ids[i]].nf4 && !lin[ids[i]].q8;
     if (!fused) {
         for (int i = 0; i < n; i++)
@@ -214,7 +218,7 @@ static int step_linears(void *ctx, int l, int n, const dp_linear_id *ids, float 
     const dp_nf4 *w[DP_N_LINEAR] = {0};
     const float *b[DP_N_LINEAR] = {0};
     for (int i = 0; i < n; i++) w[i] = lin[ids[i]].nf4, b[i] = lin[ids[i]].bias;
-    gemv_nf4_multi(n, y, w, b, x, lin[ids[0]].in);
+    gemv_nf4_rows_multi(n, y, w, b, x, N, lin[ids[0]].in);
     for (int i = 0; f->hook && i < n; i++)
         if (f->hook(f->hook_ctx, l, ids[i], y[i], x, N, lin[ids[i]].in, lin[ids[i]].out)) return -1;
     return 0;
@@ -250,8 +254,8 @@ static int step_layer(void *ctx, int l, const float **x, float **x_out, dp_block
 }
 
 /* N <= chunk rows of nseq sequences through the blocks, then the final norm and the head:
- * logits (N, V) when every_row, else (nseq, V) of each sequence's last row, each through the
- * one-row head (the Q8 copy), as a single sequence's decode step computes it. The caches'
+ * logits (N, V) when every_row, else (nseq, V) of each sequence's last row through the decode
+ * head (the Q8 copy), as a single sequence's decode step computes it. The caches'
  * positions advance only on success. */
 static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens, const int32_t *pos,
                         const int32_t *cu, int nseq, int N, float *logits, bool every_row) {
@@ -265,12 +269,16 @@ static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens, 
         rmsnorm_forward(f->xn, NULL, f->x, m->final_norm, N, C, c->rms_eps);
         if (dp_linear_forward(logits, f->xn, &m->lm_head, N)) return -1;
     } else {
-        for (int s = 0; s < nseq; s++) {
-            float *xn = f->xn + (size_t)s * C;
-            rmsnorm_forward(xn, NULL, f->x + (size_t)(cu[s + 1] - 1) * C, m->final_norm, 1, C,
-                            c->rms_eps);
-            if (dp_linear_forward(logits + (size_t)s * V, xn, &m->lm_head, 1)) return -1;
-        }
+        for (int s = 0; s < nseq; s++) /* each sequence's last row, side by side */
+            rmsnorm_forward(f->xn + (size_t)s * C, NULL, f->x + (size_t)(cu[s + 1] - 1) * C,
+                            m->final_norm, 1, C, c->rms_eps);
+        if (nseq > 1 && m->lm_head.q8) /* the decode copy, its rows read once for all */
+            gemv_q8_rows(logits, f->xn, m->lm_head.q8, m->lm_head.bias, nseq, C, V);
+        else
+            for (int s = 0; s < nseq; s++)
+                if (dp_linear_forward(logits + (size_t)s * V, f->xn + (size_t)s * C, &m->lm_head,
+                                      1))
+                    return -1;
     }
     for (int s = 0; s < nseq; s++) kv[s]->T += cu[s + 1] - cu[s];
     return 0;

@@ -67,6 +67,13 @@ void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, in
  * out[i] (w[i]->rows) = W_i x + bias[i] (bias or bias[i] may be NULL). */
 void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
                     const float *x, int C);
+/* The same for R input rows x (R, C) at once (a batched decode step of R conversations):
+ * out[i] (R, w[i]->rows) = x W_i^T + bias[i]. Each weight row is read and decoded once per
+ * DP_GEMV_ROWS inputs, so R rows cost far less than R GEMVs. n <= DP_N_GEMV_MATS. */
+#define DP_GEMV_ROWS   8
+#define DP_N_GEMV_MATS 8
+void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
+                         const float *const *bias, const float *x, int R, int C);
 
 #ifdef __cplusplus
 }

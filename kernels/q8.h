@@ -31,6 +31,11 @@ void dp_q8_dequantize_row(const dp_q8 *q, int64_t row, float *out);
  * products (AVX-512 / AVX2+FMA picked at run time, DOPPEL_SIMD=scalar|avx2 narrows it);
  * threads across rows (kernels/pool.h). */
 void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC);
+/* The same for R inputs x (R, C) at once: out (R, OC); each row of W is read once per
+ * DP_Q8_ROWS inputs (the heads of a batched decode step). */
+#define DP_Q8_ROWS 8
+void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
+                  int OC);
 
 #ifdef __cplusplus
 }

@@ -97,6 +97,37 @@ static void test_nf4(int N, int C, int OC, int bs) {
     free(x), free(w), free(b), free(g), free(wd), free(out), free(ref), free(dx), free(rdx);
 }
 
+/* A few rows at once (a batched decode step), over three matrices of different heights as
+ * q/k/v are: every output against the dense reference on the dequantized weights. */
+static void test_nf4_rows(int R, int C, int bs) {
+    const int OCs[3] = {3 * bs / 2 + 5, 64, 130};
+    float *x = rnd((size_t)R * C);
+    dp_nf4 q[3];
+    const dp_nf4 *wp[3];
+    float *out[3], *bias[3], *wd[3];
+    for (int i = 0; i < 3; i++) {
+        float *w = rnd((size_t)OCs[i] * C);
+        CHECK(dp_nf4_quantize(&q[i], w, OCs[i], C, bs) == 0);
+        wd[i] = malloc((size_t)OCs[i] * C * 4);
+        dp_nf4_dequantize(&q[i], wd[i]);
+        wp[i] = &q[i];
+        out[i] = malloc((size_t)R * OCs[i] * 4);
+        bias[i] = i == 1 ? NULL : rnd(OCs[i]);
+        free(w);
+    }
+    gemv_nf4_rows_multi(3, out, wp, (const float *const *)bias, x, R, C);
+    for (int i = 0; i < 3; i++) {
+        float *ref = malloc((size_t)R * OCs[i] * 4);
+        ref_linear(ref, x, wd[i], bias[i], R, C, OCs[i]);
+        char what[96];
+        snprintf(what, sizeof what, "gemv_nf4_rows_multi R=%d C=%d OC=%d bs=%d", R, C, OCs[i], bs);
+        check_arrays_near(what, ref, out[i], (size_t)R * OCs[i], 1e-4, 1e-4);
+        free(ref), free(out[i]), free(bias[i]), free(wd[i]);
+        dp_nf4_free(&q[i]);
+    }
+    free(x);
+}
+
 int main(void) {
     test_dense(1, 7, 5);
     test_dense(13, 64, 96);
@@ -113,6 +144,11 @@ int main(void) {
         fprintf(stderr, "DOPPEL_SIMD=%s\n", paths[i]);
         test_nf4(2, 576, 192, 64);
         test_nf4(1, 512, 64, 256);
+        for (int R = 1; R <= 11; R += 2) test_nf4_rows(R, 576, 64);
     }
+    unsetenv("DOPPEL_SIMD");
+    for (int R = 2; R <= DP_GEMV_ROWS + 1; R++) test_nf4_rows(R, 256, 64); /* the widest path */
+    test_nf4_rows(4, 512, 256);
+    test_nf4_rows(3, 100, 64); /* rows share blocks: the generic path */
     return check_done();
 }

@@ -93,8 +93,38 @@ static void test_gemv(int C, int OC) {
     free(w), free(x), free(b), free(y), free(ref), free(row);
 }
 
+/* R inputs at once (gemv_q8_rows, a batched decode step's heads): each output row equals the
+ * one-input kernel's product for that input, within fp32 summation order. */
+static void test_gemv_rows(int R, int C, int OC) {
+    float *w = malloc(sizeof(float) * C * OC), *x = malloc(sizeof(float) * R * C),
+          *b = malloc(sizeof(float) * OC), *y = malloc(sizeof(float) * R * OC),
+          *ref = malloc(sizeof(float) * R * OC), *row = malloc(sizeof(float) * C);
+    for (int i = 0; i < C * OC; i++) w[i] = uniform() * (1.0f + (float)(i % 89) / 10.0f);
+    for (int i = 0; i < R * C; i++) x[i] = uniform() * 3.0f;
+    for (int i = 0; i < OC; i++) b[i] = uniform();
+    dp_q8 q;
+    CHECK(dp_q8_quantize(&q, w, OC, C) == 0);
+    gemv_q8_rows(y, x, &q, b, R, C, OC);
+    double terms = 0;
+    for (int r = 0; r < R; r++)
+        for (int o = 0; o < OC; o++) {
+            dp_q8_dequantize_row(&q, o, row);
+            double s = b[o], a = fabs(b[o]);
+            for (int i = 0; i < C; i++)
+                s += (double)row[i] * x[(size_t)r * C + i], a += fabs((double)row[i] * x[r * C + i]);
+            ref[(size_t)r * OC + o] = (float)s;
+            terms = fmax(terms, a);
+        }
+    char what[96];
+    snprintf(what, sizeof what, "gemv_q8_rows R=%d C=%d OC=%d vs dequantized rows", R, C, OC);
+    check_arrays_near(what, ref, y, (size_t)R * OC, 1e-6 * terms, 0);
+    dp_q8_free(&q);
+    free(w), free(x), free(b), free(y), free(ref), free(row);
+}
+
 int main(void) {
     test_exact();
+    for (int R = 1; R <= DP_Q8_ROWS + 2; R += 3) test_gemv_rows(R, 576, 257);
     dp_q8 q;
     float w[64] = {0};
     CHECK(dp_q8_quantize(&q, w, 2, 31) != 0); /* width not a multiple of 32 */
@@ -110,6 +140,7 @@ int main(void) {
         fprintf(stderr, "DOPPEL_SIMD=%s\n", paths[i]);
         test_gemv(576, 100);
         test_gemv(64, 7);
+        test_gemv_rows(3, 128, 40);
     }
     return check_done();
 }

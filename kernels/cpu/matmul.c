@@ -201,36 +201,124 @@ row_dot_avx512(const dp_nf4 *w, const float *xp, const float *map, int64_t row, 
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
+
+/* Several inputs against one row (a batched decode step): each 64-element chunk of codes is
+ * looked up once and multiplied into the R <= DP_GEMV_ROWS inputs xp[0..R) (each de-interleaved
+ * as above), so the row's codes are read and decoded once for all of them. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+row_dots_avx512(const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C,
+                int R, float *out) {
+    const int bs = w->blocksize;
+    const uint8_t *q = w->codes + (size_t)row * C / 2;
+    const int64_t b0 = row * C / bs;
+    const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
+    __m512 acc[DP_GEMV_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        for (int i = b * bs; i < (b + 1) * bs; i += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2)));
+            __m512 ve = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t),
+                   vo = _mm512_permutexvar_ps(v, t);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                acc[r] = _mm512_fmadd_ps(ve, _mm512_loadu_ps(xp[r] + i), acc[r]);
+                acc[r] = _mm512_fmadd_ps(vo, _mm512_loadu_ps(xp[r] + i + 16), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+
+__attribute__((target("avx2,fma"), always_inline)) static inline void
+row_dots_avx2(const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C, int R,
+              float *out) {
+    const int bs = w->blocksize;
+    const uint8_t *q = w->codes + (size_t)row * C / 2;
+    const int64_t b0 = row * C / bs;
+    const __m256 tlo = _mm256_loadu_ps(dp_nf4_values), thi = _mm256_loadu_ps(dp_nf4_values + 8);
+    __m256 acc[DP_GEMV_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m256 am = _mm256_set1_ps(block_absmax(w, map, b0 + b));
+        __m256 lo = _mm256_mul_ps(tlo, am), hi = _mm256_mul_ps(thi, am);
+        for (int i = b * bs; i < (b + 1) * bs; i += 16) {
+            __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i / 2)));
+            __m256 ve = lut16_avx2(lo, hi, _mm256_srli_epi32(v, 4)), vo = lut16_avx2(lo, hi, v);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                acc[r] = _mm256_fmadd_ps(ve, _mm256_loadu_ps(xp[r] + i), acc[r]);
+                acc[r] = _mm256_fmadd_ps(vo, _mm256_loadu_ps(xp[r] + i + 8), acc[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
+        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        out[r] = _mm_cvtss_f32(s);
+    }
+}
+
+/* R as a constant in each instance, so the accumulators stay in registers */
+#define ROW_DOTS_FIXED(isa, tgt, R)                                                             \
+    __attribute__((target(tgt))) static void row_dots_##isa##_##R(                             \
+        const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C, float *out) { \
+        row_dots_##isa(w, xp, map, row, C, R, out);                                                 \
+    }
+#define ROW_DOTS_ALL(isa, tgt)                                                                     \
+    ROW_DOTS_FIXED(isa, tgt, 2) ROW_DOTS_FIXED(isa, tgt, 3) ROW_DOTS_FIXED(isa, tgt, 4)           \
+    ROW_DOTS_FIXED(isa, tgt, 5) ROW_DOTS_FIXED(isa, tgt, 6) ROW_DOTS_FIXED(isa, tgt, 7)           \
+    ROW_DOTS_FIXED(isa, tgt, 8)
+ROW_DOTS_ALL(avx512, "avx512f")
+ROW_DOTS_ALL(avx2, "avx2,fma")
+typedef void (*row_dots_fn)(const dp_nf4 *, const float *const *, const float *, int64_t, int,
+                            float *);
+static const row_dots_fn row_dots_avx512_by_r[DP_GEMV_ROWS + 1] = {
+    NULL, NULL, row_dots_avx512_2, row_dots_avx512_3, row_dots_avx512_4,
+    row_dots_avx512_5, row_dots_avx512_6, row_dots_avx512_7, row_dots_avx512_8};
+static const row_dots_fn row_dots_avx2_by_r[DP_GEMV_ROWS + 1] = {
+    NULL, NULL, row_dots_avx2_2, row_dots_avx2_3, row_dots_avx2_4,
+    row_dots_avx2_5, row_dots_avx2_6, row_dots_avx2_7, row_dots_avx2_8};
 #endif
 
-/* the row kernel of one GEMV: rows [o0, o1) of w */
-static void gemv_rows(float *out, const float *x, const float *xp, const dp_nf4 *w,
-                      const float *bias, const float *map, int simd, int C, int o0, int o1) {
+/* the row kernel of one GEMV: rows [o0, o1) of w against the R inputs x[r] (C each; xp[r]
+ * their de-interleaved copies for the SIMD paths); out[r] is input r's (w->rows) output */
+static void gemv_rows(float *const *out, const float *const *x, const float *const *xp,
+                      const dp_nf4 *w, const float *bias, const float *map, int simd, int C,
+                      int R, int o0, int o1) {
     if (C % w->blocksize) {
-        for (int o = o0; o < o1; o++) out[o] = row_dot_generic(w, x, o, C) + (bias ? bias[o] : 0);
+        for (int o = o0; o < o1; o++)
+            for (int r = 0; r < R; r++)
+                out[r][o] = row_dot_generic(w, x[r], o, C) + (bias ? bias[o] : 0);
         return;
     }
     for (int o = o0; o < o1; o++) {
-        float s;
+        float s[DP_GEMV_ROWS];
 #ifdef DP_X86
-        if (simd == SIMD_AVX512)
-            s = row_dot_avx512(w, xp, map, o, C);
+        if (simd == SIMD_AVX512 && R == 1)
+            s[0] = row_dot_avx512(w, xp[0], map, o, C);
+        else if (simd == SIMD_AVX512)
+            row_dots_avx512_by_r[R](w, xp, map, o, C, s);
+        else if (simd == SIMD_AVX2 && R == 1)
+            s[0] = row_dot_avx2(w, xp[0], map, o, C);
         else if (simd == SIMD_AVX2)
-            s = row_dot_avx2(w, xp, map, o, C);
+            row_dots_avx2_by_r[R](w, xp, map, o, C, s);
         else
 #endif
-            s = row_dot_scalar(w, x, map, o, C);
-        out[o] = s + (bias ? bias[o] : 0);
+            for (int r = 0; r < R; r++) s[r] = row_dot_scalar(w, x[r], map, o, C);
+        for (int r = 0; r < R; r++) out[r][o] = s[r] + (bias ? bias[o] : 0);
     }
     (void)xp;
 }
 
 typedef struct {
-    int n;
-    float *const *out;
+    int n, R;
+    float *const *out; /* (n) each (R, w[i]->rows) */
     const dp_nf4 *const *w;
     const float *const *bias;
-    const float *x, *xp, *map;
+    const float *const *x, *const *xp; /* (R) */
+    const float *map;
     int simd, C;
 } gemv_job;
 
@@ -242,36 +330,59 @@ static void gemv_chunk(void *ctx, int64_t r0, int64_t r1) {
         int64_t rows = j->w[i]->rows, a = r0 - base, b = r1 - base;
         if (a < 0) a = 0;
         if (b > rows) b = rows;
-        if (a < b)
-            gemv_rows(j->out[i], j->x, j->xp, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->simd,
-                      j->C, (int)a, (int)b);
+        if (a < b) {
+            float *out[DP_GEMV_ROWS];
+            for (int r = 0; r < j->R; r++) out[r] = j->out[i] + (size_t)r * rows;
+            gemv_rows(out, j->x, j->xp, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->simd,
+                      j->C, j->R, (int)a, (int)b);
+        }
         base += rows;
     }
 }
 
-void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
-                    const float *x, int C) {
+void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
+                         const float *const *bias, const float *x, int R, int C) {
+    if (R > DP_GEMV_ROWS) { /* in groups the row kernels hold in registers */
+        for (int r0 = 0; r0 < R; r0 += DP_GEMV_ROWS) {
+            float *o[DP_N_GEMV_MATS];
+            for (int i = 0; i < n; i++) o[i] = out[i] + (size_t)r0 * w[i]->rows;
+            int g = R - r0 < DP_GEMV_ROWS ? R - r0 : DP_GEMV_ROWS;
+            gemv_nf4_rows_multi(n, o, w, bias, x + (size_t)r0 * C, g, C);
+        }
+        return;
+    }
     const float *map = dp_dynamic_map_cached();
     int simd = dp_simd_level(), total = 0;
     for (int i = 0; i < n; i++) {
         if (w[i]->blocksize % 32 || C % w[i]->blocksize) simd = SIMD_SCALAR;
         total += (int)w[i]->rows;
     }
-    /* the de-interleaved x of the SIMD paths: on the stack for the usual widths */
-    float stack[8192], *xp = NULL;
+    /* the de-interleaved inputs of the SIMD paths: on the stack for the usual widths */
+    float stack[8192], *xpbuf = NULL;
+    const float *xs[DP_GEMV_ROWS], *xps[DP_GEMV_ROWS];
+    for (int r = 0; r < R; r++) xs[r] = xps[r] = x + (size_t)r * C;
     if (simd != SIMD_SCALAR) {
-        xp = C <= 8192 ? stack : malloc((size_t)C * sizeof(float));
-        if (!xp) abort(); /* C floats: out of memory here leaves nothing sensible to do */
+        size_t need = (size_t)R * C;
+        xpbuf = need <= 8192 ? stack : malloc(need * sizeof(float));
+        if (!xpbuf) abort(); /* R x C floats: out of memory here leaves nothing sensible to do */
 #ifdef DP_X86
-        deinterleave(xp, x, C, simd == SIMD_AVX512 ? 32 : 16);
+        for (int r = 0; r < R; r++) {
+            deinterleave(xpbuf + (size_t)r * C, xs[r], C, simd == SIMD_AVX512 ? 32 : 16);
+            xps[r] = xpbuf + (size_t)r * C;
+        }
 #endif
     }
     /* the rows of all matrices end to end, in chunks claimed by the pool's threads (each
      * sync point costs a scheduling round trip when the machine is busy: one per call) */
-    gemv_job job = {n, out, w, bias, x, xp, map, simd, C};
+    gemv_job job = {n, R, out, w, bias, xs, xps, map, simd, C};
     int nt = omp_get_max_threads();
     dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
-    if (xp != stack) free(xp);
+    if (xpbuf != stack) free(xpbuf);
+}
+
+void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
+                    const float *x, int C) {
+    gemv_nf4_rows_multi(n, out, w, bias, x, 1, C);
 }
 
 void gemv_nf4(float *out, const float *x, const dp_nf4 *w, const float *bias, int C, int OC) {

@@ -108,34 +108,75 @@ __attribute__((target("avx512f"))) static float row_dot_avx512(const int8_t *q, 
 }
 #endif
 
+#ifdef DP_X86
+/* Several inputs against one row (a batched decode step's heads): each block of codes is
+ * widened once for all R <= DP_Q8_ROWS inputs. */
+__attribute__((target("avx512f"))) static void row_dots_avx512(const int8_t *q, const float *d,
+                                                               const float *const *x, int C,
+                                                               int R, float *out) {
+    __m512 acc[DP_Q8_ROWS];
+    for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
+    for (int b = 0; b < C / DP_Q8_BLOCK; b++) {
+        const int8_t *qb = q + b * DP_Q8_BLOCK;
+        __m512 db = _mm512_set1_ps(d[b]);
+        __m512 v0 = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb))), db);
+        __m512 v1 = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16)))),
+            db);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            const float *xb = x[r] + b * DP_Q8_BLOCK;
+            acc[r] = _mm512_fmadd_ps(v0, _mm512_loadu_ps(xb), acc[r]);
+            acc[r] = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16), acc[r]);
+        }
+    }
+    for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
+}
+#endif
+
 typedef struct {
-    float *out;
-    const float *x, *bias;
+    float *out; /* (R, OC) */
+    const float *x, *bias; /* x (R, C) */
     const dp_q8 *w;
-    int simd, C;
+    int simd, C, R, OC;
 } gemv_job;
 
 static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
     const gemv_job *j = ctx;
     const int C = j->C, nbr = C / DP_Q8_BLOCK;
+    const float *xs[DP_Q8_ROWS];
+    for (int r = 0; r < j->R; r++) xs[r] = j->x + (size_t)r * C;
     for (int64_t o = o0; o < o1; o++) {
         const int8_t *q = j->w->q + (size_t)o * C;
         const float *d = j->w->d + (size_t)o * nbr;
-        float s;
+        float s[DP_Q8_ROWS];
 #ifdef DP_X86
-        if (j->simd == SIMD_AVX512)
-            s = row_dot_avx512(q, d, j->x, C);
+        if (j->simd == SIMD_AVX512 && j->R > 1)
+            row_dots_avx512(q, d, xs, C, j->R, s);
+        else if (j->simd == SIMD_AVX512)
+            s[0] = row_dot_avx512(q, d, xs[0], C);
         else if (j->simd == SIMD_AVX2)
-            s = row_dot_avx2(q, d, j->x, C);
+            for (int r = 0; r < j->R; r++) s[r] = row_dot_avx2(q, d, xs[r], C);
         else
 #endif
-            s = row_dot_scalar(q, d, j->x, C);
-        j->out[o] = s + (j->bias ? j->bias[o] : 0);
+            for (int r = 0; r < j->R; r++) s[r] = row_dot_scalar(q, d, xs[r], C);
+        for (int r = 0; r < j->R; r++)
+            j->out[(size_t)r * j->OC + o] = s[r] + (j->bias ? j->bias[o] : 0);
+    }
+}
+
+void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
+                  int OC) {
+    for (int r0 = 0; r0 < R; r0 += DP_Q8_ROWS) {
+        int g = R - r0 < DP_Q8_ROWS ? R - r0 : DP_Q8_ROWS;
+        gemv_job j = {out + (size_t)r0 * OC, x + (size_t)r0 * C, bias, w, dp_simd_level(), C, g,
+                      OC};
+        int nt = omp_get_max_threads();
+        dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, gemv_chunk, &j);
     }
 }
 
 void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC) {
-    gemv_job j = {out, x, bias, w, dp_simd_level(), C};
-    int nt = omp_get_max_threads();
-    dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, gemv_chunk, &j);
+    gemv_q8_rows(out, x, w, bias, 1, C, OC);
 }
