@@ -40,8 +40,8 @@ int main(void) {
     dp_cuda_info info;
     dp_cuda_query(&info);
     fprintf(stderr, "  cuda: %d device(s) (%s); the switch gave %s%s%s\n", info.device_count,
-            info.device_count ? info.name : info.status, g ? g->backend : "nothing",
-            g ? "" : ": ", g ? "" : dp_last_error());
+            info.device_count ? info.name : info.status, g ? g->backend : "nothing", g ? "" : ": ",
+            g ? "" : dp_last_error());
 #ifdef DOPPEL_HAVE_CUDA
     if (info.device_count > 0) {
         CHECK(g == &dp_cuda_ops);

@@ -1,9 +1,10 @@
 /* A whole transformer block (Qwen2-style: RMSNorm, q/k/v with bias, RoPE, causal GQA attention
  * over packed sequences, o-projection, residual, RMSNorm, SwiGLU MLP, residual) composed from
- * the CUDA launchers under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against the same block composed from the CPU ops. Checks that
- * the kernels and the GEMM wrapper agree on layouts end to end, in fp32 and with bf16
- * activations and weights; then a decode step with a KV cache against the full forward, and
- * the input gradient through the block (frozen weights, as in LoRA training). */
+ * the CUDA launchers under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against the same block
+ * composed from the CPU ops. Checks that the kernels and the GEMM wrapper agree on layouts end to
+ * end, in fp32 and with bf16 activations and weights; then a decode step with a KV cache against
+ * the full forward, and the input gradient through the block (frozen weights, as in LoRA training).
+ */
 #include "check.h"
 #include "fixture_emu.h"
 #include "infer/dtype.h"
@@ -460,7 +461,8 @@ int main(void) {
     }
     test_block_backward(x, &w, pos, cu, nseq, inv_freq, N);
     if (counts) {
-        fprintf(stderr, "  EMU peak device bytes of these runs: %zu (weights, activations, cache)\n",
+        fprintf(stderr,
+                "  EMU peak device bytes of these runs: %zu (weights, activations, cache)\n",
                 dp_emu_device_peak_bytes() - live0);
         CHECK_EQ_INT(live0, dp_emu_device_bytes()); /* everything freed */
     } else {

@@ -1,7 +1,8 @@
 /* Generation on a GPU backend (dp_gen_state_create_gpu, what `doppel chat` runs on a CUDA device)
- * under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against the CPU path on the tiny reference models: the same greedy continuation
- * with an unmerged LoRA adapter, fp32 and NF4 weights, and the same prefix reuse when a second
- * prompt extends the first (the next chat turn). */
+ * under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against the CPU path on the tiny
+ * reference models: the same greedy continuation with an unmerged LoRA adapter, fp32 and NF4
+ * weights, and the same prefix reuse when a second prompt extends the first (the next chat turn).
+ */
 #include "check.h"
 #include "fixture_emu.h"
 #include "data/base/error.h"
@@ -50,8 +51,8 @@ static void compare(const dp_model *m, const dp_lora *lora, const char *name) {
     if (dp_gen_state_create_gpu(&emu, gpu, m, lora, MAX_T, false)) {
         CHECK_REPORT(0, "%s %s: %s", name, gpu->backend, dp_last_error());
     } else {
-        CHECK_REPORT(run(&emu, m, prompt, np, &e1, &e2, &er) == 0, "%s %s: %s", name,
-                     gpu->backend, dp_last_error());
+        CHECK_REPORT(run(&emu, m, prompt, np, &e1, &e2, &er) == 0, "%s %s: %s", name, gpu->backend,
+                     dp_last_error());
         CHECK_EQ_INT(dp_gen_capacity(&emu), MAX_T);
         dp_gen_state_free(&emu);
     }

@@ -1,7 +1,8 @@
-/* Every CUDA kernel, run under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against its CPU twin (kernels/ops.h) at several shapes,
- * ragged ones included (not multiples of the block or tile sizes). bf16 variants get inputs
- * rounded to bf16, the CPU twin runs on the same rounded values, and the tolerance allows the
- * bf16 rounding of the outputs; every comparison prints its max difference and tolerance. */
+/* Every CUDA kernel, run under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against its CPU
+ * twin (kernels/ops.h) at several shapes, ragged ones included (not multiples of the block or tile
+ * sizes). bf16 variants get inputs rounded to bf16, the CPU twin runs on the same rounded values,
+ * and the tolerance allows the bf16 rounding of the outputs; every comparison prints its max
+ * difference and tolerance. */
 #include "check.h"
 #include "fixture_emu.h"
 #include "infer/dtype.h"
@@ -630,8 +631,10 @@ int main(void) {
         fprintf(stderr, "  EMU: %zu launches, %zu blocks, %zu fiber switches\n", launches, blocks,
                 switches);
     } else {
-        fprintf(stderr, "  SKIPPED on %s: EMU's device-byte accounting and limit (no such counter "
-                        "on a real device)\n", gpu->backend);
+        fprintf(stderr,
+                "  SKIPPED on %s: EMU's device-byte accounting and limit (no such counter "
+                "on a real device)\n",
+                gpu->backend);
     }
     return check_done();
 }

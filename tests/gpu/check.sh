@@ -119,6 +119,11 @@ zstd -dc "$repo/tests/fixtures/tokenizers/qwen3.tokenizer.json.zst" >"$tok" 2>/d
   cp "$bin/qwen3.tokenizer.json" "$tok" # pack.sh puts it in the bundle for machines without zstd
 total_mib=$(python3 -c "import json; d=json.load(open('$out/info.json')); print(int(d.get('cuda',{}).get('total_mem',0)/2**20) or 24576)" 2>/dev/null || echo 24576)
 
+if ! python3 -c "import torch, transformers, peft" 2>/dev/null; then
+  json_row kind=step "name=models, training, peer, chat" rc=77 \
+    "note=SKIPPED: python3 lacks torch, transformers or peft (pip install them)"
+  models=""
+fi
 for mdl in ${models//,/ }; do
   case $mdl in
     1.5b) cfg=$repo/configs/models/qwen2.5-1.5b-instruct/config.json ;;

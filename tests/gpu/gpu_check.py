@@ -164,17 +164,19 @@ def report(a):
                           f"tokens; prompt {r.get('prompt_tokens', 0)} tokens in "
                           f"{r.get('prefill_s', 0):.2f} s"))
         elif kind == "step":
-            lines.append((r["name"], "PASS" if r["rc"] == 0 else f"FAIL (exit {r['rc']})",
+            lines.append((r["name"], "PASS" if r["rc"] == 0 else "SKIPPED" if r["rc"] == 77
+                          else f"FAIL (exit {r['rc']})",
                           r.get("note", "")))
     w = max(len(l[0]) for l in lines) if lines else 10
     print(f"{'check':<{w}}  {'result':<14}  details")
     for name, res, det in lines:
         print(f"{name:<{w}}  {res:<14}  {det}")
-    failed = sum(1 for r in rows if r.get("rc", 0) != 0)
-    print(f"gpu check: {len(rows) - failed} passed, {failed} failed")
+    skipped = sum(1 for r in rows if r.get("rc", 0) == 77)
+    failed = sum(1 for r in rows if r.get("rc", 0) not in (0, 77))
+    print(f"gpu check: {len(rows) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     if a.json:
-        json.dump({"rows": rows, "failed": failed}, open(a.json, "w"), indent=1)
-    return 1 if failed else 0
+        json.dump({"rows": rows, "failed": failed, "skipped": skipped}, open(a.json, "w"), indent=1)
+    return 1 if failed else 77 if skipped else 0
 
 
 def main():
