@@ -1,7 +1,8 @@
 /* Generation on a GPU backend (dp_gen_state_create_gpu, what `doppel chat` runs on a CUDA device)
- * under EMU, against the CPU path on the tiny reference models: the same greedy continuation
- * with an unmerged LoRA adapter, fp32 and NF4 weights, and the same prefix reuse when a second
- * prompt extends the first (the next chat turn). */
+ * under EMU (or on the device: DOPPEL_TEST_BACKEND=cuda), against the CPU path on the tiny
+ * reference models: the same greedy continuation with an unmerged LoRA adapter, fp32 and NF4
+ * weights, and the same prefix reuse when a second prompt extends the first (the next chat turn).
+ */
 #include "check.h"
 #include "fixture_emu.h"
 #include "data/base/error.h"
@@ -14,6 +15,7 @@
 #include <string.h>
 
 enum { MAX_T = 64, NEW = 10 };
+static const dp_gpu_ops *gpu; /* dp_emu_ops, or dp_cuda_ops under DOPPEL_TEST_BACKEND=cuda */
 
 /* Greedy turn 1 on prompt, then turn 2 on prompt + reply + extra; ids and reuse per turn. */
 static int run(dp_gen_state *g, const dp_model *m, const int32_t *prompt, int np, dp_ids *reply1,
@@ -46,10 +48,10 @@ static void compare(const dp_model *m, const dp_lora *lora, const char *name) {
     dp_forward_set_hook(&cpu.fwd, dp_lora_hook, (void *)lora);
     CHECK_REPORT(run(&cpu, m, prompt, np, &c1, &c2, &cr) == 0, "%s cpu: %s", name, dp_last_error());
     dp_gen_state_free(&cpu);
-    if (dp_gen_state_create_gpu(&emu, &dp_emu_ops, m, lora, MAX_T, false)) {
-        CHECK_REPORT(0, "%s emu: %s", name, dp_last_error());
+    if (dp_gen_state_create_gpu(&emu, gpu, m, lora, MAX_T, false)) {
+        CHECK_REPORT(0, "%s %s: %s", name, gpu->backend, dp_last_error());
     } else {
-        CHECK_REPORT(run(&emu, m, prompt, np, &e1, &e2, &er) == 0, "%s emu: %s", name,
+        CHECK_REPORT(run(&emu, m, prompt, np, &e1, &e2, &er) == 0, "%s %s: %s", name, gpu->backend,
                      dp_last_error());
         CHECK_EQ_INT(dp_gen_capacity(&emu), MAX_T);
         dp_gen_state_free(&emu);
@@ -68,6 +70,8 @@ static void compare(const dp_model *m, const dp_lora *lora, const char *name) {
 }
 
 int main(void) {
+    gpu = test_gpu_backend_or_fail();
+    if (!gpu) return check_done();
     for (int i = 0; i < EMU_N_MODELS; i++) {
         for (int nf4 = 0; nf4 < 2; nf4++) {
             dp_model *m = emu_tiny_model(EMU_MODELS[i], nf4);
