@@ -178,8 +178,8 @@ typedef struct {
     char *chat_format_buf; /* the adapter's chat_format */
     dp_toolbox *tools;     /* --tools */
     dp_tool_chat_opts turn;
-    bool tty_out;    /* stdout is a terminal: thoughts dimmed, calls in bold */
-    dp_buf shown;    /* /probs: the reply, printed after its table */
+    bool tty_out; /* stdout is a terminal: thoughts dimmed, calls in bold */
+    dp_buf shown; /* /probs: the reply, printed after its table */
 } chat_state;
 
 /* --adapter DIR: the PEFT weights, checked against the base; doppel.json's system prompt and

@@ -48,7 +48,7 @@ int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int 
  * run of "tool" messages as one user turn of <tool_response> blocks; a template without a
  * tool role (SmolLM2, Llama 3.0) gets the results as a system message. */
 typedef struct {
-    const char *role;       /* "user" or "system" */
+    const char *role;         /* "user" or "system" */
     const char *open, *close; /* around each result */
     const char *sep;          /* between two results */
 } dp_chat_tool_style;
@@ -63,7 +63,7 @@ int dp_chat_tool_message(const dp_chat_tool_style *st, const char *const *result
  * its leading newlines. A reply that does not open with <think> (after optional whitespace)
  * is all answer. A partial tag at the end of a piece is held back until the next one. */
 typedef struct {
-    int state; /* 0: nothing decided yet, 1: thinking, 2: answer */
+    int state;           /* 0: nothing decided yet, 1: thinking, 2: answer */
     bool strip_newlines; /* right after <think> or </think> */
     dp_buf held;
 } dp_think_splitter;

@@ -46,7 +46,9 @@ fail:
     return -1;
 }
 
-static bool name_char(char c) { return isalnum((unsigned char)c) || c == '_' || c == '-'; }
+static bool name_char(char c) {
+    return isalnum((unsigned char)c) || c == '_' || c == '-';
+}
 
 /* a[0,n) is b (whole: all of it, else its start); `-` and `_` alike, any case */
 static bool name_match(const char *a, size_t n, const char *b, bool whole) {
@@ -59,7 +61,9 @@ static bool name_match(const char *a, size_t n, const char *b, bool whole) {
     }
     return i == n && (!whole || !b[i]);
 }
-static bool same_name(const char *a, size_t n, const char *b) { return name_match(a, n, b, true); }
+static bool same_name(const char *a, size_t n, const char *b) {
+    return name_match(a, n, b, true);
+}
 
 /* enum of the call reader's states */
 enum { CALL_NAME, CALL_ARGS, CALL_DQ, CALL_DQ_ESC, CALL_SQ, CALL_CLOSED };
@@ -72,16 +76,16 @@ struct dp_tool_scanner {
     size_t pos;   /* next byte of in to read */
     size_t shown; /* bytes of in already given out */
     /* Markdown, so that code is skipped */
-    bool prefix;    /* reading the start of a line (up to 3 spaces, then a fence run) */
-    int indent;     /* spaces in that prefix */
-    int run;        /* fence characters in that prefix */
-    char run_char;  /* '`' or '~' */
-    int fence_len;  /* > 0: inside a fenced block opened by this many fence_char */
+    bool prefix;   /* reading the start of a line (up to 3 spaces, then a fence run) */
+    int indent;    /* spaces in that prefix */
+    int run;       /* fence characters in that prefix */
+    char run_char; /* '`' or '~' */
+    int fence_len; /* > 0: inside a fenced block opened by this many fence_char */
     char fence_char;
-    bool fence_rest; /* the rest of a fence line (info string, or code) is skipped */
+    bool fence_rest;    /* the rest of a fence line (info string, or code) is skipped */
     bool close_pending; /* this line may close the fence if only spaces follow */
-    int ticks;      /* backticks just read (a run not yet ended) */
-    int code_ticks; /* > 0: inside an inline code span opened by this many backticks */
+    int ticks;          /* backticks just read (a run not yet ended) */
+    int code_ticks;     /* > 0: inside an inline code span opened by this many backticks */
     /* a call being read */
     bool in_call;
     size_t call_start; /* of its `[` in in */
@@ -114,7 +118,9 @@ void dp_tool_scanner_destroy(dp_tool_scanner *s) {
     free(s);
 }
 
-size_t dp_tool_scanner_held(const dp_tool_scanner *s) { return s->in.len - s->shown; }
+size_t dp_tool_scanner_held(const dp_tool_scanner *s) {
+    return s->in.len - s->shown;
+}
 
 static int known_tool(const dp_tool_scanner *s, const char *name, size_t n) {
     for (int i = 0; i < s->n_names; i++)
@@ -501,7 +507,8 @@ static void child_exec(char *const argv[], const char *cwd, int out_fd, int err_
 int dp_tool_run(char *const argv[], const dp_tool_limits *lim, dp_buf *out, dp_tool_status *st) {
     *st = (dp_tool_status){.exit_code = -1};
     int out_pipe[2], err_pipe[2]; /* err_pipe: execve's errno, closed on success by CLOEXEC */
-    if (pipe2(out_pipe, O_CLOEXEC)) return dp_fail("running %s: pipe: %s", argv[0], strerror(errno));
+    if (pipe2(out_pipe, O_CLOEXEC))
+        return dp_fail("running %s: pipe: %s", argv[0], strerror(errno));
     if (pipe2(err_pipe, O_CLOEXEC)) {
         close(out_pipe[0]);
         close(out_pipe[1]);
@@ -567,13 +574,15 @@ int dp_tool_run(char *const argv[], const dp_tool_limits *lim, dp_buf *out, dp_t
     if (w != pid) {
         kill(-pid, SIGKILL);
         kill(pid, SIGKILL);
-        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+        }
     }
     close(out_pipe[0]);
 
     int exec_errno = 0;
     ssize_t en;
-    while ((en = read(err_pipe[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {}
+    while ((en = read(err_pipe[0], &exec_errno, sizeof exec_errno)) < 0 && errno == EINTR) {
+    }
     close(err_pipe[0]);
     if (en == (ssize_t)sizeof exec_errno) {
         out->len = 0;
@@ -673,8 +682,10 @@ dp_toolbox *dp_toolbox_open(const char *dir, const dp_tool_limits *limits) {
         struct stat sb;
         if (stat(path, &sb) || !S_ISREG(sb.st_mode) || access(path, X_OK)) continue;
         if (!tool_file_name(e->d_name)) {
-            fprintf(stderr, "doppel: %s is not used as a tool: a tool's name is letters, "
-                            "digits, _ and - only\n", path);
+            fprintf(stderr,
+                    "doppel: %s is not used as a tool: a tool's name is letters, "
+                    "digits, _ and - only\n",
+                    path);
             continue;
         }
         if (tb->n == cap) {
@@ -687,13 +698,15 @@ dp_toolbox *dp_toolbox_open(const char *dir, const dp_tool_limits *limits) {
         *t = (dp_tool){dp_strdup(e->d_name), dp_strdup(e->d_name), dp_strdup(path), NULL};
         tb->n++;
         if (!t->name || !t->call_name || !t->path) goto fail;
-        for (char *p = t->call_name; *p; p++) *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
+        for (char *p = t->call_name; *p; p++)
+            *p = *p == '-' ? '_' : (char)toupper((unsigned char)*p);
     }
     closedir(d);
     d = NULL;
     if (!tb->n) {
         dp_fail("--tools %s: no executable file in it (a tool is an executable named after "
-                "what it does, answering --describe)", dir);
+                "what it does, answering --describe)",
+                dir);
         goto fail;
     }
     qsort(tb->tools, (size_t)tb->n, sizeof *tb->tools, by_name);
@@ -723,11 +736,11 @@ int dp_toolbox_prompt(const dp_toolbox *tb, dp_buf *out) {
             return -1;
     return dp_buf_printf(
         out,
-        "To use a tool, write its name and arguments in square brackets, like "
-        "[%s argument], then stop; put an argument with spaces in double quotes. The user "
+        "To use a tool, write its name and argument in square brackets, for example "
+        "[%s %s], then stop; put an argument with spaces in double quotes. The user "
         "runs the call and gives you its output in the next message; then answer with it. "
         "Use a tool only when you need it, and never write its output yourself.",
-        tb->tools[0].call_name);
+        tb->tools[0].call_name, "...");
 }
 
 /* The output as message text: a byte that is not UTF-8 (or a NUL, which would end the message
@@ -857,8 +870,7 @@ static int take_answer(dp_tool_chat *tc) {
 
 int dp_tool_chat_feed(dp_tool_chat *tc, const char *text, size_t n) {
     if (tc->stop) return 1;
-    if (dp_think_feed(&tc->think, text, n, &tc->thought, &tc->answer) || take_answer(tc))
-        return -1;
+    if (dp_think_feed(&tc->think, text, n, &tc->thought, &tc->answer) || take_answer(tc)) return -1;
     return tc->stop ? 1 : 0;
 }
 

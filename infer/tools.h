@@ -32,8 +32,8 @@ extern "C" {
 #define DP_TOOL_MAX_ARGS 32
 
 typedef struct {
-    char *name; /* as written */
-    int tool;   /* index into the scanner's names, -1 for a tool that does not exist */
+    char *name;  /* as written */
+    int tool;    /* index into the scanner's names, -1 for a tool that does not exist */
     char **args; /* (n_args) unquoted */
     int n_args;
     char *raw; /* the call as written, brackets included */
@@ -143,10 +143,10 @@ typedef struct {
 } dp_tool_chat_io;
 
 typedef struct {
-    const dp_toolbox *tools;    /* NULL: no calls are looked for */
-    bool thinking;              /* a reply may open with <think>...</think> */
-    dp_chat_tool_style style;   /* how results go back (dp_chat_tool_style_for) */
-    int max_rounds;             /* tool rounds after one user message (0: 8) */
+    const dp_toolbox *tools;  /* NULL: no calls are looked for */
+    bool thinking;            /* a reply may open with <think>...</think> */
+    dp_chat_tool_style style; /* how results go back (dp_chat_tool_style_for) */
+    int max_rounds;           /* tool rounds after one user message (0: 8) */
 } dp_tool_chat_opts;
 
 /* Answers the session's last (user) message: generates, keeps the reply's answer (never its

@@ -323,8 +323,8 @@ static void test_render_like_qwen3(void) {
     }
     char *tpl = NULL;
     size_t tl;
-    CHECK(dp_read_file(DOPPEL_SOURCE_DIR "/../shared/tokenizers/qwen3/tokenizer_config.json",
-                       &tpl, &tl) == 0);
+    CHECK(dp_read_file(DOPPEL_SOURCE_DIR "/../shared/tokenizers/qwen3/tokenizer_config.json", &tpl,
+                       &tl) == 0);
     dp_chat_tool_style st = dp_chat_tool_style_for(tpl);
     CHECK_EQ_STR("user", st.role);
     const char *results[] = {"A", "B"};

@@ -113,8 +113,10 @@ int main(int argc, char **argv) {
         fprintf(stderr, "fetch_url: %s: HTTP status %ld\n", url, status);
         ret = 1;
     } else if (!text_type(ct) || !utf8_charset(ct)) {
-        fprintf(stderr, "fetch_url: %s: not text (Content-Type: %s); only UTF-8 text, JSON and "
-                        "XML are fetched\n", url, ct ? ct : "none");
+        fprintf(stderr,
+                "fetch_url: %s: not text (Content-Type: %s); only UTF-8 text, JSON and "
+                "XML are fetched\n",
+                url, ct ? ct : "none");
         ret = 1;
     } else {
         size_t shown = b.len, valid = dp_utf8_valid_prefix(b.data, b.len);

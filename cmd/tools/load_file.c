@@ -75,8 +75,8 @@ int main(int argc, char **argv) {
     size_t shown = cut ? (size_t)max : n;
     size_t valid = dp_utf8_valid_prefix(buf, shown);
     /* a cut may fall inside a character: up to 3 bytes of it are dropped, not refused */
-    if (cut && valid < shown && shown - valid < 4 && dp_utf8_valid_prefix(buf + valid, n - valid) >=
-                                                      shown - valid)
+    if (cut && valid < shown && shown - valid < 4 &&
+        dp_utf8_valid_prefix(buf + valid, n - valid) >= shown - valid)
         shown = valid;
     if (memchr(buf, 0, shown) || dp_utf8_valid_prefix(buf, shown) != shown)
         return refuse(path, "a binary file (not UTF-8 text); only text files can be read");
