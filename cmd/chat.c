@@ -1,5 +1,6 @@
 /* doppel chat: talk to a model (later: the persona) in the terminal, a REPL with libedit line
- * editing and history, or one answer with --prompt for scripts. */
+ * editing and history, or one answer with --prompt for scripts; with --tools the model may
+ * call the helper programs of a directory (infer/tools.h runs the turn). */
 #include "cmd/commands.h"
 #include "data/chat_format.h"
 #include "data/base/error.h"
@@ -9,6 +10,7 @@
 #include "infer/generate.h"
 #include "infer/config.h"
 #include "infer/model_load.h"
+#include "infer/tools.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/device.h"
 
@@ -19,15 +21,19 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 typedef struct {
     const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text, *device,
-        *chat_format, *precision;
+        *chat_format, *precision, *tools_dir, *tools_cwd;
     int64_t max_context, max_tokens, top_k, seed;     /* INT64_MIN: not given */
     double temperature, top_p, min_p, repeat_penalty; /* NAN: not given */
-    bool show_stats, exact_lm_head;
+    double tool_timeout;
+    int64_t tool_output;
+    bool show_stats, exact_lm_head, yes, show_thinking;
 } chat_options;
 
 static chat_options chat_defaults(void) {
@@ -40,7 +46,9 @@ static chat_options chat_defaults(void) {
                           .temperature = NAN,
                           .top_p = NAN,
                           .min_p = NAN,
-                          .repeat_penalty = NAN};
+                          .repeat_penalty = NAN,
+                          .tool_timeout = 10,
+                          .tool_output = 16384};
 }
 
 #define F(field) DP_FIELD(chat_options, field)
@@ -70,6 +78,17 @@ static const dp_opt opts[] = {
     {"stats", DP_OPT_FLAG, F(show_stats), NULL, "print tokens/s after each reply"},
     {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
+    {"tools", DP_OPT_STRING, F(tools_dir), "DIR",
+     "let the model call the executables of DIR (e.g. build/tools) by writing [NAME args]"},
+    {"yes", DP_OPT_FLAG, F(yes), NULL, "run the model's tool calls without asking (y/N) first"},
+    {"tool-timeout", DP_OPT_DOUBLE, F(tool_timeout), "S",
+     "stop a tool after S seconds (default 10)"},
+    {"tool-output", DP_OPT_SIZE, F(tool_output), "BYTES",
+     "keep at most this much of a tool's output (default 16KiB)"},
+    {"tool-cwd", DP_OPT_STRING, F(tools_cwd), "DIR",
+     "working directory of the tools (default: the current one)"},
+    {"show-thinking", DP_OPT_FLAG, F(show_thinking), NULL,
+     "show a reasoning model's <think> text, dimmed (default: hidden)"},
     {0},
 };
 #undef F
@@ -83,7 +102,12 @@ const dp_command_spec dp_chat_spec = {
         "and /load FILE store and restore it as JSON, /temp X sets the temperature, /probs\n"
         "toggles a table of the 5 most likely next tokens at each step, /quit or Ctrl-D\n"
         "leaves. Ctrl-C stops a reply. Sampling defaults come from the model's\n"
-        "generation_config.json where it has them.",
+        "generation_config.json where it has them.\n"
+        "With --tools DIR every executable in DIR is a tool named after its file (load_file\n"
+        "becomes LOAD_FILE); `TOOL --describe` gives its one-line description. The model\n"
+        "calls it by writing [LOAD_FILE notes.txt]; each call is shown and asked (y/N)\n"
+        "unless --yes, run without a shell, and its output goes back to the model, which\n"
+        "then goes on. A reasoning model's <think> text is never kept in the history.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
@@ -101,6 +125,7 @@ typedef struct {
     dp_tok_stream stream;
     dp_buf text; /* the reply so far */
     bool probs;
+    dp_tool_chat *turn; /* where the decoded text goes */
 } reply_ctx;
 
 /* A candidate token's own bytes as `doppel tokenize` shows them: a byte-level fragment of a
@@ -128,11 +153,12 @@ static int on_token(void *vctx, int32_t id, const int32_t *top_ids, const float 
             printf(" %.1f%%", 100.0 * top_probs[i]);
         }
         putchar('\n');
-    } else if (c->text.len > before) {
-        fwrite(c->text.data + before, 1, c->text.len - before, stdout);
     }
+    int rc = c->text.len > before
+                 ? dp_tool_chat_feed(c->turn, c->text.data + before, c->text.len - before)
+                 : 0;
     fflush(stdout);
-    return interrupted ? 1 : 0;
+    return rc < 0 ? -1 : interrupted || rc ? 1 : 0;
 }
 
 typedef struct {
@@ -150,6 +176,10 @@ typedef struct {
     bool probs;
     dp_lora *lora;         /* --adapter, applied through the forward hook */
     char *chat_format_buf; /* the adapter's chat_format */
+    dp_toolbox *tools;     /* --tools */
+    dp_tool_chat_opts turn;
+    bool tty_out; /* stdout is a terminal: thoughts dimmed, calls in bold */
+    dp_buf shown; /* /probs: the reply, printed after its table */
 } chat_state;
 
 /* --adapter DIR: the PEFT weights, checked against the base; doppel.json's system prompt and
@@ -180,7 +210,110 @@ static int load_adapter(chat_state *cs, dp_session *s, bool quiet) {
     return rc;
 }
 
-/* Sends the user's line, streams the reply, and records it in the session. */
+/* One reply to the session as it stands, its text streamed into the turn. 1: interrupted. */
+static int generate_reply(void *ctx, dp_session *s, dp_tool_chat *turn) {
+    chat_state *cs = ctx;
+    int reserve = cs->max_tokens < cs->max_context / 2 ? cs->max_tokens : cs->max_context / 2;
+    dp_chat_tokens ct = {0};
+    int dropped = 0;
+    if (dp_session_render(s, cs->tok, cs->format, cs->max_context - reserve, &ct, &dropped))
+        return -1;
+    if (dropped) fprintf(stderr, "(history trimmed: %d oldest messages dropped)\n", dropped);
+
+    reply_ctx rc_ctx = {.tok = cs->tok, .probs = cs->probs, .turn = turn};
+    rc_ctx.stream.skip_special = true;
+    dp_gen_opts go = {
+        .max_tokens = cs->max_tokens, .stop = cs->stop, .n_stop = cs->n_stop, .top = cs->probs};
+    dp_gen_result res;
+    interrupted = 0;
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigaction(SIGINT, &sa, &old);
+    int rc = dp_generate(&cs->gen, &cs->sampler, ct.ids.v, (int)ct.ids.n, &go, on_token, &rc_ctx,
+                         NULL, &res);
+    sigaction(SIGINT, &old, NULL);
+    dp_chat_tokens_free(&ct);
+    size_t before = rc_ctx.text.len;
+    if (!rc) rc = dp_tok_stream_flush(&rc_ctx.stream, &rc_ctx.text);
+    if (!rc && rc_ctx.text.len > before &&
+        dp_tool_chat_feed(turn, rc_ctx.text.data + before, rc_ctx.text.len - before) < 0)
+        rc = -1;
+    dp_buf_free(&rc_ctx.text);
+    if (rc) return -1;
+    if (interrupted) fprintf(stderr, "(stopped)\n");
+    if (!strcmp(res.finish, "context")) fprintf(stderr, "(the context is full)\n");
+    if (cs->opt->show_stats)
+        fprintf(stderr,
+                "[prompt %d tokens (%d cached) in %.2f s; %d tokens in %.2f s, %.1f tok/s; "
+                "finish: %s]\n",
+                res.n_prompt, res.n_reused, res.prefill_seconds, res.n_generated,
+                res.decode_seconds,
+                res.decode_seconds > 0 ? res.n_generated / res.decode_seconds : 0.0, res.finish);
+    return interrupted ? 1 : 0;
+}
+
+/* What the turn shows: the reply, thoughts (--show-thinking), calls and what the model is
+ * told about them. */
+static void show(void *ctx, dp_show_kind kind, const char *text, size_t n) {
+    chat_state *cs = ctx;
+    const char *on = "", *off = "";
+    switch (kind) {
+    case DP_SHOW_TEXT:
+        if (cs->probs)
+            dp_buf_append(&cs->shown, text, n);
+        else
+            fwrite(text, 1, n, stdout);
+        break;
+    case DP_SHOW_THOUGHT:
+        if (!cs->opt->show_thinking) break;
+        if (cs->tty_out) on = "\033[2m", off = "\033[0m";
+        printf("%s%.*s%s", on, (int)n, text, off);
+        break;
+    case DP_SHOW_CALL:
+        if (cs->probs) {
+            dp_buf_append(&cs->shown, text, n);
+            break;
+        }
+        if (cs->tty_out) on = "\033[1m", off = "\033[0m";
+        printf("%s%.*s%s", on, (int)n, text, off);
+        break;
+    case DP_SHOW_RESULT: {
+        /* the first lines: enough to see what happened without flooding the terminal */
+        size_t cut = 0;
+        int lines = 0;
+        while (cut < n && lines < 8) lines += text[cut++] == '\n';
+        if (cs->tty_out) on = "\033[2m", off = "\033[0m";
+        printf("%s(tool) %.*s%s%s\n", on, (int)cut, text, cut < n ? "..." : "", off);
+        break;
+    }
+    case DP_SHOW_END:
+        if (cs->probs && cs->shown.len) fwrite(cs->shown.data, 1, cs->shown.len, stdout);
+        cs->shown.len = 0;
+        putchar('\n');
+        break;
+    }
+    fflush(stdout);
+}
+
+static char *read_line(bool tty);
+
+/* (y/N) before a tool runs; anything but y/yes (or the end of input) is no. */
+static bool confirm(void *ctx, const dp_tool_call *c, const dp_tool *tool) {
+    (void)ctx;
+    printf("run %s", tool->path);
+    for (int i = 0; i < c->n_args; i++) printf(" '%s'", c->args[i]);
+    printf("? (y/N) ");
+    fflush(stdout);
+    bool tty = isatty(STDIN_FILENO);
+    char *line = tty ? readline("") : read_line(false);
+    if (!tty) putchar('\n');
+    bool yes = line && (!strcasecmp(line, "y") || !strcasecmp(line, "yes"));
+    free(line);
+    return yes;
+}
+
+/* Sends the user's line, streams the reply (and the tool rounds after it), and records them
+ * in the session. */
 static int answer(chat_state *cs, dp_session *s, const char *line) {
     dp_buf msg = {0};
     const char *as_name = cs->opt->as_name;
@@ -190,50 +323,15 @@ static int answer(chat_state *cs, dp_session *s, const char *line) {
     int rc = dp_session_add(s, "user", msg.data);
     dp_buf_free(&msg);
     if (rc) return -1;
-
-    int reserve = cs->max_tokens < cs->max_context / 2 ? cs->max_tokens : cs->max_context / 2;
-    dp_chat_tokens ct = {0};
-    int dropped = 0;
-    if (dp_session_render(s, cs->tok, cs->format, cs->max_context - reserve, &ct, &dropped)) {
-        s->n--; /* the message that does not fit is not kept */
+    int n_before = s->n;
+    dp_tool_chat_io io = {generate_reply, show, cs->opt->yes ? NULL : confirm, cs};
+    rc = dp_tool_chat_reply(s, &cs->turn, &io);
+    if (rc < 0 && s->n == n_before) { /* the message that does not fit is not kept */
+        s->n--;
         free(s->msgs[s->n].role);
         free(s->msgs[s->n].content);
-        return -1;
     }
-    if (dropped) fprintf(stderr, "(history trimmed: %d oldest messages dropped)\n", dropped);
-
-    reply_ctx rc_ctx = {.tok = cs->tok, .probs = cs->probs};
-    rc_ctx.stream.skip_special = true;
-    dp_gen_opts go = {
-        .max_tokens = cs->max_tokens, .stop = cs->stop, .n_stop = cs->n_stop, .top = cs->probs};
-    dp_gen_result res;
-    interrupted = 0;
-    struct sigaction sa = {0}, old;
-    sa.sa_handler = on_sigint;
-    sigaction(SIGINT, &sa, &old);
-    rc = dp_generate(&cs->gen, &cs->sampler, ct.ids.v, (int)ct.ids.n, &go, on_token, &rc_ctx, NULL,
-                     &res);
-    sigaction(SIGINT, &old, NULL);
-    dp_chat_tokens_free(&ct);
-    if (!rc) rc = dp_tok_stream_flush(&rc_ctx.stream, &rc_ctx.text);
-    if (!rc) {
-        if (cs->probs && rc_ctx.text.len) fwrite(rc_ctx.text.data, 1, rc_ctx.text.len, stdout);
-        putchar('\n');
-        fflush(stdout);
-        rc = dp_session_add(s, "assistant", rc_ctx.text.data ? rc_ctx.text.data : "");
-        if (!strcmp(res.finish, "cancelled")) fprintf(stderr, "(stopped)\n");
-        if (!strcmp(res.finish, "context")) fprintf(stderr, "(the context is full)\n");
-        if (cs->opt->show_stats)
-            fprintf(stderr,
-                    "[prompt %d tokens (%d cached) in %.2f s; %d tokens in %.2f s, %.1f tok/s; "
-                    "finish: %s]\n",
-                    res.n_prompt, res.n_reused, res.prefill_seconds, res.n_generated,
-                    res.decode_seconds,
-                    res.decode_seconds > 0 ? res.n_generated / res.decode_seconds : 0.0,
-                    res.finish);
-    }
-    dp_buf_free(&rc_ctx.text);
-    return rc;
+    return rc < 0 ? -1 : 0;
 }
 
 /* ---- the REPL */
@@ -341,6 +439,31 @@ static int choose_sampling(const chat_options *o, dp_sampler_params *sp) {
 
 static int chat(const chat_options *o, bool quiet);
 
+/* --tools DIR: the toolbox (its rules go after the system prompt: tools_prompt). */
+static int open_tools(chat_state *cs) {
+    const chat_options *o = cs->opt;
+    dp_tool_limits lim = {
+        .timeout_s = o->tool_timeout, .output_cap = (size_t)o->tool_output, .cwd = o->tools_cwd};
+    if (o->tools_cwd) {
+        struct stat st;
+        if (stat(o->tools_cwd, &st) || !S_ISDIR(st.st_mode))
+            return dp_fail("--tool-cwd %s: not a directory", o->tools_cwd);
+    }
+    if (!(cs->tools = dp_toolbox_open(o->tools_dir, &lim))) return -1;
+    cs->turn.tools = cs->tools;
+    return 0;
+}
+
+static int tools_prompt(chat_state *cs, dp_session *s) {
+    dp_buf sys = {0};
+    if ((s->system && dp_buf_printf(&sys, "%s\n\n", s->system)) ||
+        dp_toolbox_prompt(cs->tools, &sys))
+        return -1;
+    free(s->system);
+    s->system = sys.data;
+    return 0;
+}
+
 int dp_cmd_chat(int argc, char **argv) {
     chat_options o = chat_defaults();
     dp_cli cli;
@@ -371,6 +494,12 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_usage_error(&dp_chat_spec, "--precision must be nf4 or fp32, not '%s'", precision);
         goto out;
     }
+    if (!(o->tool_timeout > 0 && o->tool_timeout <= 3600) || o->tool_output < 1 ||
+        o->tool_output > 1 << 24) {
+        rc = dp_usage_error(&dp_chat_spec, "--tool-timeout must be in (0, 3600] seconds and "
+                                           "--tool-output 1 byte..16MiB");
+        goto out;
+    }
     if (o->max_context < 16 || o->max_context > 1 << 20 || o->max_tokens < 1 ||
         o->max_tokens > 1 << 20) {
         rc = dp_usage_error(&dp_chat_spec, "--max-context must be 16..1048576 and --max-tokens "
@@ -386,6 +515,10 @@ static int chat(const chat_options *o, bool quiet) {
     }
     if ((rc = choose_sampling(o, &cs.sp))) goto out;
 
+    if (o->tools_dir && open_tools(&cs)) { /* before the model: a bad directory fails fast */
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
     cs.tok = dp_model_tokenizer(o->model_path);
     if (!cs.tok) {
         rc = dp_runtime_error(&dp_chat_spec);
@@ -407,6 +540,15 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
+    if (o->tools_dir && tools_prompt(&cs, &s)) {
+        rc = dp_runtime_error(&dp_chat_spec);
+        goto out;
+    }
+    const char *tpl = dp_tokenizer_chat_template(cs.tok);
+    cs.turn.style = dp_chat_tool_style_for(tpl);
+    cs.turn.thinking = dp_tokenizer_token_id(cs.tok, "<think>") >= 0 &&
+                       dp_tokenizer_token_id(cs.tok, "</think>") >= 0;
+    cs.tty_out = isatty(STDOUT_FILENO);
     cs.max_context = (int)o->max_context;
     if (c->max_position > 0 && cs.max_context > c->max_position) cs.max_context = c->max_position;
     cs.max_tokens = (int)o->max_tokens;
@@ -458,6 +600,8 @@ out:
     if (sampler_ok) dp_sampler_free(&cs.sampler);
     if (gen_ok) dp_gen_state_free(&cs.gen);
     dp_lora_free(cs.lora);
+    dp_toolbox_close(cs.tools);
+    dp_buf_free(&cs.shown);
     free(cs.chat_format_buf);
     dp_model_free(cs.model);
     dp_tokenizer_free(cs.tok);

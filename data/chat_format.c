@@ -201,3 +201,104 @@ int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int 
     }
     return n;
 }
+
+/* ---- tool results and thinking */
+dp_chat_tool_style dp_chat_tool_style_for(const char *tpl) {
+    if (tpl && strstr(tpl, "<tool_response>"))
+        return (dp_chat_tool_style){"user", "<tool_response>\n", "\n</tool_response>", "\n"};
+    return (dp_chat_tool_style){"system", "", "", "\n\n"};
+}
+
+int dp_chat_tool_message(const dp_chat_tool_style *st, const char *const *results, int n,
+                         dp_buf *out) {
+    for (int i = 0; i < n; i++)
+        if ((i && dp_buf_puts(out, st->sep)) || dp_buf_puts(out, st->open) ||
+            dp_buf_puts(out, results[i]) || dp_buf_puts(out, st->close))
+            return -1;
+    return out->data ? 0 : dp_buf_append(out, "", 0);
+}
+
+static const char think_open[] = "<think>", think_close[] = "</think>";
+
+/* Length of the longest suffix of s[0,n) that is a proper prefix of tag. */
+static size_t partial_tag(const char *s, size_t n, const char *tag) {
+    size_t tl = strlen(tag);
+    for (size_t k = tl - 1 < n ? tl - 1 : n; k > 0; k--)
+        if (!memcmp(s + n - k, tag, k)) return k;
+    return 0;
+}
+
+/* Appends s to out, without the newlines that open a thought or an answer. */
+static int give_answer(dp_think_splitter *t, const char *s, size_t n, dp_buf *out) {
+    if (t->strip_newlines) {
+        while (n && *s == '\n') s++, n--;
+        if (n) t->strip_newlines = false;
+    }
+    return n ? dp_buf_append(out, s, n) : 0;
+}
+
+/* Decides what t->held holds; `final`: nothing more will come. */
+static int think_step(dp_think_splitter *t, bool final, dp_buf *thought, dp_buf *answer) {
+    for (;;) {
+        char *h = t->held.data;
+        size_t n = t->held.len, used = 0;
+        if (!n) return 0;
+        if (t->state == 0) {
+            size_t ws = 0;
+            while (ws < n && (h[ws] == ' ' || h[ws] == '\n' || h[ws] == '\r' || h[ws] == '\t'))
+                ws++;
+            size_t rest = n - ws, ol = sizeof think_open - 1;
+            if (rest >= ol && !memcmp(h + ws, think_open, ol)) {
+                t->state = 1;
+                t->strip_newlines = true; /* the template's lstrip('\n') */
+                used = ws + ol;
+            } else if (!final && (rest == 0 || (rest < ol && !memcmp(h + ws, think_open, rest)))) {
+                return 0; /* still could open a thought */
+            } else {
+                t->state = 2;
+                continue;
+            }
+        } else if (t->state == 1) {
+            size_t cl = sizeof think_close - 1;
+            char *end = NULL;
+            for (size_t i = 0; i + cl <= n && !end; i++)
+                if (!memcmp(h + i, think_close, cl)) end = h + i;
+            if (end) {
+                size_t tl = (size_t)(end - h);
+                if (give_answer(t, h, tl, thought)) return -1;
+                used = tl + cl;
+                t->state = 2;
+                t->strip_newlines = true;
+            } else {
+                size_t keep = final ? 0 : partial_tag(h, n, think_close);
+                if (give_answer(t, h, n - keep, thought)) return -1;
+                used = n - keep;
+                if (!used) return 0;
+            }
+        } else {
+            if (give_answer(t, h, n, answer)) return -1;
+            used = n;
+        }
+        memmove(h, h + used, n - used);
+        t->held.len = n - used;
+    }
+}
+
+int dp_think_feed(dp_think_splitter *t, const char *s, size_t n, dp_buf *thought, dp_buf *answer) {
+    if (t->state == 2 && !t->held.len) return give_answer(t, s, n, answer);
+    if (n && dp_buf_append(&t->held, s, n)) return -1;
+    return think_step(t, false, thought, answer);
+}
+
+int dp_think_finish(dp_think_splitter *t, dp_buf *thought, dp_buf *answer) {
+    int rc = think_step(t, true, thought, answer);
+    dp_buf held = t->held;
+    held.len = 0;
+    *t = (dp_think_splitter){.held = held};
+    return rc;
+}
+
+void dp_think_free(dp_think_splitter *t) {
+    dp_buf_free(&t->held);
+    *t = (dp_think_splitter){0};
+}

@@ -43,4 +43,33 @@ void dp_chat_tokens_free(dp_chat_tokens *c);
  * end-of-text token), without duplicates; returns the count (<= max). */
 int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int max);
 
+/* ---- tool results and thinking (doppel chat --tools, reasoning models) */
+/* How a template gives a tool's result back to the model. Qwen2.5/Qwen3 templates render a
+ * run of "tool" messages as one user turn of <tool_response> blocks; a template without a
+ * tool role (SmolLM2, Llama 3.0) gets the results as a system message. */
+typedef struct {
+    const char *role;         /* "user" or "system" */
+    const char *open, *close; /* around each result */
+    const char *sep;          /* between two results */
+} dp_chat_tool_style;
+dp_chat_tool_style dp_chat_tool_style_for(const char *chat_template);
+/* The content of the one message that carries n results, appended to *out. */
+int dp_chat_tool_message(const dp_chat_tool_style *st, const char *const *results, int n,
+                         dp_buf *out);
+
+/* A reply of a reasoning model (Qwen3) opens with <think>...</think>: the splitter, fed the
+ * reply as it streams, sends the thinking and the answer to separate buffers. The answer
+ * is what Qwen3's template keeps of a past assistant turn: the text after </think> without
+ * its leading newlines. A reply that does not open with <think> (after optional whitespace)
+ * is all answer. A partial tag at the end of a piece is held back until the next one. */
+typedef struct {
+    int state;           /* 0: nothing decided yet, 1: thinking, 2: answer */
+    bool strip_newlines; /* right after <think> or </think> */
+    dp_buf held;
+} dp_think_splitter;
+int dp_think_feed(dp_think_splitter *t, const char *s, size_t n, dp_buf *thought, dp_buf *answer);
+/* The end of the reply: what was held back is given out; the splitter is ready again. */
+int dp_think_finish(dp_think_splitter *t, dp_buf *thought, dp_buf *answer);
+void dp_think_free(dp_think_splitter *t);
+
 #endif

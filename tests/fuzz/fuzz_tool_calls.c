@@ -1,0 +1,63 @@
+/* libFuzzer target: the tool-call parser and the <think> splitter. The first byte chooses
+ * how the rest is cut into pieces; streamed, the scanner must find the calls of the whole
+ * parse and give back every byte exactly once (as text or inside a call). */
+#include "data/chat_format.h"
+#include "infer/tools.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *names[] = {"LOAD_FILE", "FETCH_URL"};
+
+typedef struct {
+    dp_buf all;
+    int calls;
+} sink_state;
+
+static int on_text(void *ctx, const char *s, size_t n) {
+    return dp_buf_append(&((sink_state *)ctx)->all, s, n);
+}
+
+static int on_call(void *ctx, const dp_tool_call *c) {
+    sink_state *st = ctx;
+    size_t n = strlen(c->raw);
+    if (n < 3 || c->raw[0] != '[' || c->raw[n - 1] != ']' || n > DP_TOOL_MAX_CALL ||
+        c->n_args > DP_TOOL_MAX_ARGS || !c->name[0])
+        __builtin_trap();
+    st->calls++;
+    return dp_buf_append(&st->all, c->raw, n);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (size < 1) return 0;
+    unsigned step = data[0] % 16 + 1;
+    const char *text = (const char *)data + 1;
+    size_t n = size - 1;
+
+    dp_tool_calls whole = {0};
+    if (dp_tool_calls_parse(text, n, names, 2, &whole, NULL)) return 0; /* out of memory */
+    sink_state st = {0};
+    dp_tool_scanner *s = dp_tool_scanner_create(names, 2, (dp_tool_sink){on_text, on_call, &st});
+    if (!s) abort();
+    for (size_t i = 0; i < n; i += step)
+        if (dp_tool_scanner_feed(s, text + i, n - i < step ? n - i : step)) abort();
+    if (dp_tool_scanner_finish(s)) abort();
+    dp_tool_scanner_destroy(s);
+    if (st.all.len != n || (n && memcmp(st.all.data, text, n)) || st.calls != whole.n)
+        __builtin_trap();
+    dp_tool_calls_free(&whole);
+    dp_buf_free(&st.all);
+
+    /* the splitter: thought + answer never hold more than the input */
+    dp_think_splitter t = {0};
+    dp_buf th = {0}, an = {0};
+    for (size_t i = 0; i < n; i += step)
+        if (dp_think_feed(&t, text + i, n - i < step ? n - i : step, &th, &an)) abort();
+    if (dp_think_finish(&t, &th, &an)) abort();
+    if (th.len + an.len > n) __builtin_trap();
+    dp_think_free(&t);
+    dp_buf_free(&th);
+    dp_buf_free(&an);
+    return 0;
+}
