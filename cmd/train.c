@@ -35,7 +35,8 @@ typedef struct {
         *persona, *system_override, *device_s;
     int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
         save_every, early_stop, stop_at, ce_chunk, vram;
-    double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps;
+    double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps,
+        neftune_alpha;
     bool rslora, resume, fp32_base, no_recompute, no_cache;
 } train_options;
 
@@ -76,6 +77,9 @@ static const dp_opt opts[] = {
     {"alpha", DP_OPT_DOUBLE, F(alpha), "A", "LoRA alpha (default 2 x r)"},
     {"dropout", DP_OPT_DOUBLE, F(dropout), "P", "LoRA dropout (default 0.05)"},
     {"rslora", DP_OPT_FLAG, F(rslora), NULL, "scale alpha/sqrt(r) instead of alpha/r"},
+    {"neftune-alpha", DP_OPT_DOUBLE, F(neftune_alpha), "A",
+     "NEFTune: uniform noise of scale A/sqrt(L*C) on the input embeddings while training "
+     "(the paper uses 5; default 0, off)"},
     {"lr", DP_OPT_DOUBLE, F(lr), "LR", "peak learning rate (default 2e-4)"},
     {"schedule", DP_OPT_STRING, F(sched_s), "NAME", "constant, linear or cosine (default cosine)"},
     {"warmup-steps", DP_OPT_INT, F(warmup_steps), "N", "linear warmup steps (wins over the ratio)"},
@@ -206,6 +210,7 @@ static cJSON *run_config(const train_options *o) {
     cJSON_AddNumberToObject(j, "alpha", o->alpha);
     cJSON_AddNumberToObject(j, "dropout", o->dropout);
     cJSON_AddBoolToObject(j, "rslora", o->rslora);
+    cJSON_AddNumberToObject(j, "neftune_alpha", o->neftune_alpha);
     cJSON_AddNumberToObject(j, "lr", o->lr);
     cJSON_AddStringToObject(j, "schedule", o->sched_s);
     cJSON_AddNumberToObject(j, "warmup_steps", (double)o->warmup_steps);
@@ -241,10 +246,13 @@ static int check_resume_config(const char *ckpt, const cJSON *now) {
         "schedule",      "warmup_steps", "warmup_ratio", "weight_decay",
         "max_grad_norm", "beta1",        "beta2",        "adam_eps",
         "max_seq",       "batch_tokens", "grad_accum",   "epochs",
-        "max_steps",     "seed",         "fp32_base",    NULL};
+        "max_steps",     "seed",         "fp32_base",    "neftune_alpha", NULL};
     int rc = 0;
     for (int i = 0; keys[i] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItem(then, keys[i]), *b = cJSON_GetObjectItem(now, keys[i]);
+        /* checkpoints from before NEFTune existed trained without it */
+        if (!a && !strcmp(keys[i], "neftune_alpha") && cJSON_IsNumber(b) && b->valuedouble == 0)
+            continue;
         if (!cJSON_Compare(a, b, true)) {
             char *sa = a ? cJSON_PrintUnformatted(a) : NULL,
                  *sb = b ? cJSON_PrintUnformatted(b) : NULL;
@@ -287,6 +295,9 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
     if (!(o->dropout >= 0 && o->dropout < 1))
         return dp_usage_error(S, "--dropout %g: must be in [0, 1)", o->dropout);
     if (!(o->lr > 0 && o->lr < 1)) return dp_usage_error(S, "--lr %g: must be in (0, 1)", o->lr);
+    if (!(o->neftune_alpha >= 0 && o->neftune_alpha <= 1000))
+        return dp_usage_error(S, "--neftune-alpha %g: must be in [0, 1000] (the paper uses 5-15)",
+                              o->neftune_alpha);
     if (o->max_seq < 16 || o->max_seq > 1 << 20)
         return dp_usage_error(S, "--max-seq %lld: must be 16..1048576", (long long)o->max_seq);
     if (o->batch_tokens && o->batch_tokens < o->max_seq)
@@ -478,6 +489,7 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .stop_at = (long)o->stop_at,
                            .recompute = !o->no_recompute,
                            .ce_chunk = (int)o->ce_chunk,
+                           .neftune_alpha = (float)o->neftune_alpha,
                            .gpu = gpu,
                            .gpu_bf16 = true,
                            .out_dir = o->out_dir,

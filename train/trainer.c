@@ -174,6 +174,7 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train
         t->ws = dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, ce_chunk);
     if (!t->m || !t->v || (!t->ws && !o->gpu) || dp_batch_buf_init(&t->bb, o->batch_tokens))
         return -1;
+    if (t->ws) dp_grad_ws_set_neftune(t->ws, o->neftune_alpha);
     res->workspace_bytes = t->ws ? dp_grad_ws_bytes(t->ws) : 0;
 
     char path[4200];
@@ -196,6 +197,7 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train
         if (dp_gpu_train_create(&t->gt, o->gpu, o->model, lora, &sh) ||
             dp_gpu_train_upload(t->gt, lora->params, t->m, t->v))
             return -1;
+        dp_gpu_train_set_neftune(t->gt, o->neftune_alpha);
     }
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     t->mt = dp_metrics_open(path, o->resume ? t->st.step : -1);

@@ -34,6 +34,7 @@ typedef struct {
     long stop_at;    /* > 0: save a checkpoint at this step and end, as SIGINT does */
     bool recompute;  /* per-layer recomputation */
     int ce_chunk;    /* rows of logits at once (0: DP_CE_CHUNK_DEFAULT) */
+    float neftune_alpha; /* > 0: NEFTune noise on the input embeddings of training steps */
     /* GPU backend (dp_cuda_ops or dp_emu_ops) for the gradients, the optimizer and validation,
      * or NULL for the CPU (the parameters and moments come back to the host each step, for the
      * adapter files and checkpoints) */
