@@ -22,6 +22,7 @@
 #include "train/trainer.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,12 +33,12 @@
 
 typedef struct {
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
-        *persona, *system_override, *device_s;
+        *persona, *system_override, *device_s, *find_lr_csv;
     int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
-        save_every, early_stop, stop_at, ce_chunk, vram;
+        save_every, early_stop, stop_at, ce_chunk, vram, find_lr_steps;
     double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps,
-        neftune_alpha;
-    bool rslora, resume, fp32_base, no_recompute, no_cache;
+        neftune_alpha, find_lr_min, find_lr_max;
+    bool find_lr, rslora, resume, fp32_base, no_recompute, no_cache;
 } train_options;
 
 static train_options train_defaults(void) {
@@ -57,7 +58,10 @@ static train_options train_defaults(void) {
                            .max_grad_norm = 1.0,
                            .beta1 = 0.9,
                            .beta2 = 0.999,
-                           .adam_eps = 1e-8};
+                           .adam_eps = 1e-8,
+                           .find_lr_steps = 100,
+                           .find_lr_min = 1e-6,
+                           .find_lr_max = 1.0};
 }
 
 /* the most micro-batches one optimizer step may add up (the loop has no fixed arrays) */
@@ -119,6 +123,15 @@ static const dp_opt opts[] = {
      "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
     {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS",
      "rows of logits at once in the loss (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
+    {"find-lr", DP_OPT_FLAG, F(find_lr), NULL,
+     "LR range test instead of training: an exponential lr sweep on a throwaway copy of the "
+     "adapter, the loss-vs-lr plot and the suggested peak lr; writes nothing to --out"},
+    {"find-lr-steps", DP_OPT_INT, F(find_lr_steps), "N", "steps of the sweep (default 100)"},
+    {"find-lr-min", DP_OPT_DOUBLE, F(find_lr_min), "LR", "first lr of the sweep (default 1e-6)"},
+    {"find-lr-max", DP_OPT_DOUBLE, F(find_lr_max), "LR", "last lr of the sweep (default 1)"},
+    {"find-lr-csv", DP_OPT_STRING, F(find_lr_csv), "FILE",
+     "the sweep as CSV (step,lr,loss,smoothed), and FILE.png beside it when python3 has "
+     "matplotlib"},
     {"device", DP_OPT_STRING, F(device_s), "NAME",
      "auto (CUDA when a device is present), cpu or cuda (default auto)"},
     {"vram", DP_OPT_SIZE, F(vram), "SIZE",
@@ -280,8 +293,14 @@ static bool is_dir(const char *p) {
  * depend on other options (alpha, batch-tokens). 0 or the exit code. */
 static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets) {
     const dp_command_spec *S = &dp_train_spec;
-    if (!o->model_path || !o->data_path || !o->out_dir)
+    if (!o->model_path || !o->data_path || (!o->out_dir && !o->find_lr))
         return dp_usage_error(S, "--model, --data and --out are required");
+    if (o->find_lr && o->resume)
+        return dp_usage_error(S, "--find-lr trains a throwaway copy: it does not --resume");
+    if (o->find_lr && (o->find_lr_steps < 8 || o->find_lr_steps > 100000 ||
+                       !(o->find_lr_min > 0 && o->find_lr_max > o->find_lr_min)))
+        return dp_usage_error(S, "--find-lr: needs 8..100000 steps and 0 < --find-lr-min < "
+                                 "--find-lr-max");
     if (!is_file(o->model_path) && !is_dir(o->model_path))
         return dp_usage_error(S, "--model %s: no such file or directory", o->model_path);
     if (!is_file(o->data_path))
@@ -330,10 +349,11 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
     if (o->format_s && dp_chat_format_parse(o->format_s, &fmt))
         return dp_usage_error(S, "--chat-format: %s", dp_last_error());
     char ckpt[4200];
-    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir);
-    if (o->resume && !is_file(ckpt))
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir ? o->out_dir : ".");
+    if (o->find_lr) { /* nothing of the run directory is used */
+    } else if (o->resume && !is_file(ckpt))
         return dp_usage_error(S, "--resume: no checkpoint at %s", ckpt);
-    if (!o->resume && is_file(ckpt))
+    else if (!o->resume && is_file(ckpt))
         return dp_usage_error(S,
                               "%s holds a checkpoint: add --resume to continue it, or choose "
                               "another --out",
@@ -584,6 +604,139 @@ done:
     return status;
 }
 
+/* ------------------------------------------------------------------ --find-lr */
+
+/* The smoothed loss against log lr in the terminal: '*' the smoothed loss, 'o' its minimum,
+ * '^' under the axis the suggested lr. */
+static void text_plot(FILE *out, const dp_lr_find_result *r) {
+    enum { W = 64, H = 14 };
+    double lo = INFINITY, hi = -INFINITY;
+    for (long i = 0; i < r->n; i++)
+        if (isfinite(r->smoothed[i])) lo = fmin(lo, r->smoothed[i]), hi = fmax(hi, r->smoothed[i]);
+    if (!isfinite(lo) || r->n < 2) return;
+    if (hi - lo < 1e-9) hi = lo + 1e-9;
+    double x0 = log(r->lr[0]), x1 = log(r->lr[r->n - 1]);
+    char grid[H][W + 1];
+    memset(grid, ' ', sizeof grid);
+    for (long i = 0; i < r->n; i++) {
+        if (!isfinite(r->smoothed[i])) continue;
+        int x = (int)lround((log(r->lr[i]) - x0) / (x1 - x0) * (W - 1));
+        int y = (int)lround((hi - r->smoothed[i]) / (hi - lo) * (H - 1));
+        grid[y][x] = i == r->i_min ? 'o' : (grid[y][x] == 'o' ? 'o' : '*');
+    }
+    fprintf(out, "smoothed loss vs lr (log scale)\n");
+    for (int y = 0; y < H; y++) {
+        grid[y][W] = 0;
+        double v = hi - (hi - lo) * y / (H - 1);
+        fprintf(out, "%8.4f |%s\n", v, grid[y]);
+    }
+    fprintf(out, "         +");
+    for (int x = 0; x < W; x++) fputc('-', out);
+    fputc('\n', out);
+    char marks[W + 1];
+    memset(marks, ' ', W);
+    marks[W] = 0;
+    if (isfinite(r->suggested) && log(r->suggested) >= x0) {
+        int x = (int)lround((log(r->suggested) - x0) / (x1 - x0) * (W - 1));
+        marks[x] = '^';
+    }
+    fprintf(out, "          %s\n", marks);
+    fprintf(out, "          %-*.1e%.1e\n", W - 7, r->lr[0], r->lr[r->n - 1]);
+}
+
+/* matplotlib's figure of the CSV, run when python3 has it (exit 3 when it does not) */
+static const char lr_plot_py[] =
+    "import csv, os, sys\n"
+    "try:\n"
+    "    import matplotlib\n"
+    "    matplotlib.use('Agg')\n"
+    "    import matplotlib.pyplot as plt\n"
+    "except ImportError:\n"
+    "    sys.exit(3)\n"
+    "rows = list(csv.DictReader(open(os.environ['DOPPEL_LR_CSV'])))\n"
+    "lr = [float(r['lr']) for r in rows]\n"
+    "fig, ax = plt.subplots(figsize=(7, 4))\n"
+    "ax.plot(lr, [float(r['loss']) for r in rows], alpha=0.35, label='loss')\n"
+    "ax.plot(lr, [float(r['smoothed']) for r in rows], label='smoothed loss')\n"
+    "s = float(os.environ['DOPPEL_LR_SUGGESTED'])\n"
+    "ax.axvline(s, color='k', ls='--', label='suggested %.2g (min / 10)' % s)\n"
+    "ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('training loss')\n"
+    "fin = [float(r['smoothed']) for r in rows if float(r['smoothed']) < 1e30]\n"
+    "ax.set_ylim(min(fin) - 0.1 * (max(fin) - min(fin)), fin[0] + 0.5 * (max(fin) - min(fin)))\n"
+    "ax.legend(); ax.set_title('doppel train --find-lr')\n"
+    "fig.tight_layout(); fig.savefig(os.environ['DOPPEL_LR_PNG'], dpi=110)\n";
+
+static int write_lr_csv(const char *path, const dp_lr_find_result *r, bool quiet) {
+    FILE *f = fopen(path, "w");
+    if (!f) return dp_fail("%s: cannot write the sweep (%s)", path, strerror(errno));
+    fprintf(f, "step,lr,loss,smoothed\n");
+    for (long i = 0; i < r->n; i++)
+        fprintf(f, "%ld,%.9g,%.9g,%.9g\n", i + 1, r->lr[i], isfinite(r->loss[i]) ? r->loss[i] : 1e308,
+                isfinite(r->smoothed[i]) ? r->smoothed[i] : 1e308);
+    if (fclose(f)) return dp_fail("%s: cannot write the sweep (disk full?)", path);
+    if (!isfinite(r->suggested)) return 0;
+    /* FILE.png beside it (FILE without its .csv) */
+    char png[4200];
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".csv")) n -= 4;
+    snprintf(png, sizeof png, "%.*s.png", (int)n, path);
+    char sug[64];
+    snprintf(sug, sizeof sug, "%.9g", r->suggested);
+    setenv("DOPPEL_LR_CSV", path, 1), setenv("DOPPEL_LR_PNG", png, 1);
+    setenv("DOPPEL_LR_SUGGESTED", sug, 1);
+    FILE *py = popen("python3 - 2>/dev/null", "w");
+    int rc = -1;
+    if (py) {
+        fputs(lr_plot_py, py);
+        rc = pclose(py);
+    }
+    if (!quiet)
+        fprintf(stderr, rc == 0 ? "train: the plot is in %s\n"
+                                : "train: no plot picture (%s needs python3 with matplotlib)\n",
+                png);
+    return 0;
+}
+
+/* The LR range test: loads what training loads, sweeps, prints. The exit code. */
+static int find_lr(const train_options *o, dp_sched_kind sk, unsigned targets,
+                   const dp_gpu_ops *gpu, bool quiet) {
+    train_run r = {.config = run_config(o)};
+    int status = DP_EXIT_ERROR;
+    dp_lr_find_result res = {0};
+    if (run_prepare(o, targets, &r, quiet)) goto done;
+    dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
+    to.out_dir = NULL; /* nothing is written to the run */
+    dp_lr_find_opts f = {.lr_min = o->find_lr_min,
+                         .lr_max = o->find_lr_max,
+                         .steps = (long)o->find_lr_steps,
+                         .beta = 0.9,
+                         .diverge = 4};
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    int rc = dp_find_lr(&to, &f, &res);
+    sigaction(SIGINT, &old, NULL);
+    if (rc) goto done;
+    text_plot(stdout, &res);
+    if (!isfinite(res.suggested)) {
+        dp_fail("--find-lr: no step had a trained token (is the data empty?)");
+        goto done;
+    }
+    printf("%ld steps from %.2e to %.2e%s; smoothed loss lowest (%.4f) at lr %.3g\n", res.n,
+           res.lr[0], res.lr[res.n - 1], res.diverged ? ", stopped at divergence" : "",
+           res.smoothed[res.i_min], res.lr_at_min);
+    printf("suggested peak lr: %.3g (the lr at the smoothed minimum / 10): --lr %.3g\n",
+           res.suggested, res.suggested);
+    if (o->find_lr_csv && write_lr_csv(o->find_lr_csv, &res, quiet)) goto done;
+    status = DP_EXIT_OK;
+done:
+    if (status != DP_EXIT_OK) fprintf(stderr, "doppel train: %s\n", dp_last_error());
+    dp_lr_find_result_free(&res);
+    run_free(&r);
+    return status;
+}
+
 int dp_cmd_train(int argc, char **argv) {
     train_options o = train_defaults();
     dp_cli cli;
@@ -594,7 +747,9 @@ int dp_cmd_train(int argc, char **argv) {
     const dp_gpu_ops *gpu = NULL;
     rc = check_options(&o, &sk, &targets);
     if (!rc) rc = choose_device(&o, targets, &gpu, cli.quiet);
-    if (!rc) rc = train(&o, sk, targets, gpu, cli.quiet);
+    if (!rc)
+        rc = o.find_lr ? find_lr(&o, sk, targets, gpu, cli.quiet)
+                       : train(&o, sk, targets, gpu, cli.quiet);
     dp_cli_free(&cli);
     return rc;
 }

@@ -68,4 +68,29 @@ long dp_train_total_steps(const dp_train_opts *o);
 double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
                     const dp_token_data *d, int64_t batch_tokens);
 
+/* The LR range test (Smith 2017; fastai's lr_find): `steps` optimizer steps of the run's data
+ * and optimizer with the learning rate swept exponentially from lr_min to lr_max (no schedule),
+ * on a throwaway copy of o->lora (its values are restored, fresh AdamW moments; nothing is read
+ * from or written to o->out_dir). The loss is smoothed by an EMA (beta, bias-corrected); the
+ * sweep stops when the smoothed loss exceeds diverge x its minimum, or the loss is not finite.
+ * Suggested peak lr: the lr at the minimum of the smoothed loss / 10 (NAN when no step had a
+ * loss). */
+typedef struct {
+    double lr_min, lr_max;
+    long steps;
+    double beta;    /* smoothing, e.g. 0.9 */
+    double diverge; /* e.g. 4 */
+} dp_lr_find_opts;
+
+typedef struct {
+    long n;                       /* steps taken */
+    double *lr, *loss, *smoothed; /* (n) each; a diverged step's loss is +inf */
+    long i_min;                   /* step of the smoothed minimum */
+    double lr_at_min, suggested;
+    bool diverged;
+} dp_lr_find_result;
+
+int dp_find_lr(const dp_train_opts *o, const dp_lr_find_opts *f, dp_lr_find_result *r);
+void dp_lr_find_result_free(dp_lr_find_result *r);
+
 #endif
