@@ -18,6 +18,8 @@
 #include "train/adapter.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
+#include "train/eval.h"
+#include "infer/generate.h"
 #include "train/memplan.h"
 #include "train/trainer.h"
 
@@ -35,7 +37,7 @@ typedef struct {
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
         *persona, *system_override, *device_s, *find_lr_csv;
     int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
-        save_every, early_stop, stop_at, ce_chunk, vram, find_lr_steps;
+        save_every, early_stop, stop_at, ce_chunk, vram, find_lr_steps, samples, sample_tokens;
     double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps,
         neftune_alpha, find_lr_min, find_lr_max;
     bool find_lr, rslora, resume, fp32_base, no_recompute, no_cache;
@@ -60,6 +62,8 @@ static train_options train_defaults(void) {
                            .beta2 = 0.999,
                            .adam_eps = 1e-8,
                            .find_lr_steps = 100,
+                           .samples = 3,
+                           .sample_tokens = 40,
                            .find_lr_min = 1e-6,
                            .find_lr_max = 1.0};
 }
@@ -108,6 +112,10 @@ static const dp_opt opts[] = {
      "validation loss every N steps (and at the end)"},
     {"early-stop", DP_OPT_INT, F(early_stop), "PATIENCE",
      "stop after PATIENCE evaluations without a better val loss"},
+    {"samples", DP_OPT_INT, F(samples), "N",
+     "at each evaluation, replies to the first N validation contexts (chat's sampler, seed 1), "
+     "printed and kept in metrics.h5 (default 3; 0 off)"},
+    {"sample-tokens", DP_OPT_INT, F(sample_tokens), "N", "longest sampled reply (default 40)"},
     {"save-every", DP_OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
     {"resume", DP_OPT_FLAG, F(resume), NULL,
      "continue from DIR/checkpoint.h5 with the same options"},
@@ -333,6 +341,8 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
         o->early_stop < 0 || o->ce_chunk < 0)
         return dp_usage_error(S, "step counts (--max-steps, --stop-at, --eval-every, "
                                  "--save-every, --early-stop, --ce-chunk) cannot be negative");
+    if (o->samples < 0 || o->samples > 64 || o->sample_tokens < 1 || o->sample_tokens > 4096)
+        return dp_usage_error(S, "--samples must be 0..64 and --sample-tokens 1..4096");
     if (o->early_stop > 0 && (!o->val_path || o->eval_every == 0))
         return dp_usage_error(S, "--early-stop needs --val and --eval-every");
     if (!(o->warmup_ratio >= 0 && o->warmup_ratio < 1))
@@ -423,9 +433,13 @@ typedef struct {
     char *meta;        /* doppel.json text before training (cJSON_Print) */
     char *config_text; /* cJSON_PrintUnformatted */
     uint64_t tok_fp;
+    dp_eval_set sample_set; /* the validation set, whose first n_samples contexts are sampled */
+    int n_samples;
+    dp_eval_gen_opts sample_opts;
 } train_run;
 
 static void run_free(train_run *r) {
+    dp_eval_set_free(&r->sample_set);
     cJSON_Delete(r->config);
     cJSON_free(r->config_text);
     cJSON_free(r->meta);
@@ -486,6 +500,31 @@ static int run_prepare(const train_options *o, unsigned targets, train_run *r, b
     return r->config_text && r->meta ? 0 : -1;
 }
 
+/* trainer.h's sample callback: the adapter's replies to the first contexts of the validation
+ * set, as doppel eval generates them (chat's sampler and stop set, the run's system prompt) */
+static int sample_replies(void *ctx, const dp_lora *lora, char **texts) {
+    train_run *r = ctx;
+    unsigned char ended[64];
+    return dp_eval_generate(r->model, lora, r->rctx.tok, r->rctx.fmt, &r->sample_set,
+                            (size_t)r->n_samples,
+                            &r->sample_opts, texts, ended);
+}
+
+/* The validation contexts to sample while training (none without --val or with --samples 0). */
+static int sample_prepare(const train_options *o, train_run *r) {
+    if (!o->val_path || o->samples <= 0) return 0;
+    if (dp_eval_set_load(o->val_path, &r->sample_set)) return -1;
+    r->n_samples = r->sample_set.n < (size_t)o->samples ? (int)r->sample_set.n : (int)o->samples;
+    r->sample_opts = (dp_eval_gen_opts){.max_tokens = (int)o->sample_tokens,
+                                        .max_context = (int)o->max_seq + (int)o->sample_tokens,
+                                        .system = r->sys_prompt};
+    r->sample_opts.sampling = dp_sampler_defaults();
+    if (dp_sampler_params_from_generation_config(&r->sample_opts.sampling, o->model_path))
+        return -1;
+    r->sample_opts.sampling.seed = 1;
+    return 0;
+}
+
 static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched_kind sk,
                                   const dp_gpu_ops *gpu, bool quiet) {
     return (dp_train_opts){.model = r->model,
@@ -518,7 +557,10 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .doppel_json = r->meta,
                            .resume = o->resume,
                            .quiet = quiet,
-                           .stop_flag = &interrupted};
+                           .stop_flag = &interrupted,
+                           .sample = r->n_samples ? sample_replies : NULL,
+                           .sample_ctx = r,
+                           .n_samples = r->n_samples};
 }
 
 static void print_result(const train_options *o, const dp_train_result *res) {
@@ -575,7 +617,7 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
         return DP_EXIT_USAGE;
     }
     int status = DP_EXIT_ERROR;
-    if (run_prepare(o, targets, &r, quiet)) goto done;
+    if (run_prepare(o, targets, &r, quiet) || sample_prepare(o, &r)) goto done;
     dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
     if (!quiet) {
         char tl[128];

@@ -282,6 +282,31 @@ static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int
     return 0;
 }
 
+/* Samples while training: the adapter's replies to the fixed validation contexts, printed and
+ * stored in the metrics file under this step. */
+static int loop_sample(train_loop *t) {
+    const dp_train_opts *o = t->o;
+    if (!o->sample || o->n_samples <= 0) return 0;
+    char **texts = dp_calloc((size_t)o->n_samples, sizeof *texts);
+    if (!texts) return -1;
+    int rc = host_state(t->gt, t->lora, t->m, t->v) || o->sample(o->sample_ctx, t->lora, texts)
+                 ? -1
+                 : dp_metrics_append_samples(t->mt, t->st.step, texts, o->n_samples);
+    if (!rc && !o->quiet) {
+        fprintf(stderr, "\ntrain: step %lld, replies to the fixed validation contexts:\n",
+                (long long)t->st.step);
+        for (int i = 0; i < o->n_samples; i++) {
+            fprintf(stderr, "  [%d] ", i + 1);
+            for (const char *c = texts[i] ? texts[i] : ""; *c; c++) /* one line each */
+                fputc((unsigned char)*c < 0x20 ? ' ' : *c, stderr); /* one line, no controls */
+            fputc('\n', stderr);
+        }
+    }
+    for (int i = 0; i < o->n_samples; i++) free(texts[i]);
+    free(texts);
+    return rc;
+}
+
 /* Validation after a step: the loss into the metrics row, best/ when it is the best so far. */
 static int loop_validate(train_loop *t, dp_metrics_row *row) {
     const dp_train_opts *o = t->o;
@@ -297,7 +322,7 @@ static int loop_validate(train_loop *t, dp_metrics_row *row) {
     if (!o->quiet)
         dp_progress_note(t->pg, "val loss %.4f (best %.4f at step %lld)", row->val_loss,
                          st->best_val, (long long)st->best_step);
-    return 0;
+    return loop_sample(t);
 }
 
 int dp_train(const dp_train_opts *o, dp_train_result *res) {

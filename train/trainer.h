@@ -40,6 +40,13 @@ typedef struct {
      * adapter files and checkpoints) */
     const struct dp_gpu_ops *gpu;
     bool gpu_bf16; /* bf16 activations on the GPU (else fp32) */
+    /* samples while training: at each validation, n_samples replies of the adapter to fixed
+     * validation contexts, printed and stored in metrics.h5; sample(ctx, lora, texts) fills
+     * texts[0..n_samples) with malloc'd strings (on the host model: a GPU run's parameters
+     * are downloaded first). NULL: none. */
+    int (*sample)(void *ctx, const dp_lora *lora, char **texts);
+    void *sample_ctx;
+    int n_samples;
     const char *out_dir;
     const char *config_json; /* the full run configuration, kept in checkpoints */
     const char *base_model;  /* adapter_config.json base_model_name_or_path */
