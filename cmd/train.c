@@ -187,8 +187,8 @@ static char *data_system_prompt(const char *path) {
 }
 
 /* Tokenized data from the cache, or rendered and cached. */
-static int token_data(const train_options *o, const char *path, dp_train_render_ctx *rc, uint64_t tok_fp,
-                      dp_token_data *d, bool quiet) {
+static int token_data(const train_options *o, const char *path, dp_train_render_ctx *rc,
+                      uint64_t tok_fp, dp_token_data *d, bool quiet) {
     uint64_t fh;
     if (dp_hash_file(path, &fh)) return -1;
     uint64_t parts[4] = {fh, tok_fp, (uint64_t)o->max_seq, (uint64_t)rc->fmt};
@@ -261,13 +261,31 @@ static int check_resume_config(const char *ckpt, const cJSON *now) {
     free(text);
     if (bad) return -1;
     if (!then) return dp_fail("%s: the run configuration in the checkpoint is not JSON", ckpt);
-    static const char *const keys[] = {
-        "model",         "data",         "targets",      "r",
-        "alpha",         "dropout",      "rslora",       "lr",
-        "schedule",      "warmup_steps", "warmup_ratio", "weight_decay",
-        "max_grad_norm", "beta1",        "beta2",        "adam_eps",
-        "max_seq",       "batch_tokens", "grad_accum",   "epochs",
-        "max_steps",     "seed",         "fp32_base",    "neftune_alpha", NULL};
+    static const char *const keys[] = {"model",
+                                       "data",
+                                       "targets",
+                                       "r",
+                                       "alpha",
+                                       "dropout",
+                                       "rslora",
+                                       "lr",
+                                       "schedule",
+                                       "warmup_steps",
+                                       "warmup_ratio",
+                                       "weight_decay",
+                                       "max_grad_norm",
+                                       "beta1",
+                                       "beta2",
+                                       "adam_eps",
+                                       "max_seq",
+                                       "batch_tokens",
+                                       "grad_accum",
+                                       "epochs",
+                                       "max_steps",
+                                       "seed",
+                                       "fp32_base",
+                                       "neftune_alpha",
+                                       NULL};
     int rc = 0;
     for (int i = 0; keys[i] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItem(then, keys[i]), *b = cJSON_GetObjectItem(now, keys[i]);
@@ -506,8 +524,7 @@ static int sample_replies(void *ctx, const dp_lora *lora, char **texts) {
     train_run *r = ctx;
     unsigned char ended[64];
     return dp_eval_generate(r->model, lora, r->rctx.tok, r->rctx.fmt, &r->sample_set,
-                            (size_t)r->n_samples,
-                            &r->sample_opts, texts, ended);
+                            (size_t)r->n_samples, &r->sample_opts, texts, ended);
 }
 
 /* The validation contexts to sample while training (none without --val or with --samples 0). */
@@ -713,7 +730,8 @@ static int write_lr_csv(const char *path, const dp_lr_find_result *r, bool quiet
     if (!f) return dp_fail("%s: cannot write the sweep (%s)", path, strerror(errno));
     fprintf(f, "step,lr,loss,smoothed\n");
     for (long i = 0; i < r->n; i++)
-        fprintf(f, "%ld,%.9g,%.9g,%.9g\n", i + 1, r->lr[i], isfinite(r->loss[i]) ? r->loss[i] : 1e308,
+        fprintf(f, "%ld,%.9g,%.9g,%.9g\n", i + 1, r->lr[i],
+                isfinite(r->loss[i]) ? r->loss[i] : 1e308,
                 isfinite(r->smoothed[i]) ? r->smoothed[i] : 1e308);
     if (fclose(f)) return dp_fail("%s: cannot write the sweep (disk full?)", path);
     if (!isfinite(r->suggested)) return 0;
@@ -733,8 +751,9 @@ static int write_lr_csv(const char *path, const dp_lr_find_result *r, bool quiet
         rc = pclose(py);
     }
     if (!quiet)
-        fprintf(stderr, rc == 0 ? "train: the plot is in %s\n"
-                                : "train: no plot picture (%s needs python3 with matplotlib)\n",
+        fprintf(stderr,
+                rc == 0 ? "train: the plot is in %s\n"
+                        : "train: no plot picture (%s needs python3 with matplotlib)\n",
                 png);
     return 0;
 }

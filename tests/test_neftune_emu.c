@@ -61,8 +61,9 @@ static void test_kernel(int C, float alpha) {
             ms += d * d / (double)cnt;
             mx = fmax(mx, fabs(d));
         }
-        fprintf(stderr, "  C=%d seq %d (L=%d): max|noise| %.4g (scale %.4g), rms/scale %.3f "
-                        "(uniform: %.3f)\n",
+        fprintf(stderr,
+                "  C=%d seq %d (L=%d): max|noise| %.4g (scale %.4g), rms/scale %.3f "
+                "(uniform: %.3f)\n",
                 C, s, L, mx, scale, sqrt(ms) / scale, sqrt(1.0 / 3));
         CHECK(mx <= scale * (1 + 1e-5) + 1e-6);
         CHECK(mx > 0.5 * scale);
@@ -136,8 +137,8 @@ static dp_batch make_batch(int V) {
 }
 
 /* mean loss of one training step at `seed` (gradients go to lora->grads, zeroed first) */
-static double step_loss(dp_grad_ws *ws, const dp_model *m, dp_lora *lora, const dp_batch *b,
-                        int nt, uint64_t seed) {
+static double step_loss(dp_grad_ws *ws, const dp_model *m, dp_lora *lora, const dp_batch *b, int nt,
+                        uint64_t seed) {
     memset(lora->grads, 0, lora->n * sizeof(float));
     double s = 0;
     int64_t k = 0;
@@ -214,9 +215,10 @@ static void test_step(const char *name) {
         /* the noise matters to this gradient beyond the tolerance (a test that can fail) */
         dist += fabs(g_plain[idx[j]] - an) > 2e-3 + 2e-2 * fabs(an);
     }
-    fprintf(stderr, "  %s: 8 largest LoRA gradients with NEFTune vs central differences: worst "
-                    "%.2f of the tolerance (2e-3 + 2e-2|g|); %d of 8 differ from the noiseless "
-                    "gradient by more than it\n",
+    fprintf(stderr,
+            "  %s: 8 largest LoRA gradients with NEFTune vs central differences: worst "
+            "%.2f of the tolerance (2e-3 + 2e-2|g|); %d of 8 differ from the noiseless "
+            "gradient by more than it\n",
             name, worst, dist);
     CHECK(dist >= 4);
 

@@ -455,10 +455,9 @@ static int forward(dp_gpu_train *t, const dp_batch *b, const gt_batch *gb, bool 
                 : ops->embedding_forward(t->xs, t->tokens, t->gm.embed, N, C, c->V));
     /* NEFTune: training steps only (seeded); xs[0] keeps the noise for the recomputation */
     if (gb->seed && t->neftune_alpha > 0)
-        TRY(t->bf16 ? ops->neftune_forward_bf16(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha,
-                                                gb->seed)
-                    : ops->neftune_forward(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha,
-                                           gb->seed));
+        TRY(t->bf16
+                ? ops->neftune_forward_bf16(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha, gb->seed)
+                : ops->neftune_forward(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha, gb->seed));
     for (int l = 0; l < c->L; l++)
         TRY(layer_forward(t, l, row(t, t->xs, (size_t)l * N, C),
                           row(t, t->xs, (size_t)(l + 1) * N, C), &t->acts[t->nacts > 1 ? l : 0],

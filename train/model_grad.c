@@ -74,8 +74,8 @@ struct dp_grad_ws {
                                   * never waits before overwriting the previous layer's */
     /* LoRA gradients of one layer for threads 1.., summed into lora->grads after the layer in
      * thread order (thread 0 accumulates in place) */
-    float *gpart;  /* (2, nt - 1, glayer): layer l uses half l % 2 */
-    size_t glayer; /* LoRA parameters per layer */
+    float *gpart;        /* (2, nt - 1, glayer): layer l uses half l % 2 */
+    size_t glayer;       /* LoRA parameters per layer */
     float neftune_alpha; /* > 0: NEFTune noise on the embedded rows of training steps */
     double tloss[64];
     int64_t tcount[64];

@@ -414,8 +414,8 @@ done:
 int dp_find_lr(const dp_train_opts *o, const dp_lr_find_opts *f, dp_lr_find_result *r) {
     memset(r, 0, sizeof *r);
     r->suggested = r->lr_at_min = NAN;
-    if (!(f->lr_min > 0 && f->lr_max > f->lr_min && f->steps >= 8 && f->beta >= 0 &&
-          f->beta < 1 && f->diverge > 1))
+    if (!(f->lr_min > 0 && f->lr_max > f->lr_min && f->steps >= 8 && f->beta >= 0 && f->beta < 1 &&
+          f->diverge > 1))
         return dp_fail("LR range test: needs 0 < lr_min < lr_max, at least 8 steps, smoothing "
                        "in [0, 1) and a divergence factor above 1");
     dp_lora *lora = o->lora;

@@ -28,12 +28,12 @@ typedef struct {
     double lr, warmup_ratio;
     long warmup_steps; /* < 0: use warmup_ratio */
     dp_adamw_config adam;
-    long eval_every; /* 0: only before and after */
-    long save_every; /* 0: only at the end / on interrupt */
-    long early_stop; /* 0: off; else evaluations without improvement before stopping */
-    long stop_at;    /* > 0: save a checkpoint at this step and end, as SIGINT does */
-    bool recompute;  /* per-layer recomputation */
-    int ce_chunk;    /* rows of logits at once (0: DP_CE_CHUNK_DEFAULT) */
+    long eval_every;     /* 0: only before and after */
+    long save_every;     /* 0: only at the end / on interrupt */
+    long early_stop;     /* 0: off; else evaluations without improvement before stopping */
+    long stop_at;        /* > 0: save a checkpoint at this step and end, as SIGINT does */
+    bool recompute;      /* per-layer recomputation */
+    int ce_chunk;        /* rows of logits at once (0: DP_CE_CHUNK_DEFAULT) */
     float neftune_alpha; /* > 0: NEFTune noise on the input embeddings of training steps */
     /* GPU backend (dp_cuda_ops or dp_emu_ops) for the gradients, the optimizer and validation,
      * or NULL for the CPU (the parameters and moments come back to the host each step, for the
