@@ -18,10 +18,13 @@
 #include "train/adapter.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
+#include "train/eval.h"
+#include "infer/generate.h"
 #include "train/memplan.h"
 #include "train/trainer.h"
 
 #include <cjson/cJSON.h>
+#include <errno.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,11 +35,12 @@
 
 typedef struct {
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
-        *persona, *system_override, *device_s;
+        *persona, *system_override, *device_s, *find_lr_csv;
     int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
-        save_every, early_stop, stop_at, ce_chunk, vram;
-    double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps;
-    bool rslora, resume, fp32_base, no_recompute, no_cache;
+        save_every, early_stop, stop_at, ce_chunk, vram, find_lr_steps, samples, sample_tokens;
+    double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps,
+        neftune_alpha, find_lr_min, find_lr_max;
+    bool find_lr, rslora, resume, fp32_base, no_recompute, no_cache;
 } train_options;
 
 static train_options train_defaults(void) {
@@ -56,7 +60,12 @@ static train_options train_defaults(void) {
                            .max_grad_norm = 1.0,
                            .beta1 = 0.9,
                            .beta2 = 0.999,
-                           .adam_eps = 1e-8};
+                           .adam_eps = 1e-8,
+                           .find_lr_steps = 100,
+                           .samples = 3,
+                           .sample_tokens = 40,
+                           .find_lr_min = 1e-6,
+                           .find_lr_max = 1.0};
 }
 
 /* the most micro-batches one optimizer step may add up (the loop has no fixed arrays) */
@@ -76,6 +85,9 @@ static const dp_opt opts[] = {
     {"alpha", DP_OPT_DOUBLE, F(alpha), "A", "LoRA alpha (default 2 x r)"},
     {"dropout", DP_OPT_DOUBLE, F(dropout), "P", "LoRA dropout (default 0.05)"},
     {"rslora", DP_OPT_FLAG, F(rslora), NULL, "scale alpha/sqrt(r) instead of alpha/r"},
+    {"neftune-alpha", DP_OPT_DOUBLE, F(neftune_alpha), "A",
+     "NEFTune: uniform noise of scale A/sqrt(L*C) on the input embeddings while training "
+     "(the paper uses 5; default 0, off)"},
     {"lr", DP_OPT_DOUBLE, F(lr), "LR", "peak learning rate (default 2e-4)"},
     {"schedule", DP_OPT_STRING, F(sched_s), "NAME", "constant, linear or cosine (default cosine)"},
     {"warmup-steps", DP_OPT_INT, F(warmup_steps), "N", "linear warmup steps (wins over the ratio)"},
@@ -100,6 +112,10 @@ static const dp_opt opts[] = {
      "validation loss every N steps (and at the end)"},
     {"early-stop", DP_OPT_INT, F(early_stop), "PATIENCE",
      "stop after PATIENCE evaluations without a better val loss"},
+    {"samples", DP_OPT_INT, F(samples), "N",
+     "at each evaluation, replies to the first N validation contexts (chat's sampler, seed 1), "
+     "printed and kept in metrics.h5 (default 3; 0 off)"},
+    {"sample-tokens", DP_OPT_INT, F(sample_tokens), "N", "longest sampled reply (default 40)"},
     {"save-every", DP_OPT_INT, F(save_every), "N", "checkpoint every N steps (and at the end)"},
     {"resume", DP_OPT_FLAG, F(resume), NULL,
      "continue from DIR/checkpoint.h5 with the same options"},
@@ -115,6 +131,15 @@ static const dp_opt opts[] = {
      "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
     {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS",
      "rows of logits at once in the loss (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
+    {"find-lr", DP_OPT_FLAG, F(find_lr), NULL,
+     "LR range test instead of training: an exponential lr sweep on a throwaway copy of the "
+     "adapter, the loss-vs-lr plot and the suggested peak lr; writes nothing to --out"},
+    {"find-lr-steps", DP_OPT_INT, F(find_lr_steps), "N", "steps of the sweep (default 100)"},
+    {"find-lr-min", DP_OPT_DOUBLE, F(find_lr_min), "LR", "first lr of the sweep (default 1e-6)"},
+    {"find-lr-max", DP_OPT_DOUBLE, F(find_lr_max), "LR", "last lr of the sweep (default 1)"},
+    {"find-lr-csv", DP_OPT_STRING, F(find_lr_csv), "FILE",
+     "the sweep as CSV (step,lr,loss,smoothed), and FILE.png beside it when python3 has "
+     "matplotlib"},
     {"device", DP_OPT_STRING, F(device_s), "NAME",
      "auto (CUDA when a device is present), cpu or cuda (default auto)"},
     {"vram", DP_OPT_SIZE, F(vram), "SIZE",
@@ -162,8 +187,8 @@ static char *data_system_prompt(const char *path) {
 }
 
 /* Tokenized data from the cache, or rendered and cached. */
-static int token_data(const train_options *o, const char *path, dp_train_render_ctx *rc, uint64_t tok_fp,
-                      dp_token_data *d, bool quiet) {
+static int token_data(const train_options *o, const char *path, dp_train_render_ctx *rc,
+                      uint64_t tok_fp, dp_token_data *d, bool quiet) {
     uint64_t fh;
     if (dp_hash_file(path, &fh)) return -1;
     uint64_t parts[4] = {fh, tok_fp, (uint64_t)o->max_seq, (uint64_t)rc->fmt};
@@ -206,6 +231,7 @@ static cJSON *run_config(const train_options *o) {
     cJSON_AddNumberToObject(j, "alpha", o->alpha);
     cJSON_AddNumberToObject(j, "dropout", o->dropout);
     cJSON_AddBoolToObject(j, "rslora", o->rslora);
+    cJSON_AddNumberToObject(j, "neftune_alpha", o->neftune_alpha);
     cJSON_AddNumberToObject(j, "lr", o->lr);
     cJSON_AddStringToObject(j, "schedule", o->sched_s);
     cJSON_AddNumberToObject(j, "warmup_steps", (double)o->warmup_steps);
@@ -235,16 +261,37 @@ static int check_resume_config(const char *ckpt, const cJSON *now) {
     free(text);
     if (bad) return -1;
     if (!then) return dp_fail("%s: the run configuration in the checkpoint is not JSON", ckpt);
-    static const char *const keys[] = {
-        "model",         "data",         "targets",      "r",
-        "alpha",         "dropout",      "rslora",       "lr",
-        "schedule",      "warmup_steps", "warmup_ratio", "weight_decay",
-        "max_grad_norm", "beta1",        "beta2",        "adam_eps",
-        "max_seq",       "batch_tokens", "grad_accum",   "epochs",
-        "max_steps",     "seed",         "fp32_base",    NULL};
+    static const char *const keys[] = {"model",
+                                       "data",
+                                       "targets",
+                                       "r",
+                                       "alpha",
+                                       "dropout",
+                                       "rslora",
+                                       "lr",
+                                       "schedule",
+                                       "warmup_steps",
+                                       "warmup_ratio",
+                                       "weight_decay",
+                                       "max_grad_norm",
+                                       "beta1",
+                                       "beta2",
+                                       "adam_eps",
+                                       "max_seq",
+                                       "batch_tokens",
+                                       "grad_accum",
+                                       "epochs",
+                                       "max_steps",
+                                       "seed",
+                                       "fp32_base",
+                                       "neftune_alpha",
+                                       NULL};
     int rc = 0;
     for (int i = 0; keys[i] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItem(then, keys[i]), *b = cJSON_GetObjectItem(now, keys[i]);
+        /* checkpoints from before NEFTune existed trained without it */
+        if (!a && !strcmp(keys[i], "neftune_alpha") && cJSON_IsNumber(b) && b->valuedouble == 0)
+            continue;
         if (!cJSON_Compare(a, b, true)) {
             char *sa = a ? cJSON_PrintUnformatted(a) : NULL,
                  *sb = b ? cJSON_PrintUnformatted(b) : NULL;
@@ -272,8 +319,14 @@ static bool is_dir(const char *p) {
  * depend on other options (alpha, batch-tokens). 0 or the exit code. */
 static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets) {
     const dp_command_spec *S = &dp_train_spec;
-    if (!o->model_path || !o->data_path || !o->out_dir)
+    if (!o->model_path || !o->data_path || (!o->out_dir && !o->find_lr))
         return dp_usage_error(S, "--model, --data and --out are required");
+    if (o->find_lr && o->resume)
+        return dp_usage_error(S, "--find-lr trains a throwaway copy: it does not --resume");
+    if (o->find_lr && (o->find_lr_steps < 8 || o->find_lr_steps > 100000 ||
+                       !(o->find_lr_min > 0 && o->find_lr_max > o->find_lr_min)))
+        return dp_usage_error(S, "--find-lr: needs 8..100000 steps and 0 < --find-lr-min < "
+                                 "--find-lr-max");
     if (!is_file(o->model_path) && !is_dir(o->model_path))
         return dp_usage_error(S, "--model %s: no such file or directory", o->model_path);
     if (!is_file(o->data_path))
@@ -287,6 +340,9 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
     if (!(o->dropout >= 0 && o->dropout < 1))
         return dp_usage_error(S, "--dropout %g: must be in [0, 1)", o->dropout);
     if (!(o->lr > 0 && o->lr < 1)) return dp_usage_error(S, "--lr %g: must be in (0, 1)", o->lr);
+    if (!(o->neftune_alpha >= 0 && o->neftune_alpha <= 1000))
+        return dp_usage_error(S, "--neftune-alpha %g: must be in [0, 1000] (the paper uses 5-15)",
+                              o->neftune_alpha);
     if (o->max_seq < 16 || o->max_seq > 1 << 20)
         return dp_usage_error(S, "--max-seq %lld: must be 16..1048576", (long long)o->max_seq);
     if (o->batch_tokens && o->batch_tokens < o->max_seq)
@@ -303,6 +359,8 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
         o->early_stop < 0 || o->ce_chunk < 0)
         return dp_usage_error(S, "step counts (--max-steps, --stop-at, --eval-every, "
                                  "--save-every, --early-stop, --ce-chunk) cannot be negative");
+    if (o->samples < 0 || o->samples > 64 || o->sample_tokens < 1 || o->sample_tokens > 4096)
+        return dp_usage_error(S, "--samples must be 0..64 and --sample-tokens 1..4096");
     if (o->early_stop > 0 && (!o->val_path || o->eval_every == 0))
         return dp_usage_error(S, "--early-stop needs --val and --eval-every");
     if (!(o->warmup_ratio >= 0 && o->warmup_ratio < 1))
@@ -319,10 +377,11 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
     if (o->format_s && dp_chat_format_parse(o->format_s, &fmt))
         return dp_usage_error(S, "--chat-format: %s", dp_last_error());
     char ckpt[4200];
-    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir);
-    if (o->resume && !is_file(ckpt))
+    snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir ? o->out_dir : ".");
+    if (o->find_lr) { /* nothing of the run directory is used */
+    } else if (o->resume && !is_file(ckpt))
         return dp_usage_error(S, "--resume: no checkpoint at %s", ckpt);
-    if (!o->resume && is_file(ckpt))
+    else if (!o->resume && is_file(ckpt))
         return dp_usage_error(S,
                               "%s holds a checkpoint: add --resume to continue it, or choose "
                               "another --out",
@@ -392,9 +451,13 @@ typedef struct {
     char *meta;        /* doppel.json text before training (cJSON_Print) */
     char *config_text; /* cJSON_PrintUnformatted */
     uint64_t tok_fp;
+    dp_eval_set sample_set; /* the validation set, whose first n_samples contexts are sampled */
+    int n_samples;
+    dp_eval_gen_opts sample_opts;
 } train_run;
 
 static void run_free(train_run *r) {
+    dp_eval_set_free(&r->sample_set);
     cJSON_Delete(r->config);
     cJSON_free(r->config_text);
     cJSON_free(r->meta);
@@ -455,6 +518,30 @@ static int run_prepare(const train_options *o, unsigned targets, train_run *r, b
     return r->config_text && r->meta ? 0 : -1;
 }
 
+/* trainer.h's sample callback: the adapter's replies to the first contexts of the validation
+ * set, as doppel eval generates them (chat's sampler and stop set, the run's system prompt) */
+static int sample_replies(void *ctx, const dp_lora *lora, char **texts) {
+    train_run *r = ctx;
+    unsigned char ended[64];
+    return dp_eval_generate(r->model, lora, r->rctx.tok, r->rctx.fmt, &r->sample_set,
+                            (size_t)r->n_samples, &r->sample_opts, texts, ended);
+}
+
+/* The validation contexts to sample while training (none without --val or with --samples 0). */
+static int sample_prepare(const train_options *o, train_run *r) {
+    if (!o->val_path || o->samples <= 0) return 0;
+    if (dp_eval_set_load(o->val_path, &r->sample_set)) return -1;
+    r->n_samples = r->sample_set.n < (size_t)o->samples ? (int)r->sample_set.n : (int)o->samples;
+    r->sample_opts = (dp_eval_gen_opts){.max_tokens = (int)o->sample_tokens,
+                                        .max_context = (int)o->max_seq + (int)o->sample_tokens,
+                                        .system = r->sys_prompt};
+    r->sample_opts.sampling = dp_sampler_defaults();
+    if (dp_sampler_params_from_generation_config(&r->sample_opts.sampling, o->model_path))
+        return -1;
+    r->sample_opts.sampling.seed = 1;
+    return 0;
+}
+
 static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched_kind sk,
                                   const dp_gpu_ops *gpu, bool quiet) {
     return (dp_train_opts){.model = r->model,
@@ -478,6 +565,7 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .stop_at = (long)o->stop_at,
                            .recompute = !o->no_recompute,
                            .ce_chunk = (int)o->ce_chunk,
+                           .neftune_alpha = (float)o->neftune_alpha,
                            .gpu = gpu,
                            .gpu_bf16 = true,
                            .out_dir = o->out_dir,
@@ -486,7 +574,10 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .doppel_json = r->meta,
                            .resume = o->resume,
                            .quiet = quiet,
-                           .stop_flag = &interrupted};
+                           .stop_flag = &interrupted,
+                           .sample = r->n_samples ? sample_replies : NULL,
+                           .sample_ctx = r,
+                           .n_samples = r->n_samples};
 }
 
 static void print_result(const train_options *o, const dp_train_result *res) {
@@ -543,7 +634,7 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
         return DP_EXIT_USAGE;
     }
     int status = DP_EXIT_ERROR;
-    if (run_prepare(o, targets, &r, quiet)) goto done;
+    if (run_prepare(o, targets, &r, quiet) || sample_prepare(o, &r)) goto done;
     dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
     if (!quiet) {
         char tl[128];
@@ -572,6 +663,141 @@ done:
     return status;
 }
 
+/* ------------------------------------------------------------------ --find-lr */
+
+/* The smoothed loss against log lr in the terminal: '*' the smoothed loss, 'o' its minimum,
+ * '^' under the axis the suggested lr. */
+static void text_plot(FILE *out, const dp_lr_find_result *r) {
+    enum { W = 64, H = 14 };
+    double lo = INFINITY, hi = -INFINITY;
+    for (long i = 0; i < r->n; i++)
+        if (isfinite(r->smoothed[i])) lo = fmin(lo, r->smoothed[i]), hi = fmax(hi, r->smoothed[i]);
+    if (!isfinite(lo) || r->n < 2) return;
+    if (hi - lo < 1e-9) hi = lo + 1e-9;
+    double x0 = log(r->lr[0]), x1 = log(r->lr[r->n - 1]);
+    char grid[H][W + 1];
+    memset(grid, ' ', sizeof grid);
+    for (long i = 0; i < r->n; i++) {
+        if (!isfinite(r->smoothed[i])) continue;
+        int x = (int)lround((log(r->lr[i]) - x0) / (x1 - x0) * (W - 1));
+        int y = (int)lround((hi - r->smoothed[i]) / (hi - lo) * (H - 1));
+        grid[y][x] = i == r->i_min ? 'o' : (grid[y][x] == 'o' ? 'o' : '*');
+    }
+    fprintf(out, "smoothed loss vs lr (log scale)\n");
+    for (int y = 0; y < H; y++) {
+        grid[y][W] = 0;
+        double v = hi - (hi - lo) * y / (H - 1);
+        fprintf(out, "%8.4f |%s\n", v, grid[y]);
+    }
+    fprintf(out, "         +");
+    for (int x = 0; x < W; x++) fputc('-', out);
+    fputc('\n', out);
+    char marks[W + 1];
+    memset(marks, ' ', W);
+    marks[W] = 0;
+    if (isfinite(r->suggested) && log(r->suggested) >= x0) {
+        int x = (int)lround((log(r->suggested) - x0) / (x1 - x0) * (W - 1));
+        marks[x] = '^';
+    }
+    fprintf(out, "          %s\n", marks);
+    fprintf(out, "          %-*.1e%.1e\n", W - 7, r->lr[0], r->lr[r->n - 1]);
+}
+
+/* matplotlib's figure of the CSV, run when python3 has it (exit 3 when it does not) */
+static const char lr_plot_py[] =
+    "import csv, os, sys\n"
+    "try:\n"
+    "    import matplotlib\n"
+    "    matplotlib.use('Agg')\n"
+    "    import matplotlib.pyplot as plt\n"
+    "except ImportError:\n"
+    "    sys.exit(3)\n"
+    "rows = list(csv.DictReader(open(os.environ['DOPPEL_LR_CSV'])))\n"
+    "lr = [float(r['lr']) for r in rows]\n"
+    "fig, ax = plt.subplots(figsize=(7, 4))\n"
+    "ax.plot(lr, [float(r['loss']) for r in rows], alpha=0.35, label='loss')\n"
+    "ax.plot(lr, [float(r['smoothed']) for r in rows], label='smoothed loss')\n"
+    "s = float(os.environ['DOPPEL_LR_SUGGESTED'])\n"
+    "ax.axvline(s, color='k', ls='--', label='suggested %.2g (min / 10)' % s)\n"
+    "ax.set_xscale('log'); ax.set_xlabel('learning rate'); ax.set_ylabel('training loss')\n"
+    "fin = [float(r['smoothed']) for r in rows if float(r['smoothed']) < 1e30]\n"
+    "ax.set_ylim(min(fin) - 0.1 * (max(fin) - min(fin)), fin[0] + 0.5 * (max(fin) - min(fin)))\n"
+    "ax.legend(); ax.set_title('doppel train --find-lr')\n"
+    "fig.tight_layout(); fig.savefig(os.environ['DOPPEL_LR_PNG'], dpi=110)\n";
+
+static int write_lr_csv(const char *path, const dp_lr_find_result *r, bool quiet) {
+    FILE *f = fopen(path, "w");
+    if (!f) return dp_fail("%s: cannot write the sweep (%s)", path, strerror(errno));
+    fprintf(f, "step,lr,loss,smoothed\n");
+    for (long i = 0; i < r->n; i++)
+        fprintf(f, "%ld,%.9g,%.9g,%.9g\n", i + 1, r->lr[i],
+                isfinite(r->loss[i]) ? r->loss[i] : 1e308,
+                isfinite(r->smoothed[i]) ? r->smoothed[i] : 1e308);
+    if (fclose(f)) return dp_fail("%s: cannot write the sweep (disk full?)", path);
+    if (!isfinite(r->suggested)) return 0;
+    /* FILE.png beside it (FILE without its .csv) */
+    char png[4200];
+    size_t n = strlen(path);
+    if (n > 4 && !strcmp(path + n - 4, ".csv")) n -= 4;
+    snprintf(png, sizeof png, "%.*s.png", (int)n, path);
+    char sug[64];
+    snprintf(sug, sizeof sug, "%.9g", r->suggested);
+    setenv("DOPPEL_LR_CSV", path, 1), setenv("DOPPEL_LR_PNG", png, 1);
+    setenv("DOPPEL_LR_SUGGESTED", sug, 1);
+    FILE *py = popen("python3 - 2>/dev/null", "w");
+    int rc = -1;
+    if (py) {
+        fputs(lr_plot_py, py);
+        rc = pclose(py);
+    }
+    if (!quiet)
+        fprintf(stderr,
+                rc == 0 ? "train: the plot is in %s\n"
+                        : "train: no plot picture (%s needs python3 with matplotlib)\n",
+                png);
+    return 0;
+}
+
+/* The LR range test: loads what training loads, sweeps, prints. The exit code. */
+static int find_lr(const train_options *o, dp_sched_kind sk, unsigned targets,
+                   const dp_gpu_ops *gpu, bool quiet) {
+    train_run r = {.config = run_config(o)};
+    int status = DP_EXIT_ERROR;
+    dp_lr_find_result res = {0};
+    if (run_prepare(o, targets, &r, quiet)) goto done;
+    dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
+    to.out_dir = NULL; /* nothing is written to the run */
+    dp_lr_find_opts f = {.lr_min = o->find_lr_min,
+                         .lr_max = o->find_lr_max,
+                         .steps = (long)o->find_lr_steps,
+                         .beta = 0.9,
+                         .diverge = 4};
+    struct sigaction sa = {0}, old;
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, &old);
+    int rc = dp_find_lr(&to, &f, &res);
+    sigaction(SIGINT, &old, NULL);
+    if (rc) goto done;
+    text_plot(stdout, &res);
+    if (!isfinite(res.suggested)) {
+        dp_fail("--find-lr: no step had a trained token (is the data empty?)");
+        goto done;
+    }
+    printf("%ld steps from %.2e to %.2e%s; smoothed loss lowest (%.4f) at lr %.3g\n", res.n,
+           res.lr[0], res.lr[res.n - 1], res.diverged ? ", stopped at divergence" : "",
+           res.smoothed[res.i_min], res.lr_at_min);
+    printf("suggested peak lr: %.3g (the lr at the smoothed minimum / 10): --lr %.3g\n",
+           res.suggested, res.suggested);
+    if (o->find_lr_csv && write_lr_csv(o->find_lr_csv, &res, quiet)) goto done;
+    status = DP_EXIT_OK;
+done:
+    if (status != DP_EXIT_OK) fprintf(stderr, "doppel train: %s\n", dp_last_error());
+    dp_lr_find_result_free(&res);
+    run_free(&r);
+    return status;
+}
+
 int dp_cmd_train(int argc, char **argv) {
     train_options o = train_defaults();
     dp_cli cli;
@@ -582,7 +808,9 @@ int dp_cmd_train(int argc, char **argv) {
     const dp_gpu_ops *gpu = NULL;
     rc = check_options(&o, &sk, &targets);
     if (!rc) rc = choose_device(&o, targets, &gpu, cli.quiet);
-    if (!rc) rc = train(&o, sk, targets, gpu, cli.quiet);
+    if (!rc)
+        rc = o.find_lr ? find_lr(&o, sk, targets, gpu, cli.quiet)
+                       : train(&o, sk, targets, gpu, cli.quiet);
     dp_cli_free(&cli);
     return rc;
 }

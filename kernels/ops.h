@@ -18,6 +18,13 @@ extern "C" {
 
 /* ---- embedding: out[n] = table[tokens[n]]. out: (N, C); table: (V, C). */
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C);
+/* ---- NEFTune (Jain et al. 2023): x (N, C) += alpha / sqrt(L * C) * u, u uniform in (-1, 1]
+ * from Philox stream (seed, DP_NEFTUNE_STREAM) element n * C + c, L the length of row n's
+ * sequence (cu_seqlens (nseq + 1)); only rows [n0, n1) change (a thread's share). Training only:
+ * the noise is a constant offset on the frozen embedding, so no backward. */
+#define DP_NEFTUNE_STREAM 0x4e4546544e45ull /* apart from dropout's layer * 8 + module */
+void neftune_forward(float *x, const int32_t *cu_seqlens, int nseq, int n0, int n1, int C,
+                     float alpha, uint64_t seed);
 
 /* ---- RMSNorm: out = weight * x * rsqrt(mean(x^2) + eps), per row.
  * out, inp: (N, C); weight: (C); rstd: (N) saved for the backward pass (may be NULL). */

@@ -23,6 +23,7 @@ struct dp_gpu_train {
     size_t n;        /* LoRA parameters */
     int maxN, nacts; /* rows per micro-batch; 1 (recomputation) or L sets of activations */
     bool bf16;
+    float neftune_alpha; /* > 0: NEFTune noise on the embedded rows of training steps */
     dp_train_shape shape;
     dp_memplan plan;
     void **block;   /* (plan.n) one device allocation per item */
@@ -452,6 +453,11 @@ static int forward(dp_gpu_train *t, const dp_batch *b, const gt_batch *gb, bool 
     TRY(ops->upload(t->cu, b->cu_seqlens, (size_t)(b->nseq + 1) * 4));
     TRY(t->bf16 ? ops->embedding_forward_bf16(t->xs, t->tokens, t->gm.embed, N, C, c->V)
                 : ops->embedding_forward(t->xs, t->tokens, t->gm.embed, N, C, c->V));
+    /* NEFTune: training steps only (seeded); xs[0] keeps the noise for the recomputation */
+    if (gb->seed && t->neftune_alpha > 0)
+        TRY(t->bf16
+                ? ops->neftune_forward_bf16(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha, gb->seed)
+                : ops->neftune_forward(t->xs, t->cu, b->nseq, N, C, t->neftune_alpha, gb->seed));
     for (int l = 0; l < c->L; l++)
         TRY(layer_forward(t, l, row(t, t->xs, (size_t)l * N, C),
                           row(t, t->xs, (size_t)(l + 1) * N, C), &t->acts[t->nacts > 1 ? l : 0],
@@ -499,6 +505,10 @@ int dp_gpu_train_loss(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int6
     gt_batch gb = {.N = b->N, .nseq = b->nseq, .seed = 0};
     TRY(forward(t, b, &gb, false, 0.0f));
     return sum_losses(t, b, loss_sum, ntrained);
+}
+
+void dp_gpu_train_set_neftune(dp_gpu_train *t, float alpha) {
+    t->neftune_alpha = alpha;
 }
 
 int dp_gpu_train_zero_grads(dp_gpu_train *t) {

@@ -36,6 +36,9 @@ const dp_memplan *dp_gpu_train_plan(const dp_gpu_train *t);
  * (the same Philox draws as the CPU). *loss_sum, *ntrained as dp_model_grad. */
 int dp_gpu_train_grad(dp_gpu_train *t, const dp_batch *b, float dloss, uint64_t dropout_seed,
                       double *loss_sum, int64_t *ntrained);
+/* NEFTune noise on the embedded rows of dp_gpu_train_grad, as dp_grad_ws_set_neftune (the same
+ * Philox draws as the CPU); 0 turns it off. */
+void dp_gpu_train_set_neftune(dp_gpu_train *t, float alpha);
 /* Forward only, no dropout, nothing accumulated: the same sums, for validation. */
 int dp_gpu_train_loss(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int64_t *ntrained);
 /* One optimizer step, as dp_adamw_step: global grad norm (returned in *norm, before

@@ -74,8 +74,9 @@ struct dp_grad_ws {
                                   * never waits before overwriting the previous layer's */
     /* LoRA gradients of one layer for threads 1.., summed into lora->grads after the layer in
      * thread order (thread 0 accumulates in place) */
-    float *gpart;  /* (2, nt - 1, glayer): layer l uses half l % 2 */
-    size_t glayer; /* LoRA parameters per layer */
+    float *gpart;        /* (2, nt - 1, glayer): layer l uses half l % 2 */
+    size_t glayer;       /* LoRA parameters per layer */
+    float neftune_alpha; /* > 0: NEFTune noise on the embedded rows of training steps */
     double tloss[64];
     int64_t tcount[64];
     int blas_threads;
@@ -197,6 +198,10 @@ void dp_grad_ws_free(dp_grad_ws *ws) {
     free(ws->mem);
     free(ws->acts);
     free(ws);
+}
+
+void dp_grad_ws_set_neftune(dp_grad_ws *ws, float alpha) {
+    ws->neftune_alpha = alpha;
 }
 
 size_t dp_grad_ws_bytes(const dp_grad_ws *ws) {
@@ -423,6 +428,12 @@ static layer_acts *layer_setup(thr *th, int l) {
 static int train_layer(void *ctx, int l, const float **x, float **x_out, dp_block_acts **A) {
     thr *th = ctx;
     size_t NC = (size_t)th->b->N * th->ws->C;
+    /* before layer 0: the trunk has just embedded this thread's rows into xs[0]; NEFTune's noise
+     * goes there, in training steps only (seeded), and stays for the recomputation and the
+     * backward, which read xs[0] */
+    if (l == 0 && th->ws->neftune_alpha > 0 && th->seed)
+        neftune_forward(th->ws->xs, th->b->cu_seqlens, th->b->nseq, th->n0, th->n1, th->ws->C,
+                        th->ws->neftune_alpha, th->seed);
     *x = th->ws->xs + l * NC, *x_out = th->ws->xs + (l + 1) * NC;
     *A = layer_setup(th, l);
     return 0;

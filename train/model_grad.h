@@ -20,6 +20,10 @@ typedef struct dp_grad_ws dp_grad_ws;
 dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
                               bool recompute, int ce_chunk);
 void dp_grad_ws_free(dp_grad_ws *ws);
+/* NEFTune (kernels/ops.h neftune_forward): alpha > 0 adds uniform noise of scale
+ * alpha / sqrt(L * C) to the input embeddings of every dp_model_grad call with a non-zero seed
+ * (keyed by that seed); validation and logits never see it. 0 (the default) turns it off. */
+void dp_grad_ws_set_neftune(dp_grad_ws *ws, float alpha);
 /* Bytes the workspace holds (activations and scratch), for the memory report. */
 size_t dp_grad_ws_bytes(const dp_grad_ws *ws);
 /* Seconds spent per phase by dp_model_grad since the workspace was created (the benchmark's
@@ -33,7 +37,8 @@ void dp_grad_ws_times(const dp_grad_ws *ws, dp_grad_times *t);
 
 /* Forward + backward of one micro-batch. LoRA gradients ACCUMULATE into lora->grads, for the
  * loss sum(CE over trained rows) * dloss (dloss = 1 / trained rows of the whole optimizer step).
- * dropout_seed keys the dropout masks (same seed -> same masks; ignored when dropout is 0).
+ * dropout_seed keys the dropout masks (same seed -> same masks; ignored when dropout is 0) and
+ * NEFTune's noise (dp_grad_ws_set_neftune).
  * *loss_sum gets the sum of the per-row losses, *ntrained the trained rows. */
 int dp_model_grad(dp_grad_ws *ws, const dp_model *model, dp_lora *lora, const dp_batch *b,
                   float dloss, uint64_t dropout_seed, double *loss_sum, int64_t *ntrained);

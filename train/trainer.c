@@ -157,8 +157,10 @@ typedef struct {
     dp_schedule sched;
 } train_loop;
 
-/* The moments, the workspace (or the GPU step), the resumed state and the metrics file. */
-static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train_result *res) {
+/* The moments, the workspace (or the GPU step), the resumed state and the metrics file; with
+ * `files` false (the LR range test) nothing is read from or written to the run directory. */
+static int loop_open(train_loop *t, const dp_train_opts *o, long total, bool files,
+                     dp_train_result *res) {
     dp_lora *lora = o->lora;
     /* one default for both steps and the planner (the steps' own fallbacks are not used) */
     const int ce_chunk = o->ce_chunk > 0 ? o->ce_chunk : DP_CE_CHUNK_DEFAULT;
@@ -174,10 +176,11 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train
         t->ws = dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, ce_chunk);
     if (!t->m || !t->v || (!t->ws && !o->gpu) || dp_batch_buf_init(&t->bb, o->batch_tokens))
         return -1;
+    if (t->ws) dp_grad_ws_set_neftune(t->ws, o->neftune_alpha);
     res->workspace_bytes = t->ws ? dp_grad_ws_bytes(t->ws) : 0;
 
     char path[4200];
-    if (o->resume) {
+    if (o->resume && files) {
         snprintf(path, sizeof path, "%s/checkpoint.h5", o->out_dir);
         if (dp_checkpoint_load(path, lora, t->m, t->v, &t->st)) return -1;
         if (t->st.seed != o->seed)
@@ -196,7 +199,11 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train
         if (dp_gpu_train_create(&t->gt, o->gpu, o->model, lora, &sh) ||
             dp_gpu_train_upload(t->gt, lora->params, t->m, t->v))
             return -1;
+        dp_gpu_train_set_neftune(t->gt, o->neftune_alpha);
     }
+    t->sched = (dp_schedule){.kind = o->sched, .lr = o->lr, .total_steps = total};
+    t->sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
+    if (!files) return 0;
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     t->mt = dp_metrics_open(path, o->resume ? t->st.step : -1);
     if (!t->mt && o->resume) {
@@ -211,10 +218,7 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, dp_train
             t->mt = dp_metrics_open(path, -1);
         }
     }
-    if (!t->mt) return -1;
-    t->sched = (dp_schedule){.kind = o->sched, .lr = o->lr, .total_steps = total};
-    t->sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
-    return 0;
+    return t->mt ? 0 : -1;
 }
 
 static void loop_close(train_loop *t) {
@@ -229,7 +233,8 @@ static void loop_close(train_loop *t) {
 }
 
 /* One optimizer step: the step's `accum` micro-batches, then AdamW. The step's mean loss (NAN
- * when no row is trained), its learning rate, the grad norm and the rows it read. */
+ * when no row is trained), its learning rate, the grad norm and the rows it read. 0; 1 when the
+ * loss is not finite (diverged); -1 on error. */
 static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int64_t *rows) {
     const dp_train_opts *o = t->o;
     dp_train_state *st = &t->st;
@@ -261,9 +266,11 @@ static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int
         st->cursor++;
     }
     *loss = trained > 0 ? loss_sum / (double)trained : NAN;
-    if (trained > 0 && !isfinite(*loss))
-        return dp_fail("step %lld: the loss is %g (diverged: lower --lr or check the data)",
-                       (long long)st->step + 1, *loss);
+    if (trained > 0 && !isfinite(*loss)) {
+        dp_fail("step %lld: the loss is %g (diverged: lower --lr or check the data)",
+                (long long)st->step + 1, *loss);
+        return 1;
+    }
     *lr = dp_schedule_lr(&t->sched, st->step);
     *gnorm = 0;
     if (trained > 0 && !t->gt)
@@ -273,6 +280,31 @@ static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int
     st->step++;
     st->tokens_seen += *rows;
     return 0;
+}
+
+/* Samples while training: the adapter's replies to the fixed validation contexts, printed and
+ * stored in the metrics file under this step. */
+static int loop_sample(train_loop *t) {
+    const dp_train_opts *o = t->o;
+    if (!o->sample || o->n_samples <= 0) return 0;
+    char **texts = dp_calloc((size_t)o->n_samples, sizeof *texts);
+    if (!texts) return -1;
+    int rc = host_state(t->gt, t->lora, t->m, t->v) || o->sample(o->sample_ctx, t->lora, texts)
+                 ? -1
+                 : dp_metrics_append_samples(t->mt, t->st.step, texts, o->n_samples);
+    if (!rc && !o->quiet) {
+        fprintf(stderr, "\ntrain: step %lld, replies to the fixed validation contexts:\n",
+                (long long)t->st.step);
+        for (int i = 0; i < o->n_samples; i++) {
+            fprintf(stderr, "  [%d] ", i + 1);
+            for (const char *c = texts[i] ? texts[i] : ""; *c; c++) /* one line each */
+                fputc((unsigned char)*c < 0x20 ? ' ' : *c, stderr); /* one line, no controls */
+            fputc('\n', stderr);
+        }
+    }
+    for (int i = 0; i < o->n_samples; i++) free(texts[i]);
+    free(texts);
+    return rc;
 }
 
 /* Validation after a step: the loss into the metrics row, best/ when it is the best so far. */
@@ -290,7 +322,7 @@ static int loop_validate(train_loop *t, dp_metrics_row *row) {
     if (!o->quiet)
         dp_progress_note(t->pg, "val loss %.4f (best %.4f at step %lld)", row->val_loss,
                          st->best_val, (long long)st->best_step);
-    return 0;
+    return loop_sample(t);
 }
 
 int dp_train(const dp_train_opts *o, dp_train_result *res) {
@@ -306,7 +338,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     int status = -1;
     train_loop t;
     dp_train_state *st = &t.st;
-    if (loop_open(&t, o, total, res)) goto done;
+    if (loop_open(&t, o, total, true, res)) goto done;
     if (o->val && !o->resume) {
         res->val_before = eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens);
         if (!o->quiet)
@@ -375,4 +407,80 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
 done:
     loop_close(&t);
     return status;
+}
+
+/* ------------------------------------------------------------------ LR range test */
+
+int dp_find_lr(const dp_train_opts *o, const dp_lr_find_opts *f, dp_lr_find_result *r) {
+    memset(r, 0, sizeof *r);
+    r->suggested = r->lr_at_min = NAN;
+    if (!(f->lr_min > 0 && f->lr_max > f->lr_min && f->steps >= 8 && f->beta >= 0 && f->beta < 1 &&
+          f->diverge > 1))
+        return dp_fail("LR range test: needs 0 < lr_min < lr_max, at least 8 steps, smoothing "
+                       "in [0, 1) and a divergence factor above 1");
+    dp_lora *lora = o->lora;
+    /* the throwaway copy: the sweep trains the caller's adapter, which gets its values back */
+    float *saved = dp_malloc(lora->n * sizeof(float));
+    r->lr = dp_calloc((size_t)f->steps, sizeof(double));
+    r->loss = dp_calloc((size_t)f->steps, sizeof(double));
+    r->smoothed = dp_calloc((size_t)f->steps, sizeof(double));
+    if (!saved || !r->lr || !r->loss || !r->smoothed) {
+        free(saved);
+        dp_lr_find_result_free(r);
+        return -1;
+    }
+    memcpy(saved, lora->params, lora->n * sizeof(float));
+    dp_train_result res;
+    train_loop t;
+    int status = -1;
+    if (loop_open(&t, o, f->steps, false, &res)) goto done;
+    t.sched = (dp_schedule){.kind = DP_SCHED_CONSTANT, .total_steps = f->steps};
+    dp_progress_opts popts = {.quiet = o->quiet};
+    t.pg = dp_progress_start("find-lr", f->steps, "step", &popts);
+    double ema = 0, best = INFINITY;
+    long seen = 0; /* steps with a loss, for the bias correction */
+    for (long k = 0; k < f->steps; k++) {
+        if (o->stop_flag && *o->stop_flag) break;
+        /* exponential sweep: lr_min at the first step, lr_max at the last */
+        t.sched.lr = f->lr_min * pow(f->lr_max / f->lr_min, (double)k / (double)(f->steps - 1));
+        double loss = NAN, lr = 0, gnorm = 0;
+        int64_t rows = 0;
+        int rc = loop_step(&t, &loss, &lr, &gnorm, &rows);
+        if (rc < 0) goto done;
+        r->lr[r->n] = t.sched.lr;
+        r->loss[r->n] = rc ? INFINITY : loss;
+        if (!isnan(loss) && !rc) { /* an EMA with Adam's bias correction (fastai's) */
+            ema = f->beta * ema + (1 - f->beta) * loss;
+            seen++;
+        }
+        double sm = seen ? ema / (1 - pow(f->beta, (double)seen)) : NAN;
+        r->smoothed[r->n] = rc ? INFINITY : sm;
+        r->n++;
+        if (rc || (seen && sm > f->diverge * best)) {
+            r->diverged = true;
+            break;
+        }
+        if (seen && sm < best) best = sm, r->i_min = r->n - 1;
+        dp_progress_note(t.pg, "lr %.2e  loss %.4f  smoothed %.4f", t.sched.lr, loss, sm);
+        dp_progress_update(t.pg, k + 1);
+    }
+    if (isfinite(best)) {
+        r->lr_at_min = r->lr[r->i_min];
+        r->suggested = r->lr_at_min / 10;
+    }
+    status = 0;
+done:
+    loop_close(&t);
+    memcpy(lora->params, saved, lora->n * sizeof(float));
+    memset(lora->grads, 0, lora->n * sizeof(float));
+    free(saved);
+    if (status) dp_lr_find_result_free(r);
+    return status;
+}
+
+void dp_lr_find_result_free(dp_lr_find_result *r) {
+    free(r->lr);
+    free(r->loss);
+    free(r->smoothed);
+    r->lr = r->loss = r->smoothed = NULL;
 }

@@ -72,6 +72,11 @@ typedef struct {
                                int C, int V))                                                     \
     X(embedding_backward, (float *dtable, const float *dout, const int32_t *tokens, int N, int C, \
                            int V))                                                                \
+    /* ---- NEFTune noise on the embedded rows, in place (the CPU twin's n0 = 0, n1 = N) */       \
+    X(neftune_forward, (float *x, const int32_t *cu_seqlens, int nseq, int N, int C, float alpha, \
+                        uint64_t seed))                                                           \
+    X(neftune_forward_bf16, (dp_bf16 *x, const int32_t *cu_seqlens, int nseq, int N, int C,       \
+                             float alpha, uint64_t seed))                                         \
     /* ---- RMSNorm */                                                                           \
     X(rmsnorm_forward, (float *out, float *rstd, const float *inp, const float *weight, int N,    \
                         int C, float eps))                                                        \
