@@ -5,7 +5,8 @@
  * exported chat templates (ChatML and Llama-3, with and without a default system prompt) render
  * the conversations of tests/fixtures/chat-render.json and a few harder ones exactly as
  * data/chat_format.c does, under jinja2 and through apply_chat_template. Skipped (77) when
- * python3 lacks transformers, torch, jinja2 or safetensors. */
+ * python3 lacks transformers, torch, jinja2 or safetensors. DOPPEL_MERGE_EXTRA_MODEL=DIR adds a
+ * Hugging Face model of one's own to the logits check (by hand: SmolLM2, see the merge notes). */
 #include "check.h"
 #include "data/base/json.h"
 #include "infer/export_hf.h"
@@ -101,14 +102,16 @@ int main(void) {
     int nconv = load_conversations(conv, clen, 24);
     CHECK(nconv > 3);
 
-    const char *names[] = {"tiny-llama", "tiny-qwen2", "tiny-qwen3"};
-    for (int a = 0; a < 3; a++) {
+    const char *names[] = {"tiny-llama", "tiny-qwen2", "tiny-qwen3", "extra"};
+    const char *extra = getenv("DOPPEL_MERGE_EXTRA_MODEL");
+    for (int a = 0; a < (extra && *extra ? 4 : 3); a++) {
         char model[4200], run[4200], out[4200], out16[4200], p[4300];
-        snprintf(model, sizeof model, FIXTURES "%s", names[a]);
+        snprintf(model, sizeof model, a == 3 ? "%s" : FIXTURES "%s", a == 3 ? extra : names[a]);
         snprintf(run, sizeof run, "%s/%s-run", tmp, names[a]);
         /* the qwen2 run has no system prompt: the template without a default */
         const char *sys = a == 1 ? NULL : SYSTEM;
-        CHECK(mfx_make_adapter(model, run, sys, "chatml", 11 + a, 0.3f) == 0);
+        /* a real model's logits run away under the tiny models' amplitude */
+        CHECK(mfx_make_adapter(model, run, sys, "chatml", 11 + a, a == 3 ? 0.02f : 0.3f) == 0);
         int V = 0;
         float *unmerged = mfx_logits(model, true, run, ids, T, &V);
         CHECK(unmerged != NULL);
