@@ -26,7 +26,8 @@ static const dp_opt opts[] = {
     {"out", DP_OPT_STRING, F(out_path), "PATH", "output (must not exist)"},
     {"format", DP_OPT_STRING, F(format), "hf|gguf", "output format (default hf)"},
     {"dtype", DP_OPT_STRING, F(dtype), "bf16|fp16|fp32", "weights of --format hf (default bf16)"},
-    {"type", DP_OPT_STRING, F(type), "f32|f16|q8_0|q4_0", "weights of --format gguf (default q8_0)"},
+    {"type", DP_OPT_STRING, F(type), "f32|f16|q8_0|q4_0",
+     "weights of --format gguf (default q8_0)"},
     {"merge-into", DP_OPT_STRING, F(merge_into), "dequantized|original",
      "add the adapter to the NF4-dequantized weights training saw (default) or to the base's "
      "original 16/32-bit weights"},
@@ -65,8 +66,8 @@ int dp_cmd_merge(int argc, char **argv) {
     int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
     dp_merge *mg = NULL;
-    dp_export_hf_opts eo = {.out_dir = o.out_path, .max_shard_bytes = o.max_shard,
-                            .quiet = cli.quiet};
+    dp_export_hf_opts eo = {
+        .out_dir = o.out_path, .max_shard_bytes = o.max_shard, .quiet = cli.quiet};
     dp_export_gguf_opts go = {.out_path = o.out_path, .quiet = cli.quiet};
     dp_merge_into into = DP_MERGE_INTO_DEQUANTIZED;
     bool gguf = !strcmp(o.format, "gguf");
@@ -74,8 +75,8 @@ int dp_cmd_merge(int argc, char **argv) {
     if (!o.model_path || !o.adapter_dir || !o.out_path)
         rc = dp_usage_error(&dp_merge_spec, "--model, --adapter and --out are required");
     else if (strcmp(o.format, "hf") && !gguf)
-        rc = dp_usage_error(&dp_merge_spec,
-                            "--format %s is not built (issue 13): hf or gguf", o.format);
+        rc = dp_usage_error(&dp_merge_spec, "--format %s is not built (issue 13): hf or gguf",
+                            o.format);
     else if (gguf && !strcmp(o.type, "f32"))
         go.type = DP_GGML_F32;
     else if (gguf && !strcmp(o.type, "f16"))
@@ -85,7 +86,8 @@ int dp_cmd_merge(int argc, char **argv) {
     else if (gguf && !strcmp(o.type, "q4_0"))
         go.type = DP_GGML_Q4_0;
     else if (gguf)
-        rc = dp_usage_error(&dp_merge_spec, "--type must be f32, f16, q8_0 or q4_0, not '%s'", o.type);
+        rc = dp_usage_error(&dp_merge_spec, "--type must be f32, f16, q8_0 or q4_0, not '%s'",
+                            o.type);
     else if (!strcmp(o.dtype, "bf16"))
         eo.dtype = DP_DT_BF16;
     else if (!strcmp(o.dtype, "fp16") || !strcmp(o.dtype, "f16"))
@@ -93,8 +95,8 @@ int dp_cmd_merge(int argc, char **argv) {
     else if (!strcmp(o.dtype, "fp32") || !strcmp(o.dtype, "f32"))
         eo.dtype = DP_DT_F32;
     else
-        rc = dp_usage_error(&dp_merge_spec, "--dtype must be bf16, fp16 or fp32, not '%s'",
-                            o.dtype);
+        rc =
+            dp_usage_error(&dp_merge_spec, "--dtype must be bf16, fp16 or fp32, not '%s'", o.dtype);
     if (!rc) {
         if (!strcmp(o.merge_into, "original"))
             into = DP_MERGE_INTO_ORIGINAL;
@@ -118,12 +120,13 @@ int dp_cmd_merge(int argc, char **argv) {
         goto out;
     }
     if (!cli.quiet)
-        fprintf(stderr,
-                "merged %s into %s (%s weights, %s) -> %s in %.1f s, peak RSS %.0f MiB\n",
-                o.adapter_dir, o.model_path, into == DP_MERGE_INTO_ORIGINAL ? "original"
-                                             : mg->fp32_base                ? "fp32"
-                                                                            : "NF4-dequantized",
-                gguf ? o.type : o.dtype, o.out_path, dp_now_seconds() - t0, dp_peak_rss_bytes() / 1048576.0);
+        fprintf(stderr, "merged %s into %s (%s weights, %s) -> %s in %.1f s, peak RSS %.0f MiB\n",
+                o.adapter_dir, o.model_path,
+                into == DP_MERGE_INTO_ORIGINAL ? "original"
+                : mg->fp32_base                ? "fp32"
+                                               : "NF4-dequantized",
+                gguf ? o.type : o.dtype, o.out_path, dp_now_seconds() - t0,
+                dp_peak_rss_bytes() / 1048576.0);
     printf("%s\n", o.out_path);
 out:
     dp_merge_close(mg);

@@ -59,11 +59,11 @@ typedef struct {
     int64_t ne[2]; /* innermost first */
     int type;
     gsrc src;
-    const float *floats;        /* T_FLOATS */
-    int layer;                  /* T_LINEAR */
-    dp_linear_id id;            /* T_LINEAR */
-    int permute_heads;          /* T_LINEAR: llama q/k back to GGUF's interleaved rows */
-    const dp_gguf_tensor *raw;  /* T_RAW: copied as it is */
+    const float *floats;       /* T_FLOATS */
+    int layer;                 /* T_LINEAR */
+    dp_linear_id id;           /* T_LINEAR */
+    int permute_heads;         /* T_LINEAR: llama q/k back to GGUF's interleaved rows */
+    const dp_gguf_tensor *raw; /* T_RAW: copied as it is */
     uint64_t offset, nbytes;
 } gtensor;
 
@@ -72,8 +72,8 @@ typedef struct {
     int n, cap;
 } glist;
 
-static const char *const gguf_linear[DP_N_LINEAR] = {
-    "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+static const char *const gguf_linear[DP_N_LINEAR] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                     "ffn_gate", "ffn_up", "ffn_down"};
 
 static gtensor *gpush(glist *l, const char *name, int n_dims, int64_t rows, int64_t cols) {
     if (l->n == l->cap) {
@@ -84,7 +84,8 @@ static gtensor *gpush(glist *l, const char *name, int n_dims, int64_t rows, int6
         l->cap = cap;
     }
     gtensor *t = &l->t[l->n++];
-    *t = (gtensor){.n_dims = n_dims, .ne = {n_dims == 2 ? cols : rows, n_dims == 2 ? rows : 1},
+    *t = (gtensor){.n_dims = n_dims,
+                   .ne = {n_dims == 2 ? cols : rows, n_dims == 2 ? rows : 1},
                    .type = DP_GGML_F32};
     snprintf(t->name, sizeof t->name, "%s", name);
     return t;
@@ -145,7 +146,8 @@ static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, g
         bool known = false;
         for (int i = 0; i < l->n && !known; i++) known = !strcmp(l->t[i].name, bt->name);
         if (known) continue;
-        if (bt->n_dims > 2) return dp_fail("%s: tensor %s has %d dims", base->path, bt->name, bt->n_dims);
+        if (bt->n_dims > 2)
+            return dp_fail("%s: tensor %s has %d dims", base->path, bt->name, bt->n_dims);
         if (!(t = gpush(l, bt->name, bt->n_dims, bt->n_dims == 2 ? bt->ne[1] : bt->ne[0],
                         bt->ne[0])))
             return -1;
@@ -155,9 +157,10 @@ static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, g
     for (int i = 0; i < l->n; i++) {
         gtensor *g = &l->t[i];
         int64_t numel = g->ne[0] * g->ne[1];
-        g->nbytes = g->src == T_RAW ? g->raw->nbytes
-                                    : (uint64_t)(numel / dp_ggml_block_elems(g->type) *
-                                                 dp_ggml_block_bytes(g->type));
+        g->nbytes =
+            g->src == T_RAW
+                ? g->raw->nbytes
+                : (uint64_t)(numel / dp_ggml_block_elems(g->type) * dp_ggml_block_bytes(g->type));
         g->offset = off;
         off += (g->nbytes + ALIGN - 1) / ALIGN * ALIGN;
     }
@@ -172,26 +175,45 @@ static void permute_rows(const float *w, float *out, int nh, int64_t rows, int64
         for (int64_t j = 0; j < D / 2; j++)
             for (int s = 0; s < 2; s++)
                 memcpy(out + (size_t)((h * D + 2 * j + s) * cols),
-                       w + (size_t)((h * D + s * (D / 2) + j) * cols), (size_t)cols * sizeof(float));
+                       w + (size_t)((h * D + s * (D / 2) + j) * cols),
+                       (size_t)cols * sizeof(float));
 }
 
 /* ------------------------------------------------------------------ metadata */
 
 /* the header is built in memory (the tokenizer's arrays are its bulk: a few MB), then written */
-static int put(dp_buf *w, const void *p, size_t n) { return dp_buf_append(w, p, n); }
-static int put_u32(dp_buf *w, uint32_t v) { return put(w, &v, 4); }
-static int put_u64(dp_buf *w, uint64_t v) { return put(w, &v, 8); }
+static int put(dp_buf *w, const void *p, size_t n) {
+    return dp_buf_append(w, p, n);
+}
+static int put_u32(dp_buf *w, uint32_t v) {
+    return put(w, &v, 4);
+}
+static int put_u64(dp_buf *w, uint64_t v) {
+    return put(w, &v, 8);
+}
 static int put_str(dp_buf *w, const char *s, uint64_t n) {
     return put_u64(w, n) || put(w, s, (size_t)n);
 }
 
 static size_t scalar_size(dp_gguf_vtype t) {
     switch (t) {
-    case DP_GGUF_U8: case DP_GGUF_I8: case DP_GGUF_BOOL: return 1;
-    case DP_GGUF_U16: case DP_GGUF_I16: return 2;
-    case DP_GGUF_U32: case DP_GGUF_I32: case DP_GGUF_F32: return 4;
-    case DP_GGUF_U64: case DP_GGUF_I64: case DP_GGUF_F64: return 8;
-    default: return 0;
+    case DP_GGUF_U8:
+    case DP_GGUF_I8:
+    case DP_GGUF_BOOL:
+        return 1;
+    case DP_GGUF_U16:
+    case DP_GGUF_I16:
+        return 2;
+    case DP_GGUF_U32:
+    case DP_GGUF_I32:
+    case DP_GGUF_F32:
+        return 4;
+    case DP_GGUF_U64:
+    case DP_GGUF_I64:
+    case DP_GGUF_F64:
+        return 8;
+    default:
+        return 0;
     }
 }
 
@@ -221,9 +243,13 @@ static int put_kv(dp_buf *w, const dp_gguf_kv *kv) {
 }
 
 static bool replaced_key(const char *k) {
-    static const char *const keys[] = {"general.name", "general.file_type", "general.alignment",
-                                       "general.quantization_version", "tokenizer.chat_template",
-                                       "tokenizer.ggml.eot_token_id", NULL};
+    static const char *const keys[] = {"general.name",
+                                       "general.file_type",
+                                       "general.alignment",
+                                       "general.quantization_version",
+                                       "tokenizer.chat_template",
+                                       "tokenizer.ggml.eot_token_id",
+                                       NULL};
     for (int i = 0; keys[i]; i++)
         if (!strcmp(k, keys[i])) return true;
     return false;
@@ -277,11 +303,11 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
     for (int i = 0; i < l.n; i++)
         if (l.t[i].src == T_LINEAR && (size_t)(l.t[i].ne[0] * l.t[i].ne[1]) > big)
             big = (size_t)(l.t[i].ne[0] * l.t[i].ne[1]);
-    size_t big_all = big > (size_t)m->cfg.V * (size_t)m->cfg.C ? big
-                                                                : (size_t)m->cfg.V * m->cfg.C;
+    size_t big_all = big > (size_t)m->cfg.V * (size_t)m->cfg.C ? big : (size_t)m->cfg.V * m->cfg.C;
     scratch = dp_malloc(big * sizeof(float));
     permuted = dp_malloc(big * sizeof(float));
-    qbuf = dp_malloc(big_all * 2 + 64); /* F16 is the largest encoding made here (F32 is not copied) */
+    qbuf =
+        dp_malloc(big_all * 2 + 64); /* F16 is the largest encoding made here (F32 is not copied) */
     if (!scratch || !permuted || !qbuf || !(w = dp_writer_open(o->out_path))) goto out;
 
     /* header: magic, version, counts, metadata, tensor infos, padding */
@@ -290,8 +316,8 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
     n_kv += 5;
     const char *name = persona ? persona : "doppel merge";
     /* llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7 */
-    const uint32_t ftype = o->type == DP_GGML_F32   ? 0
-                           : o->type == DP_GGML_F16 ? 1
+    const uint32_t ftype = o->type == DP_GGML_F32    ? 0
+                           : o->type == DP_GGML_F16  ? 1
                            : o->type == DP_GGML_Q8_0 ? 7
                                                      : 2;
     dp_buf *h = &header;
@@ -303,10 +329,9 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
         put_str(h, name, strlen(name)) || put_str(h, "general.file_type", 17) ||
         put_u32(h, DP_GGUF_U32) || put_u32(h, ftype) ||
         put_str(h, "general.quantization_version", 28) || put_u32(h, DP_GGUF_U32) ||
-        put_u32(h, 2) || put_str(h, "tokenizer.chat_template", 23) ||
-        put_u32(h, DP_GGUF_STRING) || put_str(h, tmpl.data, tmpl.len) ||
-        put_str(h, "tokenizer.ggml.eot_token_id", 27) || put_u32(h, DP_GGUF_U32) ||
-        put_u32(h, (uint32_t)eot))
+        put_u32(h, 2) || put_str(h, "tokenizer.chat_template", 23) || put_u32(h, DP_GGUF_STRING) ||
+        put_str(h, tmpl.data, tmpl.len) || put_str(h, "tokenizer.ggml.eot_token_id", 27) ||
+        put_u32(h, DP_GGUF_U32) || put_u32(h, (uint32_t)eot))
         goto out;
     for (int i = 0; i < l.n; i++) {
         const gtensor *t = &l.t[i];

@@ -54,30 +54,33 @@ int dp_export_jinja_template(dp_chat_format f, const char *system, dp_buf *out) 
                                   "{{ '<|im_start|>system\\n' + default_system + '<|im_end|>\\n' }}"
                                   "{% endif %}");
         if (!rc)
-            rc = dp_buf_puts(out, "{% for message in messages %}"
-                                  "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
-                                  "+ '<|im_end|>\\n' }}{% endfor %}"
-                                  "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-                                  "{% endif %}");
+            rc =
+                dp_buf_puts(out, "{% for message in messages %}"
+                                 "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] "
+                                 "+ '<|im_end|>\\n' }}{% endfor %}"
+                                 "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
+                                 "{% endif %}");
         return rc;
     }
     if (f != DP_CHAT_LLAMA3) return dp_fail("no chat template for chat format %d", (int)f);
     /* Llama-3: <|begin_of_text|> before the first message only, contents trimmed */
     if (!rc) rc = dp_buf_puts(out, "{% set ns = namespace(first=true) %}");
     if (system && !rc)
-        rc = dp_buf_puts(out, "{% if messages and messages[0]['role'] != 'system' %}"
-                              "{{ '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\n'"
-                              " + default_system | trim + '<|eot_id|>' }}"
-                              "{% set ns.first = false %}{% endif %}");
+        rc = dp_buf_puts(out,
+                         "{% if messages and messages[0]['role'] != 'system' %}"
+                         "{{ '<|begin_of_text|><|start_header_id|>system<|end_header_id|>\\n\\n'"
+                         " + default_system | trim + '<|eot_id|>' }}"
+                         "{% set ns.first = false %}{% endif %}");
     if (!rc)
-        rc = dp_buf_puts(out, "{% for message in messages %}"
-                              "{% if ns.first %}{{ '<|begin_of_text|>' }}"
-                              "{% set ns.first = false %}{% endif %}"
-                              "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
-                              " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
-                              "{% if add_generation_prompt %}"
-                              "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
-                              "{% endif %}");
+        rc = dp_buf_puts(out,
+                         "{% for message in messages %}"
+                         "{% if ns.first %}{{ '<|begin_of_text|>' }}"
+                         "{% set ns.first = false %}{% endif %}"
+                         "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'"
+                         " + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"
+                         "{% if add_generation_prompt %}"
+                         "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+                         "{% endif %}");
     return rc;
 }
 
@@ -112,8 +115,8 @@ static int push(tensor_list *l, const char *name, int ndim, int64_t d0, int64_t 
         l->cap = cap;
     }
     out_tensor *o = &l->t[l->n++];
-    *o = (out_tensor){.ndim = ndim, .shape = {d0, d1}, .kind = kind, .floats = floats,
-                      .layer = layer, .id = id};
+    *o = (out_tensor){
+        .ndim = ndim, .shape = {d0, d1}, .kind = kind, .floats = floats, .layer = layer, .id = id};
     snprintf(o->name, sizeof o->name, "%s", name);
     return 0;
 }
@@ -386,7 +389,8 @@ static int write_config(const hf_writer *hw, const char *base_dir, const int *eo
                                     c->rope_scaling.original_max_position);
         }
         if (c->bos_id >= 0) cJSON_AddNumberToObject(j, "bos_token_id", c->bos_id);
-        set_item(j, "eos_token_id", n_eos == 1 ? cJSON_CreateNumber(eos[0]) : int_array(eos, n_eos));
+        set_item(j, "eos_token_id",
+                 n_eos == 1 ? cJSON_CreateNumber(eos[0]) : int_array(eos, n_eos));
     }
     cJSON_DeleteItemFromObjectCaseSensitive(j, "quantization_config");
     /* transformers 5 writes "dtype", older versions "torch_dtype": keep the base's spelling */

@@ -21,12 +21,12 @@ typedef enum { DP_MERGE_INTO_DEQUANTIZED, DP_MERGE_INTO_ORIGINAL } dp_merge_into
 void dp_lora_merge_weight(float *W, const dp_lora_module *m, int r, float scale);
 
 typedef struct {
-    dp_model *model;      /* the base: block linears in NF4 as training saw them (or fp32) */
-    dp_lora *lora;        /* the adapter */
-    char *doppel_json;    /* the adapter's doppel.json text (NULL when absent) */
-    dp_st_set *original;  /* the base's own weights for DP_MERGE_INTO_ORIGINAL, else NULL */
+    dp_model *model;     /* the base: block linears in NF4 as training saw them (or fp32) */
+    dp_lora *lora;       /* the adapter */
+    char *doppel_json;   /* the adapter's doppel.json text (NULL when absent) */
+    dp_st_set *original; /* the base's own weights for DP_MERGE_INTO_ORIGINAL, else NULL */
     dp_merge_into into;
-    bool fp32_base;       /* the adapter was trained over fp32 weights (doppel.json) */
+    bool fp32_base; /* the adapter was trained over fp32 weights (doppel.json) */
     const char *model_path, *adapter_dir;
 } dp_merge;
 

@@ -160,8 +160,8 @@ static void test_model(const char *name, const char *tmp) {
         dp_merge *mg = dp_merge_open(model, adapter, cases[c].into, true);
         CHECK_REPORT(mg != NULL, "dp_merge_open: %s", dp_last_error());
         if (!mg) continue;
-        dp_export_hf_opts eo = {.out_dir = out, .dtype = cases[c].dt,
-                                .max_shard_bytes = cases[c].shard, .quiet = true};
+        dp_export_hf_opts eo = {
+            .out_dir = out, .dtype = cases[c].dt, .max_shard_bytes = cases[c].shard, .quiet = true};
         CHECK_REPORT(dp_export_hf(mg, &eo) == 0, "dp_export_hf: %s", dp_last_error());
         dp_merge_close(mg);
         char p[4300];

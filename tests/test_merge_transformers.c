@@ -119,8 +119,8 @@ int main(void) {
         for (int k = 0; k < 2; k++) {
             snprintf(k ? out16 : out, sizeof out, "%s/%s-%s", tmp, names[a], k ? "bf16" : "fp32");
             dp_merge *mg = dp_merge_open(model, run, DP_MERGE_INTO_DEQUANTIZED, true);
-            dp_export_hf_opts eo = {.out_dir = k ? out16 : out,
-                                    .dtype = k ? DP_DT_BF16 : DP_DT_F32, .quiet = true};
+            dp_export_hf_opts eo = {
+                .out_dir = k ? out16 : out, .dtype = k ? DP_DT_BF16 : DP_DT_F32, .quiet = true};
             CHECK_REPORT(mg && dp_export_hf(mg, &eo) == 0, "merge: %s", dp_last_error());
             dp_merge_close(mg);
         }
@@ -160,8 +160,8 @@ int main(void) {
             CHECK(dp_export_jinja_template((dp_chat_format)f, s ? SYSTEM : NULL, &tmpl) == 0);
             for (int c = 0; c < nconv; c++)
                 for (int gen = 0; gen < 2; gen++) {
-                    char *want = doppel_render((dp_chat_format)f, s ? SYSTEM : NULL, conv[c],
-                                               clen[c], gen);
+                    char *want =
+                        doppel_render((dp_chat_format)f, s ? SYSTEM : NULL, conv[c], clen[c], gen);
                     CHECK(want != NULL);
                     cJSON *t = cJSON_CreateObject();
                     cJSON_AddStringToObject(t, "template", tmpl.data);
