@@ -257,6 +257,31 @@ static bool replaced_key(const char *k) {
 
 /* ------------------------------------------------------------------ the file */
 
+#define ENCODE_FLOATS ((size_t)1 << 20) /* elements encoded per write */
+
+/* rows x cols floats in `type` through w, a chunk of whole rows at a time (qbuf holds one) */
+static int write_encoded(dp_writer *w, const float *x, int64_t rows, int64_t cols, int type,
+                         uint8_t *qbuf) {
+    if (type == DP_GGML_F32) return dp_writer_write(w, x, sizeof(float) * (size_t)(rows * cols));
+    const size_t row_bytes = (size_t)(cols / dp_ggml_block_elems(type) * dp_ggml_block_bytes(type));
+    int64_t step = (int64_t)(ENCODE_FLOATS / (size_t)cols);
+    if (step < 1) step = 1;
+    for (int64_t r = 0; r < rows; r += step) {
+        int64_t nr = rows - r < step ? rows - r : step, n = nr * cols;
+        const float *xr = x + (size_t)(r * cols);
+        if (type == DP_GGML_F16) {
+            uint16_t *h = (uint16_t *)qbuf;
+            for (int64_t k = 0; k < n; k++) h[k] = dp_f32_to_f16(xr[k]);
+        } else if (type == DP_GGML_Q8_0) {
+            dp_quantize_q8_0(xr, qbuf, n);
+        } else {
+            dp_quantize_q4_0(xr, qbuf, n);
+        }
+        if (dp_writer_write(w, qbuf, row_bytes * (size_t)nr)) return -1;
+    }
+    return 0;
+}
+
 int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
     if (o->type != DP_GGML_F32 && o->type != DP_GGML_F16 && o->type != DP_GGML_Q8_0 &&
         o->type != DP_GGML_Q4_0)
@@ -303,11 +328,10 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
     for (int i = 0; i < l.n; i++)
         if (l.t[i].src == T_LINEAR && (size_t)(l.t[i].ne[0] * l.t[i].ne[1]) > big)
             big = (size_t)(l.t[i].ne[0] * l.t[i].ne[1]);
-    size_t big_all = big > (size_t)m->cfg.V * (size_t)m->cfg.C ? big : (size_t)m->cfg.V * m->cfg.C;
     scratch = dp_malloc(big * sizeof(float));
     permuted = dp_malloc(big * sizeof(float));
-    qbuf =
-        dp_malloc(big_all * 2 + 64); /* F16 is the largest encoding made here (F32 is not copied) */
+    /* one chunk of rows encoded (F16 is the largest encoding made; F32 is written as it is) */
+    qbuf = dp_malloc((ENCODE_FLOATS + (size_t)m->cfg.F + (size_t)m->cfg.V + (size_t)m->cfg.C) * 2);
     if (!scratch || !permuted || !qbuf || !(w = dp_writer_open(o->out_path))) goto out;
 
     /* header: magic, version, counts, metadata, tensor infos, padding */
@@ -371,21 +395,9 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
                             (double)x[k], dp_ggml_type_name(t->type));
                     goto out;
                 }
-            if (t->type == DP_GGML_F32) {
-                data = x;
-            } else if (t->type == DP_GGML_F16) {
-                uint16_t *h = (uint16_t *)qbuf;
-                for (int64_t k = 0; k < numel; k++) h[k] = dp_f32_to_f16(x[k]);
-                data = h;
-            } else if (t->type == DP_GGML_Q8_0) {
-                dp_quantize_q8_0(x, qbuf, numel);
-                data = qbuf;
-            } else {
-                dp_quantize_q4_0(x, qbuf, numel);
-                data = qbuf;
-            }
+            if (write_encoded(w, x, t->ne[1], t->ne[0], t->type, qbuf)) goto out;
         }
-        if (dp_writer_write(w, data, (size_t)t->nbytes) ||
+        if ((data && dp_writer_write(w, data, (size_t)t->nbytes)) ||
             (t->nbytes % ALIGN && dp_writer_write(w, zeros, ALIGN - t->nbytes % ALIGN)))
             goto out;
         dp_progress_update(progress, i + 1);
