@@ -256,7 +256,7 @@ static void test_refusals(const char *tmp) {
     CHECK_REPORT(strstr(dp_last_error(), "adapter_model.safetensors") != NULL, "message: %s",
                  dp_last_error());
     dp_merge_close(mg);
-    /* a GGUF base cannot be merged into its "original" weights */
+    /* none of the refusals above left a temporary directory */
     CHECK(leftovers(tmp) == false);
 }
 
