@@ -1,25 +1,135 @@
-/* doppel merge: merge an adapter into a standalone model (safetensors or GGUF) (not built yet: not
- * yet filed). */
+/* doppel merge: the adapter merged into its base model and written as a standalone model: a
+ * Hugging Face directory or one GGUF file (LoRA GGUF and Ollama's Modelfile are not built). */
 #include "cmd/commands.h"
+#include "data/base/error.h"
+#include "data/base/progress.h"
+#include "infer/export_gguf.h"
+#include "infer/export_hf.h"
+#include "infer/gguf.h"
+#include "infer/merge.h"
 
-static const dp_opt opts[] = {{0}};
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+typedef struct {
+    const char *model_path, *adapter_dir, *out_path, *format, *dtype, *type, *merge_into;
+    int64_t max_shard; /* bytes; 0: 5 GB */
+} merge_options;
+
+#define F(field) DP_FIELD(merge_options, field)
+
+static const dp_opt opts[] = {
+    {"model", DP_OPT_STRING, F(model_path), "M",
+     "the base model the adapter was trained on: Hugging Face directory or .gguf"},
+    {"adapter", DP_OPT_STRING, F(adapter_dir), "DIR", "run directory from `doppel train`"},
+    {"out", DP_OPT_STRING, F(out_path), "PATH", "output (must not exist)"},
+    {"format", DP_OPT_STRING, F(format), "hf|gguf", "output format (default hf)"},
+    {"dtype", DP_OPT_STRING, F(dtype), "bf16|fp16|fp32", "weights of --format hf (default bf16)"},
+    {"type", DP_OPT_STRING, F(type), "f32|f16|q8_0|q4_0",
+     "weights of --format gguf (default q8_0)"},
+    {"merge-into", DP_OPT_STRING, F(merge_into), "dequantized|original",
+     "add the adapter to the NF4-dequantized weights training saw (default) or to the base's "
+     "original 16/32-bit weights"},
+    {"max-shard-size", DP_OPT_SIZE, F(max_shard), "BYTES",
+     "largest safetensors shard (default 5 GB = 5e9 bytes, as transformers)"},
+    {0},
+};
+#undef F
 
 const dp_command_spec dp_merge_spec = {
     .name = "merge",
-    .usage = "--model M --adapter DIR --out PATH",
-    .summary = "merge an adapter into a standalone model (safetensors or GGUF)",
+    .usage = "--model M --adapter DIR --out PATH [--format hf|gguf] [--dtype bf16] [--type q8_0]",
+    .summary = "merge an adapter into a standalone model (Hugging Face safetensors or GGUF)",
+    .details =
+        "W' = W + scale * B @ A for every adapted linear, one tensor at a time (the merged model\n"
+        "is never whole in memory). --format hf writes config.json, generation_config.json\n"
+        "(eos ids include the chat's end-of-turn token), tokenizer.json and\n"
+        "tokenizer_config.json whose chat_template renders exactly the training format (with\n"
+        "doppel.json's system prompt as its default), and safetensors shards of at most 5 GB\n"
+        "with model.safetensors.index.json. --format gguf (from a GGUF base) writes one GGUF v3\n"
+        "file for llama.cpp / Ollama: the base's metadata and tokenizer, general.name = the\n"
+        "persona, the training chat template, eot = the end-of-turn token; block linears and\n"
+        "embeddings in F16, Q8_0 or Q4_0 (ggml's reference quantizers), norms F32.\n"
+        "The output is written under PATH.tmp.PID and renamed\n"
+        "at the end: a failed merge leaves nothing behind. An adapter trained on another base\n"
+        "model is refused (doppel.json's fingerprint).",
     .opts = opts,
     .min_args = 0,
-    .max_args = -1,
+    .max_args = 0,
 };
 
 int dp_cmd_merge(int argc, char **argv) {
-    struct {
-        char none; /* no options yet */
-    } o;
+    merge_options o = {
+        .format = "hf", .dtype = "bf16", .type = "q8_0", .merge_into = "dequantized"};
     dp_cli cli;
     int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
+    dp_merge *mg = NULL;
+    dp_export_hf_opts eo = {
+        .out_dir = o.out_path, .max_shard_bytes = o.max_shard, .quiet = cli.quiet};
+    dp_export_gguf_opts go = {.out_path = o.out_path, .quiet = cli.quiet};
+    dp_merge_into into = DP_MERGE_INTO_DEQUANTIZED;
+    bool gguf = !strcmp(o.format, "gguf");
+    struct stat st;
+    if (!o.model_path || !o.adapter_dir || !o.out_path)
+        rc = dp_usage_error(&dp_merge_spec, "--model, --adapter and --out are required");
+    else if (strcmp(o.format, "hf") && !gguf)
+        rc = dp_usage_error(&dp_merge_spec, "--format %s is not built (issue 13): hf or gguf",
+                            o.format);
+    else if (gguf && !strcmp(o.type, "f32"))
+        go.type = DP_GGML_F32;
+    else if (gguf && !strcmp(o.type, "f16"))
+        go.type = DP_GGML_F16;
+    else if (gguf && !strcmp(o.type, "q8_0"))
+        go.type = DP_GGML_Q8_0;
+    else if (gguf && !strcmp(o.type, "q4_0"))
+        go.type = DP_GGML_Q4_0;
+    else if (gguf)
+        rc = dp_usage_error(&dp_merge_spec, "--type must be f32, f16, q8_0 or q4_0, not '%s'",
+                            o.type);
+    else if (!strcmp(o.dtype, "bf16"))
+        eo.dtype = DP_DT_BF16;
+    else if (!strcmp(o.dtype, "fp16") || !strcmp(o.dtype, "f16"))
+        eo.dtype = DP_DT_F16;
+    else if (!strcmp(o.dtype, "fp32") || !strcmp(o.dtype, "f32"))
+        eo.dtype = DP_DT_F32;
+    else
+        rc =
+            dp_usage_error(&dp_merge_spec, "--dtype must be bf16, fp16 or fp32, not '%s'", o.dtype);
+    if (!rc) {
+        if (!strcmp(o.merge_into, "original"))
+            into = DP_MERGE_INTO_ORIGINAL;
+        else if (strcmp(o.merge_into, "dequantized"))
+            rc = dp_usage_error(&dp_merge_spec,
+                                "--merge-into must be dequantized or original, not '%s'",
+                                o.merge_into);
+    }
+    if (!rc && o.max_shard < 0)
+        rc = dp_usage_error(&dp_merge_spec, "--max-shard-size must be positive");
+    /* refused before minutes of loading */
+    if (!rc && stat(o.out_path, &st) == 0)
+        rc = dp_usage_error(&dp_merge_spec,
+                            "%s already exists: give a new path (doppel merge never overwrites)",
+                            o.out_path);
+    if (rc) goto out;
+    double t0 = dp_now_seconds();
+    mg = dp_merge_open(o.model_path, o.adapter_dir, into, cli.quiet);
+    if (!mg || (gguf ? dp_export_gguf(mg, &go) : dp_export_hf(mg, &eo))) {
+        rc = dp_runtime_error(&dp_merge_spec);
+        goto out;
+    }
+    if (!cli.quiet)
+        fprintf(stderr, "merged %s into %s (%s weights, %s) -> %s in %.1f s, peak RSS %.0f MiB\n",
+                o.adapter_dir, o.model_path,
+                into == DP_MERGE_INTO_ORIGINAL ? "original"
+                : mg->fp32_base                ? "fp32"
+                                               : "NF4-dequantized",
+                gguf ? o.type : o.dtype, o.out_path, dp_now_seconds() - t0,
+                dp_peak_rss_bytes() / 1048576.0);
+    printf("%s\n", o.out_path);
+out:
+    dp_merge_close(mg);
     dp_cli_free(&cli);
-    return dp_not_built(&dp_merge_spec, "not yet filed");
+    return rc;
 }

@@ -1,0 +1,28 @@
+/* A merged model written as one GGUF v3 file (REFERENCE.md section 5) for llama.cpp, Ollama and
+ * LM Studio: the base GGUF's metadata and tokenizer (tokenizer.ggml.*) carried over,
+ * general.name = the persona, tokenizer.chat_template = the training format
+ * (dp_export_jinja_template), tokenizer.ggml.eot_token_id = the chat's end-of-turn token, and
+ * every tensor streamed in F16, Q8_0 or Q4_0 (norms and biases F32). Written to a temporary
+ * name and renamed at the end. */
+#ifndef DOPPEL_EXPORT_GGUF_H
+#define DOPPEL_EXPORT_GGUF_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "infer/merge.h"
+
+typedef struct {
+    const char *out_path; /* must not exist */
+    int type;             /* DP_GGML_F16, DP_GGML_Q8_0 or DP_GGML_Q4_0 */
+    bool quiet;
+} dp_export_gguf_opts;
+
+int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o);
+
+/* ggml's reference quantizers (quantize_row_q8_0_ref, quantize_row_q4_0_ref): n floats (a
+ * multiple of 32) into n / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes at out. */
+void dp_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
+void dp_quantize_q4_0(const float *x, uint8_t *out, int64_t n);
+
+#endif
