@@ -19,6 +19,10 @@ int dp_fail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 int dp_fail(const char *fmt, ...);
 #endif
 
+/* Forgets the calling thread's message (a failure the kernel handled itself, e.g. the BLAS
+ * self-check's fallback). */
+void dp_clear_error(void);
+
 #ifdef __cplusplus
 }
 #endif

@@ -7,7 +7,7 @@
 #define _GNU_SOURCE /* setenv, strcasecmp */
 #include "kernels/cpu/blas.h"
 
-#include "data/base/error.h"
+#include "kernels/status.h"
 #include "kernels/cpu/simd.h"
 
 #include <cblas.h>
@@ -134,11 +134,11 @@ int dp_blas_selfcheck(bool corrupt, double *worst) {
     double err = 0;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int ta = cases[c][0], tb = cases[c][1], M = cases[c][2], N = cases[c][3], K = cases[c][4];
-        float *A = dp_malloc(sizeof(float) * M * K), *B = dp_malloc(sizeof(float) * K * N),
-              *C = dp_malloc(sizeof(float) * M * N), *C0 = dp_malloc(sizeof(float) * M * N);
+        float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N),
+              *C = malloc(sizeof(float) * M * N), *C0 = malloc(sizeof(float) * M * N);
         if (!A || !B || !C || !C0) {
             free(A), free(B), free(C), free(C0);
-            return -1;
+            return dp_fail("BLAS self-check: out of memory");
         }
         for (int i = 0; i < M * K; i++) A[i] = fill_value((uint32_t)i);
         for (int i = 0; i < K * N; i++) B[i] = fill_value((uint32_t)(i + 7919));
