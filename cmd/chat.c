@@ -216,8 +216,10 @@ static int generate_reply(void *ctx, dp_session *s, dp_tool_chat *turn) {
     int reserve = cs->max_tokens < cs->max_context / 2 ? cs->max_tokens : cs->max_context / 2;
     dp_chat_tokens ct = {0};
     int dropped = 0;
-    if (dp_session_render(s, cs->tok, cs->format, cs->max_context - reserve, &ct, &dropped))
+    if (dp_session_render(s, cs->tok, cs->format, cs->max_context - reserve, &ct, &dropped)) {
+        dp_chat_tokens_free(&ct);
         return -1;
+    }
     if (dropped) fprintf(stderr, "(history trimmed: %d oldest messages dropped)\n", dropped);
 
     reply_ctx rc_ctx = {.tok = cs->tok, .probs = cs->probs, .turn = turn};

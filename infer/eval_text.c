@@ -253,7 +253,7 @@ dp_authorship *dp_authorship_train(const char *const *texts, const unsigned char
             ok = 0;
             break;
         }
-        qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_i64);
+        if (ids.n) qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_i64);
         doc_ids[i] = dp_malloc((ids.n ? ids.n : 1) * sizeof **doc_ids);
         if (!doc_ids[i]) {
             ok = 0;
@@ -326,7 +326,7 @@ static struct feature_node *text_vector(const dp_authorship *a, const char *text
         free(ids.ids);
         return NULL;
     }
-    qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_i64);
+    if (ids.n) qsort(ids.ids, ids.n, sizeof *ids.ids, cmp_i64); /* none: a text of no n-gram */
     struct feature_node *x = dp_malloc((ids.n + 2) * sizeof *x);
     if (x) *k = tfidf_nodes(ids.ids, ids.n, a->idf, (int)a->vocab.n + 1, x);
     free(ids.ids);
@@ -504,7 +504,7 @@ int dp_signature_words(const char *const *persona, size_t np, const char *const 
             s[ns].word[mp.key_len[i]] = 0;
             ns++;
         }
-        qsort(s, ns, sizeof *s, cmp_score_desc);
+        if (ns) qsort(s, ns, sizeof *s, cmp_score_desc);
         got = 0;
         for (size_t i = 0; i < ns; i++) {
             if (got < k)

@@ -66,7 +66,10 @@ int main(int argc, char **argv) {
     while (n < (size_t)max + 4) {
         ssize_t r = read(fd, buf + n, (size_t)max + 4 - n);
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) return refuse(path, strerror(errno));
+        if (r < 0) {
+            free(buf);
+            return refuse(path, strerror(errno));
+        }
         if (r == 0) break;
         n += (size_t)r;
     }
@@ -78,8 +81,10 @@ int main(int argc, char **argv) {
     if (cut && valid < shown && shown - valid < 4 &&
         dp_utf8_valid_prefix(buf + valid, n - valid) >= shown - valid)
         shown = valid;
-    if (memchr(buf, 0, shown) || dp_utf8_valid_prefix(buf, shown) != shown)
+    if (memchr(buf, 0, shown) || dp_utf8_valid_prefix(buf, shown) != shown) {
+        free(buf);
         return refuse(path, "a binary file (not UTF-8 text); only text files can be read");
+    }
     fwrite(buf, 1, shown, stdout);
     if (cut)
         printf("\n[load_file: %s is %lld bytes; the first %zu are shown]\n", path,
