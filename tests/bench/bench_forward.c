@@ -119,7 +119,19 @@ static int make_nf4(const char *path, char *out, size_t cap) {
     if (snprintf(out, cap, "%s/%s.nf4.safetensors", dir, base ? base + 1 : path) >= (int)cap)
         return -1;
     struct stat sb, sm;
-    if (stat(out, &sb) == 0 && stat(path, &sm) == 0 && sb.st_mtime >= sm.st_mtime) return 0;
+    if (stat(out, &sb) == 0 && stat(path, &sm) == 0 && sb.st_mtime >= sm.st_mtime) {
+        /* reused only when the loader accepts it (it records which weights it came from) */
+        pid_t pid = fork();
+        if (pid == 0) {
+            dp_load_opts o = {.nf4 = true, .nf4_file = out, .quiet = true};
+            dp_model *m = dp_model_load(path, &o);
+            _exit(m ? 0 : 1);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        if (WIFEXITED(st) && WEXITSTATUS(st) == 0) return 0;
+        printf("the cached %s does not match %s\n", out, path);
+    }
     printf("quantizing %s to NF4 once: %s\n", path, out);
     fflush(stdout);
     pid_t pid = fork();
