@@ -151,6 +151,14 @@ __attribute__((target("avx2,fma"))) static inline __m256 lut16_avx2(__m256 lo, _
                             mask);
 }
 
+/* the sum of an AVX register's 8 lanes */
+__attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
 __attribute__((target("avx2,fma"))) static float
 row_dot_avx2(const dp_nf4 *w, const float *xp, const float *map, int64_t row, int C) {
     const int bs = w->blocksize;
@@ -169,10 +177,7 @@ row_dot_avx2(const dp_nf4 *w, const float *xp, const float *map, int64_t row, in
         }
     }
     __m256 acc = _mm256_add_ps(acc0, acc1);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+    return hsum256(acc);
 }
 
 /* AVX-512: 16 bytes -> 16 even and 16 odd codes, each looked up with one permute in the
@@ -252,12 +257,7 @@ row_dots_avx2(const dp_nf4 *w, const float *const *xp, const float *map, int64_t
             }
         }
     }
-    for (int r = 0; r < R; r++) {
-        __m128 s = _mm_add_ps(_mm256_castps256_ps128(acc[r]), _mm256_extractf128_ps(acc[r], 1));
-        s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        out[r] = _mm_cvtss_f32(s);
-    }
+    for (int r = 0; r < R; r++) out[r] = hsum256(acc[r]);
 }
 
 /* R as a constant in each instance, so the accumulators stay in registers */

@@ -3,7 +3,7 @@
  * never an out-of-bounds read). The noise is drawn through cuRAND's device API (Philox4_32_10),
  * whose stream kernels/philox.h reproduces bit for bit on the CPU. */
 /* cuRAND's device header first: under EMU it is compiled as host C++ before emu.h's CUDA macros */
-#include <curand_kernel.h>
+#include "kernels/cuda/philox.cuh"
 
 #include "kernels/cuda/common.cuh"
 #include "kernels/ops.h" /* DP_NEFTUNE_STREAM */
@@ -71,10 +71,8 @@ __global__ static void neftune_kernel(T *x, const int32_t *cu_seqlens, int nseq,
     size_t n_el = (size_t)N * C, groups = (n_el + 3) / 4;
     for (size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x; g < groups;
          g += (size_t)gridDim.x * blockDim.x) {
-        curandStatePhilox4_32_10_t state;
-        curand_init(seed, DP_NEFTUNE_STREAM, g * 4, &state);
-        float4 u4 = curand_uniform4(&state);
-        float u[4] = {u4.x, u4.y, u4.z, u4.w};
+        float u[4];
+        philox_uniform4(seed, DP_NEFTUNE_STREAM, g * 4, u);
         for (size_t k = 0, i = g * 4; k < 4 && i < n_el; k++, i++) {
             int n = (int)(i / C), lo = 0, hi = nseq - 1; /* last s with cu_seqlens[s] <= n */
             while (lo < hi) {

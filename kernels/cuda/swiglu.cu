@@ -2,7 +2,7 @@
  * kernels/cpu/dropout.c: the dropout mask is drawn through cuRAND's device API (Philox4_32_10),
  * whose stream kernels/philox.h reproduces bit for bit on the CPU. */
 /* cuRAND's device header first: under EMU it is compiled as host C++ before emu.h's CUDA macros */
-#include <curand_kernel.h>
+#include "kernels/cuda/philox.cuh"
 
 #include "kernels/cuda/common.cuh"
 
@@ -38,10 +38,8 @@ __global__ static void dropout_kernel(float *out, const float *inp, size_t n, fl
     size_t groups = (n + 3) / 4;
     for (size_t g = blockIdx.x * (size_t)blockDim.x + threadIdx.x; g < groups;
          g += (size_t)gridDim.x * blockDim.x) {
-        curandStatePhilox4_32_10_t state;
-        curand_init(seed, subsequence, g * 4, &state);
-        float4 u4 = curand_uniform4(&state);
-        float u[4] = {u4.x, u4.y, u4.z, u4.w};
+        float u[4];
+        philox_uniform4(seed, subsequence, g * 4, u);
         for (size_t k = 0, i = g * 4; k < 4 && i < n; k++, i++)
             out[i] = u[k] > p ? inp[i] * scale : 0.0f;
     }
