@@ -124,7 +124,7 @@ static void nap(int *spins) {
 /* Records why the communicator is dead; -1. */
 static int fail_peer(dp_dist *d, const char *fmt, ...) DP_PRINTF(2, 3);
 static int fail_peer(dp_dist *d, const char *fmt, ...) {
-    char msg[1024];
+    char msg[900];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
