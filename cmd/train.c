@@ -181,14 +181,16 @@ const dp_command_spec dp_train_spec = {
         "micro-batch of a step of --grad-accum x N micro-batches, the LoRA gradients are summed\n"
         "across ranks (MPI; NCCL on CUDA), rank 0 alone writes the run directory. The same\n"
         "numbers as one process with --grad-accum x N; --resume works with another N of the\n"
-        "same product.",
+        "same product. `kill -USR1 <mpirun pid>` stops every rank after the step (Ctrl-C on\n"
+        "mpirun leaves each rank 1 s; a dead rank: rank 0 saves the last whole step).",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
 };
 
-/* 1: SIGINT (stop after this step); 2: SIGTERM, which mpirun sends every rank when the job
- * ends (Ctrl-C on mpirun, or a rank died): collectives stop waiting for lost peers */
+/* 1: SIGINT, or SIGUSR1 (which mpirun forwards to every rank at once): stop after this step;
+ * 2: SIGTERM, which mpirun sends every rank a second after Ctrl-C or a rank's death, a second
+ * before its SIGKILL: collectives stop waiting for lost peers */
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
     interrupted = sig == SIGTERM ? 2 : 1;
@@ -703,15 +705,15 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
                 (int)o->r, o->alpha, tl, r.lora->n / 1e6, dp_train_total_steps(&to),
                 (long long)o->batch_tokens, (long long)o->grad_accum);
     }
-    struct sigaction sa = {0}, old, old_term;
+    struct sigaction sa = {0}, old, old_term, old_usr1;
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
-    if (o->world > 1) sigaction(SIGTERM, &sa, &old_term);
+    if (o->world > 1) sigaction(SIGTERM, &sa, &old_term), sigaction(SIGUSR1, &sa, &old_usr1);
     dp_train_result res;
     int trc = dp_train(&to, &res);
     sigaction(SIGINT, &old, NULL);
-    if (o->world > 1) sigaction(SIGTERM, &old_term, NULL);
+    if (o->world > 1) sigaction(SIGTERM, &old_term, NULL), sigaction(SIGUSR1, &old_usr1, NULL);
     if (trc) goto done;
     if (!quiet) print_result(o, &res);
     if (!quiet && res.world > 1)
