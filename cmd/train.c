@@ -445,6 +445,19 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
     return 0;
 }
 
+/* GPUs of a data-parallel run as the launcher tells it before any communicator exists (each needs
+ * NCCL's buffers beside its replica): --world-size, mpirun's or torchrun-style environment. */
+static int planned_ranks(const train_options *o) {
+    if (o->world_size > 0) return (int)o->world_size;
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *s = getenv(vars[i]);
+        int n = s ? atoi(s) : 0;
+        if (n > 0) return n;
+    }
+    return 1;
+}
+
 /* The backend --device names (NULL: the CPU), and for a GPU the memory plan of this run against
  * its memory (--vram, else the device's), before anything is loaded. 0, or the exit code. */
 static int choose_device(const train_options *o, unsigned targets, const dp_gpu_ops **gpu,
@@ -469,6 +482,7 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     sh.targets = targets, sh.recompute = !o->no_recompute, sh.base_dense = o->fp32_base;
     sh.ce_chunk = o->ce_chunk > 0 ? (int)o->ce_chunk : DP_CE_CHUNK_DEFAULT;
     sh.dropout = o->dropout > 0;
+    sh.ranks = planned_ranks(o);
     dp_memplan p;
     if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
     uint64_t need = p.total;
@@ -478,16 +492,18 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     if (fit >= 16)
         return dp_usage_error(
             S,
-            "--device %s: this run needs %.0f MiB of GPU memory, more than the %.0f MiB "
+            "--device %s: this run needs %.0f MiB of GPU memory%s, more than the %.0f MiB "
             "available: --max-seq %d --batch-tokens %d fits (`doppel plan --model %s --vram "
-            "%lluMiB --seq %lld --r %lld` shows where it goes)",
-            o->device_s, need / 1048576.0, limit / 1048576.0, fit, fit, o->model_path,
-            (unsigned long long)(limit >> 20), (long long)o->batch_tokens, (long long)o->r);
+            "%lluMiB --seq %lld --r %lld --gpus %d` shows where it goes)",
+            o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "", limit / 1048576.0,
+            fit, fit, o->model_path, (unsigned long long)(limit >> 20),
+            (long long)o->batch_tokens, (long long)o->r, sh.ranks);
     return dp_usage_error(S,
-                          "--device %s: this run needs %.0f MiB of GPU memory and not even 16 "
+                          "--device %s: this run needs %.0f MiB of GPU memory%s and not even 16 "
                           "tokens fit in %.0f MiB: train on the CPU (--device cpu) or a smaller "
                           "model",
-                          o->device_s, need / 1048576.0, limit / 1048576.0);
+                          o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "",
+                          limit / 1048576.0);
 }
 
 /* ------------------------------------------------------------------ the run */

@@ -97,6 +97,18 @@ common=(--model "$model" --data "$tmp/d.jsonl" --val "$tmp/d.val.jsonl" --max-se
   --rank 0 --world-size 2 --device cpu >/dev/null 2>"$tmp/err"
 [ $? = 1 ] && grep -q "need MPI" "$tmp/err" || { echo "FAIL: tcp:// on the CPU backend"; cat "$tmp/err"; fail=1; }
 
+# the memory plan per GPU: a replica each, plus NCCL's buffers (an estimate) from 2 GPUs on;
+# a run that fits one GPU but not that is refused before loading
+plan1=$("$bin" plan --model "$model" --seq 256 --r 4 --vram 2GB | awk '/^  total/ {print $2}')
+plan2=$("$bin" plan --model "$model" --seq 256 --r 4 --vram 2GB --gpus 2 | awk '/^  total/ {print $2}')
+awk -v a="$plan1" -v b="$plan2" 'BEGIN {exit !(b - a == 256)}' \
+  || { echo "FAIL: plan --gpus 2: $plan2 MiB per GPU, expected $plan1 + 256 (NCCL)"; fail=1; }
+"$bin" train --model "$model" --data "$tmp/d.jsonl" --out "$tmp/x" --max-seq 128 --batch-tokens 256 \
+  --r 4 --dropout 0 --device emu --vram 600MiB --dist-init "file://$tmp/rdv" --rank 0 \
+  --world-size 2 >/dev/null 2>"$tmp/err"
+[ $? = 2 ] && grep -q "MiB of GPU memory per GPU" "$tmp/err" \
+  || { echo "FAIL: the per-GPU plan did not refuse 2 GPUs of 600 MiB"; cat "$tmp/err"; fail=1; }
+
 # N ranks against one process with --grad-accum N
 run8=("${common[@]}" --max-steps 8)
 "$bin" train "${run8[@]}" --grad-accum 2 --out "$tmp/one2" 2>"$tmp/err" || { echo "FAIL: 1 rank"; cat "$tmp/err"; fail=1; }
