@@ -13,6 +13,9 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#ifdef DOPPEL_HAVE_MPI
+#include <mpi.h>
+#endif
 
 enum { ID_BYTES = 128 };
 
@@ -226,10 +229,54 @@ static void test_mpi_lost(void) {
     dp_dist_destroy(d);
 }
 
+/* Under mpirun, for tests/bench/bench_dist.sh: the median time of one training step's
+ * collectives (3 doubles of statistics + n floats of gradients) over 3 rounds of up to 200
+ * (fewer for big buffers: about 64 MiB a round). */
+static void bench_mpi(size_t n) {
+    dp_dist *d;
+    dp_dist_opts o = {.rank = -1, .world = -1, .timeout_s = 60};
+    if (dp_dist_create(&d, &o)) {
+        CHECK_REPORT(0, "dp_dist_create under mpirun: %s", dp_last_error());
+        return;
+    }
+    float *x = calloc(n, sizeof(float));
+    double stats[3] = {0}, ms[3], peer[3] = {0};
+    size_t reps = ((size_t)64 << 20) / (n * sizeof(float) + 1);
+    reps = reps < 2 ? 2 : reps > 200 ? 200 : reps;
+    for (int k = 0; k < 3; k++) {
+        double t0 = dp_now_seconds();
+        for (size_t i = 0; i < reps; i++)
+            CHECK(!dp_dist_allreduce_sum_f64(d, stats, 3) && !dp_dist_allreduce_sum(d, x, n));
+        ms[k] = (dp_now_seconds() - t0) / (double)reps * 1e3;
+#ifdef DOPPEL_HAVE_MPI
+        /* the peer, same run: MPI's own blocking calls (no timeout, MPI's progress loop) */
+        t0 = dp_now_seconds();
+        for (size_t i = 0; i < reps; i++) {
+            MPI_Allreduce(MPI_IN_PLACE, stats, 3, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+            MPI_Allreduce(MPI_IN_PLACE, x, (int)n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        }
+        peer[k] = (dp_now_seconds() - t0) / (double)reps * 1e3;
+#endif
+    }
+    double lo = fmin(ms[0], fmin(ms[1], ms[2])), hi = fmax(ms[0], fmax(ms[1], ms[2]));
+    double plo = fmin(peer[0], fmin(peer[1], peer[2])), phi = fmax(peer[0], fmax(peer[1], peer[2]));
+    double med = ms[0] + ms[1] + ms[2] - lo - hi, pmed = peer[0] + peer[1] + peer[2] - plo - phi;
+    if (dp_dist_rank(d) == 0)
+        printf("collectives of one step (%zu gradient bytes + 24 bytes of statistics), %d ranks: "
+               "%.3f ms; blocking MPI_Allreduce (peer, same run) %.3f ms; ratio %.2f (medians of "
+               "3 rounds of %zu)\n",
+               n * sizeof(float), dp_dist_world(d), med, pmed, pmed > 0 ? med / pmed : 0, reps);
+    free(x);
+    dp_dist_destroy(d);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1 && !strcmp(argv[1], "--mpi")) {
         if (!dp_dist_have_mpi()) SKIP("MPI is not compiled in");
         test_mpi();
+    } else if (argc > 2 && !strcmp(argv[1], "--bench")) {
+        if (!dp_dist_have_mpi()) SKIP("MPI is not compiled in");
+        bench_mpi((size_t)atol(argv[2]));
     } else if (argc > 1 && !strcmp(argv[1], "--mpi-lost")) {
         if (!dp_dist_have_mpi()) SKIP("MPI is not compiled in");
         test_mpi_lost();

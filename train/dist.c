@@ -11,6 +11,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -112,12 +113,16 @@ const char *dp_dist_kind(const dp_dist *d) {
 
 /* ------------------------------------------------------------------ waiting */
 
-/* Short sleeps that grow to 1 ms: a waiting rank leaves the core to the others (CI runs two
- * ranks on two cores) and answers within a millisecond. */
-static void nap(int *spins) {
-    long ns = *spins < 50 ? 20000 : *spins < 500 ? 200000 : 1000000;
-    (*spins)++;
-    struct timespec ts = {0, ns};
+/* MPI's nonblocking collectives progress only inside MPI_Test: the first seconds of a wait poll
+ * back to back, yielding the core between polls (a 154 MiB all-reduce gated by 1 ms sleeps took
+ * 7 s instead of a fraction of one); a longer wait (a peer writing a checkpoint, or lost) polls
+ * every 200 us. */
+static void nap(double waited_s) {
+    if (waited_s < 5) {
+        sched_yield();
+        return;
+    }
+    struct timespec ts = {0, 200000};
     nanosleep(&ts, NULL);
 }
 
@@ -136,7 +141,6 @@ static int fail_peer(dp_dist *d, const char *fmt, ...) {
 
 typedef struct {
     double t0, urgent_at;
-    int spins;
 } wait_clock;
 
 /* One turn of a polling wait: 0 to poll again (after a nap), -1 when it is over. */
@@ -155,7 +159,7 @@ static int wait_turn(dp_dist *d, wait_clock *w, const char *what) {
                          "%s: no answer from the other ranks in %.0f s (a rank died, hangs or "
                          "cannot reach this one; --dist-timeout sets the wait)",
                          what, d->timeout_s);
-    nap(&w->spins);
+    nap(now - w->t0);
     return 0;
 }
 
