@@ -112,6 +112,7 @@ const char *dp_dist_kind(const dp_dist *d) {
 
 /* ------------------------------------------------------------------ waiting */
 
+#if defined(DOPPEL_HAVE_MPI) || defined(DOPPEL_HAVE_NCCL)
 /* MPI's nonblocking collectives progress only inside MPI_Test, so a wait polls often: 50 us
  * sleeps for its first seconds (1 ms sleeps made a 154 MiB all-reduce take 7 s instead of
  * about 2; yielding instead of sleeping was slower on a loaded machine), 200 us after that (a
@@ -157,6 +158,7 @@ static int wait_turn(dp_dist *d, wait_clock *w, const char *what) {
     nap(now - w->t0);
     return 0;
 }
+#endif
 
 /* ------------------------------------------------------------------ MPI */
 
@@ -751,7 +753,7 @@ int dp_dist_allreduce_sum_f64(dp_dist *d, double *buf, size_t n) {
 #ifdef DOPPEL_HAVE_NCCL
     if (d->kind == KIND_NCCL) return nccl_host_allreduce(d, buf, n, ncclDouble, sizeof(double));
 #endif
-    (void)buf;
+    (void)buf, (void)n;
     return dp_fail("all-reduce: no transport compiled in");
 }
 
