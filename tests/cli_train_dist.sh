@@ -81,7 +81,7 @@ try:
     msg += ", %d step losses max rel diff %.3g (tol 1e-5)" % (len(la), lw)
 except ImportError:
     msg += ", step losses not compared (no h5py)"
-print(msg)
+print(msg if ok else "FAIL: " + msg)
 sys.exit(0 if ok else 1)
 EOF
 }
