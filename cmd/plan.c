@@ -91,9 +91,10 @@ static int plan(const plan_options *opt) {
            shape.r, (double)plan.lora_params / 1e6, shape.seq, shape.micro_batch,
            shape.recompute ? "on" : "off", shape.ce_chunk);
     if (o.gpus > 1)
-        printf("data parallel over %lld GPUs: each holds all of the table below (the frozen base, "
-               "LoRA, gradients and optimizer are replicated; each GPU has its own micro-batch)\n\n",
-               (long long)o.gpus);
+        printf(
+            "data parallel over %lld GPUs: each holds all of the table below (the frozen base, "
+            "LoRA, gradients and optimizer are replicated; each GPU has its own micro-batch)\n\n",
+            (long long)o.gpus);
     printf("  %-36s %10s\n", o.gpus > 1 ? "category (per GPU)" : "category", "MiB");
     for (int c = 0; c < DP_MEM_N_CATEGORIES; c++)
         printf("  %-36s %10.1f\n", dp_mem_category_names[c], mib(plan.by_category[c]));

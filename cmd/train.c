@@ -159,8 +159,7 @@ static const dp_opt opts[] = {
      "data parallel without mpirun (GPU, NCCL): tcp://HOST:PORT (rank 0 listens) or "
      "file://PATH on a shared file system; under mpirun nothing is needed (mpi)"},
     {"rank", DP_OPT_INT, F(rank), "R", "this process's rank with --dist-init (default $RANK)"},
-    {"world-size", DP_OPT_INT, F(world_size), "N",
-     "ranks with --dist-init (default $WORLD_SIZE)"},
+    {"world-size", DP_OPT_INT, F(world_size), "N", "ranks with --dist-init (default $WORLD_SIZE)"},
     {"dist-timeout", DP_OPT_DOUBLE, F(dist_timeout), "SECONDS",
      "a rank that waits longer than this for the others fails with a message (default 300)"},
     {0},
@@ -495,9 +494,9 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
             "--device %s: this run needs %.0f MiB of GPU memory%s, more than the %.0f MiB "
             "available: --max-seq %d --batch-tokens %d fits (`doppel plan --model %s --vram "
             "%lluMiB --seq %lld --r %lld --gpus %d` shows where it goes)",
-            o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "", limit / 1048576.0,
-            fit, fit, o->model_path, (unsigned long long)(limit >> 20),
-            (long long)o->batch_tokens, (long long)o->r, sh.ranks);
+            o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "", limit / 1048576.0, fit,
+            fit, o->model_path, (unsigned long long)(limit >> 20), (long long)o->batch_tokens,
+            (long long)o->r, sh.ranks);
     return dp_usage_error(S,
                           "--device %s: this run needs %.0f MiB of GPU memory%s and not even 16 "
                           "tokens fit in %.0f MiB: train on the CPU (--device cpu) or a smaller "
@@ -707,8 +706,9 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
     dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
     to.dist = dist;
     if (!quiet && o->world > 1)
-        fprintf(stderr, "train: data parallel over %d ranks (%s): each takes %lld of every "
-                        "step's %lld micro-batches\n",
+        fprintf(stderr,
+                "train: data parallel over %d ranks (%s): each takes %lld of every "
+                "step's %lld micro-batches\n",
                 o->world, dp_dist_kind(dist), (long long)o->grad_accum,
                 (long long)o->grad_accum * o->world);
     if (!quiet) {

@@ -41,7 +41,7 @@ struct dp_dist {
     int rank, world;
     bool failed;
     char why[1024]; /* the failure, repeated to later calls */
-    bool nccl_on; /* an NCCL communicator exists (kinds mpi+nccl and nccl) */
+    bool nccl_on;   /* an NCCL communicator exists (kinds mpi+nccl and nccl) */
     double timeout_s;
     volatile sig_atomic_t *stop_flag;
     uint64_t bytes_reduced;
@@ -396,8 +396,10 @@ static int tcp_rank0(const char *init, const char *hp, int world, const void *id
     }
     freeaddrinfo(ai);
     if (ls < 0)
-        return fail_rdv(init, 0, world, "rank 0 cannot listen on %s (%s): is the port in use, "
-                        "or the address not this machine's?", hp, strerror(errno));
+        return fail_rdv(init, 0, world,
+                        "rank 0 cannot listen on %s (%s): is the port in use, "
+                        "or the address not this machine's?",
+                        hp, strerror(errno));
     double deadline = dp_now_seconds() + timeout_s;
     unsigned char *seen = calloc((size_t)world, 1);
     int joined = 1, rc = 0;
@@ -432,7 +434,8 @@ static int tcp_rank0(const char *init, const char *hp, int world, const void *id
                           h.rank, h.world, world, world - 1);
             break;
         }
-        if (io_all(c, &r, sizeof r, true, deadline) || io_all(c, (void *)id, id_bytes, true, deadline)) {
+        if (io_all(c, &r, sizeof r, true, deadline) ||
+            io_all(c, (void *)id, id_bytes, true, deadline)) {
             close(c);
             continue; /* it went away; it may come back */
         }
@@ -513,8 +516,10 @@ static int file_rank0(const char *init, const char *path, int world, const void 
     if (!f || fwrite(&h, sizeof h, 1, f) != 1 || fwrite(id, 1, id_bytes, f) != id_bytes ||
         fclose(f) || rename(tmp, path)) {
         unlink(tmp);
-        return fail_rdv(init, 0, world, "cannot write %s (%s): the path must be on a file "
-                        "system every rank sees", path, strerror(errno));
+        return fail_rdv(init, 0, world,
+                        "cannot write %s (%s): the path must be on a file "
+                        "system every rank sees",
+                        path, strerror(errno));
     }
     double deadline = dp_now_seconds() + timeout_s;
     int joined = 1;
@@ -726,7 +731,8 @@ int dp_dist_allreduce_sum(dp_dist *d, float *buf, size_t n) {
     if (d->failed) return dp_fail("the communicator failed earlier: %s", d->why);
     d->bytes_reduced += n * sizeof(float);
 #ifdef DOPPEL_HAVE_MPI
-    if (d->kind == KIND_MPI) return mpi_allreduce(d, buf, n, MPI_FLOAT, sizeof(float), "all-reduce");
+    if (d->kind == KIND_MPI)
+        return mpi_allreduce(d, buf, n, MPI_FLOAT, sizeof(float), "all-reduce");
 #endif
 #ifdef DOPPEL_HAVE_NCCL
     if (d->kind == KIND_NCCL) return nccl_host_allreduce(d, buf, n, ncclFloat, sizeof(float));
@@ -775,7 +781,8 @@ int dp_dist_allreduce_sum_device(dp_dist *d, const dp_gpu_ops *ops, float *dev, 
         d->hscratch_n = n;
     }
     if (ops->download(d->hscratch, dev, n * sizeof(float)) ||
-        dp_dist_allreduce_sum(d, d->hscratch, n) || ops->upload(dev, d->hscratch, n * sizeof(float)))
+        dp_dist_allreduce_sum(d, d->hscratch, n) ||
+        ops->upload(dev, d->hscratch, n * sizeof(float)))
         return -1;
     return 0;
 }

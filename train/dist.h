@@ -47,8 +47,8 @@ int dp_dist_create(dp_dist **d, const dp_dist_opts *o);
 /* Ends MPI / NCCL (a NULL d is fine). After a failed collective the peers are not waited for. */
 void dp_dist_destroy(dp_dist *d);
 
-int dp_dist_rank(const dp_dist *d);  /* 0 for NULL */
-int dp_dist_world(const dp_dist *d); /* 1 for NULL */
+int dp_dist_rank(const dp_dist *d);         /* 0 for NULL */
+int dp_dist_world(const dp_dist *d);        /* 1 for NULL */
 const char *dp_dist_kind(const dp_dist *d); /* "single", "mpi", "mpi+nccl", "nccl" */
 /* True after a collective failed (timeout, lost peer): nothing more may be asked of it. */
 bool dp_dist_failed(const dp_dist *d);

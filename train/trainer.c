@@ -176,8 +176,8 @@ static int check_replicas(train_loop *t, const char *when) {
     if (t->world == 1) return 0;
     const size_t bytes = t->lora->n * sizeof(float);
     if (host_state(t->gt, t->lora, t->m, t->v)) return -1;
-    uint64_t h = dp_hash_bytes(t->v, bytes, dp_hash_bytes(t->m, bytes,
-                                                          dp_hash_bytes(t->lora->params, bytes, 7)));
+    uint64_t h = dp_hash_bytes(
+        t->v, bytes, dp_hash_bytes(t->m, bytes, dp_hash_bytes(t->lora->params, bytes, 7)));
     uint64_t h0 = h;
     if (dp_dist_broadcast(t->o->dist, &h0, sizeof h0, 0)) return -1;
     double differ = h != h0;
@@ -410,8 +410,7 @@ static void loop_rescue(train_loop *t) {
     if (!dp_dist_failed(t->o->dist) || t->rank != 0) return;
     char why[1024];
     snprintf(why, sizeof why, "%s", dp_last_error());
-    if (host_state(t->gt, t->lora, t->m, t->v) ||
-        save_ckpt(t->o, t->lora, t->m, t->v, &t->st))
+    if (host_state(t->gt, t->lora, t->m, t->v) || save_ckpt(t->o, t->lora, t->m, t->v, &t->st))
         dp_fail("%s; and the checkpoint could not be written: %s", why, dp_last_error());
     else
         dp_fail("%s; the checkpoint of step %lld is saved: continue with --resume (with any "
@@ -439,8 +438,7 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     res->world = t.world;
     if (o->val && !o->resume) {
         res->val_before = eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens, o->dist);
-        if (talk)
-            fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
+        if (talk) fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
     }
     dp_progress_opts popts = {.quiet = !talk};
     t.pg = dp_progress_start("train", total, "step", &popts);
@@ -503,9 +501,9 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     if (t.rank == 0 && save_adapter(o, t.lora, NULL)) goto done;
     res->interrupted = stopped;
     if (o->val && !stopped)
-        res->val_after = !isnan(last_val)
-                             ? last_val
-                             : eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens, o->dist);
+        res->val_after = !isnan(last_val) ? last_val
+                                          : eval_loss(t.ws, t.gt, o->model, t.lora, o->val,
+                                                      o->batch_tokens, o->dist);
     status = 0;
 done:
     if (status && stepping) loop_rescue(&t);
