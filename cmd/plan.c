@@ -13,7 +13,7 @@
 
 typedef struct {
     const char *model;
-    int64_t vram, seq, r, micro_batch, ce_chunk;
+    int64_t vram, seq, r, micro_batch, ce_chunk, gpus;
     bool lm_head_nf4, no_recompute;
 } plan_options;
 
@@ -30,6 +30,8 @@ static const dp_opt opts[] = {
     {"lm-head-nf4", DP_OPT_FLAG, F(lm_head_nf4), NULL, "quantize an untied lm_head to NF4 too"},
     {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL,
      "keep every layer's activations (no checkpointing)"},
+    {"gpus", DP_OPT_INT, F(gpus), "N",
+     "data parallel over N GPUs (mpirun -np N doppel train): the plan of each one (default 1)"},
     {0},
 };
 #undef F
@@ -43,7 +45,7 @@ static const dp_config_alias from_train[] = {
 
 const dp_command_spec dp_plan_spec = {
     .name = "plan",
-    .usage = "--model M [--vram 12GB] [--seq N] [--r R] [--micro-batch B]",
+    .usage = "--model M [--vram 12GB] [--seq N] [--r R] [--micro-batch B] [--gpus N]",
     .summary = "plan GPU memory for training and print the longest sequence that fits",
     .details =
         "Sizes are binary (12GB = 12 GiB, what a 12 GB card has). The CUDA context figure is\n"
@@ -67,12 +69,14 @@ static int plan(const plan_options *opt) {
     dp_train_shape shape = dp_train_shape_default();
     if (!o.model) return dp_usage_error(&dp_plan_spec, "--model is required");
     if (o.seq <= 0 || o.r <= 0 || o.micro_batch <= 0 || o.ce_chunk <= 0 || o.seq > (1 << 22) ||
-        o.r > 4096 || o.micro_batch > 4096)
-        return dp_usage_error(&dp_plan_spec, "--seq, --r, --micro-batch and --ce-chunk must be "
-                                             "positive (seq at most 4M, r and batch at most 4096)");
+        o.r > 4096 || o.micro_batch > 4096 || o.gpus < 1 || o.gpus > 65536)
+        return dp_usage_error(&dp_plan_spec, "--seq, --r, --micro-batch, --ce-chunk and --gpus "
+                                             "must be positive (seq at most 4M, r and batch at "
+                                             "most 4096, gpus at most 65536)");
     shape.seq = (int)o.seq, shape.r = (int)o.r, shape.micro_batch = (int)o.micro_batch;
     shape.ce_chunk = (int)o.ce_chunk, shape.lm_head_nf4 = o.lm_head_nf4;
     shape.recompute = !o.no_recompute;
+    shape.ranks = (int)o.gpus;
 
     dp_model_config cfg;
     if (dp_config_load_path(&cfg, o.model)) return dp_runtime_error(&dp_plan_spec);
@@ -86,7 +90,12 @@ static int plan(const plan_options *opt) {
            "recompute %s, cross-entropy chunk %d rows\n\n",
            shape.r, (double)plan.lora_params / 1e6, shape.seq, shape.micro_batch,
            shape.recompute ? "on" : "off", shape.ce_chunk);
-    printf("  %-36s %10s\n", "category", "MiB");
+    if (o.gpus > 1)
+        printf(
+            "data parallel over %lld GPUs: each holds all of the table below (the frozen base, "
+            "LoRA, gradients and optimizer are replicated; each GPU has its own micro-batch)\n\n",
+            (long long)o.gpus);
+    printf("  %-36s %10s\n", o.gpus > 1 ? "category (per GPU)" : "category", "MiB");
     for (int c = 0; c < DP_MEM_N_CATEGORIES; c++)
         printf("  %-36s %10.1f\n", dp_mem_category_names[c], mib(plan.by_category[c]));
     printf("  %-36s %10.1f   of %.1f MiB: %s\n", "total", mib(plan.total), mib((uint64_t)o.vram),
@@ -106,6 +115,19 @@ static int plan(const plan_options *opt) {
            rl.flops / 1e12, rl.bytes / 1e9, rl.seconds, rl.tokens_per_s,
            rl.flops / dp_gpu_rtx3060.peak_flops > rl.bytes / dp_gpu_rtx3060.bandwidth ? "compute"
                                                                                       : "memory");
+    if (o.gpus > 1) {
+        /* ring all-reduce: each GPU sends and receives 2 (N - 1) / N of the buffer */
+        double n = (double)o.gpus, grad_bytes = (double)plan.lora_params * 4;
+        double ar_s = 2 * (n - 1) / n * grad_bytes / DP_PCIE_ALLREDUCE_BW;
+        double tok = n * shape.seq * shape.micro_batch;
+        printf("\ndata parallel, %lld GPUs: %.0f tokens per optimizer step (x --grad-accum); "
+               "%.1f MiB of fp32 LoRA gradients all-reduced per step, %.1f ms on a ring at an "
+               "assumed %.0f GB/s (PCIe, no NVLink; not measured) -> ~%.0f tokens/s over all "
+               "GPUs at --grad-accum 1 (%.0f%% of %lld x one GPU)\n",
+               (long long)o.gpus, tok, grad_bytes / 1048576.0, ar_s * 1e3,
+               DP_PCIE_ALLREDUCE_BW / 1e9, tok / (rl.seconds + ar_s),
+               100 * rl.seconds / (rl.seconds + ar_s), (long long)o.gpus);
+    }
     dp_memplan_free(&plan);
     return DP_EXIT_OK;
 }
@@ -116,7 +138,8 @@ int dp_cmd_plan(int argc, char **argv) {
                       .seq = shape.seq,
                       .r = shape.r,
                       .micro_batch = shape.micro_batch,
-                      .ce_chunk = shape.ce_chunk};
+                      .ce_chunk = shape.ce_chunk,
+                      .gpus = 1};
     dp_cli cli;
     int rc = dp_cli_parse(&dp_plan_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;

@@ -18,6 +18,7 @@
 #include "train/adapter.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/eval.h"
 #include "infer/generate.h"
 #include "train/memplan.h"
@@ -35,7 +36,10 @@
 
 typedef struct {
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
-        *persona, *system_override, *device_s, *find_lr_csv;
+        *persona, *system_override, *device_s, *find_lr_csv, *dist_init;
+    int64_t rank, world_size; /* data parallel: -1 from mpirun or the environment */
+    double dist_timeout;
+    int world; /* ranks of the run, once the communicator exists (not an option) */
     int64_t r, max_seq, batch_tokens, grad_accum, epochs, max_steps, seed, warmup_steps, eval_every,
         save_every, early_stop, stop_at, ce_chunk, vram, find_lr_steps, samples, sample_tokens;
     double alpha, dropout, lr, warmup_ratio, weight_decay, max_grad_norm, beta1, beta2, adam_eps,
@@ -45,6 +49,10 @@ typedef struct {
 
 static train_options train_defaults(void) {
     return (train_options){.device_s = "auto",
+                           .rank = -1,
+                           .world_size = -1,
+                           .dist_timeout = 300,
+                           .world = 1,
                            .targets_s = "all",
                            .sched_s = "cosine",
                            .r = 16,
@@ -147,6 +155,13 @@ static const dp_opt opts[] = {
      "fit is refused before loading anything"},
     {"no-cache", DP_OPT_FLAG, F(no_cache), NULL,
      "always re-tokenize (do not read or write caches)"},
+    {"dist-init", DP_OPT_STRING, F(dist_init), "URL",
+     "data parallel without mpirun (GPU, NCCL): tcp://HOST:PORT (rank 0 listens) or "
+     "file://PATH on a shared file system; under mpirun nothing is needed (mpi)"},
+    {"rank", DP_OPT_INT, F(rank), "R", "this process's rank with --dist-init (default $RANK)"},
+    {"world-size", DP_OPT_INT, F(world_size), "N", "ranks with --dist-init (default $WORLD_SIZE)"},
+    {"dist-timeout", DP_OPT_DOUBLE, F(dist_timeout), "SECONDS",
+     "a rank that waits longer than this for the others fails with a message (default 300)"},
     {0},
 };
 #undef F
@@ -160,16 +175,24 @@ const dp_command_spec dp_train_spec = {
         "and doppel.json, best/ (the adapter with the lowest validation loss), checkpoint.h5\n"
         "and metrics.h5. Ctrl-C saves a checkpoint and exits 0; --resume continues it with the\n"
         "same losses as a run that never stopped. Conversations are tokenized once into\n"
-        "DATA.tok-KEY.h5 beside the data file.",
+        "DATA.tok-KEY.h5 beside the data file.\n"
+        "Data parallel: `mpirun -np N doppel train ...` runs N ranks; each takes every N-th\n"
+        "micro-batch of a step of --grad-accum x N micro-batches, the LoRA gradients are summed\n"
+        "across ranks (MPI; NCCL on CUDA), rank 0 alone writes the run directory. The same\n"
+        "numbers as one process with --grad-accum x N; --resume works with another N of the\n"
+        "same product. `kill -USR1 <mpirun pid>` stops every rank after the step (Ctrl-C on\n"
+        "mpirun leaves each rank 1 s; a dead rank: rank 0 saves the last whole step).",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
 };
 
+/* 1: SIGINT, or SIGUSR1 (which mpirun forwards to every rank at once): stop after this step;
+ * 2: SIGTERM, which mpirun sends every rank a second after Ctrl-C or a rank's death, a second
+ * before its SIGKILL: collectives stop waiting for lost peers */
 static volatile sig_atomic_t interrupted;
 static void on_sigint(int sig) {
-    (void)sig;
-    interrupted = 1;
+    interrupted = sig == SIGTERM ? 2 : 1;
 }
 
 /* ------------------------------------------------------------------ rendering */
@@ -244,6 +267,9 @@ static cJSON *run_config(const train_options *o) {
     cJSON_AddNumberToObject(j, "max_seq", (double)o->max_seq);
     cJSON_AddNumberToObject(j, "batch_tokens", (double)o->batch_tokens);
     cJSON_AddNumberToObject(j, "grad_accum", (double)o->grad_accum);
+    /* what decides a step's numbers is its micro-batches, however many ranks share them */
+    cJSON_AddNumberToObject(j, "micro_batches_per_step", (double)(o->grad_accum * o->world));
+    cJSON_AddNumberToObject(j, "world_size", (double)o->world);
     cJSON_AddNumberToObject(j, "epochs", (double)o->epochs);
     cJSON_AddNumberToObject(j, "max_steps", (double)o->max_steps);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
@@ -292,6 +318,19 @@ static int check_resume_config(const char *ckpt, const cJSON *now) {
         /* checkpoints from before NEFTune existed trained without it */
         if (!a && !strcmp(keys[i], "neftune_alpha") && cJSON_IsNumber(b) && b->valuedouble == 0)
             continue;
+        /* data parallel: another number of ranks is fine when ranks x --grad-accum is not */
+        if (!strcmp(keys[i], "grad_accum")) {
+            const cJSON *ma = cJSON_GetObjectItem(then, "micro_batches_per_step"),
+                        *mb = cJSON_GetObjectItem(now, "micro_batches_per_step");
+            if (ma && mb) {
+                if (!cJSON_Compare(ma, mb, true))
+                    rc = dp_fail("--resume: the checkpointed run took %g micro-batches per step "
+                                 "(ranks x --grad-accum) and this one takes %g: give "
+                                 "--grad-accum %g / ranks",
+                                 ma->valuedouble, mb->valuedouble, ma->valuedouble);
+                continue;
+            }
+        }
         if (!cJSON_Compare(a, b, true)) {
             char *sa = a ? cJSON_PrintUnformatted(a) : NULL,
                  *sb = b ? cJSON_PrintUnformatted(b) : NULL;
@@ -386,11 +425,36 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
                               "%s holds a checkpoint: add --resume to continue it, or choose "
                               "another --out",
                               o->out_dir);
+    if (o->world_size == 0 || o->world_size > 65536 || o->rank < -1 ||
+        (o->world_size > 0 && o->rank >= o->world_size))
+        return dp_usage_error(S, "--rank R --world-size N: needs 1 <= N <= 65536 and 0 <= R < N");
+    if ((o->rank >= 0 || o->world_size > 0) && !o->dist_init)
+        return dp_usage_error(S, "--rank and --world-size go with --dist-init tcp://HOST:PORT or "
+                                 "file://PATH (under mpirun leave all three out)");
+    if (!(o->dist_timeout > 0 && o->dist_timeout <= 86400))
+        return dp_usage_error(S, "--dist-timeout %g: must be in (0, 86400] seconds",
+                              o->dist_timeout);
+    if (o->find_lr && dp_dist_requested(o->dist_init))
+        return dp_usage_error(S, "--find-lr runs on one process: start it without mpirun or "
+                                 "--dist-init");
     if (o->vram < 0 || (o->vram > 0 && o->vram < (1 << 20)))
         return dp_usage_error(S, "--vram %lld: give the GPU memory, e.g. 12GB", (long long)o->vram);
     if (o->alpha == -1) o->alpha = 2.0 * (double)o->r;
     if (!o->batch_tokens) o->batch_tokens = o->max_seq;
     return 0;
+}
+
+/* GPUs of a data-parallel run as the launcher tells it before any communicator exists (each needs
+ * NCCL's buffers beside its replica): --world-size, mpirun's or torchrun-style environment. */
+static int planned_ranks(const train_options *o) {
+    if (o->world_size > 0) return (int)o->world_size;
+    static const char *const vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "WORLD_SIZE"};
+    for (size_t i = 0; i < sizeof vars / sizeof *vars; i++) {
+        const char *s = getenv(vars[i]);
+        int n = s ? atoi(s) : 0;
+        if (n > 0) return n;
+    }
+    return 1;
 }
 
 /* The backend --device names (NULL: the CPU), and for a GPU the memory plan of this run against
@@ -417,6 +481,7 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     sh.targets = targets, sh.recompute = !o->no_recompute, sh.base_dense = o->fp32_base;
     sh.ce_chunk = o->ce_chunk > 0 ? (int)o->ce_chunk : DP_CE_CHUNK_DEFAULT;
     sh.dropout = o->dropout > 0;
+    sh.ranks = planned_ranks(o);
     dp_memplan p;
     if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
     uint64_t need = p.total;
@@ -426,16 +491,18 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     if (fit >= 16)
         return dp_usage_error(
             S,
-            "--device %s: this run needs %.0f MiB of GPU memory, more than the %.0f MiB "
+            "--device %s: this run needs %.0f MiB of GPU memory%s, more than the %.0f MiB "
             "available: --max-seq %d --batch-tokens %d fits (`doppel plan --model %s --vram "
-            "%lluMiB --seq %lld --r %lld` shows where it goes)",
-            o->device_s, need / 1048576.0, limit / 1048576.0, fit, fit, o->model_path,
-            (unsigned long long)(limit >> 20), (long long)o->batch_tokens, (long long)o->r);
+            "%lluMiB --seq %lld --r %lld --gpus %d` shows where it goes)",
+            o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "", limit / 1048576.0, fit,
+            fit, o->model_path, (unsigned long long)(limit >> 20), (long long)o->batch_tokens,
+            (long long)o->r, sh.ranks);
     return dp_usage_error(S,
-                          "--device %s: this run needs %.0f MiB of GPU memory and not even 16 "
+                          "--device %s: this run needs %.0f MiB of GPU memory%s and not even 16 "
                           "tokens fit in %.0f MiB: train on the CPU (--device cpu) or a smaller "
                           "model",
-                          o->device_s, need / 1048576.0, limit / 1048576.0);
+                          o->device_s, need / 1048576.0, sh.ranks > 1 ? " per GPU" : "",
+                          limit / 1048576.0);
 }
 
 /* ------------------------------------------------------------------ the run */
@@ -622,9 +689,10 @@ static int write_summary(const train_options *o, const train_run *r, const dp_tr
     return rc;
 }
 
-/* Loads everything and trains. The exit code. */
+/* Loads everything and trains (a rank of a data-parallel run when dist's world is above 1). The
+ * exit code. */
 static int train(const train_options *o, dp_sched_kind sk, unsigned targets, const dp_gpu_ops *gpu,
-                 bool quiet) {
+                 dp_dist *dist, bool quiet) {
     train_run r = {.config = run_config(o)};
     char ckpt[4200];
     snprintf(ckpt, sizeof ckpt, "%s/checkpoint.h5", o->out_dir);
@@ -636,6 +704,13 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
     int status = DP_EXIT_ERROR;
     if (run_prepare(o, targets, &r, quiet) || sample_prepare(o, &r)) goto done;
     dp_train_opts to = trainer_opts(o, &r, sk, gpu, quiet);
+    to.dist = dist;
+    if (!quiet && o->world > 1)
+        fprintf(stderr,
+                "train: data parallel over %d ranks (%s): each takes %lld of every "
+                "step's %lld micro-batches\n",
+                o->world, dp_dist_kind(dist), (long long)o->grad_accum,
+                (long long)o->grad_accum * o->world);
     if (!quiet) {
         char tl[128];
         dp_lora_format_targets(targets, tl, sizeof tl);
@@ -646,16 +721,21 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
                 (int)o->r, o->alpha, tl, r.lora->n / 1e6, dp_train_total_steps(&to),
                 (long long)o->batch_tokens, (long long)o->grad_accum);
     }
-    struct sigaction sa = {0}, old;
+    struct sigaction sa = {0}, old, old_term, old_usr1;
     sa.sa_handler = on_sigint;
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, &old);
+    if (o->world > 1) sigaction(SIGTERM, &sa, &old_term), sigaction(SIGUSR1, &sa, &old_usr1);
     dp_train_result res;
     int trc = dp_train(&to, &res);
     sigaction(SIGINT, &old, NULL);
+    if (o->world > 1) sigaction(SIGTERM, &old_term, NULL), sigaction(SIGUSR1, &old_usr1, NULL);
     if (trc) goto done;
     if (!quiet) print_result(o, &res);
-    if (write_summary(o, &r, &res)) goto done;
+    if (!quiet && res.world > 1)
+        fprintf(stderr, "train: %d ranks, %.0f bytes of gradients all-reduced per step\n",
+                res.world, res.bytes_reduced_per_step);
+    if (dp_dist_rank(dist) == 0 && write_summary(o, &r, &res)) goto done;
     status = DP_EXIT_OK;
 done:
     if (status != DP_EXIT_OK) fprintf(stderr, "doppel train: %s\n", dp_last_error());
@@ -808,9 +888,24 @@ int dp_cmd_train(int argc, char **argv) {
     const dp_gpu_ops *gpu = NULL;
     rc = check_options(&o, &sk, &targets);
     if (!rc) rc = choose_device(&o, targets, &gpu, cli.quiet);
+    dp_dist *dist = NULL;
+    if (!rc && !o.find_lr) {
+        dp_dist_opts dopt = {.init = o.dist_init,
+                             .rank = (int)o.rank,
+                             .world = (int)o.world_size,
+                             .gpu = gpu != NULL,
+                             .timeout_s = o.dist_timeout,
+                             .stop_flag = &interrupted};
+        if (dp_dist_create(&dist, &dopt)) {
+            fprintf(stderr, "doppel train: %s\n", dp_last_error());
+            rc = DP_EXIT_ERROR;
+        } else
+            o.world = dp_dist_world(dist);
+    }
     if (!rc)
         rc = o.find_lr ? find_lr(&o, sk, targets, gpu, cli.quiet)
-                       : train(&o, sk, targets, gpu, cli.quiet);
+                       : train(&o, sk, targets, gpu, dist, cli.quiet || dp_dist_rank(dist) != 0);
+    dp_dist_destroy(dist);
     dp_cli_free(&cli);
     return rc;
 }

@@ -515,6 +515,10 @@ int dp_gpu_train_zero_grads(dp_gpu_train *t) {
     return t->ops->dev_memset(t->grads, 0, t->n * 4);
 }
 
+float *dp_gpu_train_grads(dp_gpu_train *t) {
+    return t->grads;
+}
+
 int dp_gpu_train_adamw(dp_gpu_train *t, const dp_adamw_config *c, double lr, long step,
                        double *norm) {
     const dp_gpu_ops *ops = t->ops;

@@ -46,6 +46,9 @@ int dp_gpu_train_loss(dp_gpu_train *t, const dp_batch *b, double *loss_sum, int6
 int dp_gpu_train_adamw(dp_gpu_train *t, const dp_adamw_config *c, double lr, long step,
                        double *norm);
 int dp_gpu_train_zero_grads(dp_gpu_train *t);
+/* The device gradients (n floats, the host dp_lora's layout): data-parallel training sums them
+ * across ranks in place between the micro-batches and dp_gpu_train_adamw. */
+float *dp_gpu_train_grads(dp_gpu_train *t);
 
 /* Copies to the host (n floats each, lora->n; any may be NULL) / from it (resume). */
 int dp_gpu_train_download(const dp_gpu_train *t, float *params, float *grads, float *m, float *v);

@@ -177,6 +177,9 @@ int dp_memplan_build(dp_memplan *p, const dp_model_config *c, const dp_train_sha
     if (add(p, DP_MEM_CROSS_ENTROPY, "per-row losses", AL(N * F32))) goto fail;
     if (add(p, DP_MEM_CUBLAS, "workspace", CUBLAS_WORKSPACE_BYTES)) goto fail;
     if (add(p, DP_MEM_CONTEXT, "context + kernels", CONTEXT_RESERVE_BYTES)) goto fail;
+    if (s->ranks > 1 &&
+        add(p, DP_MEM_CONTEXT, "NCCL buffers (data parallel)", DP_NCCL_RESERVE_BYTES))
+        goto fail;
     return 0;
 fail:
     dp_memplan_free(p);

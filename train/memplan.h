@@ -44,6 +44,8 @@ typedef struct {
     bool act_f32;     /* fp32 activations and dense weights (tests; the GPU default is bf16) */
     bool base_dense;  /* block linears kept dense in the activation dtype instead of NF4 */
     bool dropout;     /* LoRA dropout on (needs an fp32 copy of each LoRA input) */
+    int ranks;        /* data-parallel GPUs (0 or 1: one): each holds a whole replica, its own
+                       * micro-batch, and from 2 on NCCL's buffers (an estimate) */
 } dp_train_shape;
 
 /* The defaults: seq 2048, micro-batch 1, r 16, all seven linears, recompute, chunk
@@ -92,6 +94,13 @@ typedef struct {
 } dp_gpu_spec;
 
 extern const dp_gpu_spec dp_gpu_rtx3060;
+
+/* NCCL's device buffers and work queues on each rank of a data-parallel run: an estimate (NCCL
+ * sizes them by topology and channels), in the plan's "CUDA context (estimate)" category. */
+#define DP_NCCL_RESERVE_BYTES (256ull << 20)
+/* Bus bandwidth assumed for the plan's all-reduce time between consumer GPUs without NVLink
+ * (PCIe 4.0 x16, through the host): an assumption, not a measurement. */
+#define DP_PCIE_ALLREDUCE_BW 10e9
 void dp_memplan_roofline(dp_roofline *out, const dp_model_config *cfg, const dp_train_shape *shape,
                          const dp_gpu_spec *gpu);
 

@@ -5,8 +5,10 @@
 #include "data/base/error.h"
 #include "data/base/progress.h"
 #include "train/checkpoint.h"
+#include "train/dist.h"
 #include "train/metrics.h"
 #include "train/grad_gpu.h"
+#include "data/base/hash.h"
 #include "data/base/rng.h"
 #include "train/memplan.h"
 
@@ -40,13 +42,16 @@ long dp_train_total_steps(const dp_train_opts *o) {
         if (n < 0) return -1;
         micro += n;
     }
-    int a = o->grad_accum > 0 ? o->grad_accum : 1;
+    int a = (o->grad_accum > 0 ? o->grad_accum : 1) * dp_dist_world(o->dist);
     return (long)((micro + a - 1) / a);
 }
 
-/* dp_eval_loss on the CPU workspace, or on the GPU step's (gt, its parameters) when not NULL */
+/* dp_eval_loss on the CPU workspace, or on the GPU step's (gt, its parameters) when not NULL;
+ * with several ranks each takes every world-th batch and the sums are added up (every rank
+ * gets the same mean). */
 static double eval_loss(dp_grad_ws *ws, dp_gpu_train *gt, const dp_model *model,
-                        const dp_lora *lora, const dp_token_data *d, int64_t batch_tokens) {
+                        const dp_lora *lora, const dp_token_data *d, int64_t batch_tokens,
+                        dp_dist *dist) {
     dp_epoch_plan p;
     dp_batch_buf bb;
     if (dp_epoch_plan_make(d, batch_tokens, 0, 0, false, &p)) return NAN;
@@ -56,7 +61,8 @@ static double eval_loss(dp_grad_ws *ws, dp_gpu_train *gt, const dp_model *model,
     }
     double sum = 0;
     int64_t n = 0;
-    for (int64_t k = 0; k < p.nbatches; k++) {
+    const int world = dp_dist_world(dist), rank = dp_dist_rank(dist);
+    for (int64_t k = rank; k < p.nbatches; k += world) {
         double s;
         int64_t nt;
         if (dp_batch_fill(&bb, d, &p, k) || (gt ? dp_gpu_train_loss(gt, &bb.b, &s, &nt)
@@ -69,12 +75,17 @@ static double eval_loss(dp_grad_ws *ws, dp_gpu_train *gt, const dp_model *model,
     }
     dp_batch_buf_free(&bb);
     dp_epoch_plan_free(&p);
+    if (world > 1) { /* a rank's NAN (error) makes the mean NAN everywhere */
+        double both[2] = {sum, (double)n};
+        if (dp_dist_allreduce_sum_f64(dist, both, 2)) return NAN;
+        sum = both[0], n = (int64_t)both[1];
+    }
     return n > 0 ? sum / (double)n : NAN;
 }
 
 double dp_eval_loss(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora,
                     const dp_token_data *d, int64_t batch_tokens) {
-    return eval_loss(ws, NULL, model, lora, d, batch_tokens);
+    return eval_loss(ws, NULL, model, lora, d, batch_tokens, NULL);
 }
 
 typedef struct {
@@ -155,7 +166,28 @@ typedef struct {
     dp_progress *pg;
     dp_train_state st;
     dp_schedule sched;
+    int rank, world; /* data parallel: this process's share of every step; rank 0 writes */
 } train_loop;
+
+/* Ranks must hold the same adapter and moments (they start from the same seed or checkpoint and
+ * apply the same summed gradients): compared by hash against rank 0's, before a checkpoint. A
+ * collective: every rank calls it at the same step. */
+static int check_replicas(train_loop *t, const char *when) {
+    if (t->world == 1) return 0;
+    const size_t bytes = t->lora->n * sizeof(float);
+    if (host_state(t->gt, t->lora, t->m, t->v)) return -1;
+    uint64_t h = dp_hash_bytes(
+        t->v, bytes, dp_hash_bytes(t->m, bytes, dp_hash_bytes(t->lora->params, bytes, 7)));
+    uint64_t h0 = h;
+    if (dp_dist_broadcast(t->o->dist, &h0, sizeof h0, 0)) return -1;
+    double differ = h != h0;
+    if (dp_dist_allreduce_sum_f64(t->o->dist, &differ, 1)) return -1;
+    if (differ > 0)
+        return dp_fail("%s: %g of %d ranks hold another adapter or optimizer state than rank 0 "
+                       "(ranks with different data, model files or builds?)",
+                       when, differ, t->world);
+    return 0;
+}
 
 /* The moments, the workspace (or the GPU step), the resumed state and the metrics file; with
  * `files` false (the LR range test) nothing is read from or written to the run directory. */
@@ -169,7 +201,9 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, bool fil
                       .total = total,
                       .accum = o->grad_accum > 0 ? o->grad_accum : 1,
                       .dpos = {.o = o, .plan_epoch = -1},
-                      .st = {.seed = o->seed, .best_val = NAN, .best_step = -1}};
+                      .st = {.seed = o->seed, .best_val = NAN, .best_step = -1},
+                      .rank = dp_dist_rank(o->dist),
+                      .world = dp_dist_world(o->dist)};
     t->m = dp_calloc(lora->n, sizeof(float));
     t->v = dp_calloc(lora->n, sizeof(float));
     if (!o->gpu)
@@ -203,7 +237,8 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, bool fil
     }
     t->sched = (dp_schedule){.kind = o->sched, .lr = o->lr, .total_steps = total};
     t->sched.warmup_steps = dp_schedule_warmup(total, o->warmup_steps, o->warmup_ratio);
-    if (!files) return 0;
+    if (check_replicas(t, "start")) return -1;
+    if (!files || t->rank != 0) return 0;
     snprintf(path, sizeof path, "%s/metrics.h5", o->out_dir);
     t->mt = dp_metrics_open(path, o->resume ? t->st.step : -1);
     if (!t->mt && o->resume) {
@@ -232,17 +267,22 @@ static void loop_close(train_loop *t) {
     free(t->v);
 }
 
-/* One optimizer step: the step's `accum` micro-batches, then AdamW. The step's mean loss (NAN
- * when no row is trained), its learning rate, the grad norm and the rows it read. 0; 1 when the
- * loss is not finite (diverged); -1 on error. */
+/* One optimizer step: the step's accum x world micro-batches (this rank computes every
+ * world-th, from its rank on), the gradients summed across ranks, then AdamW. The step's mean
+ * loss (NAN when no row is trained), its learning rate, the grad norm and the rows it read (all
+ * ranks'). 0; 1 when the loss is not finite (diverged); -1 on error (a failed collective leaves
+ * the state of the step before, for a checkpoint). */
 static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int64_t *rows) {
     const dp_train_opts *o = t->o;
     dp_train_state *st = &t->st;
+    const dp_train_state before = *st;
+    const int n_micro = t->accum * t->world;
     /* count trained rows first (a walk over the same positions), so the loss is the mean over
-     * the whole step, as one big batch would give */
+     * the whole step, as one big batch would give: every rank walks all of the step's
+     * micro-batches, so each knows the step's total without asking the others */
     int64_t trained = 0;
     dp_train_state peek = *st;
-    for (int j = 0; j < t->accum; j++) {
+    for (int j = 0; j < n_micro; j++) {
         if (next_plan(&t->dpos, &peek)) return -1;
         trained += batch_trained(o->train, &t->dpos.plan, peek.cursor);
         peek.cursor++;
@@ -250,20 +290,40 @@ static int loop_step(train_loop *t, double *loss, double *lr, double *gnorm, int
     memset(t->lora->grads, 0, t->lora->n * sizeof(float));
     double loss_sum = 0;
     *rows = 0;
-    for (int j = 0; j < t->accum; j++) {
-        if (next_plan(&t->dpos, st) || dp_batch_fill(&t->bb, o->train, &t->dpos.plan, st->cursor))
-            return -1;
-        double s;
-        int64_t nt;
-        uint64_t dseed = dropout_seed(o->seed, st->step, j);
-        float scale = trained > 0 ? 1.0f / (float)trained : 0;
-        if (trained > 0 &&
-            (t->gt ? dp_gpu_train_grad(t->gt, &t->bb.b, scale, dseed, &s, &nt)
-                   : dp_model_grad(t->ws, o->model, t->lora, &t->bb.b, scale, dseed, &s, &nt)))
-            return -1;
-        if (trained > 0) loss_sum += s;
-        *rows += t->bb.b.N;
+    for (int j = 0; j < n_micro; j++) {
+        if (next_plan(&t->dpos, st)) return -1;
+        if (j % t->world == t->rank) {
+            if (dp_batch_fill(&t->bb, o->train, &t->dpos.plan, st->cursor)) return -1;
+            double s;
+            int64_t nt;
+            /* seeded by the micro-batch's place in the whole step: N ranks draw the masks one
+             * rank with --grad-accum N would */
+            uint64_t dseed = dropout_seed(o->seed, st->step, j);
+            float scale = trained > 0 ? 1.0f / (float)trained : 0;
+            if (trained > 0 &&
+                (t->gt ? dp_gpu_train_grad(t->gt, &t->bb.b, scale, dseed, &s, &nt)
+                       : dp_model_grad(t->ws, o->model, t->lora, &t->bb.b, scale, dseed, &s, &nt)))
+                return -1;
+            if (trained > 0) loss_sum += s;
+            *rows += t->bb.b.N;
+        }
         st->cursor++;
+    }
+    if (t->world > 1) {
+        /* each rank's gradient is its share of sum(CE) / trained over the whole step: their sum
+         * is the step's gradient (an average would weigh ranks with fewer trained rows wrongly) */
+        double stats[2] = {loss_sum, (double)*rows};
+        int bad = dp_dist_allreduce_sum_f64(o->dist, stats, 2);
+        if (!bad && trained > 0)
+            bad = t->gt ? dp_dist_allreduce_sum_device(o->dist, o->gpu, dp_gpu_train_grads(t->gt),
+                                                       t->lora->n)
+                        : dp_dist_allreduce_sum(o->dist, t->lora->grads, t->lora->n);
+        if (bad) {
+            *st = before; /* nothing of this step was applied */
+            if (t->gt) dp_gpu_train_zero_grads(t->gt);
+            return -1;
+        }
+        loss_sum = stats[0], *rows = (int64_t)stats[1];
     }
     *loss = trained > 0 ? loss_sum / (double)trained : NAN;
     if (trained > 0 && !isfinite(*loss)) {
@@ -311,18 +371,51 @@ static int loop_sample(train_loop *t) {
 static int loop_validate(train_loop *t, dp_metrics_row *row) {
     const dp_train_opts *o = t->o;
     dp_train_state *st = &t->st;
-    row->val_loss = eval_loss(t->ws, t->gt, o->model, t->lora, o->val, o->batch_tokens);
+    row->val_loss = eval_loss(t->ws, t->gt, o->model, t->lora, o->val, o->batch_tokens, o->dist);
     if (isnan(st->best_val) || row->val_loss < st->best_val) {
         st->best_val = row->val_loss;
         st->best_step = st->step;
         st->evals_since_best = 0;
-        if (host_state(t->gt, t->lora, t->m, t->v) || save_adapter(o, t->lora, "best")) return -1;
+        if (t->rank == 0 &&
+            (host_state(t->gt, t->lora, t->m, t->v) || save_adapter(o, t->lora, "best")))
+            return -1;
     } else
         st->evals_since_best++;
-    if (!o->quiet)
+    if (!o->quiet && t->rank == 0)
         dp_progress_note(t->pg, "val loss %.4f (best %.4f at step %lld)", row->val_loss,
                          st->best_val, (long long)st->best_step);
-    return loop_sample(t);
+    return t->rank == 0 ? loop_sample(t) : 0;
+}
+
+/* A checkpoint of the state: every rank checks it holds rank 0's (a collective), rank 0
+ * writes it. */
+static int loop_checkpoint(train_loop *t) {
+    if (check_replicas(t, "checkpoint")) return -1;
+    if (t->rank != 0) return 0;
+    return host_state(t->gt, t->lora, t->m, t->v) || save_ckpt(t->o, t->lora, t->m, t->v, &t->st);
+}
+
+/* Every rank stops at the same step: when any of them was asked to (SIGINT, SIGTERM). */
+static bool loop_should_stop(train_loop *t) {
+    const dp_train_opts *o = t->o;
+    double stop = o->stop_flag && *o->stop_flag;
+    if (t->world > 1 && dp_dist_allreduce_sum_f64(o->dist, &stop, 1))
+        stop = 1; /* a lost peer: stop here (the caller sees the failure) */
+    return stop > 0 || (o->stop_at > 0 && t->st.step == o->stop_at);
+}
+
+/* After a collective failed (a rank died or hangs): rank 0 still holds the state of the last
+ * whole step; it becomes the checkpoint, so --resume (with any number of ranks) goes on. */
+static void loop_rescue(train_loop *t) {
+    if (!dp_dist_failed(t->o->dist) || t->rank != 0) return;
+    char why[1024];
+    snprintf(why, sizeof why, "%s", dp_last_error());
+    if (host_state(t->gt, t->lora, t->m, t->v) || save_ckpt(t->o, t->lora, t->m, t->v, &t->st))
+        dp_fail("%s; and the checkpoint could not be written: %s", why, dp_last_error());
+    else
+        dp_fail("%s; the checkpoint of step %lld is saved: continue with --resume (with any "
+                "number of ranks whose --grad-accum x ranks is %d)",
+                why, (long long)t->st.step, t->accum * t->world);
 }
 
 int dp_train(const dp_train_opts *o, dp_train_result *res) {
@@ -333,26 +426,32 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     if (total < 0) return -1;
     if (total == 0) return dp_fail("the run has no steps (no data, or --max-steps 0)");
     res->total_steps = total;
-    if (dp_make_dirs(o->out_dir)) return -1;
+    if (dp_dist_rank(o->dist) == 0 && dp_make_dirs(o->out_dir)) return -1;
 
     int status = -1;
+    bool stepping = false; /* loop_open done: the state is a whole step's */
     train_loop t;
     dp_train_state *st = &t.st;
     if (loop_open(&t, o, total, true, res)) goto done;
+    stepping = true;
+    const bool talk = !o->quiet && t.rank == 0;
+    res->world = t.world;
     if (o->val && !o->resume) {
-        res->val_before = eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens);
-        if (!o->quiet)
-            fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
+        res->val_before = eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens, o->dist);
+        if (talk) fprintf(stderr, "train: validation loss before training %.4f\n", res->val_before);
     }
-    dp_progress_opts popts = {.quiet = o->quiet};
+    dp_progress_opts popts = {.quiet = !talk};
     t.pg = dp_progress_start("train", total, "step", &popts);
     dp_progress_update(t.pg, st->step);
     double t0 = dp_now_seconds(), elapsed0 = st->elapsed, smooth = NAN;
     int64_t tokens_here = 0;
     bool stopped = false;
     double last_val = NAN; /* validation loss after the last step, when it was evaluated */
+    const uint64_t reduced0 = dp_dist_bytes_reduced(o->dist);
+    const int64_t step0 = st->step;
     while (st->step < total) {
-        if ((o->stop_flag && *o->stop_flag) || (o->stop_at > 0 && st->step == o->stop_at)) {
+        if (loop_should_stop(&t)) {
+            if (dp_dist_failed(o->dist)) goto done;
             stopped = true;
             break;
         }
@@ -377,12 +476,11 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
             loop_validate(&t, &row))
             goto done;
         last_val = last ? row.val_loss : NAN;
-        if (dp_metrics_append(t.mt, &row)) goto done;
+        if (t.mt && dp_metrics_append(t.mt, &row)) goto done;
         dp_progress_note(t.pg, "loss %.4f  lr %.2e  %.0f tok/s  %.0f MiB", smooth, lr, tps,
                          peak_rss_mib());
         dp_progress_update(t.pg, st->step);
-        if (o->save_every > 0 && st->step % o->save_every == 0 && !last &&
-            (host_state(t.gt, t.lora, t.m, t.v) || save_ckpt(o, t.lora, t.m, t.v, st)))
+        if (o->save_every > 0 && st->step % o->save_every == 0 && !last && loop_checkpoint(&t))
             goto done;
         if (o->early_stop > 0 && st->evals_since_best >= o->early_stop) {
             res->early_stopped = true;
@@ -395,16 +493,20 @@ int dp_train(const dp_train_opts *o, dp_train_result *res) {
     double secs = dp_now_seconds() - t0;
     res->tokens_per_s = secs > 0 ? tokens_here / secs : 0;
     res->peak_rss_mib = peak_rss_mib();
-    if (host_state(t.gt, t.lora, t.m, t.v) || save_ckpt(o, t.lora, t.m, t.v, st)) goto done;
+    if (st->step > step0)
+        res->bytes_reduced_per_step =
+            (double)(dp_dist_bytes_reduced(o->dist) - reduced0) / (double)(st->step - step0);
+    if (loop_checkpoint(&t)) goto done;
     /* an interrupted run leaves a usable adapter too; --resume continues from the checkpoint */
-    if (save_adapter(o, t.lora, NULL)) goto done;
+    if (t.rank == 0 && save_adapter(o, t.lora, NULL)) goto done;
     res->interrupted = stopped;
     if (o->val && !stopped)
-        res->val_after = !isnan(last_val)
-                             ? last_val
-                             : eval_loss(t.ws, t.gt, o->model, t.lora, o->val, o->batch_tokens);
+        res->val_after = !isnan(last_val) ? last_val
+                                          : eval_loss(t.ws, t.gt, o->model, t.lora, o->val,
+                                                      o->batch_tokens, o->dist);
     status = 0;
 done:
+    if (status && stepping) loop_rescue(&t);
     loop_close(&t);
     return status;
 }

@@ -53,7 +53,12 @@ typedef struct {
     const char *doppel_json; /* doppel.json text written beside the adapter */
     bool resume;
     bool quiet;
-    volatile sig_atomic_t *stop_flag; /* set asynchronously (SIGINT) */
+    volatile sig_atomic_t *stop_flag; /* set asynchronously (SIGINT: 1, SIGTERM: 2) */
+    /* data parallel (train/dist.h), or NULL for one process: each optimizer step's
+     * grad_accum x world micro-batches are dealt round-robin to the ranks, the LoRA gradients
+     * summed across them before the (identical) optimizer step; rank 0 alone writes files and
+     * prints progress. */
+    struct dp_dist *dist;
 } dp_train_opts;
 
 typedef struct {
@@ -64,6 +69,8 @@ typedef struct {
     double tokens_per_s;    /* over this process's steps */
     double peak_rss_mib;    /* of the process */
     size_t workspace_bytes; /* activations + scratch */
+    int world;              /* ranks that trained */
+    double bytes_reduced_per_step; /* gradient bytes each rank all-reduced per optimizer step */
 } dp_train_result;
 
 int dp_train(const dp_train_opts *o, dp_train_result *res);
