@@ -7,6 +7,7 @@
  *                      MODEL.gguf...
  * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
  * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
+#include "bench/read_bandwidth.h"
 #include "kernels/cpu/blas.h"
 #include "data/base/error.h"
 #include "infer/forward.h"
@@ -28,6 +29,9 @@
 
 typedef struct {
     double prefill_tps, decode_tps, prefill_cpu_tps, decode_cpu_tps, peak_rss, weights;
+    /* bytes one decode step reads: the weights it streams (all linears, the head, norms, one
+     * embedding row) and the KV cache per cached position (k and v of every layer) */
+    double step_bytes, kv_bytes_per_pos;
     int ok;
 } result;
 
@@ -43,6 +47,27 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static double linear_bytes(const dp_linear *lin) {
+    double b = lin->bias ? lin->out * 4.0 : 0;
+    if (lin->q8) return b + (double)dp_q8_bytes(lin->q8); /* decode takes the compact copy */
+    if (lin->nf4) return b + (double)dp_nf4_bytes(lin->nf4);
+    return b + (double)lin->out * lin->in * 4.0;
+}
+
+/* what one decode step of m reads (result.step_bytes, kv_bytes_per_pos) */
+static void decode_bytes(const dp_model *m, result *r) {
+    const dp_model_config *c = &m->cfg;
+    double b = c->C * 4.0 * 3; /* one embedding row, the final norm, the residual */
+    for (int l = 0; l < c->L; l++) {
+        const dp_layer *ly = &m->layers[l];
+        for (int i = 0; i < DP_N_LINEAR; i++) b += linear_bytes(&ly->lin[i]);
+        b += c->C * 4.0 * 2 + (ly->q_norm ? c->D * 4.0 * 2 : 0);
+    }
+    b += linear_bytes(&m->lm_head);
+    r->step_bytes = b;
+    r->kv_bytes_per_pos = (double)c->L * 2 * c->KVH * c->D * 4; /* fp32 k and v */
+}
+
 /* one measured run: load, warm up, prefill n_prompt tokens, decode n_gen */
 static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int n_gen, result *r) {
     dp_load_opts o = {.nf4 = nf4_file != NULL,
@@ -55,6 +80,7 @@ static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int
         return;
     }
     r->weights = (double)dp_model_weight_bytes(m);
+    decode_bytes(m, r);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int i = 0; i < n_prompt; i++) prompt[i] = (1000 + 37 * i) % 40000 + 100;
     dp_forward f;
@@ -174,6 +200,11 @@ static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, c
     r.decode_cpu_tps = atof(dc + 18);
     r.peak_rss = atof(c + 12);
     if (v) snprintf(version, vlen, "%.*s", (int)strcspn(v + 12, "\""), v + 12);
+    const char *sb = strstr(line, "\"step_bytes\": "), *kb = strstr(line, "\"kv_bytes_per_pos\": ");
+    if (sb && kb) { /* absent when the gguf package is not importable */
+        r.step_bytes = atof(sb + 14);
+        r.kv_bytes_per_pos = atof(kb + 20);
+    }
     r.ok = 1;
     return r;
 }
@@ -189,7 +220,8 @@ static result median(const result *rs, int n) {
     double v[MAX_REPS];
     size_t off[] = {offsetof(result, prefill_tps),     offsetof(result, decode_tps),
                     offsetof(result, prefill_cpu_tps), offsetof(result, decode_cpu_tps),
-                    offsetof(result, peak_rss),        offsetof(result, weights)};
+                    offsetof(result, peak_rss),        offsetof(result, weights),
+                    offsetof(result, step_bytes),      offsetof(result, kv_bytes_per_pos)};
     for (size_t f = 0; f < sizeof off / sizeof off[0]; f++) {
         int k = 0;
         for (int i = 0; i < n; i++)
@@ -211,6 +243,20 @@ static void row(const char *name, const result *r) {
            r->prefill_cpu_tps, r->decode_cpu_tps, r->peak_rss / 1048576.0);
     if (r->weights > 0) printf("   (weights %.1f MiB)", r->weights / 1048576.0);
     printf("\n");
+}
+
+/* how close decode comes to the memory-bandwidth limit: bytes read per token at the mean
+ * decoded position / read bandwidth (measured in this run) vs the measured time per token */
+static void bandwidth_row(const char *name, const result *r, double mean_pos, double bw) {
+    if (!r->ok || r->step_bytes <= 0 || bw <= 0) {
+        printf("  %-22s %13s\n", name, "bytes per token unknown");
+        return;
+    }
+    double bytes = r->step_bytes + r->kv_bytes_per_pos * mean_pos, floor_ms = bytes / bw * 1e3,
+           ms = 1e3 / r->decode_tps;
+    printf("  %-22s %9.1f MiB/token (KV %5.1f) %9.2f ms %9.2f ms %8.0f%% %9.2f GB/s\n", name,
+           bytes / 1048576.0, r->kv_bytes_per_pos * mean_pos / 1048576.0, floor_ms, ms,
+           100 * floor_ms / ms, bytes / ms * 1e3 / 1e9);
 }
 
 static void ratio(const char *name, const result *d, const result *l) {
@@ -265,7 +311,10 @@ int main(int argc, char **argv) {
                "alternating runs\n",
                path, threads, n_prompt, n_gen, reps);
         result d4[MAX_REPS], d32[MAX_REPS], lc[MAX_REPS];
+        double bw[MAX_REPS];
         for (int r = 0; r < reps; r++) {
+            /* the read bandwidth at this thread count, between the runs, as loaded as they are */
+            bw[r] = rb_read_bandwidth((size_t)512 << 20, threads, 5, NULL);
             d4[r] = child(path, nf4, n_prompt, n_gen);
             lc[r] = llamacpp(path, threads, n_prompt, n_gen, ver, sizeof ver);
             d32[r] = fp32 ? child(path, NULL, n_prompt, n_gen) : (result){0};
@@ -280,6 +329,17 @@ int main(int argc, char **argv) {
         row("llama.cpp (file as is)", &ml);
         ratio("doppel NF4", &m4, &ml);
         if (fp32) ratio("doppel fp32", &m32, &ml);
+        qsort(bw, (size_t)reps, sizeof bw[0], cmp_double);
+        double mbw = reps % 2 ? bw[reps / 2] : (bw[reps / 2 - 1] + bw[reps / 2]) / 2,
+               mean_pos = n_prompt + (n_gen - 1) / 2.0;
+        printf("  bandwidth limit: read bandwidth %.2f GB/s at %d threads (bench_bandwidth's "
+               "probe, 512 MiB, median between the runs); position %.1f on average\n",
+               mbw / 1e9, threads, mean_pos);
+        printf("  %-22s %13s %17s %12s %12s %9s %14s\n", "", "read/token", "", "limit/token",
+               "measured", "of limit", "achieved");
+        bandwidth_row("doppel NF4 (Q8 head)", &m4, mean_pos, mbw);
+        if (fp32) bandwidth_row("doppel fp32", &m32, mean_pos, mbw);
+        bandwidth_row("llama.cpp (file as is)", &ml, mean_pos, mbw);
     }
     printf("\nllama-cpp-python %s (its peak RSS includes the Python interpreter)\n", ver);
     return 0;
