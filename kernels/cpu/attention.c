@@ -5,6 +5,7 @@
  * vectorized exp, products by sgemm; blocks are shared by the OpenMP team. KV-cache decoding
  * (attention_cached) keeps the one-row online-softmax loop. */
 #include "kernels/ops.h"
+#include "kernels/pool.h"
 #include "kernels/cpu/vexp.h"
 
 #include <cblas.h>
@@ -62,19 +63,108 @@ DP_CLONES_V3 static float attend_row(float *o, const float *q, const float *k, c
     return mx + (float)log(sum);
 }
 
+#ifdef DP_X86
+/* attend_row for head sizes of 16 * ND floats on AVX-512: q and the output stay in registers
+ * (the generic loop loads and stores o for every key), the exps of a block of scores are
+ * vectorized (dp_vexp, within 2 ulp of expf) instead of one expf call per key. */
+__attribute__((target("avx512f,avx2,fma"), always_inline)) static inline float
+attend_row_avx512(float *o, const float *q, const float *k, const float *v, size_t kstride,
+                  int nkeys, float scale, const int ND) {
+    __m512 qv[8], ov[8];
+    for (int c = 0; c < ND; c++) qv[c] = _mm512_loadu_ps(q + 16 * c), ov[c] = _mm512_setzero_ps();
+    float mx = -INFINITY, s[ATT_KB];
+    double sum = 0;
+    for (int j0 = 0; j0 < nkeys; j0 += ATT_KB) {
+        int nb = nkeys - j0 < ATT_KB ? nkeys - j0 : ATT_KB;
+        float bmx = -INFINITY;
+        for (int j = 0; j < nb; j++) {
+            const float *kj = k + (j0 + j) * kstride;
+            __m512 a = _mm512_mul_ps(qv[0], _mm512_loadu_ps(kj));
+            for (int c = 1; c < ND; c++) a = _mm512_fmadd_ps(qv[c], _mm512_loadu_ps(kj + 16 * c), a);
+            s[j] = _mm512_reduce_add_ps(a) * scale;
+            bmx = s[j] > bmx ? s[j] : bmx;
+        }
+        if (bmx > mx) { /* new maximum: rescale what was accumulated so far */
+            float c = expf(mx - bmx);
+            for (int d = 0; d < ND; d++) ov[d] = _mm512_mul_ps(ov[d], _mm512_set1_ps(c));
+            sum *= c;
+            mx = bmx;
+        }
+        dp_vexp(s, 1.0f, mx, nb);
+        for (int j = 0; j < nb; j++) {
+            const float *vj = v + (j0 + j) * kstride;
+            __m512 w = _mm512_set1_ps(s[j]);
+            sum += s[j];
+            for (int c = 0; c < ND; c++) ov[c] = _mm512_fmadd_ps(w, _mm512_loadu_ps(vj + 16 * c), ov[c]);
+        }
+    }
+    for (int c = 0; c < ND; c++) { /* o / sum as the generic loop rounds it: in double */
+        float t[16];
+        _mm512_storeu_ps(t, ov[c]);
+        for (int d = 0; d < 16; d++) o[16 * c + d] = (float)(t[d] / sum);
+    }
+    return mx + (float)log(sum);
+}
+
+__attribute__((target("avx512f,avx2,fma"))) static float
+attend_row_d64(float *o, const float *q, const float *k, const float *v, size_t kstride, int nkeys,
+               float scale) {
+    return attend_row_avx512(o, q, k, v, kstride, nkeys, scale, 4);
+}
+__attribute__((target("avx512f,avx2,fma"))) static float
+attend_row_d128(float *o, const float *q, const float *k, const float *v, size_t kstride,
+                int nkeys, float scale) {
+    return attend_row_avx512(o, q, k, v, kstride, nkeys, scale, 8);
+}
+#endif
+
+typedef struct {
+    float *out;
+    const float *q, *kcache, *vcache;
+    int Tq, Tk, H, KVH, D, wide;
+} cached_job;
+
+/* (row, head) pairs [i0, i1) */
+static void cached_rows(void *ctx, int64_t i0, int64_t i1) {
+    const cached_job *j = ctx;
+    const int H = j->H, D = j->D, group = H / j->KVH;
+    const float scale = 1.0f / sqrtf((float)D);
+    const size_t kstride = (size_t)j->KVH * D;
+    for (int64_t i = i0; i < i1; i++) {
+        int t = (int)(i / H), h = (int)(i % H), kvh = h / group, nkeys = j->Tk - j->Tq + t + 1;
+        float *o = j->out + ((size_t)t * H + h) * D;
+        const float *q = j->q + ((size_t)t * H + h) * D, *k = j->kcache + (size_t)kvh * D,
+                    *v = j->vcache + (size_t)kvh * D;
+#ifdef DP_X86
+        if (j->wide && D == 64) {
+            attend_row_d64(o, q, k, v, kstride, nkeys, scale);
+            continue;
+        }
+        if (j->wide && D == 128) {
+            attend_row_d128(o, q, k, v, kstride, nkeys, scale);
+            continue;
+        }
+#endif
+        attend_row(o, q, k, v, kstride, nkeys, D, scale);
+    }
+}
+
 void attention_cached(float *out, const float *q, const float *kcache, const float *vcache, int Tq,
                       int Tk, int H, int KVH, int D) {
-    int group = H / KVH;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t kstride = (size_t)KVH * D;
-    /* one decode row over a short cache costs less than waking the team */
-#pragma omp parallel for schedule(static) if (Tq > 1 || (size_t)Tk * H * D >= (1u << 17))
-    for (int i = 0; i < Tq * H; i++) {
-        int t = i / H, h = i % H, kvh = h / group;
-        attend_row(out + ((size_t)t * H + h) * D, q + ((size_t)t * H + h) * D,
-                   kcache + (size_t)kvh * D, vcache + (size_t)kvh * D, kstride, Tk - Tq + t + 1, D,
-                   scale);
+    cached_job j = {out, q, kcache, vcache, Tq, Tk, H, KVH, D,
+                    dp_simd_level() == SIMD_AVX512 && (D == 64 || D == 128)};
+    if (Tq == 1) {
+        /* a decode row: heads shared by the decode pool (its workers are awake from the step's
+         * GEMVs; an OpenMP team would be a second set of spinning threads); a short cache
+         * costs less than the hand-off */
+        if ((size_t)Tk * H * D >= (1u << 15))
+            dp_pool_for(H, 1, cached_rows, &j);
+        else
+            cached_rows(&j, 0, H);
+        return;
     }
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < Tq * H; i++) cached_rows(&j, i, i + 1);
 }
 
 /* ------------------------------------------------------------------ blocked (training) */
