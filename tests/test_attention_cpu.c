@@ -154,6 +154,7 @@ int main(void) {
         test_cached(700, 1, 9, 3, 64);
         test_cached(130, 2, 14, 2, 64);
         test_cached(77, 1, 4, 2, 128);
+        test_cached(90, 1, 4, 2, 64); /* two heads per kv head */
     }
     unsetenv("DOPPEL_SIMD");
     return check_done();
