@@ -9,6 +9,7 @@
  * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
 #include "bench/read_bandwidth.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/simd.h"
 #include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
@@ -273,6 +274,12 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
+    int simd = dp_simd_level();
+    printf("decode kernels: NF4 GEMV %s%s, Q8 head %s, cached attention %s (%s); prefill: "
+           "NF4 tiles dequantized for the BLAS above\n",
+           dp_simd_name(simd), simd == SIMD_AVX512 ? " (two rows per pass)" : "",
+           dp_simd_name(simd), simd == SIMD_AVX512 ? "avx512" : "avx2/baseline clone",
+           simd == SIMD_AVX512 ? "head size 64 or 128; up to 3 heads per kv head" : "any head size");
     int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         const char *a = argv[first];
