@@ -141,6 +141,7 @@ static result child(const char *path, const char *nf4_file, int n_prompt, int n_
 static double bandwidth_child(int threads, double *best) {
     int fd[2];
     double bw[2] = {0, 0};
+    *best = 0;
     if (pipe(fd)) return 0;
     fflush(stdout);
     pid_t pid = fork();
@@ -344,7 +345,7 @@ int main(int argc, char **argv) {
         double bw[MAX_REPS], best_bw = 0;
         for (int r = 0; r < reps; r++) {
             /* the read bandwidth at this thread count, between the runs, as loaded as they are */
-            double b;
+            double b = 0;
             bw[r] = bandwidth_child(threads, &b);
             best_bw = b > best_bw ? b : best_bw;
             d4[r] = child(path, nf4, n_prompt, n_gen);
