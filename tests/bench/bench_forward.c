@@ -210,7 +210,12 @@ static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, c
     char line[4096] = "";
     if (!fgets(line, sizeof line, p)) line[0] = 0;
     pclose(p);
-    if (strstr(line, "\"error\"")) {
+    const char *sb = strstr(line, "\"step_bytes\": "), *kb = strstr(line, "\"kv_bytes_per_pos\": ");
+    if (sb && kb) { /* absent when the gguf package is not importable */
+        r.step_bytes = atof(sb + 14);
+        r.kv_bytes_per_pos = atof(kb + 20);
+    }
+    if (strstr(line, "\"error\"")) { /* not ok, but its bytes per token may be known */
         fprintf(stderr, "llama.cpp: %s", line);
         return r;
     }
@@ -225,11 +230,6 @@ static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, c
     r.decode_cpu_tps = atof(dc + 18);
     r.peak_rss = atof(c + 12);
     if (v) snprintf(version, vlen, "%.*s", (int)strcspn(v + 12, "\""), v + 12);
-    const char *sb = strstr(line, "\"step_bytes\": "), *kb = strstr(line, "\"kv_bytes_per_pos\": ");
-    if (sb && kb) { /* absent when the gguf package is not importable */
-        r.step_bytes = atof(sb + 14);
-        r.kv_bytes_per_pos = atof(kb + 20);
-    }
     r.ok = 1;
     return r;
 }
@@ -273,12 +273,17 @@ static void row(const char *name, const result *r) {
 /* how close decode comes to the memory-bandwidth limit: bytes read per token at the mean
  * decoded position / read bandwidth (measured in this run) vs the measured time per token */
 static void bandwidth_row(const char *name, const result *r, double mean_pos, double bw) {
-    if (!r->ok || r->step_bytes <= 0 || bw <= 0) {
+    if (r->step_bytes <= 0 || bw <= 0) {
         printf("  %-22s %13s\n", name, "bytes per token unknown");
         return;
     }
-    double bytes = r->step_bytes + r->kv_bytes_per_pos * mean_pos, floor_ms = bytes / bw * 1e3,
-           ms = 1e3 / r->decode_tps;
+    double bytes = r->step_bytes + r->kv_bytes_per_pos * mean_pos, floor_ms = bytes / bw * 1e3;
+    if (!r->ok || r->decode_tps <= 0) {
+        printf("  %-22s %9.1f MiB/token (KV %5.1f) %9.2f ms   (speed not measured)\n", name,
+               bytes / 1048576.0, r->kv_bytes_per_pos * mean_pos / 1048576.0, floor_ms);
+        return;
+    }
+    double ms = 1e3 / r->decode_tps;
     printf("  %-22s %9.1f MiB/token (KV %5.1f) %9.2f ms %9.2f ms %8.0f%% %9.2f GB/s\n", name,
            bytes / 1048576.0, r->kv_bytes_per_pos * mean_pos / 1048576.0, floor_ms, ms,
            100 * floor_ms / ms, bytes / ms * 1e3 / 1e9);
@@ -355,6 +360,8 @@ int main(int argc, char **argv) {
                    lc[r].decode_tps);
         }
         result m4 = median(d4, reps), ml = median(lc, reps), m32 = median(d32, reps);
+        if (!ml.ok && reps > 0) /* llama.cpp did not run: its bytes per token from the GGUF */
+            ml.step_bytes = lc[0].step_bytes, ml.kv_bytes_per_pos = lc[0].kv_bytes_per_pos;
         printf("  %-22s %13s %12s %17s %16s %13s\n", "", "prefill tok/s", "decode tok/s",
                "prefill tok/cpu-s", "decode tok/cpu-s", "peak RSS MiB");
         row("doppel NF4 (Q8 head)", &m4);

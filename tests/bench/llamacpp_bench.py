@@ -45,7 +45,9 @@ def main():
         from llama_cpp import Llama
         import llama_cpp
     except ImportError as e:
-        print(json.dumps({"error": f"llama-cpp-python not importable: {e}"}))
+        sb = step_bytes(path)  # the bandwidth analysis still gets llama.cpp's bytes per token
+        print(json.dumps({"error": f"llama-cpp-python not importable: {e}",
+                          "step_bytes": sb[0] if sb else 0, "kv_bytes_per_pos": sb[1] if sb else 0}))
         return
     llm = Llama(model_path=path, n_ctx=n_prompt + n_gen + 8, n_threads=threads,
                 n_threads_batch=threads, n_batch=n_prompt, verbose=False)
