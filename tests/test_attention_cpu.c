@@ -146,5 +146,16 @@ int main(void) {
     test_cached(17, 5, 6, 2, 16);
     test_cached(9, 9, 3, 1, 7);
     test_cached(150, 3, 4, 2, 8);
+    /* the AVX-512 rows of head size 64 and 128 (cache past one 64-key block; the pool's split
+     * of a long decode row), then the same through the generic loop */
+    for (int narrow = 0; narrow < 2; narrow++) {
+        if (narrow) setenv("DOPPEL_SIMD", "avx2", 1);
+        test_cached(150, 1, 9, 3, 64);
+        test_cached(700, 1, 9, 3, 64);
+        test_cached(130, 2, 14, 2, 64);
+        test_cached(77, 1, 4, 2, 128);
+        test_cached(90, 1, 4, 2, 64); /* two heads per kv head */
+    }
+    unsetenv("DOPPEL_SIMD");
     return check_done();
 }

@@ -104,16 +104,24 @@ static void test_case(const dp_safetensors *st, const char *c) {
     q.offset = ref_off;
     float *out = malloc((size_t)q.n * 4), *ref = malloc((size_t)q.n * 4);
     memcpy(ref, deq->data, (size_t)q.n * 4);
-    dp_nf4_dequantize(&q, out);
-    char what[64];
-    snprintf(what, sizeof what, "%s dequantize vs bitsandbytes", c);
-    check_arrays_near(what, ref, out, (size_t)q.n, 0, 0);
-    /* a range starting mid-block */
-    if (q.n > 100) {
-        dp_nf4_dequantize_range(&q, out, 37, q.n - 37);
-        snprintf(what, sizeof what, "%s dequantize [37:]", c);
-        check_arrays_near(what, ref + 37, out, (size_t)(q.n - 37), 0, 0);
+    /* on every SIMD path this CPU has (each capped by it): the same bits */
+    const char *paths[] = {NULL, "avx2", "scalar"};
+    for (int p = 0; p < 3; p++) {
+        if (paths[p]) setenv("DOPPEL_SIMD", paths[p], 1);
+        dp_nf4_dequantize(&q, out);
+        char what[96];
+        snprintf(what, sizeof what, "%s dequantize vs bitsandbytes (%s)", c,
+                 paths[p] ? paths[p] : "widest");
+        check_arrays_near(what, ref, out, (size_t)q.n, 0, 0);
+        /* a range starting mid-block */
+        if (q.n > 100) {
+            dp_nf4_dequantize_range(&q, out, 37, q.n - 37);
+            snprintf(what, sizeof what, "%s dequantize [37:] (%s)", c,
+                     paths[p] ? paths[p] : "widest");
+            check_arrays_near(what, ref + 37, out, (size_t)(q.n - 37), 0, 0);
+        }
     }
+    unsetenv("DOPPEL_SIMD");
     dp_nf4_free(&q);
     free(out);
     free(ref);

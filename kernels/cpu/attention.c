@@ -5,6 +5,7 @@
  * vectorized exp, products by sgemm; blocks are shared by the OpenMP team. KV-cache decoding
  * (attention_cached) keeps the one-row online-softmax loop. */
 #include "kernels/ops.h"
+#include "kernels/pool.h"
 #include "kernels/cpu/vexp.h"
 
 #include <cblas.h>
@@ -62,19 +63,135 @@ DP_CLONES_V3 static float attend_row(float *o, const float *q, const float *k, c
     return mx + (float)log(sum);
 }
 
+#ifdef DP_X86
+/* attend_row for G <= 3 query heads of one kv head (their q and o rows D = 16 * ND floats
+ * apart, D = 64 or 128) on AVX-512: each key and value row is loaded once for the G heads, q
+ * and the outputs stay in registers (the generic loop loads and stores o for every key), the
+ * G dot products of a key reduce side by side, and the exps of a block of scores are
+ * vectorized (dp_vexp, within 2 ulp of expf) instead of one expf call per key. */
+#define ATT_GMAX 3
+__attribute__((target("avx512f,avx2,fma"), always_inline)) static inline void
+attend_heads_avx512(float *o, const float *q, const float *k, const float *v, size_t kstride,
+                    int nkeys, float scale, const int ND, const int G) {
+    const int D = 16 * ND;
+    __m512 qv[ATT_GMAX][8], ov[ATT_GMAX][8];
+    float mx[ATT_GMAX], s[ATT_GMAX][ATT_KB];
+    double sum[ATT_GMAX];
+    for (int g = 0; g < G; g++) {
+        mx[g] = -INFINITY, sum[g] = 0;
+        for (int c = 0; c < ND; c++)
+            qv[g][c] = _mm512_loadu_ps(q + g * D + 16 * c), ov[g][c] = _mm512_setzero_ps();
+    }
+    for (int j0 = 0; j0 < nkeys; j0 += ATT_KB) {
+        int nb = nkeys - j0 < ATT_KB ? nkeys - j0 : ATT_KB;
+        float bmx[ATT_GMAX];
+        for (int g = 0; g < G; g++) bmx[g] = -INFINITY;
+        for (int j = 0; j < nb; j++) {
+            const float *kj = k + (j0 + j) * kstride;
+            __m512 kc[8];
+            for (int c = 0; c < ND; c++) kc[c] = _mm512_loadu_ps(kj + 16 * c);
+            for (int g = 0; g < G; g++) {
+                __m512 a = _mm512_mul_ps(qv[g][0], kc[0]);
+                for (int c = 1; c < ND; c++) a = _mm512_fmadd_ps(qv[g][c], kc[c], a);
+                s[g][j] = _mm512_reduce_add_ps(a) * scale;
+                bmx[g] = s[g][j] > bmx[g] ? s[g][j] : bmx[g];
+            }
+        }
+        for (int g = 0; g < G; g++) {
+            if (bmx[g] > mx[g]) { /* new maximum: rescale what was accumulated so far */
+                float c = expf(mx[g] - bmx[g]);
+                for (int d = 0; d < ND; d++) ov[g][d] = _mm512_mul_ps(ov[g][d], _mm512_set1_ps(c));
+                sum[g] *= c;
+                mx[g] = bmx[g];
+            }
+            dp_vexp(s[g], 1.0f, mx[g], nb);
+        }
+        for (int j = 0; j < nb; j++) {
+            const float *vj = v + (j0 + j) * kstride;
+            __m512 vc[8];
+            for (int c = 0; c < ND; c++) vc[c] = _mm512_loadu_ps(vj + 16 * c);
+            for (int g = 0; g < G; g++) {
+                __m512 w = _mm512_set1_ps(s[g][j]);
+                sum[g] += s[g][j];
+                for (int c = 0; c < ND; c++) ov[g][c] = _mm512_fmadd_ps(w, vc[c], ov[g][c]);
+            }
+        }
+    }
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < ND; c++) { /* o / sum as the generic loop rounds it: in double */
+            float t[16];
+            _mm512_storeu_ps(t, ov[g][c]);
+            for (int d = 0; d < 16; d++) o[g * D + 16 * c + d] = (float)(t[d] / sum[g]);
+        }
+}
+
+#define ATT_HEADS(ND, G)                                                                           \
+    __attribute__((target("avx512f,avx2,fma"))) static void attend_heads_##ND##_##G(                \
+        float *o, const float *q, const float *k, const float *v, size_t kstride, int nkeys,       \
+        float scale) {                                                                             \
+        attend_heads_avx512(o, q, k, v, kstride, nkeys, scale, ND, G);                             \
+    }
+ATT_HEADS(4, 1) ATT_HEADS(4, 2) ATT_HEADS(4, 3) ATT_HEADS(8, 1)
+typedef void (*att_heads_fn)(float *, const float *, const float *, const float *, size_t, int,
+                             float);
+/* by head size (64, 128) and heads at once; D = 128 one head at a time (registers) */
+static const att_heads_fn att_heads[2][ATT_GMAX + 1] = {
+    {NULL, attend_heads_4_1, attend_heads_4_2, attend_heads_4_3},
+    {NULL, attend_heads_8_1, NULL, NULL}};
+#endif
+
+typedef struct {
+    float *out;
+    const float *q, *kcache, *vcache;
+    int Tq, Tk, H, KVH, D;
+    int wide; /* the AVX-512 rows (D = 64 or 128) */
+    int gw;   /* heads per unit of work: up to ATT_GMAX on the AVX-512 rows of D = 64, else 1 */
+} cached_job;
+
+/* units [u0, u1): unit u is up to gw consecutive heads of one kv head in one query row
+ * (units per row: KVH * ceil(group / gw)) */
+static void cached_rows(void *ctx, int64_t u0, int64_t u1) {
+    const cached_job *j = ctx;
+    const int H = j->H, D = j->D, group = H / j->KVH, per_kv = (group + j->gw - 1) / j->gw;
+    const float scale = 1.0f / sqrtf((float)D);
+    const size_t kstride = (size_t)j->KVH * D;
+    for (int64_t u = u0; u < u1; u++) {
+        int t = (int)(u / (j->KVH * per_kv)), r = (int)(u % (j->KVH * per_kv));
+        int kvh = r / per_kv, h0 = kvh * group + (r % per_kv) * j->gw;
+        int nh = group - (h0 - kvh * group) < j->gw ? group - (h0 - kvh * group) : j->gw;
+        int nkeys = j->Tk - j->Tq + t + 1;
+        float *o = j->out + ((size_t)t * H + h0) * D;
+        const float *q = j->q + ((size_t)t * H + h0) * D, *k = j->kcache + (size_t)kvh * D,
+                    *v = j->vcache + (size_t)kvh * D;
+#ifdef DP_X86
+        if (j->wide) {
+            att_heads[D == 128][nh](o, q, k, v, kstride, nkeys, scale);
+            continue;
+        }
+#endif
+        for (int h = 0; h < nh; h++)
+            attend_row(o + (size_t)h * D, q + (size_t)h * D, k, v, kstride, nkeys, D, scale);
+    }
+}
+
 void attention_cached(float *out, const float *q, const float *kcache, const float *vcache, int Tq,
                       int Tk, int H, int KVH, int D) {
-    int group = H / KVH;
-    float scale = 1.0f / sqrtf((float)D);
-    size_t kstride = (size_t)KVH * D;
-    /* one decode row over a short cache costs less than waking the team */
-#pragma omp parallel for schedule(static) if (Tq > 1 || (size_t)Tk * H * D >= (1u << 17))
-    for (int i = 0; i < Tq * H; i++) {
-        int t = i / H, h = i % H, kvh = h / group;
-        attend_row(out + ((size_t)t * H + h) * D, q + ((size_t)t * H + h) * D,
-                   kcache + (size_t)kvh * D, vcache + (size_t)kvh * D, kstride, Tk - Tq + t + 1, D,
-                   scale);
+    int wide = dp_simd_level() == SIMD_AVX512 && (D == 64 || D == 128);
+    int gw = wide && D == 64 ? 3 : 1; /* ATT_GMAX (x86 only) */
+    cached_job j = {out, q, kcache, vcache, Tq, Tk, H, KVH, D, wide, gw};
+    const int group = H / KVH, units = Tq * KVH * ((group + gw - 1) / gw);
+    if (Tq == 1) {
+        /* a decode row: units shared by the decode pool (its workers are awake from the step's
+         * GEMVs; an OpenMP team would be a second set of spinning threads); a short cache
+         * costs less than the hand-off */
+        if ((size_t)Tk * H * D >= (1u << 15))
+            dp_pool_for(units, 1, cached_rows, &j);
+        else
+            cached_rows(&j, 0, units);
+        return;
     }
+#pragma omp parallel for schedule(static)
+    for (int u = 0; u < units; u++) cached_rows(&j, u, u + 1);
 }
 
 /* ------------------------------------------------------------------ blocked (training) */

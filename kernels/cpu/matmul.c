@@ -207,6 +207,34 @@ row_dot_avx512(const dp_nf4 *w, const float *xp, const float *map, int64_t row, 
     return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)));
 }
 
+/* Two consecutive rows against one input: the x loads (one per 16 products, as many as the
+ * table lookups) are shared by both rows, and the two horizontal sums overlap. */
+__attribute__((target("avx512f"))) static void row_dot2_avx512(const dp_nf4 *w, const float *xp,
+                                                               const float *map, int64_t row,
+                                                               int C, float *out) {
+    const int bs = w->blocksize;
+    const uint8_t *q0 = w->codes + (size_t)row * C / 2, *q1 = q0 + C / 2;
+    const int64_t b0 = row * C / bs, b1 = b0 + C / bs;
+    const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
+    __m512 a0 = _mm512_setzero_ps(), a1 = _mm512_setzero_ps(), c0 = _mm512_setzero_ps(),
+           c1 = _mm512_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        __m512 u = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b1 + b)));
+        for (int i = b * bs; i < (b + 1) * bs; i += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i / 2)));
+            __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i / 2)));
+            __m512 xe = _mm512_loadu_ps(xp + i), xo = _mm512_loadu_ps(xp + i + 16);
+            a0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t), xe, a0);
+            a1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(v, t), xo, a1);
+            c0 = _mm512_fmadd_ps(_mm512_permutexvar_ps(_mm512_srli_epi32(y, 4), u), xe, c0);
+            c1 = _mm512_fmadd_ps(_mm512_permutexvar_ps(y, u), xo, c1);
+        }
+    }
+    out[0] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+    out[1] = _mm512_reduce_add_ps(_mm512_add_ps(c0, c1));
+}
+
 /* Several inputs against one row (a batched decode step): each 64-element chunk of codes is
  * looked up once and multiplied into the R <= DP_GEMV_ROWS inputs xp[0..R) (each de-interleaved
  * as above), so the row's codes are read and decoded once for all of them. */
@@ -293,7 +321,18 @@ static void gemv_rows(float *const *out, const float *const *x, const float *con
                 out[r][o] = row_dot_generic(w, x[r], o, C) + (bias ? bias[o] : 0);
         return;
     }
-    for (int o = o0; o < o1; o++) {
+    int o = o0;
+#ifdef DP_X86
+    /* two rows at a time: 2-7% faster from cache, 18-25% from memory (A/B in one process) */
+    if (simd == SIMD_AVX512 && R == 1)
+        for (; o + 1 < o1; o += 2) {
+            float s2[2];
+            row_dot2_avx512(w, xp[0], map, o, C, s2);
+            out[0][o] = s2[0] + (bias ? bias[o] : 0);
+            out[0][o + 1] = s2[1] + (bias ? bias[o + 1] : 0);
+        }
+#endif
+    for (; o < o1; o++) {
         float s[DP_GEMV_ROWS];
 #ifdef DP_X86
         if (simd == SIMD_AVX512 && R == 1)

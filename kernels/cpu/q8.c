@@ -99,13 +99,18 @@ __attribute__((target("avx512f"))) static float row_dot_avx512(const int8_t *q, 
         __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb)));
         __m512 v1 =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16))));
-        __m512 db = _mm512_set1_ps(d[b]);
-        /* scale x instead of the sum: two independent FMA chains, no per-block reduction */
-        acc0 = _mm512_fmadd_ps(v0, _mm512_mul_ps(_mm512_loadu_ps(xb), db), acc0);
-        acc1 = _mm512_fmadd_ps(v1, _mm512_mul_ps(_mm512_loadu_ps(xb + 16), db), acc1);
+        /* the block's sum, then one multiply-add by its scale; alternate blocks go to two
+         * accumulators (independent FMA chains) */
+        __m512 s = _mm512_fmadd_ps(v1, _mm512_loadu_ps(xb + 16),
+                                   _mm512_mul_ps(v0, _mm512_loadu_ps(xb)));
+        if (b & 1)
+            acc1 = _mm512_fmadd_ps(s, _mm512_set1_ps(d[b]), acc1);
+        else
+            acc0 = _mm512_fmadd_ps(s, _mm512_set1_ps(d[b]), acc0);
     }
     return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1));
 }
+
 #endif
 
 #ifdef DP_X86
@@ -147,7 +152,8 @@ static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
     const int C = j->C, nbr = C / DP_Q8_BLOCK;
     const float *xs[DP_Q8_ROWS];
     for (int r = 0; r < j->R; r++) xs[r] = j->x + (size_t)r * C;
-    for (int64_t o = o0; o < o1; o++) {
+    int64_t o = o0;
+    for (; o < o1; o++) {
         const int8_t *q = j->w->q + (size_t)o * C;
         const float *d = j->w->d + (size_t)o * nbr;
         float s[DP_Q8_ROWS];

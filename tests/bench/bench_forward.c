@@ -7,7 +7,9 @@
  *                      MODEL.gguf...
  * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
  * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
+#include "bench/read_bandwidth.h"
 #include "kernels/cpu/blas.h"
+#include "kernels/cpu/simd.h"
 #include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
@@ -28,6 +30,9 @@
 
 typedef struct {
     double prefill_tps, decode_tps, prefill_cpu_tps, decode_cpu_tps, peak_rss, weights;
+    /* bytes one decode step reads: the weights it streams (all linears, the head, norms, one
+     * embedding row) and the KV cache per cached position (k and v of every layer) */
+    double step_bytes, kv_bytes_per_pos;
     int ok;
 } result;
 
@@ -43,6 +48,27 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+static double linear_bytes(const dp_linear *lin) {
+    double b = lin->bias ? lin->out * 4.0 : 0;
+    if (lin->q8) return b + (double)dp_q8_bytes(lin->q8); /* decode takes the compact copy */
+    if (lin->nf4) return b + (double)dp_nf4_bytes(lin->nf4);
+    return b + (double)lin->out * lin->in * 4.0;
+}
+
+/* what one decode step of m reads (result.step_bytes, kv_bytes_per_pos) */
+static void decode_bytes(const dp_model *m, result *r) {
+    const dp_model_config *c = &m->cfg;
+    double b = c->C * 4.0 * 3; /* one embedding row, the final norm, the residual */
+    for (int l = 0; l < c->L; l++) {
+        const dp_layer *ly = &m->layers[l];
+        for (int i = 0; i < DP_N_LINEAR; i++) b += linear_bytes(&ly->lin[i]);
+        b += c->C * 4.0 * 2 + (ly->q_norm ? c->D * 4.0 * 2 : 0);
+    }
+    b += linear_bytes(&m->lm_head);
+    r->step_bytes = b;
+    r->kv_bytes_per_pos = (double)c->L * 2 * c->KVH * c->D * 4; /* fp32 k and v */
+}
+
 /* one measured run: load, warm up, prefill n_prompt tokens, decode n_gen */
 static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int n_gen, result *r) {
     dp_load_opts o = {.nf4 = nf4_file != NULL,
@@ -55,6 +81,7 @@ static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int
         return;
     }
     r->weights = (double)dp_model_weight_bytes(m);
+    decode_bytes(m, r);
     int32_t *prompt = malloc((size_t)n_prompt * sizeof *prompt);
     for (int i = 0; i < n_prompt; i++) prompt[i] = (1000 + 37 * i) % 40000 + 100;
     dp_forward f;
@@ -109,6 +136,30 @@ static result child(const char *path, const char *nf4_file, int n_prompt, int n_
     return r;
 }
 
+/* the read bandwidth at `threads` threads, measured in a child: an OpenMP team in this process
+ * would not survive the fork of the next doppel child (libgomp is not fork-safe) */
+static double bandwidth_child(int threads, double *best) {
+    int fd[2];
+    double bw[2] = {0, 0};
+    *best = 0;
+    if (pipe(fd)) return 0;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(fd[0]);
+        double b[2];
+        b[0] = rb_read_bandwidth((size_t)512 << 20, threads, 5, &b[1]);
+        if (write(fd[1], b, sizeof b) != (ssize_t)sizeof b) _exit(1);
+        _exit(0);
+    }
+    close(fd[1]);
+    if (read(fd[0], bw, sizeof bw) != (ssize_t)sizeof bw) bw[0] = bw[1] = 0;
+    close(fd[0]);
+    waitpid(pid, NULL, 0);
+    *best = bw[1];
+    return bw[0];
+}
+
 /* quantizes the model once into the bench cache (in a child: its memory is not the runs') */
 static int make_nf4(const char *path, char *out, size_t cap) {
     const char *home = getenv("HOME");
@@ -159,7 +210,12 @@ static result llamacpp(const char *path, int threads, int n_prompt, int n_gen, c
     char line[4096] = "";
     if (!fgets(line, sizeof line, p)) line[0] = 0;
     pclose(p);
-    if (strstr(line, "\"error\"")) {
+    const char *sb = strstr(line, "\"step_bytes\": "), *kb = strstr(line, "\"kv_bytes_per_pos\": ");
+    if (sb && kb) { /* absent when the gguf package is not importable */
+        r.step_bytes = atof(sb + 14);
+        r.kv_bytes_per_pos = atof(kb + 20);
+    }
+    if (strstr(line, "\"error\"")) { /* not ok, but its bytes per token may be known */
         fprintf(stderr, "llama.cpp: %s", line);
         return r;
     }
@@ -189,7 +245,8 @@ static result median(const result *rs, int n) {
     double v[MAX_REPS];
     size_t off[] = {offsetof(result, prefill_tps),     offsetof(result, decode_tps),
                     offsetof(result, prefill_cpu_tps), offsetof(result, decode_cpu_tps),
-                    offsetof(result, peak_rss),        offsetof(result, weights)};
+                    offsetof(result, peak_rss),        offsetof(result, weights),
+                    offsetof(result, step_bytes),      offsetof(result, kv_bytes_per_pos)};
     for (size_t f = 0; f < sizeof off / sizeof off[0]; f++) {
         int k = 0;
         for (int i = 0; i < n; i++)
@@ -213,6 +270,25 @@ static void row(const char *name, const result *r) {
     printf("\n");
 }
 
+/* how close decode comes to the memory-bandwidth limit: bytes read per token at the mean
+ * decoded position / read bandwidth (measured in this run) vs the measured time per token */
+static void bandwidth_row(const char *name, const result *r, double mean_pos, double bw) {
+    if (r->step_bytes <= 0 || bw <= 0) {
+        printf("  %-22s %13s\n", name, "bytes per token unknown");
+        return;
+    }
+    double bytes = r->step_bytes + r->kv_bytes_per_pos * mean_pos, floor_ms = bytes / bw * 1e3;
+    if (!r->ok || r->decode_tps <= 0) {
+        printf("  %-22s %9.1f MiB/token (KV %5.1f) %9.2f ms   (speed not measured)\n", name,
+               bytes / 1048576.0, r->kv_bytes_per_pos * mean_pos / 1048576.0, floor_ms);
+        return;
+    }
+    double ms = 1e3 / r->decode_tps;
+    printf("  %-22s %9.1f MiB/token (KV %5.1f) %9.2f ms %9.2f ms %8.0f%% %9.2f GB/s\n", name,
+           bytes / 1048576.0, r->kv_bytes_per_pos * mean_pos / 1048576.0, floor_ms, ms,
+           100 * floor_ms / ms, bytes / ms * 1e3 / 1e9);
+}
+
 static void ratio(const char *name, const result *d, const result *l) {
     if (d->ok && l->ok)
         printf("  ratio %s / llama.cpp: prefill %.2fx (per cpu-s %.2fx), decode %.2fx (per cpu-s "
@@ -227,6 +303,12 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
+    int simd = dp_simd_level();
+    printf("decode kernels: NF4 GEMV %s%s, Q8 head %s, cached attention %s (%s); prefill: "
+           "NF4 tiles dequantized for the BLAS above\n",
+           dp_simd_name(simd), simd == SIMD_AVX512 ? " (two rows per pass)" : "",
+           dp_simd_name(simd), simd == SIMD_AVX512 ? "avx512" : "avx2/baseline clone",
+           simd == SIMD_AVX512 ? "head size 64 or 128; up to 3 heads per kv head" : "any head size");
     int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         const char *a = argv[first];
@@ -265,7 +347,12 @@ int main(int argc, char **argv) {
                "alternating runs\n",
                path, threads, n_prompt, n_gen, reps);
         result d4[MAX_REPS], d32[MAX_REPS], lc[MAX_REPS];
+        double bw[MAX_REPS], best_bw = 0;
         for (int r = 0; r < reps; r++) {
+            /* the read bandwidth at this thread count, between the runs, as loaded as they are */
+            double b = 0;
+            bw[r] = bandwidth_child(threads, &b);
+            best_bw = b > best_bw ? b : best_bw;
             d4[r] = child(path, nf4, n_prompt, n_gen);
             lc[r] = llamacpp(path, threads, n_prompt, n_gen, ver, sizeof ver);
             d32[r] = fp32 ? child(path, NULL, n_prompt, n_gen) : (result){0};
@@ -273,6 +360,8 @@ int main(int argc, char **argv) {
                    lc[r].decode_tps);
         }
         result m4 = median(d4, reps), ml = median(lc, reps), m32 = median(d32, reps);
+        if (!ml.ok && reps > 0) /* llama.cpp did not run: its bytes per token from the GGUF */
+            ml.step_bytes = lc[0].step_bytes, ml.kv_bytes_per_pos = lc[0].kv_bytes_per_pos;
         printf("  %-22s %13s %12s %17s %16s %13s\n", "", "prefill tok/s", "decode tok/s",
                "prefill tok/cpu-s", "decode tok/cpu-s", "peak RSS MiB");
         row("doppel NF4 (Q8 head)", &m4);
@@ -280,6 +369,21 @@ int main(int argc, char **argv) {
         row("llama.cpp (file as is)", &ml);
         ratio("doppel NF4", &m4, &ml);
         if (fp32) ratio("doppel fp32", &m32, &ml);
+        qsort(bw, (size_t)reps, sizeof bw[0], cmp_double);
+        double mbw = reps % 2 ? bw[reps / 2] : (bw[reps / 2 - 1] + bw[reps / 2]) / 2,
+               mean_pos = n_prompt + (n_gen - 1) / 2.0;
+        printf("  bandwidth limit: read bandwidth %.2f GB/s at %d threads (bench_bandwidth's "
+               "probe, 512 MiB, median between the runs; best pass %.2f GB/s); position %.1f on "
+               "average\n",
+               mbw / 1e9, threads, best_bw / 1e9, mean_pos);
+        printf("  %-22s %13s %17s %12s %12s %9s %14s\n", "", "read/token", "", "limit/token",
+               "measured", "of limit", "achieved");
+        bandwidth_row("doppel NF4 (Q8 head)", &m4, mean_pos, mbw);
+        if (fp32) bandwidth_row("doppel fp32", &m32, mean_pos, mbw);
+        bandwidth_row("llama.cpp (file as is)", &ml, mean_pos, mbw);
+        printf("  at the best pass's bandwidth:\n");
+        bandwidth_row("doppel NF4 (Q8 head)", &m4, mean_pos, best_bw);
+        bandwidth_row("llama.cpp (file as is)", &ml, mean_pos, best_bw);
     }
     printf("\nllama-cpp-python %s (its peak RSS includes the Python interpreter)\n", ver);
     return 0;
