@@ -6,11 +6,15 @@ PEFT, each validation conversation rendered as ChatML by this script with the Hu
 content and its `<|im_end|>` only), cut from the left at message boundaries to fit --max-seq as
 training does. Prints the masked mean cross-entropy of the base and of base + adapter, and with
 --eval-json compares them with doppel eval's figures (exit 1 beyond the tolerance).
+--model is an HF directory (its tokenizer.json) or a .gguf file: transformers then reads the
+weights (dequantized, e.g. SmolLM2-135M's Q4_1 to float64) and the tokenizer from the GGUF
+itself (gguf_file=), not through doppel.
 
   check_eval_peft.py --model tests/fixtures/tiny-llama --adapter RUN --data VAL.jsonl \\
       --max-seq 128 [--eval-json eval.json]
+  check_eval_peft.py --model ~/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf ...
 """
-import argparse, json, math, sys
+import argparse, json, math, os, sys
 
 import torch
 from peft import PeftModel
@@ -68,9 +72,15 @@ def main():
     ap.add_argument("--eval-json")
     ap.add_argument("--tol", type=float, default=1e-6, help="relative")
     a = ap.parse_args()
-    tok = Tokenizer.from_file(f"{a.model}/tokenizer.json")
+    if a.model.endswith(".gguf"):
+        from transformers import AutoTokenizer
+        where, name = os.path.split(os.path.abspath(a.model))
+        tok = AutoTokenizer.from_pretrained(where, gguf_file=name).backend_tokenizer
+        base = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float64)
+    else:
+        tok = Tokenizer.from_file(f"{a.model}/tokenizer.json")
+        base = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float64)
     seqs = list(sequences(tok, a.data, a.max_seq))
-    base = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float64)
     base.eval()
     lb, nb = loss(base, seqs)
     peft = PeftModel.from_pretrained(base, a.adapter, dtype=torch.float64)
@@ -81,14 +91,16 @@ def main():
     if not a.eval_json:
         return 0
     e = json.load(open(a.eval_json))
-    ok = True
+    ok, worst = True, 0.0
     for want, ntok, got in ((lb, nb, e["systems"][0]), (la, na, e["systems"][1])):
         d = abs(got["loss"] - want)
+        worst = max(worst, d / abs(want))
         good = d <= a.tol * abs(want) and got["tokens"] == ntok
         ok &= good
         print(f"  {got['name']}: doppel eval {got['loss']:.9f} ({got['tokens']} tokens), "
               f"reference {want:.9f} ({ntok}); |diff| {d:.2e}, tol {a.tol * abs(want):.2e} "
               f"{'ok' if good else 'FAIL'}")
+    print(f"  max relative diff {worst:.2e} (tol {a.tol:.1e})")
     return 0 if ok else 1
 
 
