@@ -460,7 +460,7 @@ static int planned_ranks(const train_options *o) {
 /* The backend --device names (NULL: the CPU), and for a GPU the memory plan of this run against
  * its memory (--vram, else the device's), before anything is loaded. 0, or the exit code. */
 static int choose_device(const train_options *o, unsigned targets, const dp_gpu_ops **gpu,
-                         bool quiet) {
+                         bool *emulated, bool quiet) {
     const dp_command_spec *S = &dp_train_spec;
     dp_device dev;
     bool bad_name;
@@ -471,6 +471,7 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
         fprintf(stderr, "train: no CUDA device (%s): training on the CPU\n", dev.cuda.status);
     if (!dev.gpu) return 0;
     *gpu = dev.gpu;
+    *emulated = dev.asked == DP_DEVICE_EMU;
     uint64_t limit = (uint64_t)o->vram; /* EMU: unlimited memory unless --vram */
     if (!limit && dev.asked != DP_DEVICE_EMU) limit = dev.cuda.total_mem;
     if (!limit) return 0;
@@ -886,14 +887,16 @@ int dp_cmd_train(int argc, char **argv) {
     dp_sched_kind sk = DP_SCHED_COSINE;
     unsigned targets = 0;
     const dp_gpu_ops *gpu = NULL;
+    bool emulated = false;
     rc = check_options(&o, &sk, &targets);
-    if (!rc) rc = choose_device(&o, targets, &gpu, cli.quiet);
+    if (!rc) rc = choose_device(&o, targets, &gpu, &emulated, cli.quiet);
     dp_dist *dist = NULL;
     if (!rc && !o.find_lr) {
         dp_dist_opts dopt = {.init = o.dist_init,
                              .rank = (int)o.rank,
                              .world = (int)o.world_size,
                              .gpu = gpu != NULL,
+                             .emulated = emulated,
                              .timeout_s = o.dist_timeout,
                              .stop_flag = &interrupted};
         if (dp_dist_create(&dist, &dopt)) {

@@ -621,13 +621,13 @@ int dp_dist_create(dp_dist **out, const dp_dist_opts *o) {
                            "WORLD_SIZE in the environment), 0 <= R < N",
                            init);
         }
-        if (!o->gpu) {
+        if (!o->gpu || o->emulated) {
             int world = d->world;
             free(d);
-            return dp_fail("--dist-init %s: the CPU backend's collectives need MPI; launch with "
+            return dp_fail("--dist-init %s: the %s backend's collectives need MPI; launch with "
                            "`mpirun -np %d doppel train ...` instead (tcp:// and file:// only "
                            "bootstrap NCCL for --device cuda)",
-                           init, world);
+                           init, o->gpu ? "EMU" : "CPU", world);
         }
 #ifdef DOPPEL_HAVE_NCCL
         pick_local_device();
@@ -661,7 +661,7 @@ int dp_dist_create(dp_dist **out, const dp_dist_opts *o) {
             return -1;
         }
 #ifdef DOPPEL_HAVE_NCCL
-        if (o->gpu && d->world > 1) {
+        if (o->gpu && !o->emulated && d->world > 1) {
             pick_local_device();
             ncclUniqueId id;
             memset(&id, 0, sizeof id);

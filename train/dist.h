@@ -28,6 +28,8 @@ typedef struct {
                        * "tcp://HOST:PORT"; "file://PATH" */
     int rank, world;  /* < 0: from the environment (OMPI_COMM_WORLD_RANK/SIZE, RANK/WORLD_SIZE) */
     bool gpu;         /* the run's gradients live on a GPU backend (tcp/file need it) */
+    bool emulated;    /* that backend is EMU: its "device" buffers are host memory, carried by
+                       * MPI as the issue's CI path asks (NCCL would need a real GPU) */
     double timeout_s; /* a rendezvous or collective that waits longer fails (<= 0: 300) */
     /* set asynchronously (SIGINT/SIGTERM): a collective still waiting a few seconds after it
      * was set gives up (mpirun signals the survivors when a rank dies), or NULL */
