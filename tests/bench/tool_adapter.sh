@@ -6,6 +6,8 @@
 #
 #   tests/bench/tool_adapter.sh [RUN_DIR]        (default /tmp/doppel-tool-adapter)
 #   STEPS=80 (training steps)  REUSE=1 (keep RUN_DIR/adapter if it is there)
+#   WHO="base adapter" (which to ask; "base" alone needs no training)
+#   TRAIN_SECONDS=N (stop training after N s as Ctrl-C does: the adapter so far is kept)
 #
 # RUN_DIR gets data/ (made by tests/bench/make_tool_data.py from the chat's own system
 # prompt), adapter/ (doppel train), scratch/ (the files asked about), base.txt and
@@ -17,6 +19,7 @@ TOOLS=${TOOLS:-$ROOT/build/tools}
 MODEL=${MODEL:-$HOME/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 RUN=${1:-/tmp/doppel-tool-adapter}
 STEPS=${STEPS:-80}
+WHO=${WHO:-base adapter}
 BASE_SYSTEM="You are a helpful assistant."
 [ -x "$DOPPEL" ] && [ -x "$TOOLS/load_file" ] || { echo "build doppel and build/tools first" >&2; exit 1; }
 [ -f "$MODEL" ] || { echo "no $MODEL: run .ci/fetch-smollm2" >&2; exit 1; }
@@ -31,12 +34,16 @@ python3 -c 'import json,sys; sys.stdout.write(json.load(open(sys.argv[1]))["syst
 
 # 2. the training set and the adapter
 python3 "$ROOT/tests/bench/make_tool_data.py" "$RUN/system.txt" "$RUN/data"
-if [ "${REUSE:-0}" = 1 ] && [ -f "$RUN/adapter/adapter_model.safetensors" ]; then
+if [ "$WHO" = base ]; then
+    echo "no adapter asked for: not training"
+elif [ "${REUSE:-0}" = 1 ] && [ -f "$RUN/adapter/adapter_model.safetensors" ]; then
     echo "reusing $RUN/adapter"
 else
     rm -rf "$RUN/adapter"
     start=$(date +%s)
-    nice "$DOPPEL" train --config "$ROOT/configs/cpu-demo.json" --model "$MODEL" \
+    limit=()
+    [ -n "${TRAIN_SECONDS:-}" ] && limit=(timeout -s INT "$TRAIN_SECONDS")
+    nice "${limit[@]}" "$DOPPEL" train --config "$ROOT/configs/cpu-demo.json" --model "$MODEL" \
         --data "$RUN/data/train.jsonl" --val "$RUN/data/val.jsonl" --out "$RUN/adapter" \
         --system "$BASE_SYSTEM" --persona tool-user --max-seq 384 --batch-tokens 768 \
         --max-steps "$STEPS" --eval-every 20 --early-stop 0 --save-every 40 --samples 0 \
@@ -77,8 +84,9 @@ Good morning!	-
 EOF
 
 # 4. the same prompts, greedy, to the base model and to the adapter; one REPL each, every
-# prompt's session saved and then forgotten
-for who in base adapter; do
+# prompt's session saved and then forgotten; two replies at most per prompt (the call, then
+# the answer), 64 tokens each: the base model otherwise loops on calls for minutes
+for who in $WHO; do
     mkdir -p "$RUN/sessions/$who"
     i=0
     : >"$RUN/$who.in"
@@ -90,18 +98,18 @@ for who in base adapter; do
     extra=()
     [ "$who" = adapter ] && extra=(--adapter "$RUN/adapter")
     (cd "$S" && "$DOPPEL" chat --model "$MODEL" "${extra[@]}" --system "$BASE_SYSTEM" \
-        --tools "$TOOLS" --yes --temperature 0 --max-tokens 80 --seed 1 --quiet \
+        --tools "$TOOLS" --yes --tool-rounds 2 --temperature 0 --max-tokens 64 --seed 1 --quiet \
         <"$RUN/$who.in" >"$RUN/$who.txt" 2>"$RUN/$who.err") || true
 done
 
 # 5. the score: a call is right when the first reply is exactly [LOAD_FILE path] for the file
 # the prompt names (no call for the prompts that need none); the answer is right when the
-# reply after the tool's output holds the expected word
+# reply after the tool's output holds the expected word (every model asked so far in RUN_DIR)
 python3 - "$RUN" <<'EOF' | tee "$RUN/score.txt"
 import json, os, re, shlex, sys
 run = sys.argv[1]
 rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "prompts.tsv"))]
-for who in ("base", "adapter"):
+for who in [w for w in ("base", "adapter") if os.path.isdir(os.path.join(run, "sessions", w))]:
     calls = answers = need = 0
     lines = []
     for i, (prompt, want, word) in enumerate(rows):
