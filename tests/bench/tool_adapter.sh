@@ -65,6 +65,7 @@ printf 'Flight BA 2490 departs 07:35 from gate 12.\n' >"$S/flight.txt"
 printf 'Locker code: 4815\n' >"$S/gym.txt"
 printf 'Plant watering: fern every 3 days, cactus every 2 weeks.\n' >"$S/plants.md"
 # prompt <TAB> file the call must name ("-": no call) <TAB> a word the answer must hold
+# (alternatives split by |)
 cat >"$RUN/prompts.tsv" <<'EOF'
 Hey, could you peek into README.md and tell me what this project does?	README.md	forecast
 I need to know how many eggs the pancakes take - it's written in recipes/pancakes.txt	recipes/pancakes.txt	2
@@ -79,7 +80,7 @@ How often should I water the cactus? See plants.md	plants.md	weeks
 Tell me what budget.txt says.	budget.txt	
 Give me the first line of README.md.	README.md	weather
 What is the capital of Italy?	-	Rome
-How many legs does a spider have?	-	8
+How many legs does a spider have?	-	8|eight
 Good morning!	-	
 EOF
 
@@ -109,7 +110,8 @@ python3 - "$RUN" <<'EOF' | tee "$RUN/score.txt"
 import json, os, re, shlex, sys
 run = sys.argv[1]
 rows = [l.rstrip("\n").split("\t") for l in open(os.path.join(run, "prompts.tsv"))]
-for who in [w for w in ("base", "adapter") if os.path.isdir(os.path.join(run, "sessions", w))]:
+asked = [w for w in ("base", "adapter") if os.path.isdir(os.path.join(run, "sessions", w))]
+for who in asked:
     calls = answers = need = 0
     lines = []
     for i, (prompt, want, word) in enumerate(rows):
@@ -126,7 +128,8 @@ for who in [w for w in ("base", "adapter") if os.path.isdir(os.path.join(run, "s
             need += 1
             ok_call = named == [want]
         last = asst[-1] if asst else ""
-        ok_answer = ok_call and (not word or word.lower() in last.lower())
+        ok_answer = ok_call and (not word or any(w.lower() in last.lower()
+                                                 for w in word.split("|")))
         calls += ok_call
         answers += ok_answer
         lines.append("  %-4s %-6s %-60s -> %s" % ("call" if ok_call else "MISS",
