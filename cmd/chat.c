@@ -32,7 +32,7 @@ typedef struct {
     int64_t max_context, max_tokens, top_k, seed;     /* INT64_MIN: not given */
     double temperature, top_p, min_p, repeat_penalty; /* NAN: not given */
     double tool_timeout;
-    int64_t tool_output;
+    int64_t tool_output, tool_rounds;
     bool show_stats, exact_lm_head, yes, show_thinking;
 } chat_options;
 
@@ -48,7 +48,8 @@ static chat_options chat_defaults(void) {
                           .min_p = NAN,
                           .repeat_penalty = NAN,
                           .tool_timeout = 10,
-                          .tool_output = 16384};
+                          .tool_output = 16384,
+                          .tool_rounds = 8};
 }
 
 #define F(field) DP_FIELD(chat_options, field)
@@ -85,6 +86,8 @@ static const dp_opt opts[] = {
      "stop a tool after S seconds (default 10)"},
     {"tool-output", DP_OPT_SIZE, F(tool_output), "BYTES",
      "keep at most this much of a tool's output (default 16KiB)"},
+    {"tool-rounds", DP_OPT_INT, F(tool_rounds), "N",
+     "replies with tool calls after one message of yours, at most (default 8)"},
     {"tool-cwd", DP_OPT_STRING, F(tools_cwd), "DIR",
      "working directory of the tools (default: the current one)"},
     {"show-thinking", DP_OPT_FLAG, F(show_thinking), NULL,
@@ -453,6 +456,7 @@ static int open_tools(chat_state *cs) {
     }
     if (!(cs->tools = dp_toolbox_open(o->tools_dir, &lim))) return -1;
     cs->turn.tools = cs->tools;
+    cs->turn.max_rounds = (int)o->tool_rounds;
     return 0;
 }
 
@@ -497,9 +501,10 @@ static int chat(const chat_options *o, bool quiet) {
         goto out;
     }
     if (!(o->tool_timeout > 0 && o->tool_timeout <= 3600) || o->tool_output < 1 ||
-        o->tool_output > 1 << 24) {
-        rc = dp_usage_error(&dp_chat_spec, "--tool-timeout must be in (0, 3600] seconds and "
-                                           "--tool-output 1 byte..16MiB");
+        o->tool_output > 1 << 24 || o->tool_rounds < 1 || o->tool_rounds > 1000) {
+        rc = dp_usage_error(&dp_chat_spec, "--tool-timeout must be in (0, 3600] seconds, "
+                                           "--tool-output 1 byte..16MiB and --tool-rounds "
+                                           "1..1000");
         goto out;
     }
     if (o->max_context < 16 || o->max_context > 1 << 20 || o->max_tokens < 1 ||

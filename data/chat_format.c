@@ -68,8 +68,50 @@ static void trim(const char *s, size_t len, const char **b, size_t *n) {
 
 static int check_msgs(const dp_chat_msg *m, size_t n) {
     for (size_t i = 0; i < n; i++)
-        if (!m[i].content || (unsigned)m[i].role > DP_ROLE_ASSISTANT)
+        if (!m[i].content || (unsigned)m[i].role > DP_ROLE_TOOL)
             return dp_fail("message %zu has no content or an unknown role", i);
+    return 0;
+}
+
+/* Llama 3.1's template writes a tool message as `message.content | tojson` (a string is
+ * "iterable" to Jinja), and transformers' tojson is json.dumps(ensure_ascii=False): the
+ * content in double quotes with " \ and the control characters escaped, the rest as is. */
+static int append_tojson(dp_buf *b, const char *s, size_t n) {
+    if (dp_buf_append(b, "\"", 1)) return -1;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i;
+        while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\') j++;
+        if (j > i && dp_buf_append(b, s + i, j - i)) return -1;
+        if (j == n) break;
+        unsigned char c = (unsigned char)s[j];
+        const char *short_esc = c == '"'    ? "\\\""
+                                : c == '\\' ? "\\\\"
+                                : c == '\n' ? "\\n"
+                                : c == '\r' ? "\\r"
+                                : c == '\t' ? "\\t"
+                                : c == '\b' ? "\\b"
+                                : c == '\f' ? "\\f"
+                                            : NULL;
+        if (short_esc ? dp_buf_puts(b, short_esc) : dp_buf_printf(b, "\\u%04x", c)) return -1;
+        i = j + 1;
+    }
+    return dp_buf_append(b, "\"", 1);
+}
+
+/* Llama 3: a tool's output goes back as an `ipython` turn, JSON-quoted and not trimmed
+ * (Llama 3.1's template); every other message is trimmed under its own role. */
+static int llama3_body(const dp_chat_msg *m, const char **role, const char **c, size_t *cl,
+                       dp_buf *json) {
+    if (m->role != DP_ROLE_TOOL) {
+        *role = dp_role_name(m->role);
+        trim(m->content, m->len, c, cl);
+        return 0;
+    }
+    *role = "ipython";
+    if (append_tojson(json, m->content, m->len)) return -1;
+    *c = json->data;
+    *cl = json->len;
     return 0;
 }
 
@@ -81,12 +123,13 @@ int dp_chat_render_text(dp_chat_format f, const dp_chat_msg *m, size_t n, bool g
             rc = dp_buf_printf(out, "<|im_start|>%s\n%.*s<|im_end|>\n", dp_role_name(m[i].role),
                                (int)m[i].len, m[i].content);
         } else {
-            const char *c;
+            const char *c, *role;
             size_t cl;
-            trim(m[i].content, m[i].len, &c, &cl);
-            rc = dp_buf_printf(out, "%s<|start_header_id|>%s<|end_header_id|>\n\n%.*s<|eot_id|>",
-                               i == 0 ? "<|begin_of_text|>" : "", dp_role_name(m[i].role), (int)cl,
-                               c);
+            dp_buf json = {0};
+            rc = llama3_body(&m[i], &role, &c, &cl, &json) ||
+                 dp_buf_printf(out, "%s<|start_header_id|>%s<|end_header_id|>\n\n%.*s<|eot_id|>",
+                               i == 0 ? "<|begin_of_text|>" : "", role, (int)cl, c);
+            dp_buf_free(&json);
         }
     }
     if (!rc && gen)
@@ -165,12 +208,15 @@ int dp_chat_render(dp_tokenizer *t, dp_chat_format f, const dp_chat_msg *m, size
         } else {
             const char *c;
             size_t cl;
-            trim(m[i].content, m[i].len, &c, &cl);
-            if ((i == 0 && push_special(t, out, "<|begin_of_text|>", 0)) ||
-                push_special(t, out, "<|start_header_id|>", 0) ||
-                push_text(t, out, role, "", 0, 0) || push_special(t, out, "<|end_header_id|>", 0) ||
-                push_text(t, out, "\n\n", c, cl, a) || push_special(t, out, "<|eot_id|>", a))
-                return -1;
+            dp_buf json = {0};
+            int rc = llama3_body(&m[i], &role, &c, &cl, &json) ||
+                     (i == 0 && push_special(t, out, "<|begin_of_text|>", 0)) ||
+                     push_special(t, out, "<|start_header_id|>", 0) ||
+                     push_text(t, out, role, "", 0, 0) ||
+                     push_special(t, out, "<|end_header_id|>", 0) ||
+                     push_text(t, out, "\n\n", c, cl, a) || push_special(t, out, "<|eot_id|>", a);
+            dp_buf_free(&json);
+            if (rc) return -1;
         }
     }
     if (gen) {
@@ -206,6 +252,9 @@ int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int 
 dp_chat_tool_style dp_chat_tool_style_for(const char *tpl) {
     if (tpl && strstr(tpl, "<tool_response>"))
         return (dp_chat_tool_style){"user", "<tool_response>\n", "\n</tool_response>", "\n"};
+    /* a plain ChatML template writes any role as given; Llama 3.1+ has the ipython turn */
+    if (tpl && (strstr(tpl, "<|im_start|>") || strstr(tpl, "ipython")))
+        return (dp_chat_tool_style){"tool", "", "", "\n\n"};
     return (dp_chat_tool_style){"system", "", "", "\n\n"};
 }
 

@@ -45,10 +45,12 @@ int dp_chat_stop_ids(const dp_tokenizer *t, dp_chat_format f, int32_t *ids, int 
 
 /* ---- tool results and thinking (doppel chat --tools, reasoning models) */
 /* How a template gives a tool's result back to the model. Qwen2.5/Qwen3 templates render a
- * run of "tool" messages as one user turn of <tool_response> blocks; a template without a
- * tool role (SmolLM2, Llama 3.0) gets the results as a system message. */
+ * run of "tool" messages as one user turn of <tool_response> blocks; a plain ChatML template
+ * (SmolLM2) writes a `tool` turn and Llama 3.1+ an `ipython` turn (the "tool" role, which
+ * dp_chat_render writes that way); a template with neither (Llama 3.0) gets the results as a
+ * system message. tests/fixtures/tools/tool-render.json holds each real template's text. */
 typedef struct {
-    const char *role;         /* "user" or "system" */
+    const char *role;         /* "user", "tool" or "system" */
     const char *open, *close; /* around each result */
     const char *sep;          /* between two results */
 } dp_chat_tool_style;

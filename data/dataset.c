@@ -16,12 +16,14 @@ const char *dp_role_name(dp_role r) {
         return "user";
     case DP_ROLE_ASSISTANT:
         return "assistant";
+    case DP_ROLE_TOOL:
+        return "tool";
     }
     return "?";
 }
 
 int dp_role_parse(const char *name, dp_role *r) {
-    for (int i = DP_ROLE_SYSTEM; i <= DP_ROLE_ASSISTANT; i++)
+    for (int i = DP_ROLE_SYSTEM; i <= DP_ROLE_TOOL; i++)
         if (!strcmp(name, dp_role_name((dp_role)i))) {
             *r = (dp_role)i;
             return 0;
@@ -212,8 +214,8 @@ int dp_dataset_next(dp_dataset_reader *d, dp_conversation *c) {
                                d->path, line, i + 1);
             dp_role r;
             if (dp_role_parse(role->valuestring, &r))
-                return dp_fail("%s:%lld: message %d has role \"%.40s\" (expected system, user "
-                               "or assistant)",
+                return dp_fail("%s:%lld: message %d has role \"%.40s\" (expected system, user, "
+                               "assistant or tool)",
                                d->path, line, i + 1, role->valuestring);
             d->msgs[i] = (dp_chat_msg){r, content->valuestring, strlen(content->valuestring)};
         }

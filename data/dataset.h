@@ -12,7 +12,9 @@
 
 #include "data/base/io.h"
 
-typedef enum { DP_ROLE_SYSTEM, DP_ROLE_USER, DP_ROLE_ASSISTANT } dp_role;
+/* DP_ROLE_TOOL: a tool's output given back to the model (doppel chat --tools); each chat
+ * format renders it its own way (data/chat_format.h). */
+typedef enum { DP_ROLE_SYSTEM, DP_ROLE_USER, DP_ROLE_ASSISTANT, DP_ROLE_TOOL } dp_role;
 
 typedef struct {
     dp_role role;
@@ -28,7 +30,7 @@ typedef struct {
 } dp_conversation;
 
 const char *dp_role_name(dp_role r);
-/* "system" / "user" / "assistant" -> *r; -1 for anything else. */
+/* "system" / "user" / "assistant" / "tool" -> *r; -1 for anything else. */
 int dp_role_parse(const char *name, dp_role *r);
 
 /* ---- writer */

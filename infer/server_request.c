@@ -226,7 +226,7 @@ static int read_messages(const cJSON *root, dp_chat_request *r, dp_api_error *e)
         }
         if (!strcmp(role->valuestring, "developer")) /* OpenAI's newer name for system */
             rl = DP_ROLE_SYSTEM;
-        else if (dp_role_parse(role->valuestring, &rl)) {
+        else if (dp_role_parse(role->valuestring, &rl) || rl == DP_ROLE_TOOL) {
             rc = dp_api_fail(e, 400, param, "invalid_value",
                              "%s must be \"system\", \"user\" or \"assistant\" (tools are not "
                              "supported)",

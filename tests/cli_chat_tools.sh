@@ -97,6 +97,8 @@ kill $redir_pid 2>/dev/null
 [ $? -eq 1 ] && grep -q "$tmp/none" "$tmp/err" && ok || bad "missing tools dir: $(cat "$tmp/err")"
 "$bin" chat --model "$model" --tools "$tools" --tool-timeout 0 --prompt hi >/dev/null 2>"$tmp/err"
 [ $? -eq 2 ] && ok || bad "--tool-timeout 0 accepted"
+"$bin" chat --model "$model" --tools "$tools" --tool-rounds 0 --prompt hi >/dev/null 2>"$tmp/err"
+[ $? -eq 2 ] && grep -q -- "--tool-rounds" "$tmp/err" && ok || bad "--tool-rounds 0 accepted"
 # the tiny model's 256 positions cannot hold the tools' rules: a clear error, the REPL goes on
 printf 'hello\n/quit\n' | "$bin" chat --model "$model" --tools "$tools" --max-tokens 8 --quiet >"$tmp/o" 2>&1
 [ $? -eq 0 ] && grep -q -- "--max-context" "$tmp/o" && ok || bad "tiny model with tools: $(cat "$tmp/o")"

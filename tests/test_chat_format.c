@@ -199,14 +199,143 @@ static void test_fixture(const char *shared) {
     cJSON_Delete(root);
 }
 
+/* A tool turn: ChatML writes the `tool` role as given, Llama 3 an `ipython` turn with the
+ * content as a JSON string (not trimmed); neither is in the loss mask. */
+static void test_tool_role(void) {
+    const dp_chat_msg m[] = {MSG(DP_ROLE_USER, "read it"), MSG(DP_ROLE_ASSISTANT, "[LOAD_FILE a]"),
+                             MSG(DP_ROLE_TOOL, " \"a\"\tb\\\n\x01 é "),
+                             MSG(DP_ROLE_ASSISTANT, "ok")};
+    dp_buf b = {0};
+    CHECK_EQ_INT(0, dp_chat_render_text(DP_CHAT_CHATML, m, 4, false, &b));
+    CHECK_EQ_STR("<|im_start|>user\nread it<|im_end|>\n<|im_start|>assistant\n[LOAD_FILE "
+                 "a]<|im_end|>\n<|im_start|>tool\n \"a\"\tb\\\n\x01 é <|im_end|>\n"
+                 "<|im_start|>assistant\nok<|im_end|>\n",
+                 b.data);
+    dp_buf_free(&b);
+    CHECK_EQ_INT(0, dp_chat_render_text(DP_CHAT_LLAMA3, m, 4, false, &b));
+    CHECK_EQ_STR("<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nread it<|eot_id|>"
+                 "<|start_header_id|>assistant<|end_header_id|>\n\n[LOAD_FILE a]<|eot_id|>"
+                 "<|start_header_id|>ipython<|end_header_id|>\n\n\" \\\"a\\\"\\tb\\\\\\n\\u0001 "
+                 "é \"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nok<|eot_id|>",
+                 b.data);
+    dp_buf_free(&b);
+    dp_tokenizer *t = toy();
+    CHECK(t != NULL);
+    for (int f = DP_CHAT_CHATML; t && f <= DP_CHAT_LLAMA3; f++) {
+        dp_chat_tokens c = {0};
+        CHECK_EQ_INT(0, dp_chat_render(t, (dp_chat_format)f, m, 4, true, &c));
+        dp_buf want = {0}, got = {0};
+        dp_chat_render_text((dp_chat_format)f, m, 4, true, &want);
+        CHECK_EQ_INT(0, dp_tokenizer_decode(t, c.ids.v, c.ids.n, false, &got));
+        CHECK_EQ_STR(want.data, got.data);
+        dp_buf_free(&got);
+        masked_text(t, &c, 1, &got);
+        CHECK_EQ_STR(f == DP_CHAT_CHATML ? "[LOAD_FILE a]<|im_end|>ok<|im_end|>"
+                                         : "[LOAD_FILE a]<|eot_id|>ok<|eot_id|>",
+                     got.data);
+        dp_buf_free(&want);
+        dp_buf_free(&got);
+        dp_chat_tokens_free(&c);
+    }
+    dp_tokenizer_free(t);
+    dp_role r;
+    CHECK(dp_role_parse("tool", &r) == 0 && r == DP_ROLE_TOOL);
+    CHECK(dp_role_parse("ipython", &r) == -1);
+    const dp_chat_msg bad[] = {{(dp_role)(DP_ROLE_TOOL + 1), "x", 1}};
+    CHECK_EQ_INT(-1, dp_chat_render_text(DP_CHAT_CHATML, bad, 1, false, &b));
+    dp_buf_free(&b);
+}
+
+/* With ../shared: tool turns equal to what each model's own template renders (Llama 3.1's
+ * ipython turn, Qwen3's <tool_response> user turn, SmolLM2's plain ChatML `tool` turn) in the
+ * style dp_chat_tool_style_for picks from the real template text, and the same ids as HF
+ * tokenizers where the fixture has them (tests/fixtures/tools/tool-render.json, made by
+ * tests/reference/make_tool_render.py). */
+static void test_tool_fixture(const char *shared) {
+    char path[8192];
+    snprintf(path, sizeof path, "%s/tests/fixtures/tools/tool-render.json", DOPPEL_SOURCE_DIR);
+    char *data;
+    size_t len;
+    CHECK_EQ_INT(0, dp_read_file(path, &data, &len));
+    cJSON *root = cJSON_ParseWithLength(data, len);
+    free(data);
+    const cJSON *tpls = cJSON_GetObjectItemCaseSensitive(root, "templates");
+    const cJSON *cases = cJSON_GetObjectItemCaseSensitive(root, "cases"), *row;
+    int n_cases = 0, n_ids = 0;
+    cJSON_ArrayForEach(row, cases) {
+        const char *name = cJSON_GetObjectItemCaseSensitive(row, "name")->valuestring;
+        const char *tname = cJSON_GetObjectItemCaseSensitive(row, "template")->valuestring;
+        const char *tpl = cJSON_GetObjectItemCaseSensitive(tpls, tname)->valuestring;
+        dp_chat_format f = 0;
+        CHECK_EQ_INT(0, dp_chat_format_choose(tpl, NULL, &f));
+        CHECK_EQ_STR(cJSON_GetObjectItemCaseSensitive(row, "format")->valuestring,
+                     dp_chat_format_name(f));
+        dp_chat_tool_style st = dp_chat_tool_style_for(tpl);
+        dp_chat_msg mv[16];
+        size_t n = 0;
+        bool style_used = false;
+        const cJSON *m;
+        cJSON_ArrayForEach(m, cJSON_GetObjectItemCaseSensitive(row, "messages")) {
+            const char *role = cJSON_GetObjectItemCaseSensitive(m, "role")->valuestring;
+            const char *content = cJSON_GetObjectItemCaseSensitive(m, "content")->valuestring;
+            CHECK(n < 16 && dp_role_parse(role, &mv[n].role) == 0);
+            /* the fixture's tool turn is the one in the template's style */
+            if (!strcmp(role, "tool") || !strncmp(content, "<tool_response>", 15)) {
+                CHECK_REPORT(!strcmp(st.role, role), "%s: style role %s, template wants %s", name,
+                             st.role, role);
+                style_used = true;
+            }
+            mv[n].content = content;
+            mv[n].len = strlen(content);
+            n++;
+        }
+        CHECK(style_used);
+        dp_buf b = {0};
+        CHECK_EQ_INT(0, dp_chat_render_text(f, mv, n, true, &b));
+        CHECK_REPORT(
+            b.data && !strcmp(b.data, cJSON_GetObjectItemCaseSensitive(row, "text")->valuestring),
+            "%s: the rendered text differs from the template's", name);
+        dp_buf_free(&b);
+        const cJSON *ids = cJSON_GetObjectItemCaseSensitive(row, "ids");
+        const cJSON *tok = cJSON_GetObjectItemCaseSensitive(row, "tokenizer");
+        if (cJSON_IsArray(ids) && cJSON_IsString(tok)) {
+            snprintf(path, sizeof path, "%s/tokenizers/%s", shared, tok->valuestring);
+            dp_tokenizer *t = dp_tokenizer_load(path);
+            CHECK_REPORT(t != NULL, "%s", dp_last_error());
+            dp_chat_tokens c = {0};
+            if (t) CHECK_EQ_INT(0, dp_chat_render(t, f, mv, n, true, &c));
+            bool same = t && c.ids.n == (size_t)cJSON_GetArraySize(ids);
+            for (size_t i = 0; same && i < c.ids.n; i++)
+                same = cJSON_GetArrayItem(ids, (int)i)->valueint == c.ids.v[i];
+            CHECK_REPORT(same, "%s: ids differ from the template's (%zu vs %d)", name, c.ids.n,
+                         cJSON_GetArraySize(ids));
+            n_ids++;
+            dp_chat_tokens_free(&c);
+            dp_tokenizer_free(t);
+        }
+        n_cases++;
+    }
+    CHECK_EQ_INT(9, n_cases);
+    CHECK_EQ_INT(4, n_ids);
+    cJSON_Delete(root);
+    /* Llama 3.0's template (../shared/tokenizers/llama3) has no tool turn: a system message */
+    snprintf(path, sizeof path, "%s/tokenizers/llama3", shared);
+    dp_tokenizer *t = dp_tokenizer_load(path);
+    CHECK(t != NULL);
+    if (t) CHECK_EQ_STR("system", dp_chat_tool_style_for(dp_tokenizer_chat_template(t)).role);
+    dp_tokenizer_free(t);
+}
+
 int main(void) {
     test_text();
     test_choose();
     test_mask_toy();
+    test_tool_role();
     const char *shared = check_shared_dir();
-    if (shared)
+    if (shared) {
         test_fixture(shared);
-    else
+        test_tool_fixture(shared);
+    } else
         fprintf(stderr, "../shared not found: the real-tokenizer part is not run\n");
     return check_done();
 }

@@ -338,11 +338,15 @@ static void test_render_like_qwen3(void) {
     dp_buf out = {0};
     CHECK(dp_chat_render_text(DP_CHAT_CHATML, m, 5, true, &out) == 0);
     CHECK_EQ_STR(expected, out.data);
-    /* a template without a tool role (SmolLM2's) gets one system message */
+    /* a plain ChatML template (SmolLM2's) writes any role as given: one `tool` message; a
+     * template that is neither ChatML nor knows a tool turn (Llama 3.0's) gets a system one */
     dp_chat_tool_style plain = dp_chat_tool_style_for(
         "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + "
         "message['content'] + '<|im_end|>' + '\\n'}}{% endfor %}");
-    CHECK_EQ_STR("system", plain.role);
+    CHECK_EQ_STR("tool", plain.role);
+    CHECK_EQ_STR("system", dp_chat_tool_style_for("{{ '<|start_header_id|>' + message['role'] "
+                                                  "+ '<|end_header_id|>' }}")
+                               .role);
     dp_buf pm = {0};
     CHECK(dp_chat_tool_message(&plain, results, 2, &pm) == 0);
     CHECK_EQ_STR("A\n\nB", pm.data);
