@@ -5,16 +5,20 @@
 #include "data/base/progress.h"
 #include "infer/export_gguf.h"
 #include "infer/export_hf.h"
+#include "infer/export_lora_gguf.h"
+#include "infer/export_ollama.h"
 #include "infer/gguf.h"
 #include "infer/merge.h"
 
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct {
     const char *model_path, *adapter_dir, *out_path, *format, *dtype, *type, *merge_into;
     int64_t max_shard; /* bytes; 0: 5 GB */
+    bool ollama;
 } merge_options;
 
 #define F(field) DP_FIELD(merge_options, field)
@@ -24,13 +28,18 @@ static const dp_opt opts[] = {
      "the base model the adapter was trained on: Hugging Face directory or .gguf"},
     {"adapter", DP_OPT_STRING, F(adapter_dir), "DIR", "run directory from `doppel train`"},
     {"out", DP_OPT_STRING, F(out_path), "PATH", "output (must not exist)"},
-    {"format", DP_OPT_STRING, F(format), "hf|gguf", "output format (default hf)"},
+    {"format", DP_OPT_STRING, F(format), "hf|gguf|lora-gguf",
+     "output format: merged Hugging Face directory (default), merged GGUF, or the adapter alone "
+     "as llama.cpp's LoRA GGUF"},
     {"dtype", DP_OPT_STRING, F(dtype), "bf16|fp16|fp32", "weights of --format hf (default bf16)"},
     {"type", DP_OPT_STRING, F(type), "f32|f16|q8_0|q4_0",
-     "weights of --format gguf (default q8_0)"},
+     "weights of --format gguf (default q8_0); of lora-gguf f32 (default) or f16"},
     {"merge-into", DP_OPT_STRING, F(merge_into), "dequantized|original",
      "add the adapter to the NF4-dequantized weights training saw (default) or to the base's "
      "original 16/32-bit weights"},
+    {"ollama", DP_OPT_FLAG, F(ollama), NULL,
+     "with gguf or lora-gguf: also an Ollama Modelfile beside PATH (PATH without .gguf +\n"
+     ".Modelfile): FROM, ADAPTER, the training TEMPLATE, SYSTEM, stop tokens, sampling"},
     {"max-shard-size", DP_OPT_SIZE, F(max_shard), "BYTES",
      "largest safetensors shard (default 5 GB = 5e9 bytes, as transformers)"},
     {0},
@@ -39,7 +48,8 @@ static const dp_opt opts[] = {
 
 const dp_command_spec dp_merge_spec = {
     .name = "merge",
-    .usage = "--model M --adapter DIR --out PATH [--format hf|gguf] [--dtype bf16] [--type q8_0]",
+    .usage = "--model M --adapter DIR --out PATH [--format hf|gguf|lora-gguf] [--dtype bf16] "
+             "[--type q8_0]",
     .summary = "merge an adapter into a standalone model (Hugging Face safetensors or GGUF)",
     .details =
         "W' = W + scale * B @ A for every adapted linear, one tensor at a time (the merged model\n"
@@ -51,6 +61,9 @@ const dp_command_spec dp_merge_spec = {
         "file for llama.cpp / Ollama: the base's metadata and tokenizer, general.name = the\n"
         "persona, the training chat template, eot = the end-of-turn token; block linears and\n"
         "embeddings in F16, Q8_0 or Q4_0 (ggml's reference quantizers), norms F32.\n"
+        "--format lora-gguf writes the adapter alone as llama.cpp's LoRA GGUF (`llama-server\n"
+        "--lora`, Ollama's ADAPTER): blk.N.<linear>.weight.lora_a / .lora_b, adapter.lora.alpha,\n"
+        "the base's architecture; the base GGUF stays as it is.\n"
         "The output is written under PATH.tmp.PID and renamed\n"
         "at the end: a failed merge leaves nothing behind. An adapter trained on another base\n"
         "model is refused (doppel.json's fingerprint).",
@@ -61,7 +74,7 @@ const dp_command_spec dp_merge_spec = {
 
 int dp_cmd_merge(int argc, char **argv) {
     merge_options o = {
-        .format = "hf", .dtype = "bf16", .type = "q8_0", .merge_into = "dequantized"};
+        .format = "hf", .dtype = "bf16", .type = NULL, .merge_into = "dequantized"};
     dp_cli cli;
     int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
@@ -69,14 +82,23 @@ int dp_cmd_merge(int argc, char **argv) {
     dp_export_hf_opts eo = {
         .out_dir = o.out_path, .max_shard_bytes = o.max_shard, .quiet = cli.quiet};
     dp_export_gguf_opts go = {.out_path = o.out_path, .quiet = cli.quiet};
+    dp_export_lora_gguf_opts lo = {.out_path = o.out_path, .quiet = cli.quiet};
     dp_merge_into into = DP_MERGE_INTO_DEQUANTIZED;
-    bool gguf = !strcmp(o.format, "gguf");
+    bool gguf = !strcmp(o.format, "gguf"), lora_gguf = !strcmp(o.format, "lora-gguf");
+    if (!o.type) o.type = lora_gguf ? "f32" : "q8_0";
     struct stat st;
     if (!o.model_path || !o.adapter_dir || !o.out_path)
         rc = dp_usage_error(&dp_merge_spec, "--model, --adapter and --out are required");
-    else if (strcmp(o.format, "hf") && !gguf)
-        rc = dp_usage_error(&dp_merge_spec, "--format %s is not built (issue 13): hf or gguf",
+    else if (strcmp(o.format, "hf") && !gguf && !lora_gguf)
+        rc = dp_usage_error(&dp_merge_spec, "--format must be hf, gguf or lora-gguf, not '%s'",
                             o.format);
+    else if (lora_gguf && !strcmp(o.type, "f32"))
+        lo.type = DP_GGML_F32;
+    else if (lora_gguf && !strcmp(o.type, "f16"))
+        lo.type = DP_GGML_F16;
+    else if (lora_gguf)
+        rc = dp_usage_error(&dp_merge_spec, "--type of lora-gguf must be f32 or f16, not '%s'",
+                            o.type);
     else if (gguf && !strcmp(o.type, "f32"))
         go.type = DP_GGML_F32;
     else if (gguf && !strcmp(o.type, "f16"))
@@ -105,6 +127,15 @@ int dp_cmd_merge(int argc, char **argv) {
                                 "--merge-into must be dequantized or original, not '%s'",
                                 o.merge_into);
     }
+    if (!rc && o.ollama && !gguf && !lora_gguf)
+        rc = dp_usage_error(&dp_merge_spec, "--ollama goes with --format gguf or lora-gguf "
+                                            "(Ollama loads GGUF files)");
+    char modelfile[4200];
+    dp_ollama_modelfile_path(o.out_path ? o.out_path : "", modelfile, sizeof modelfile);
+    if (!rc && o.ollama && stat(modelfile, &st) == 0)
+        rc = dp_usage_error(&dp_merge_spec,
+                            "%s already exists: give a new path (doppel merge never overwrites)",
+                            modelfile);
     if (!rc && o.max_shard < 0)
         rc = dp_usage_error(&dp_merge_spec, "--max-shard-size must be positive");
     /* refused before minutes of loading */
@@ -115,19 +146,33 @@ int dp_cmd_merge(int argc, char **argv) {
     if (rc) goto out;
     double t0 = dp_now_seconds();
     mg = dp_merge_open(o.model_path, o.adapter_dir, into, cli.quiet);
-    if (!mg || (gguf ? dp_export_gguf(mg, &go) : dp_export_hf(mg, &eo))) {
+    if (!mg || (lora_gguf ? dp_export_lora_gguf(mg, &lo)
+                : gguf    ? dp_export_gguf(mg, &go)
+                          : dp_export_hf(mg, &eo))) {
         rc = dp_runtime_error(&dp_merge_spec);
         goto out;
     }
-    if (!cli.quiet)
+    if (o.ollama && dp_export_ollama(mg, o.out_path, lora_gguf)) {
+        /* all or nothing: the GGUF goes too */
+        unlink(o.out_path);
+        rc = dp_runtime_error(&dp_merge_spec);
+        goto out;
+    }
+    if (!cli.quiet && lora_gguf)
+        fprintf(stderr, "exported %s (an adapter of %s) as LoRA GGUF (%s) -> %s in %.1f s, peak RSS "
+                        "%.0f MiB\n",
+                o.adapter_dir, o.model_path, o.type, o.out_path, dp_now_seconds() - t0,
+                dp_peak_rss_bytes() / 1048576.0);
+    else if (!cli.quiet)
         fprintf(stderr, "merged %s into %s (%s weights, %s) -> %s in %.1f s, peak RSS %.0f MiB\n",
                 o.adapter_dir, o.model_path,
                 into == DP_MERGE_INTO_ORIGINAL ? "original"
                 : mg->fp32_base                ? "fp32"
                                                : "NF4-dequantized",
-                gguf ? o.type : o.dtype, o.out_path, dp_now_seconds() - t0,
+                gguf || lora_gguf ? o.type : o.dtype, o.out_path, dp_now_seconds() - t0,
                 dp_peak_rss_bytes() / 1048576.0);
     printf("%s\n", o.out_path);
+    if (o.ollama) printf("%s\n", modelfile);
 out:
     dp_merge_close(mg);
     dp_cli_free(&cli);

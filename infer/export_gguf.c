@@ -167,9 +167,7 @@ static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, g
     return 0;
 }
 
-/* HF row order of a head (s * D/2 + j) -> GGUF's (2j + s): the inverse of the loader's
- * unpermutation, as llama.cpp's converter permutes q/k */
-static void permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols) {
+void dp_gguf_permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols) {
     int64_t D = rows / nh;
     for (int h = 0; h < nh; h++)
         for (int64_t j = 0; j < D / 2; j++)
@@ -385,7 +383,7 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
                 }
                 x = scratch;
                 if (t->permute_heads) {
-                    permute_rows(scratch, permuted, t->permute_heads, t->ne[1], t->ne[0]);
+                    dp_gguf_permute_rows(scratch, permuted, t->permute_heads, t->ne[1], t->ne[0]);
                     x = permuted;
                 }
             }

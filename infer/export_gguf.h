@@ -20,6 +20,11 @@ typedef struct {
 
 int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o);
 
+/* w (rows, cols) in Hugging Face's row order of a head (s * D/2 + j) -> out in GGUF's (2j + s),
+ * nh heads of D = rows / nh rows: the inverse of the loader's unpermutation, as llama.cpp's
+ * converter permutes llama's q/k (and a LoRA's B of q/k). */
+void dp_gguf_permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols);
+
 /* ggml's reference quantizers (quantize_row_q8_0_ref, quantize_row_q4_0_ref): n floats (a
  * multiple of 32) into n / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes at out. */
 void dp_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
