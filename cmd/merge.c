@@ -8,15 +8,23 @@
 #include "infer/export_lora_gguf.h"
 #include "infer/export_ollama.h"
 #include "infer/gguf.h"
+#include "infer/generate.h"
 #include "infer/merge.h"
+#include "infer/model_load.h"
+#include "train/batches.h"
+#include "train/eval.h"
 
+#include <cjson/cJSON.h>
+
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 typedef struct {
-    const char *model_path, *adapter_dir, *out_path, *format, *dtype, *type, *merge_into;
+    const char *model_path, *adapter_dir, *out_path, *format, *dtype, *type, *merge_into, *val_path;
     int64_t max_shard; /* bytes; 0: 5 GB */
     bool ollama;
 } merge_options;
@@ -34,9 +42,12 @@ static const dp_opt opts[] = {
     {"dtype", DP_OPT_STRING, F(dtype), "bf16|fp16|fp32", "weights of --format hf (default bf16)"},
     {"type", DP_OPT_STRING, F(type), "f32|f16|q8_0|q4_0",
      "weights of --format gguf (default q8_0); of lora-gguf f32 (default) or f16"},
-    {"merge-into", DP_OPT_STRING, F(merge_into), "dequantized|original",
-     "add the adapter to the NF4-dequantized weights training saw (default) or to the base's "
-     "original 16/32-bit weights"},
+    {"merge-into", DP_OPT_STRING, F(merge_into), "auto|dequantized|original",
+     "add the adapter to the NF4-dequantized weights training saw or to a Hugging Face base's "
+     "original 16/32-bit weights; auto (default): both are scored on the run's validation set "
+     "and the lower loss wins (dequantized for a GGUF base or without a validation set)"},
+    {"val", DP_OPT_STRING, F(val_path), "FILE",
+     "validation conversations for --merge-into auto (default: the run's --val)"},
     {"ollama", DP_OPT_FLAG, F(ollama), NULL,
      "with gguf or lora-gguf: also an Ollama Modelfile beside PATH (PATH without .gguf +\n"
      ".Modelfile): FROM, ADAPTER, the training TEMPLATE, SYSTEM, stop tokens, sampling"},
@@ -72,9 +83,81 @@ const dp_command_spec dp_merge_spec = {
     .max_args = 0,
 };
 
+static bool is_dir(const char *p) {
+    struct stat st;
+    return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* doppel.json's training.config.KEY, or NULL / 0 */
+static const cJSON *training_config(const cJSON *dj, const char *key) {
+    return cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(dj, "training"), "config"),
+                               key);
+}
+
+/* --merge-into auto: the adapter over the NF4-dequantized base (mg->model, as training saw it)
+ * and over the original weights (loaded again in fp32) scored with doppel eval's loss on the
+ * validation set; the lower one is kept in mg. A base without originals (GGUF), an adapter
+ * trained over fp32 weights, or no validation set leave the dequantized choice, said so. */
+static int choose_by_validation(dp_merge *mg, const char *val_path, bool quiet) {
+    if (!is_dir(mg->model_path) || mg->fp32_base) {
+        if (!quiet)
+            fprintf(stderr, "merge-into: %s\n",
+                    mg->fp32_base ? "the adapter was trained over the fp32 weights: merged into them"
+                                  : "a GGUF base has only its dequantized weights: merged into them");
+        return 0;
+    }
+    cJSON *dj = cJSON_Parse(mg->doppel_json);
+    const cJSON *v = training_config(dj, "val"), *ms = training_config(dj, "max_seq");
+    const char *val = val_path ? val_path : cJSON_GetStringValue(v);
+    int max_seq = cJSON_IsNumber(ms) && ms->valuedouble > 0 ? (int)ms->valuedouble : 1024;
+    struct stat st;
+    if (!val || stat(val, &st) != 0) {
+        fprintf(stderr,
+                "merge-into: %s: merged into the NF4-dequantized weights training saw (give --val "
+                "FILE to choose by validation loss, or --merge-into original)\n",
+                val ? "the run's validation set is gone" : "the run has no validation set");
+        cJSON_Delete(dj);
+        return 0;
+    }
+    int rc = -1;
+    char *fmt_name = dp_merge_meta_string(mg, "chat_format");
+    dp_tokenizer *tok = dp_model_tokenizer(mg->model_path);
+    dp_train_render_ctx rctx = {.tok = tok};
+    dp_token_data td = {0};
+    dp_model *orig = NULL;
+    dp_eval_loss_result deq = {0}, org = {0};
+    if (!tok || dp_chat_format_choose(dp_tokenizer_chat_template(tok), fmt_name, &rctx.fmt) ||
+        dp_token_data_build(val, max_seq, dp_train_render, &rctx, &td))
+        goto out;
+    if (!td.n_trained) {
+        dp_fail("%s: no scored token (an empty validation set?)", val);
+        goto out;
+    }
+    if (dp_eval_heldout_loss(mg->model, mg->lora, &td, 0, 0, &deq)) goto out;
+    dp_load_opts lo = {.nf4 = false, .quiet = true};
+    if (!(orig = dp_model_load(mg->model_path, &lo)) ||
+        dp_eval_heldout_loss(orig, mg->lora, &td, 0, 0, &org))
+        goto out;
+    dp_merge_into pick = org.loss < deq.loss ? DP_MERGE_INTO_ORIGINAL : DP_MERGE_INTO_DEQUANTIZED;
+    fprintf(stderr,
+            "merge-into: validation loss on %s (%lld tokens): dequantized %.6f, original %.6f -> "
+            "%s\n",
+            val, (long long)td.n_trained, deq.loss, org.loss,
+            pick == DP_MERGE_INTO_ORIGINAL ? "original" : "dequantized");
+    rc = dp_merge_set_into(mg, pick);
+out:
+    dp_model_free(orig);
+    dp_token_data_free(&td);
+    dp_train_render_ctx_free(&rctx);
+    dp_tokenizer_free(tok);
+    free(fmt_name);
+    cJSON_Delete(dj);
+    return rc;
+}
+
 int dp_cmd_merge(int argc, char **argv) {
     merge_options o = {
-        .format = "hf", .dtype = "bf16", .type = NULL, .merge_into = "dequantized"};
+        .format = "hf", .dtype = "bf16", .type = NULL, .merge_into = "auto"};
     dp_cli cli;
     int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
@@ -119,14 +202,18 @@ int dp_cmd_merge(int argc, char **argv) {
     else
         rc =
             dp_usage_error(&dp_merge_spec, "--dtype must be bf16, fp16 or fp32, not '%s'", o.dtype);
+    bool auto_into = !strcmp(o.merge_into, "auto") && !lora_gguf;
     if (!rc) {
-        if (!strcmp(o.merge_into, "original"))
+        if (!strcmp(o.merge_into, "original") && !lora_gguf)
             into = DP_MERGE_INTO_ORIGINAL;
-        else if (strcmp(o.merge_into, "dequantized"))
+        else if (strcmp(o.merge_into, "dequantized") && strcmp(o.merge_into, "auto") &&
+                 strcmp(o.merge_into, "original"))
             rc = dp_usage_error(&dp_merge_spec,
-                                "--merge-into must be dequantized or original, not '%s'",
+                                "--merge-into must be auto, dequantized or original, not '%s'",
                                 o.merge_into);
     }
+    if (!rc && o.val_path && stat(o.val_path, &st) != 0)
+        rc = dp_usage_error(&dp_merge_spec, "--val %s: no such file", o.val_path);
     if (!rc && o.ollama && !gguf && !lora_gguf)
         rc = dp_usage_error(&dp_merge_spec, "--ollama goes with --format gguf or lora-gguf "
                                             "(Ollama loads GGUF files)");
@@ -144,12 +231,24 @@ int dp_cmd_merge(int argc, char **argv) {
                             "%s already exists: give a new path (doppel merge never overwrites)",
                             o.out_path);
     if (rc) goto out;
+    /* a file-size limit (ulimit -f) must fail the write with EFBIG, which is reported and
+     * cleaned up, instead of killing the process with its temporary output left behind */
+    signal(SIGXFSZ, SIG_IGN);
     double t0 = dp_now_seconds();
     mg = dp_merge_open(o.model_path, o.adapter_dir, into, cli.quiet);
+    if (mg && auto_into && choose_by_validation(mg, o.val_path, cli.quiet)) {
+        rc = dp_runtime_error(&dp_merge_spec);
+        goto out;
+    }
+    into = mg ? mg->into : into;
     if (!mg || (lora_gguf ? dp_export_lora_gguf(mg, &lo)
                 : gguf    ? dp_export_gguf(mg, &go)
                           : dp_export_hf(mg, &eo))) {
         rc = dp_runtime_error(&dp_merge_spec);
+        if (strstr(dp_last_error(), "too large") || strstr(dp_last_error(), "No space"))
+            fprintf(stderr, "doppel merge: nothing was written: free space on the disk of %s (or "
+                            "raise the file-size limit, ulimit -f), or give an --out elsewhere\n",
+                    o.out_path);
         goto out;
     }
     if (o.ollama && dp_export_ollama(mg, o.out_path, lora_gguf)) {

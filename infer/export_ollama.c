@@ -3,6 +3,7 @@
 #include "data/base/error.h"
 #include "infer/generate.h"
 #include "infer/gguf.h"
+#include "infer/gguf_tokenizer.h"
 #include "infer/sampler.h"
 
 #include <limits.h>
@@ -113,7 +114,7 @@ int dp_export_ollama(const dp_merge *mg, const char *gguf_path, bool adapter) {
         (system && *system && put_triple(&b, "SYSTEM", system, "doppel.json's system_prompt")))
         goto out;
     /* the end-of-turn tokens as text: Ollama stops on them (llama.cpp also on its EOG ids) */
-    dp_tokenizer *tok = dp_tokenizer_load(mg->model_path);
+    dp_tokenizer *tok = base ? dp_tokenizer_from_gguf(base, NULL) : dp_tokenizer_load(mg->model_path);
     if (!tok) goto out;
     int32_t stop[4];
     int n_stop = dp_chat_stop_ids(tok, fmt, stop, 4), bad = 0;
