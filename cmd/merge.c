@@ -212,6 +212,9 @@ int dp_cmd_merge(int argc, char **argv) {
                                 "--merge-into must be auto, dequantized or original, not '%s'",
                                 o.merge_into);
     }
+    if (!rc && lora_gguf && strcmp(o.merge_into, "auto"))
+        rc = dp_usage_error(&dp_merge_spec, "--merge-into goes with hf or gguf: lora-gguf keeps "
+                                            "the adapter apart from the base");
     if (!rc && o.val_path && stat(o.val_path, &st) != 0)
         rc = dp_usage_error(&dp_merge_spec, "--val %s: no such file", o.val_path);
     if (!rc && o.ollama && !gguf && !lora_gguf)
