@@ -77,9 +77,11 @@ int dp_export_lora_gguf(const dp_merge *mg, const dp_export_lora_gguf_opts *o) {
     h16 = dp_malloc(big * 2);
     if (!permuted || !h16) goto out;
 
-    /* llama.cpp's scale is alpha / r with r = lora_b's ne[0]: alpha' = scale * r gives doppel's
-     * scale whether it is alpha / r or rsLoRA's alpha / sqrt(r) */
-    const float alpha = lora->scale * (float)r;
+    /* llama.cpp's scale is alpha / r with r = lora_b's ne[0]; rsLoRA's alpha / sqrt(r) is
+     * alpha' / r with alpha' = alpha sqrt(r) (llama.cpp's converter writes alpha as it is, which
+     * is wrong for rsLoRA) */
+    const float alpha =
+        lora->cfg.rslora ? lora->cfg.alpha * sqrtf((float)r) : lora->cfg.alpha;
     const char *name = persona ? persona : "doppel adapter";
     dp_buf *h = &header;
     if (dp_buf_append(h, "GGUF", 4) || put_u32(h, 3) || put_u64(h, 2 * (uint64_t)n_mod) ||

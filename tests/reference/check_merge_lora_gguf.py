@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reference check of `doppel merge --format lora-gguf` with gguf-py and llama.cpp.
 
-  check_merge_lora_gguf.py BASE.gguf ADAPTER.gguf RUN_DIR LOGITS.safetensors
+  check_merge_lora_gguf.py BASE.gguf ADAPTER.gguf RUN_DIR [LOGITS.safetensors]
+
+(Without LOGITS, only part 1.)
 
 1. The file as src/llama-adapter.cpp reads it: general.type = "adapter", adapter.type = "lora",
    general.architecture = the base's, adapter.lora.alpha an f32 such that llama.cpp's
@@ -121,10 +123,15 @@ def llama_logits(base_path, ids, lora=None):
 
 
 def main():
-    base_path, path, run, logits_path = sys.argv[1:5]
+    base_path, path, run = sys.argv[1:4]
     from safetensors.numpy import load_file
 
     bad = check_file(base_path, path, run)
+    if len(sys.argv) < 5:
+        for b in bad:
+            print("FAIL:", b)
+        return 1 if bad else 0
+    logits_path = sys.argv[4]
     d = load_file(logits_path)
     ids = d["ids"]
     moved_doppel = d["adapted"].astype(np.float64) - d["base"].astype(np.float64)
