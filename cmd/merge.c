@@ -1,5 +1,6 @@
-/* doppel merge: the adapter merged into its base model and written as a standalone model: a
- * Hugging Face directory or one GGUF file (LoRA GGUF and Ollama's Modelfile are not built). */
+/* doppel merge: the adapter merged into its base model and written as a standalone model (a
+ * Hugging Face directory or one GGUF file), or alone as llama.cpp's LoRA GGUF; an Ollama
+ * Modelfile beside a GGUF; --merge-into auto's choice by validation loss (train/eval.h). */
 #include "cmd/commands.h"
 #include "data/base/error.h"
 #include "data/base/progress.h"
@@ -49,7 +50,7 @@ static const dp_opt opts[] = {
     {"val", DP_OPT_STRING, F(val_path), "FILE",
      "validation conversations for --merge-into auto (default: the run's --val)"},
     {"ollama", DP_OPT_FLAG, F(ollama), NULL,
-     "with gguf or lora-gguf: also an Ollama Modelfile beside PATH (PATH without .gguf +\n"
+     "with gguf or lora-gguf: also an Ollama Modelfile beside PATH (PATH without .gguf + "
      ".Modelfile): FROM, ADAPTER, the training TEMPLATE, SYSTEM, stop tokens, sampling"},
     {"max-shard-size", DP_OPT_SIZE, F(max_shard), "BYTES",
      "largest safetensors shard (default 5 GB = 5e9 bytes, as transformers)"},
@@ -61,7 +62,8 @@ const dp_command_spec dp_merge_spec = {
     .name = "merge",
     .usage = "--model M --adapter DIR --out PATH [--format hf|gguf|lora-gguf] [--dtype bf16] "
              "[--type q8_0]",
-    .summary = "merge an adapter into a standalone model (Hugging Face safetensors or GGUF)",
+    .summary = "merge an adapter into a standalone model (Hugging Face safetensors or GGUF), or "
+               "export it as a LoRA GGUF",
     .details =
         "W' = W + scale * B @ A for every adapted linear, one tensor at a time (the merged model\n"
         "is never whole in memory). --format hf writes config.json, generation_config.json\n"
@@ -75,6 +77,9 @@ const dp_command_spec dp_merge_spec = {
         "--format lora-gguf writes the adapter alone as llama.cpp's LoRA GGUF (`llama-server\n"
         "--lora`, Ollama's ADAPTER): blk.N.<linear>.weight.lora_a / .lora_b, adapter.lora.alpha,\n"
         "the base's architecture; the base GGUF stays as it is.\n"
+        "--ollama also writes PATH.Modelfile for `ollama create`. --merge-into auto (default)\n"
+        "scores the adapter over the NF4-dequantized and the original weights of a 16-bit base\n"
+        "on the run's validation set (doppel eval's loss), prints both and merges into the lower.\n"
         "The output is written under PATH.tmp.PID and renamed\n"
         "at the end: a failed merge leaves nothing behind. An adapter trained on another base\n"
         "model is refused (doppel.json's fingerprint).",
@@ -102,8 +107,9 @@ static int choose_by_validation(dp_merge *mg, const char *val_path, bool quiet) 
     if (!is_dir(mg->model_path) || mg->fp32_base) {
         if (!quiet)
             fprintf(stderr, "merge-into: %s\n",
-                    mg->fp32_base ? "the adapter was trained over the fp32 weights: merged into them"
-                                  : "a GGUF base has only its dequantized weights: merged into them");
+                    mg->fp32_base
+                        ? "the adapter was trained over the fp32 weights: merged into them"
+                        : "a GGUF base has only its dequantized weights: merged into them");
         return 0;
     }
     cJSON *dj = cJSON_Parse(mg->doppel_json);
@@ -156,8 +162,7 @@ out:
 }
 
 int dp_cmd_merge(int argc, char **argv) {
-    merge_options o = {
-        .format = "hf", .dtype = "bf16", .type = NULL, .merge_into = "auto"};
+    merge_options o = {.format = "hf", .dtype = "bf16", .type = NULL, .merge_into = "auto"};
     dp_cli cli;
     int rc = dp_cli_parse(&dp_merge_spec, argc, argv, &o, &cli);
     if (rc) return rc < 0 ? DP_EXIT_OK : rc;
@@ -249,8 +254,9 @@ int dp_cmd_merge(int argc, char **argv) {
                           : dp_export_hf(mg, &eo))) {
         rc = dp_runtime_error(&dp_merge_spec);
         if (strstr(dp_last_error(), "too large") || strstr(dp_last_error(), "No space"))
-            fprintf(stderr, "doppel merge: nothing was written: free space on the disk of %s (or "
-                            "raise the file-size limit, ulimit -f), or give an --out elsewhere\n",
+            fprintf(stderr,
+                    "doppel merge: nothing was written: free space on the disk of %s (or "
+                    "raise the file-size limit, ulimit -f), or give an --out elsewhere\n",
                     o.out_path);
         goto out;
     }
@@ -261,8 +267,9 @@ int dp_cmd_merge(int argc, char **argv) {
         goto out;
     }
     if (!cli.quiet && lora_gguf)
-        fprintf(stderr, "exported %s (an adapter of %s) as LoRA GGUF (%s) -> %s in %.1f s, peak RSS "
-                        "%.0f MiB\n",
+        fprintf(stderr,
+                "exported %s (an adapter of %s) as LoRA GGUF (%s) -> %s in %.1f s, peak RSS "
+                "%.0f MiB\n",
                 o.adapter_dir, o.model_path, o.type, o.out_path, dp_now_seconds() - t0,
                 dp_peak_rss_bytes() / 1048576.0);
     else if (!cli.quiet)

@@ -2,8 +2,8 @@
  * LM Studio: the base GGUF's metadata and tokenizer (tokenizer.ggml.*) carried over,
  * general.name = the persona, tokenizer.chat_template = the training format
  * (dp_export_jinja_template), tokenizer.ggml.eot_token_id = the chat's end-of-turn token, and
- * every tensor streamed in F16, Q8_0 or Q4_0 (kernels/ggml_quants.h; norms and biases F32). Written to a temporary
- * name and renamed at the end. */
+ * every tensor streamed in F16, Q8_0 or Q4_0 (kernels/ggml_quants.h; norms and biases F32). Written
+ * to a temporary name and renamed at the end. */
 #ifndef DOPPEL_EXPORT_GGUF_H
 #define DOPPEL_EXPORT_GGUF_H
 

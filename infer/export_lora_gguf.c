@@ -80,8 +80,7 @@ int dp_export_lora_gguf(const dp_merge *mg, const dp_export_lora_gguf_opts *o) {
     /* llama.cpp's scale is alpha / r with r = lora_b's ne[0]; rsLoRA's alpha / sqrt(r) is
      * alpha' / r with alpha' = alpha sqrt(r) (llama.cpp's converter writes alpha as it is, which
      * is wrong for rsLoRA) */
-    const float alpha =
-        lora->cfg.rslora ? lora->cfg.alpha * sqrtf((float)r) : lora->cfg.alpha;
+    const float alpha = lora->cfg.rslora ? lora->cfg.alpha * sqrtf((float)r) : lora->cfg.alpha;
     const char *name = persona ? persona : "doppel adapter";
     dp_buf *h = &header;
     if (dp_buf_append(h, "GGUF", 4) || put_u32(h, 3) || put_u64(h, 2 * (uint64_t)n_mod) ||
@@ -131,8 +130,7 @@ int dp_export_lora_gguf(const dp_merge *mg, const dp_export_lora_gguf_opts *o) {
                 B = permuted;
             }
             if (write_floats(w, m->A, na, o->type, h16) ||
-                ((na * esize) % ALIGN &&
-                 dp_writer_write(w, zeros, ALIGN - (na * esize) % ALIGN)) ||
+                ((na * esize) % ALIGN && dp_writer_write(w, zeros, ALIGN - (na * esize) % ALIGN)) ||
                 write_floats(w, B, nb, o->type, h16) ||
                 ((nb * esize) % ALIGN && dp_writer_write(w, zeros, ALIGN - (nb * esize) % ALIGN)))
                 goto out;

@@ -17,11 +17,12 @@ int dp_ollama_template(dp_chat_format f, bool with_bos, dp_buf *out) {
      * one opens, so the last one can stay open when it is the assistant's (a prefill) and
      * otherwise gets closed and followed by the assistant header, as add_generation_prompt. */
     if (f == DP_CHAT_CHATML)
-        return dp_buf_puts(out, "{{- $last := \"\" }}{{ range .Messages }}"
-                                "{{ if $last }}<|im_end|>\n{{ end }}"
-                                "<|im_start|>{{ .Role }}\n{{ .Content }}{{ $last = .Role }}{{ end }}"
-                                "{{ if ne $last \"assistant\" }}{{ if $last }}<|im_end|>\n{{ end }}"
-                                "<|im_start|>assistant\n{{ end }}");
+        return dp_buf_puts(out,
+                           "{{- $last := \"\" }}{{ range .Messages }}"
+                           "{{ if $last }}<|im_end|>\n{{ end }}"
+                           "<|im_start|>{{ .Role }}\n{{ .Content }}{{ $last = .Role }}{{ end }}"
+                           "{{ if ne $last \"assistant\" }}{{ if $last }}<|im_end|>\n{{ end }}"
+                           "<|im_start|>assistant\n{{ end }}");
     if (f == DP_CHAT_LLAMA3)
         return dp_buf_printf(out,
                              "{{- $last := \"\" }}{{ range .Messages }}"
@@ -105,8 +106,7 @@ int dp_export_ollama(const dp_merge *mg, const char *gguf_path, bool adapter) {
             dp_fail("%s: cannot resolve the base model's path", mg->model_path);
             goto out;
         }
-        if (dp_buf_printf(&b, "FROM %s\nADAPTER ./%s\n", base_abs, base_name(gguf_path)))
-            goto out;
+        if (dp_buf_printf(&b, "FROM %s\nADAPTER ./%s\n", base_abs, base_name(gguf_path))) goto out;
     } else if (dp_buf_printf(&b, "FROM ./%s\n", base_name(gguf_path))) {
         goto out;
     }
@@ -114,7 +114,8 @@ int dp_export_ollama(const dp_merge *mg, const char *gguf_path, bool adapter) {
         (system && *system && put_triple(&b, "SYSTEM", system, "doppel.json's system_prompt")))
         goto out;
     /* the end-of-turn tokens as text: Ollama stops on them (llama.cpp also on its EOG ids) */
-    dp_tokenizer *tok = base ? dp_tokenizer_from_gguf(base, NULL) : dp_tokenizer_load(mg->model_path);
+    dp_tokenizer *tok =
+        base ? dp_tokenizer_from_gguf(base, NULL) : dp_tokenizer_load(mg->model_path);
     if (!tok) goto out;
     int32_t stop[4];
     int n_stop = dp_chat_stop_ids(tok, fmt, stop, 4), bad = 0;

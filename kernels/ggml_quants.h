@@ -9,7 +9,7 @@
 extern "C" {
 #endif
 
-#define DP_GGML_QK 32          /* elements per block */
+#define DP_GGML_QK         32 /* elements per block */
 #define DP_GGML_Q8_0_BYTES 34 /* fp16 d + 32 int8 codes: x = q * d */
 #define DP_GGML_Q4_0_BYTES 18 /* fp16 d + 16 bytes of two 4-bit codes: x = (q - 8) * d */
 

@@ -43,17 +43,18 @@ int main(void) {
     /* hard blocks in the last rows: block k of row r = ROWS - 8 + k / 4 */
     float *h = x + (ROWS - 8) * COLS;
     for (int j = 0; j < 32; j++) {
-        h[0 * 32 + j] = 0.0f;                                /* zeros */
-        h[1 * 32 + j] = 0.75f;                               /* a constant */
-        h[2 * 32 + j] = (float)(j - 16) * 0.5f;              /* .5 ties at every step */
-        h[3 * 32 + j] = j == 7 ? 1000.0f : uniform();        /* one large value */
-        h[4 * 32 + j] = j == 3 ? -2.0f : uniform();          /* negative maximum */
-        h[5 * 32 + j] = uniform() * 1e-9f;                   /* subnormal fp16 scale */
-        h[6 * 32 + j] = uniform() * 1e-30f;                  /* scale rounds to 0 */
-        h[7 * 32 + j] = j == 0 ? 1e7f : uniform() * 1e6f;    /* scale overflows fp16 */
+        h[0 * 32 + j] = 0.0f;                                      /* zeros */
+        h[1 * 32 + j] = 0.75f;                                     /* a constant */
+        h[2 * 32 + j] = (float)(j - 16) * 0.5f;                    /* .5 ties at every step */
+        h[3 * 32 + j] = j == 7 ? 1000.0f : uniform();              /* one large value */
+        h[4 * 32 + j] = j == 3 ? -2.0f : uniform();                /* negative maximum */
+        h[5 * 32 + j] = uniform() * 1e-9f;                         /* subnormal fp16 scale */
+        h[6 * 32 + j] = uniform() * 1e-30f;                        /* scale rounds to 0 */
+        h[7 * 32 + j] = j == 0 ? 1e7f : uniform() * 1e6f;          /* scale overflows fp16 */
         h[8 * 32 + j] = (float)j * (j % 2 ? -1.0f : 1.0f) / 16.0f; /* alternating signs */
     }
-    static uint8_t q8[ROWS * COLS / 32 * DP_GGML_Q8_0_BYTES], q4[ROWS * COLS / 32 * DP_GGML_Q4_0_BYTES];
+    static uint8_t q8[ROWS * COLS / 32 * DP_GGML_Q8_0_BYTES],
+        q4[ROWS * COLS / 32 * DP_GGML_Q4_0_BYTES];
     dp_ggml_quantize_q8_0(x, q8, ROWS * COLS);
     dp_ggml_quantize_q4_0(x, q4, ROWS * COLS);
 

@@ -170,7 +170,8 @@ int main(void) {
         char mf[4300];
         snprintf(mf, sizeof mf, "%s/bos.Modelfile", tmp);
         CHECK(dp_buf_puts(&b, "FROM ./x.gguf\nTEMPLATE \"\"\"") == 0 &&
-              dp_ollama_template(DP_CHAT_LLAMA3, true, &b) == 0 && dp_buf_puts(&b, "\"\"\"\n") == 0);
+              dp_ollama_template(DP_CHAT_LLAMA3, true, &b) == 0 &&
+              dp_buf_puts(&b, "\"\"\"\n") == 0);
         CHECK(dp_write_file_atomic(mf, b.data, b.len) == 0);
         dp_buf_free(&b);
         for (int c = 0; c < nconv; c++) {
@@ -205,7 +206,8 @@ int main(void) {
     }
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmp);
     if (!getenv("DOPPEL_KEEP") && system(cmd)) fprintf(stderr, "could not remove %s\n", tmp);
-    if (!have_go) SKIP("go is not installed (apt-get install golang-go): the Modelfile lines were "
-                       "checked, not its template's rendering");
+    if (!have_go)
+        SKIP("go is not installed (apt-get install golang-go): the Modelfile lines were "
+             "checked, not its template's rendering");
     return check_done();
 }
