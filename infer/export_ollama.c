@@ -44,7 +44,9 @@ void dp_ollama_modelfile_path(const char *gguf_path, char *out, size_t cap) {
 /* a value between Ollama's triple quotes: it cannot hold """ */
 static int put_triple(dp_buf *b, const char *key, const char *v, const char *what) {
     if (strstr(v, "\"\"\""))
-        return dp_fail("%s holds \"\"\", which an Ollama Modelfile cannot quote: remove it", what);
+        return dp_fail("%s holds \"\"\", which an Ollama Modelfile cannot quote: edit it out (or "
+                       "merge without --ollama)",
+                       what);
     return dp_buf_printf(b, "%s \"\"\"%s\"\"\"\n", key, v);
 }
 

@@ -4,7 +4,8 @@
 # `doppel eval`'s (--precision nf4 = the NF4-dequantized base training saw, fp32 = the original
 # weights), the lower one is merged into (the output is byte-equal to --merge-into of that
 # choice), --val overrides the run's set, and a run without one merges into the dequantized
-# weights with a note. lora-gguf with --ollama on the same run: the adapter and a Modelfile.
+# weights with a note. lora-gguf with --ollama on the same run: the adapter and a Modelfile;
+# a system prompt the Modelfile cannot quote leaves nothing.
 set -u
 bin=$1
 fail=0
@@ -75,6 +76,14 @@ grep -q "^ADAPTER ./a.gguf$" "$tmp/a.Modelfile" || { echo "FAIL: Modelfile has n
 touch "$tmp/c.Modelfile"
 "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/c.gguf" --format lora-gguf --ollama >/dev/null 2>&1
 [ $? = 2 ] && [ ! -e "$tmp/c.gguf" ] || { echo "FAIL: an existing Modelfile is not refused up front"; fail=1; }
+
+# a system prompt Ollama cannot quote: refused, and the adapter written before it goes too
+"$bin" train --model "$model" --data "$tmp/d.jsonl" --max-seq 64 --batch-tokens 128 --r 4 --max-steps 1 \
+  --persona mossy --system 'diz """oi"""' --quiet --out "$tmp/run-q" >/dev/null 2>&1 || { echo "FAIL: train"; fail=1; }
+"$bin" merge --model "$model" --adapter "$tmp/run-q" --out "$tmp/q.gguf" --format lora-gguf --ollama --quiet \
+  >/dev/null 2>"$tmp/err"
+[ $? = 1 ] && grep -q 'cannot quote' "$tmp/err" || { echo "FAIL: a \"\"\" system prompt"; cat "$tmp/err"; fail=1; }
+ls "$tmp" | grep -q '^q\.' && { echo "FAIL: a refused Modelfile left output"; ls "$tmp"; fail=1; }
 
 [ $fail = 0 ] && echo "cli_merge_into: all checks passed"
 exit $fail
