@@ -2,7 +2,8 @@
  * safetensors shards streamed tensor by tensor (model.safetensors, or model-0000k-of-0000N +
  * model.safetensors.index.json past the shard size), config.json, generation_config.json whose
  * eos ids include the chat's end-of-turn token, and the tokenizer files carrying the chat
- * template training used. Written under a temporary name and renamed at the end. */
+ * template training used (from a GGUF base, tokenizer.json is made from its tokenizer.ggml.*
+ * metadata). Written under a temporary name and renamed at the end. */
 #ifndef DOPPEL_EXPORT_HF_H
 #define DOPPEL_EXPORT_HF_H
 
