@@ -466,7 +466,7 @@ static int write_tokenizer_files(const hf_writer *hw, const char *base_dir, cons
  * pre-tokenizer Hugging Face's own files of that family hold, as data/tokenizer_load.c reads
  * tokenizer.ggml.pre (qwen2: NFC + Split + ByteLevel; llama-bpe: Split + ByteLevel, merges
  * ignored for whole-word tokens; smollm: Digits + ByteLevel; gpt2: ByteLevel). */
-static int write_tokenizer_from_gguf(const hf_writer *hw, const dp_gguf *g, const char *eot,
+int dp_export_hf_tokenizer_from_gguf(const dp_gguf *g, const char *dir, const char *eot,
                                      const char *template_text) {
     const char *pre = NULL;
     char *const *tokens = NULL, *const *merges = NULL;
@@ -570,7 +570,7 @@ static int write_tokenizer_from_gguf(const hf_writer *hw, const dp_gguf *g, cons
         cJSON_AddItemToObject(vocab, tokens[i], cJSON_CreateNumber((double)i));
     cJSON *ml = cJSON_AddArrayToObject(model, "merges");
     for (uint64_t i = 0; i < n_merges; i++) cJSON_AddItemToArray(ml, cJSON_CreateString(merges[i]));
-    int rc = write_json(hw->tmp_dir, "tokenizer.json", j);
+    int rc = write_json(dir, "tokenizer.json", j);
     cJSON_Delete(j);
     free(types);
     if (rc) return rc;
@@ -588,7 +588,7 @@ static int write_tokenizer_from_gguf(const hf_writer *hw, const dp_gguf *g, cons
             cJSON_AddStringToObject(c, keys[k][1], tokens[id]);
     cJSON_AddStringToObject(c, "eos_token", eot);
     cJSON_AddStringToObject(c, "chat_template", template_text);
-    rc = write_json(hw->tmp_dir, "tokenizer_config.json", c);
+    rc = write_json(dir, "tokenizer_config.json", c);
     cJSON_Delete(c);
     return rc;
 }
@@ -685,7 +685,7 @@ int dp_export_hf(const dp_merge *mg, const dp_export_hf_opts *o) {
     if (write_config(&hw, base_dir, eos, n_eos) ||
         write_generation_config(&hw, base_dir, eos, n_eos) ||
         (base_dir ? write_tokenizer_files(&hw, base_dir, eot, tmpl.data)
-                  : write_tokenizer_from_gguf(&hw, gguf, eot, tmpl.data)))
+                  : dp_export_hf_tokenizer_from_gguf(gguf, hw.tmp_dir, eot, tmpl.data)))
         goto fail_dir;
     if (rename(hw.tmp_dir, o->out_dir)) {
         dp_fail("%s: cannot rename to %s: %s", hw.tmp_dir, o->out_dir, strerror(errno));

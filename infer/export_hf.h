@@ -13,6 +13,7 @@
 #include "data/base/io.h"
 #include "data/chat_format.h"
 #include "infer/dtype.h"
+#include "infer/gguf.h"
 #include "infer/merge.h"
 
 #define DP_HF_SHARD_BYTES 5000000000ll /* 5 GB, transformers' default max_shard_size */
@@ -25,6 +26,12 @@ typedef struct {
 } dp_export_hf_opts;
 
 int dp_export_hf(const dp_merge *mg, const dp_export_hf_opts *o);
+
+/* tokenizer.json and tokenizer_config.json (eos_token = eot, chat_template) in dir, made from
+ * g's tokenizer.ggml.* metadata: byte-level BPE with the pre-tokenizer of Hugging Face's files
+ * of that family (tokenizer.ggml.pre qwen2, llama-bpe, smollm, gpt2; others refused). */
+int dp_export_hf_tokenizer_from_gguf(const dp_gguf *g, const char *dir, const char *eot,
+                                     const char *template_text);
 
 /* The Jinja chat template that renders exactly what data/chat_format.h renders for format f,
  * with `system` (or NULL) inserted as the first message when a conversation has none (chat and
