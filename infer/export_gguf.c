@@ -9,6 +9,7 @@
 #include "infer/export_hf.h"
 #include "infer/gguf.h"
 #include "infer/gguf_tokenizer.h"
+#include "kernels/ggml_quants.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,37 +18,6 @@
 #include <sys/stat.h>
 
 #define ALIGN 32 /* general.alignment's default; the base's own key is not carried over */
-
-/* ------------------------------------------------------------------ quantizers */
-
-void dp_quantize_q8_0(const float *x, uint8_t *out, int64_t n) {
-    for (int64_t b = 0; b < n / 32; b++, x += 32, out += 34) {
-        float amax = 0;
-        for (int j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[j]));
-        const float d = amax / 127, id = d ? 1.0f / d : 0.0f;
-        uint16_t h = dp_f32_to_f16(d);
-        memcpy(out, &h, 2);
-        for (int j = 0; j < 32; j++) out[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
-    }
-}
-
-void dp_quantize_q4_0(const float *x, uint8_t *out, int64_t n) {
-    for (int64_t b = 0; b < n / 32; b++, x += 32, out += 18) {
-        float amax = 0, max = 0; /* the value of largest magnitude, sign kept */
-        for (int j = 0; j < 32; j++)
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        const float d = max / -8, id = d ? 1.0f / d : 0.0f;
-        uint16_t h = dp_f32_to_f16(d);
-        memcpy(out, &h, 2);
-        for (int j = 0; j < 16; j++) {
-            int q0 = (int8_t)(x[j] * id + 8.5f), q1 = (int8_t)(x[16 + j] * id + 8.5f);
-            out[2 + j] = (uint8_t)((q0 < 15 ? q0 : 15) | (q1 < 15 ? q1 : 15) << 4);
-        }
-    }
-}
 
 /* ------------------------------------------------------------------ the tensors */
 
@@ -167,9 +137,7 @@ static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, g
     return 0;
 }
 
-/* HF row order of a head (s * D/2 + j) -> GGUF's (2j + s): the inverse of the loader's
- * unpermutation, as llama.cpp's converter permutes q/k */
-static void permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols) {
+void dp_gguf_permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols) {
     int64_t D = rows / nh;
     for (int h = 0; h < nh; h++)
         for (int64_t j = 0; j < D / 2; j++)
@@ -273,9 +241,9 @@ static int write_encoded(dp_writer *w, const float *x, int64_t rows, int64_t col
             uint16_t *h = (uint16_t *)qbuf;
             for (int64_t k = 0; k < n; k++) h[k] = dp_f32_to_f16(xr[k]);
         } else if (type == DP_GGML_Q8_0) {
-            dp_quantize_q8_0(xr, qbuf, n);
+            dp_ggml_quantize_q8_0(xr, qbuf, n);
         } else {
-            dp_quantize_q4_0(xr, qbuf, n);
+            dp_ggml_quantize_q4_0(xr, qbuf, n);
         }
         if (dp_writer_write(w, qbuf, row_bytes * (size_t)nr)) return -1;
     }
@@ -385,7 +353,7 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
                 }
                 x = scratch;
                 if (t->permute_heads) {
-                    permute_rows(scratch, permuted, t->permute_heads, t->ne[1], t->ne[0]);
+                    dp_gguf_permute_rows(scratch, permuted, t->permute_heads, t->ne[1], t->ne[0]);
                     x = permuted;
                 }
             }

@@ -2,8 +2,8 @@
  * LM Studio: the base GGUF's metadata and tokenizer (tokenizer.ggml.*) carried over,
  * general.name = the persona, tokenizer.chat_template = the training format
  * (dp_export_jinja_template), tokenizer.ggml.eot_token_id = the chat's end-of-turn token, and
- * every tensor streamed in F16, Q8_0 or Q4_0 (norms and biases F32). Written to a temporary
- * name and renamed at the end. */
+ * every tensor streamed in F16, Q8_0 or Q4_0 (kernels/ggml_quants.h; norms and biases F32). Written
+ * to a temporary name and renamed at the end. */
 #ifndef DOPPEL_EXPORT_GGUF_H
 #define DOPPEL_EXPORT_GGUF_H
 
@@ -20,9 +20,9 @@ typedef struct {
 
 int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o);
 
-/* ggml's reference quantizers (quantize_row_q8_0_ref, quantize_row_q4_0_ref): n floats (a
- * multiple of 32) into n / 32 blocks of 34 (Q8_0) or 18 (Q4_0) bytes at out. */
-void dp_quantize_q8_0(const float *x, uint8_t *out, int64_t n);
-void dp_quantize_q4_0(const float *x, uint8_t *out, int64_t n);
+/* w (rows, cols) in Hugging Face's row order of a head (s * D/2 + j) -> out in GGUF's (2j + s),
+ * nh heads of D = rows / nh rows: the inverse of the loader's unpermutation, as llama.cpp's
+ * converter permutes llama's q/k (and a LoRA's B of q/k). */
+void dp_gguf_permute_rows(const float *w, float *out, int nh, int64_t rows, int64_t cols);
 
 #endif

@@ -4,6 +4,7 @@
 #include "data/base/json.h"
 #include "data/base/progress.h"
 #include "infer/config.h"
+#include "data/tokenizer_impl.h" /* the pre-tokenizer regexes, for tokenizer.json */
 #include "infer/gguf_tokenizer.h"
 
 #include <cjson/cJSON.h>
@@ -460,6 +461,138 @@ static int write_tokenizer_files(const hf_writer *hw, const char *base_dir, cons
     return rc;
 }
 
+/* tokenizer.json and tokenizer_config.json made from a GGUF's tokenizer.ggml.* metadata: the
+ * byte-level BPE (vocabulary, merges, added tokens = CONTROL and USER_DEFINED tokens) with the
+ * pre-tokenizer Hugging Face's own files of that family hold, as data/tokenizer_load.c reads
+ * tokenizer.ggml.pre (qwen2: NFC + Split + ByteLevel; llama-bpe: Split + ByteLevel, merges
+ * ignored for whole-word tokens; smollm: Digits + ByteLevel; gpt2: ByteLevel). */
+int dp_export_hf_tokenizer_from_gguf(const dp_gguf *g, const char *dir, const char *eot,
+                                     const char *template_text) {
+    const char *pre = NULL;
+    char *const *tokens = NULL, *const *merges = NULL;
+    const uint64_t *tlens = NULL, *mlens = NULL;
+    uint64_t n_tokens = 0, n_merges = 0, n_types = 0;
+    int64_t *types = NULL;
+    if (dp_gguf_find(g, "tokenizer.ggml.pre") && dp_gguf_get_str(g, "tokenizer.ggml.pre", &pre))
+        return -1;
+    if (dp_gguf_get_str_array(g, "tokenizer.ggml.tokens", &tokens, &tlens, &n_tokens) ||
+        dp_gguf_get_str_array(g, "tokenizer.ggml.merges", &merges, &mlens, &n_merges))
+        return dp_fail_context("%s: the tokenizer cannot be written as tokenizer.json", g->path);
+    if (dp_gguf_find(g, "tokenizer.ggml.token_type") &&
+        dp_gguf_get_int_array(g, "tokenizer.ggml.token_type", &types, &n_types))
+        return -1;
+    if (types && n_types != n_tokens) {
+        free(types);
+        return dp_fail("%s: tokenizer.ggml.token_type has %llu entries for %llu tokens", g->path,
+                       (unsigned long long)n_types, (unsigned long long)n_tokens);
+    }
+    if (!pre) pre = "gpt2";
+    bool qwen2 = !strcmp(pre, "qwen2") || !strcmp(pre, "deepseek-r1-qwen");
+    bool llama3 = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3");
+    bool smollm = !strcmp(pre, "smollm"), gpt2 = !strcmp(pre, "gpt2");
+    if (!qwen2 && !llama3 && !smollm && !gpt2) {
+        free(types);
+        return dp_fail("%s: tokenizer.ggml.pre \"%s\" has no tokenizer.json form here (qwen2, "
+                       "llama-bpe, smollm, gpt2): use --format gguf",
+                       g->path, pre);
+    }
+    cJSON *j = cJSON_CreateObject();
+    cJSON_AddStringToObject(j, "version", "1.0");
+    cJSON_AddNullToObject(j, "truncation");
+    cJSON_AddNullToObject(j, "padding");
+    cJSON *added = cJSON_AddArrayToObject(j, "added_tokens");
+    for (uint64_t i = 0; i < n_tokens; i++) {
+        int64_t ty = types ? types[i] : DP_TOKTYPE_NORMAL;
+        if (ty != DP_TOKTYPE_CONTROL && ty != DP_TOKTYPE_USER_DEFINED) continue;
+        cJSON *a = cJSON_CreateObject();
+        cJSON_AddNumberToObject(a, "id", (double)i);
+        cJSON_AddStringToObject(a, "content", tokens[i]);
+        cJSON_AddBoolToObject(a, "single_word", false);
+        cJSON_AddBoolToObject(a, "lstrip", false);
+        cJSON_AddBoolToObject(a, "rstrip", false);
+        cJSON_AddBoolToObject(a, "normalized", false);
+        cJSON_AddBoolToObject(a, "special", ty == DP_TOKTYPE_CONTROL);
+        cJSON_AddItemToArray(added, a);
+    }
+    if (qwen2) {
+        cJSON *nfc = cJSON_AddObjectToObject(j, "normalizer");
+        cJSON_AddStringToObject(nfc, "type", "NFC");
+    } else {
+        cJSON_AddNullToObject(j, "normalizer");
+    }
+    cJSON *byte_level = cJSON_CreateObject();
+    cJSON_AddStringToObject(byte_level, "type", "ByteLevel");
+    cJSON_AddBoolToObject(byte_level, "add_prefix_space", false);
+    cJSON_AddBoolToObject(byte_level, "trim_offsets", !(qwen2 || llama3));
+    cJSON_AddBoolToObject(byte_level, "use_regex", smollm || gpt2);
+    if (gpt2) {
+        cJSON_AddItemToObject(j, "pre_tokenizer", byte_level);
+    } else {
+        cJSON *seq = cJSON_AddObjectToObject(j, "pre_tokenizer");
+        cJSON_AddStringToObject(seq, "type", "Sequence");
+        cJSON *list = cJSON_AddArrayToObject(seq, "pretokenizers");
+        cJSON *first = cJSON_CreateObject();
+        if (smollm) {
+            cJSON_AddStringToObject(first, "type", "Digits");
+            cJSON_AddBoolToObject(first, "individual_digits", true);
+        } else {
+            cJSON_AddStringToObject(first, "type", "Split");
+            cJSON *pat = cJSON_AddObjectToObject(first, "pattern");
+            cJSON_AddStringToObject(pat, "Regex", qwen2 ? DP_TOK_RE_QWEN2 : DP_TOK_RE_LLAMA3);
+            cJSON_AddStringToObject(first, "behavior", "Isolated");
+            cJSON_AddBoolToObject(first, "invert", false);
+        }
+        cJSON_AddItemToArray(list, first);
+        cJSON_AddItemToArray(list, byte_level);
+    }
+    /* no BOS is added on encode: the training template writes every special token itself */
+    cJSON *post = cJSON_AddObjectToObject(j, "post_processor");
+    cJSON_AddStringToObject(post, "type", "ByteLevel");
+    cJSON_AddBoolToObject(post, "add_prefix_space", true);
+    cJSON_AddBoolToObject(post, "trim_offsets", false);
+    cJSON_AddBoolToObject(post, "use_regex", true);
+    cJSON *dec = cJSON_AddObjectToObject(j, "decoder");
+    cJSON_AddStringToObject(dec, "type", "ByteLevel");
+    cJSON_AddBoolToObject(dec, "add_prefix_space", true);
+    cJSON_AddBoolToObject(dec, "trim_offsets", true);
+    cJSON_AddBoolToObject(dec, "use_regex", true);
+    cJSON *model = cJSON_AddObjectToObject(j, "model");
+    cJSON_AddStringToObject(model, "type", "BPE");
+    cJSON_AddNullToObject(model, "dropout");
+    cJSON_AddNullToObject(model, "unk_token");
+    cJSON_AddNullToObject(model, "continuing_subword_prefix");
+    cJSON_AddNullToObject(model, "end_of_word_suffix");
+    cJSON_AddBoolToObject(model, "fuse_unk", false);
+    cJSON_AddBoolToObject(model, "byte_fallback", false);
+    cJSON_AddBoolToObject(model, "ignore_merges", llama3);
+    cJSON *vocab = cJSON_AddObjectToObject(model, "vocab");
+    for (uint64_t i = 0; i < n_tokens; i++)
+        cJSON_AddItemToObject(vocab, tokens[i], cJSON_CreateNumber((double)i));
+    cJSON *ml = cJSON_AddArrayToObject(model, "merges");
+    for (uint64_t i = 0; i < n_merges; i++) cJSON_AddItemToArray(ml, cJSON_CreateString(merges[i]));
+    int rc = write_json(dir, "tokenizer.json", j);
+    cJSON_Delete(j);
+    free(types);
+    if (rc) return rc;
+    /* tokenizer_config.json: the special tokens by text, the training template */
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "tokenizer_class", "PreTrainedTokenizerFast");
+    cJSON_AddBoolToObject(c, "clean_up_tokenization_spaces", false);
+    int64_t id;
+    const char *keys[][2] = {{"tokenizer.ggml.bos_token_id", "bos_token"},
+                             {"tokenizer.ggml.padding_token_id", "pad_token"},
+                             {"tokenizer.ggml.unknown_token_id", "unk_token"}};
+    for (int k = 0; k < 3; k++)
+        if (dp_gguf_find(g, keys[k][0]) && !dp_gguf_get_int(g, keys[k][0], &id) && id >= 0 &&
+            (uint64_t)id < n_tokens)
+            cJSON_AddStringToObject(c, keys[k][1], tokens[id]);
+    cJSON_AddStringToObject(c, "eos_token", eot);
+    cJSON_AddStringToObject(c, "chat_template", template_text);
+    rc = write_json(dir, "tokenizer_config.json", c);
+    cJSON_Delete(c);
+    return rc;
+}
+
 /* ------------------------------------------------------------------ the directory */
 
 static void remove_tree(const char *dir) {
@@ -493,6 +626,7 @@ int dp_export_hf(const dp_merge *mg, const dp_export_hf_opts *o) {
     char *format_name = dp_merge_meta_string(mg, "chat_format");
     char *system = dp_merge_meta_string(mg, "system_prompt");
     dp_tokenizer *tok = NULL;
+    dp_gguf *gguf = NULL; /* a GGUF base: its tokenizer becomes tokenizer.json */
     tensor_list l = {0};
     dp_buf tmpl = {0};
     hf_writer hw = {.mg = mg, .o = o};
@@ -503,14 +637,8 @@ int dp_export_hf(const dp_merge *mg, const dp_export_hf_opts *o) {
         goto out;
     }
     if (dp_chat_format_parse(format_name, &fmt)) goto out;
-    if (!base_dir) {
-        /* transformers needs a tokenizer.json; writing one from GGUF metadata is not built */
-        dp_fail("--format hf from a GGUF base is not supported yet (its tokenizer.json would have "
-                "to be rebuilt from the GGUF metadata): merge from the Hugging Face directory, or "
-                "use --format gguf");
-        goto out;
-    }
-    tok = dp_tokenizer_load(base_dir);
+    if (!base_dir && !(gguf = dp_gguf_open(mg->model_path))) goto out;
+    tok = base_dir ? dp_tokenizer_load(base_dir) : dp_tokenizer_from_gguf(gguf, NULL);
     if (!tok) goto out;
     /* the stop set: the model's eos ids and the chat format's end-of-turn tokens */
     int eos[16], n_eos = 0;
@@ -556,7 +684,8 @@ int dp_export_hf(const dp_merge *mg, const dp_export_hf_opts *o) {
     const char *eot = fmt == DP_CHAT_CHATML ? "<|im_end|>" : "<|eot_id|>";
     if (write_config(&hw, base_dir, eos, n_eos) ||
         write_generation_config(&hw, base_dir, eos, n_eos) ||
-        write_tokenizer_files(&hw, base_dir, eot, tmpl.data))
+        (base_dir ? write_tokenizer_files(&hw, base_dir, eot, tmpl.data)
+                  : dp_export_hf_tokenizer_from_gguf(gguf, hw.tmp_dir, eot, tmpl.data)))
         goto fail_dir;
     if (rename(hw.tmp_dir, o->out_dir)) {
         dp_fail("%s: cannot rename to %s: %s", hw.tmp_dir, o->out_dir, strerror(errno));
@@ -576,6 +705,7 @@ out:
     free(l.t);
     dp_buf_free(&tmpl);
     dp_tokenizer_free(tok);
+    dp_gguf_close(gguf);
     free(format_name);
     free(system);
     return rc;

@@ -81,6 +81,21 @@ fail:
     return NULL;
 }
 
+int dp_merge_set_into(dp_merge *mg, dp_merge_into into) {
+    if (into == DP_MERGE_INTO_ORIGINAL && !mg->original) {
+        if (!is_dir(mg->model_path))
+            return dp_fail("--merge-into original needs a Hugging Face model directory; %s is a "
+                           "GGUF file: use --merge-into dequantized",
+                           mg->model_path);
+        if (!(mg->original = dp_st_set_open_dir(mg->model_path))) return -1;
+    } else if (into == DP_MERGE_INTO_DEQUANTIZED) {
+        dp_st_set_close(mg->original);
+        mg->original = NULL;
+    }
+    mg->into = into;
+    return 0;
+}
+
 void dp_merge_close(dp_merge *mg) {
     if (!mg) return;
     dp_model_free(mg->model);

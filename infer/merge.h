@@ -37,6 +37,10 @@ dp_merge *dp_merge_open(const char *model_path, const char *adapter_dir, dp_merg
                         bool quiet);
 void dp_merge_close(dp_merge *mg);
 
+/* Switches an open merge to the other base weights (cmd/merge.c's --merge-into auto decides
+ * after evaluating both): ORIGINAL needs a Hugging Face directory. -1 with a message. */
+int dp_merge_set_into(dp_merge *mg, dp_merge_into into);
+
 /* Linear `id` of `layer` merged, as fp32 (out, in) into W (out * in floats). */
 int dp_merge_linear(const dp_merge *mg, int layer, dp_linear_id id, float *W);
 

@@ -9,6 +9,7 @@
 #include "data/tokenizer.h"
 #include "infer/adapter.h"
 #include "infer/forward.h"
+#include "infer/generate.h"
 #include "infer/model_load.h"
 #include "train/adapter.h"
 #include "train/lora.h"
@@ -25,7 +26,7 @@ static inline int mfx_make_adapter(const char *model_dir, const char *out_dir, c
     if (!m) return -1;
     dp_lora_config lc = {.r = 4, .alpha = 8, .targets = DP_LORA_ALL_TARGETS};
     dp_lora *lora = dp_lora_create(&m->cfg, &lc);
-    dp_tokenizer *tok = dp_tokenizer_load(model_dir);
+    dp_tokenizer *tok = dp_model_tokenizer(model_dir); /* a directory or a .gguf */
     int rc = -1;
     if (lora && tok) {
         for (size_t i = 0; i < lora->n; i++)
