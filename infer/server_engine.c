@@ -626,6 +626,20 @@ static slot *pick_slot(dp_engine *e, const dp_job *j) {
     return best;
 }
 
+/* one pass of the scheduler's loop in the stats (the part of the time that is neither
+ * prompts, steps nor sampling is what the loop itself costs) */
+static void account_busy(dp_engine *e, double t_busy, double decode_s, double sample_s,
+                         int steps, int rows) {
+    double busy = now_seconds() - t_busy;
+    pthread_mutex_lock(&e->mu);
+    e->stats.busy_seconds += busy;
+    e->stats.decode_seconds += decode_s;
+    e->stats.sample_seconds += sample_s;
+    e->stats.steps += (uint64_t)steps;
+    e->stats.step_rows += (uint64_t)rows;
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void *scheduler_main(void *arg) {
     dp_engine *e = arg;
     slot **active = dp_calloc((size_t)e->n_slots, sizeof *active);
@@ -656,18 +670,20 @@ static void *scheduler_main(void *arg) {
         e->stats.queued = e->q_len;
         pthread_mutex_unlock(&e->mu);
 
+        double t_busy = now_seconds();
         for (int i = 0; i < n_admit; i++) start_seq(e, admitted[i]);
         for (int i = 0; i < e->n_slots; i++) /* fresh ones included: their first token is due */
             if (e->slots[i].job) active[n_active++] = &e->slots[i];
-        if (!n_active) continue;
+        if (!n_active) {
+            account_busy(e, t_busy, 0, 0, 0, 0);
+            continue;
+        }
         double t0 = now_seconds();
         decode_step(e, active, n_active);
-        double dt = now_seconds() - t0;
-        pthread_mutex_lock(&e->mu);
-        e->stats.decode_seconds += dt;
-        pthread_mutex_unlock(&e->mu);
+        double t1 = now_seconds();
         for (int i = 0; i < n_active; i++)
             if (active[i]) sample_and_emit(e, active[i]);
+        account_busy(e, t_busy, t1 - t0, now_seconds() - t1, 1, n_active);
     }
     free(active);
     free(admitted);

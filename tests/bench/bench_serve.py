@@ -43,8 +43,26 @@ def one(k, out):
     out.append((t0, times))
 
 
+def metrics():
+    """doppel serve's scheduler counters from /metrics (empty for another server)"""
+    try:
+        c = http.client.HTTPConnection("127.0.0.1", a.port, timeout=10)
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        c.close()
+    except (OSError, http.client.HTTPException):
+        return {}
+    m = {}
+    for line in text.splitlines():
+        if line.startswith("doppel_"):
+            k, v = line.split()
+            m[k] = float(v)
+    return m
+
+
 for n in [int(x) for x in a.streams.split(",")]:
     results = []
+    m0 = metrics()
     t_start = time.time()
     for rnd in range(a.rounds):
         th = [threading.Thread(target=one, args=(rnd * n + i, results)) for i in range(n)]
@@ -61,3 +79,15 @@ for n in [int(x) for x in a.streams.split(",")]:
     print("%d streams: %5.1f tok/s aggregate (%d chunks in %.1f s), TTFT median %.0f ms, per token p50 %.0f ms p99 %.0f ms"
           % (n, tokens / wall, tokens, wall, statistics.median(ttft) * 1000 if ttft else float("nan"), p(0.5), p(0.99)),
           flush=True)
+    m1 = metrics()
+    if m0 and m1 and m1.get("doppel_decode_steps_total", 0) > m0.get("doppel_decode_steps_total", 0):
+        d = {k: m1[k] - m0.get(k, 0) for k in m1}
+        steps = d["doppel_decode_steps_total"]
+        fwd, smp = d["doppel_tokens_predicted_seconds_total"], d["doppel_sample_seconds_total"]
+        pre, busy = d["doppel_prompt_seconds_total"], d["doppel_busy_seconds_total"]
+        # per decode step: the forward, sampling + publishing, the loop's own rest; prompts apart
+        print("   doppel scheduler: %d steps of %.2f rows; per step forward %.2f ms, sampling %.2f ms, "
+              "rest of the loop %.2f ms; prompts %.0f ms in all; idle %.0f%% of the wall time"
+              % (steps, d["doppel_decode_rows_total"] / steps, fwd / steps * 1e3, smp / steps * 1e3,
+                 (busy - fwd - smp - pre) / steps * 1e3, pre * 1e3, max(0.0, 100 * (1 - busy / wall))),
+              flush=True)
