@@ -179,6 +179,19 @@ void dp_forward_truncate(dp_forward *f, int T) {
     if (T < f->T) f->T = T;
 }
 
+dp_kv dp_forward_cache(const dp_forward *f) {
+    return (dp_kv){f->k_cache, f->v_cache, f->max_T, f->T};
+}
+
+int dp_forward_cache_sync(dp_forward *f, const dp_kv *kv) {
+    if (kv->k != f->k_cache || kv->v != f->v_cache || kv->T < f->T || kv->T > f->max_T)
+        return dp_fail("forward: the KV view handed back is not this context's (or holds %d "
+                       "positions where the context has %d of %d)",
+                       kv->T, f->T, f->max_T);
+    f->T = kv->T;
+    return 0;
+}
+
 void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx) {
     f->hook = hook;
     f->hook_ctx = ctx;

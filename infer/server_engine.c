@@ -402,6 +402,11 @@ void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s) {
 }
 
 /* ---- the scheduler */
+static bool cache_full(const slot *s) {
+    dp_kv kv = dp_forward_cache(&s->fwd);
+    return kv.T >= kv.max_T;
+}
+
 static bool is_stop_id(const dp_engine *e, int32_t id) {
     for (int i = 0; i < e->n_stop_ids; i++)
         if (e->stop_ids[i] == id) return true;
@@ -496,7 +501,7 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
         return false;
     }
     publish(s, upto, false, NULL);
-    if ((int)s->generated.n >= j->max_tokens || s->fwd.T >= s->fwd.max_T) {
+    if ((int)s->generated.n >= j->max_tokens || cache_full(s)) {
         finish_seq(e, s, "length", NULL);
         return false;
     }
@@ -560,7 +565,7 @@ static void step_alone(dp_engine *e, slot *s, slot **entry) {
 static void decode_step(dp_engine *e, slot **active, int n) {
     int nb = 0;
     for (int i = 0; i < n; i++) /* a full cache fails alone, with its own message */
-        if (active[i]->fwd.T >= active[i]->fwd.max_T) step_alone(e, active[i], &active[i]);
+        if (cache_full(active[i])) step_alone(e, active[i], &active[i]);
         else nb++;
     if (nb <= 1 || !e->have_batch) {
         for (int i = 0; i < n; i++)
@@ -572,10 +577,10 @@ static void decode_step(dp_engine *e, slot **active, int n) {
     for (int i = 0; i < n; i++) {
         slot *s = active[i];
         if (!s) continue;
-        e->views[k] = (dp_kv){s->fwd.k_cache, s->fwd.v_cache, s->fwd.max_T, s->fwd.T};
+        e->views[k] = dp_forward_cache(&s->fwd);
         e->view_ptrs[k] = &e->views[k];
         e->b_tokens[k] = s->next;
-        e->b_pos[k] = s->fwd.T;
+        e->b_pos[k] = e->views[k].T;
         e->b_cu[k] = k;
         e->row_lora[k] = e->personas[s->persona].lora;
         k++;
@@ -593,12 +598,10 @@ static void decode_step(dp_engine *e, slot **active, int n) {
     for (int i = 0, r = 0; i < n; i++) {
         slot *s = active[i];
         if (!s) continue;
-        if (!rc) {
-            s->fwd.T = e->views[r].T;
-            memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
-        }
+        bool ok = !rc && !dp_forward_cache_sync(&s->fwd, &e->views[r]);
+        if (ok) memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
         r++;
-        if (rc || dp_ids_push(&s->cached, s->next)) {
+        if (!ok || dp_ids_push(&s->cached, s->next)) {
             finish_seq(e, s, "error", dp_last_error());
             active[i] = NULL;
         }
