@@ -3,6 +3,7 @@
 #include "infer/forward.h"
 
 #include "data/base/error.h"
+#include "kernels/pool.h"
 
 #include <cblas.h>
 #include <omp.h>
@@ -178,6 +179,19 @@ void dp_forward_truncate(dp_forward *f, int T) {
     if (T < f->T) f->T = T;
 }
 
+dp_kv dp_forward_cache(const dp_forward *f) {
+    return (dp_kv){f->k_cache, f->v_cache, f->max_T, f->T};
+}
+
+int dp_forward_cache_sync(dp_forward *f, const dp_kv *kv) {
+    if (kv->k != f->k_cache || kv->v != f->v_cache || kv->T < f->T || kv->T > f->max_T)
+        return dp_fail("forward: the KV view handed back is not this context's (or holds %d "
+                       "positions where the context has %d of %d)",
+                       kv->T, f->T, f->max_T);
+    f->T = kv->T;
+    return 0;
+}
+
 void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx) {
     f->hook = hook;
     f->hook_ctx = ctx;
@@ -224,24 +238,60 @@ static int step_linears(void *ctx, int l, int n, const dp_linear_id *ids, float 
     return 0;
 }
 
-/* Each sequence's new k, v rows go into its cache after its T cached positions; its queries
- * attend over the whole cache. */
+/* One sequence's part of a step's attention: its new k, v rows go into its cache after its T
+ * cached positions; its queries attend over the whole cache. */
+static void attend_seq(const step *st, int l, dp_block_acts *A, int s) {
+    const dp_model_config *c = &st->f->model->cfg;
+    const int H = c->H, KVH = c->KVH, D = c->D;
+    const size_t kvd = (size_t)KVH * D, qd = (size_t)H * D;
+    const dp_kv *kv = st->kv[s];
+    int r0 = st->cu[s], ns = st->cu[s + 1] - r0, T0 = kv->T;
+    float *kc = kv->k + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
+    float *vc = kv->v + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
+    memcpy(kc + (size_t)T0 * kvd, A->k + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
+    memcpy(vc + (size_t)T0 * kvd, A->v + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
+    attention_cached(A->att + (size_t)r0 * qd, A->q + (size_t)r0 * qd, kc, vc, ns, T0 + ns, H, KVH,
+                     D);
+}
+
+typedef struct {
+    const step *st;
+    dp_block_acts *A;
+    int l;
+} attend_job;
+
+/* sequences [s0, s1) of a decode step, on whichever thread claimed them: attention_cached runs
+ * alone there (one thread: a long cache must not start an OpenMP team from a pool thread) */
+static void attend_chunk(void *ctx, int64_t s0, int64_t s1) {
+    const attend_job *j = ctx;
+    int nt = omp_get_max_threads(); /* this thread's setting, restored below */
+    omp_set_num_threads(1);
+    for (int64_t s = s0; s < s1; s++) attend_seq(j->st, j->l, j->A, (int)s);
+    omp_set_num_threads(nt);
+}
+
+/* A decode step of several conversations (one row each) spreads its sequences over the decode
+ * pool (kernels/pool.h), not over OpenMP: every OpenMP region wakes the team and waits at its
+ * barrier for threads the OS may not have scheduled, which on a busy 2-core machine costs
+ * more than the attention itself (a region per sequence and layer made a 4-conversation step
+ * dozens of times slower than a 1-conversation one). One conversation's decode row attends on
+ * its own thread too up to a cache of DECODE_ATTN_INLINE (positions x query width: ~900
+ * positions for SmolLM2), where attention_cached would start a region per layer (from 228
+ * positions: at 400 that made a step 260 ms against 40 ms for two conversations on a loaded
+ * machine). A prefill, and a longer cache, keep attention_cached's own threading. */
+#define DECODE_ATTN_INLINE ((size_t)1 << 19)
+
 static int step_attention(void *ctx, int l, dp_block_acts *A, int n0, int n1) {
     (void)n0, (void)n1;
     const step *st = ctx;
     const dp_model_config *c = &st->f->model->cfg;
-    const int H = c->H, KVH = c->KVH, D = c->D;
-    const size_t kvd = (size_t)KVH * D, qd = (size_t)H * D;
-    for (int s = 0; s < st->nseq; s++) {
-        const dp_kv *kv = st->kv[s];
-        int r0 = st->cu[s], ns = st->cu[s + 1] - r0, T0 = kv->T;
-        float *kc = kv->k + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
-        float *vc = kv->v + (size_t)l * kv->max_T * kvd; // (max_T, KVH, D)
-        memcpy(kc + (size_t)T0 * kvd, A->k + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
-        memcpy(vc + (size_t)T0 * kvd, A->v + (size_t)r0 * kvd, (size_t)ns * kvd * sizeof(float));
-        attention_cached(A->att + (size_t)r0 * qd, A->q + (size_t)r0 * qd, kc, vc, ns, T0 + ns, H,
-                         KVH, D);
+    size_t one_work = (size_t)(st->kv[0]->T + 1) * c->H * c->D;
+    if (st->cu[st->nseq] == st->nseq && (st->nseq > 1 || one_work < DECODE_ATTN_INLINE)) {
+        attend_job j = {st, A, l};
+        dp_pool_for(st->nseq, 1, attend_chunk, &j);
+        return 0;
     }
+    for (int s = 0; s < st->nseq; s++) attend_seq(st, l, A, s);
     return 0;
 }
 

@@ -84,6 +84,14 @@ int dp_forward_tokens(dp_forward *f, const int32_t *tokens, int N, float *all_lo
 int dp_forward_batch(dp_forward *f, dp_kv *const *kv, const dp_batch *b, float *logits,
                      bool every_row);
 
+/* f's own KV cache as the view dp_forward_batch takes (T = the positions f holds), so a
+ * decode step can advance several contexts' caches together; after the step, hand the view
+ * back with dp_forward_cache_sync. */
+dp_kv dp_forward_cache(const dp_forward *f);
+/* Takes the positions a dp_forward_batch step appended to f's view (kv from dp_forward_cache(f),
+ * kv->T in [f->T, f->max_T]) as f's own. Returns 0, or -1 (dp_fail) for another cache's view. */
+int dp_forward_cache_sync(dp_forward *f, const dp_kv *kv);
+
 /* Installs (or removes, with NULL) the adapter hook applied after every block linear. */
 void dp_forward_set_hook(dp_forward *f, dp_linear_hook hook, void *ctx);
 

@@ -4,6 +4,7 @@
 #include "data/base/error.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -68,11 +69,51 @@ void dp_sampler_set(dp_sampler *s, const dp_sampler_params *p) {
 }
 
 /* descending by value, ties by lower id: a total order, so the result is deterministic */
+static inline bool cand_before(dp_candidate x, dp_candidate y) {
+    return x.p > y.p || (x.p == y.p && x.id < y.id);
+}
+
 static int cand_cmp(const void *a, const void *b) {
     const dp_candidate *x = a, *y = b;
-    if (x->p > y->p) return -1;
-    if (x->p < y->p) return 1;
-    return (x->id > y->id) - (x->id < y->id);
+    return cand_before(*x, *y) ? -1 : cand_before(*y, *x) ? 1 : 0;
+}
+
+/* heap of the k best so far, the worst of them at the root: sift the root down */
+static void heap_sift(dp_candidate *h, int k, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, w = i;
+        if (l < k && cand_before(h[w], h[l])) w = l;
+        if (r < k && cand_before(h[w], h[r])) w = r;
+        if (w == i) return;
+        dp_candidate t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
+/* Moves the k best of cand[0, n) (cand_cmp's order) to cand[0, k), sorted. One pass with a
+ * k-heap: after the first few thousand ids almost every logit loses to the heap's worst at one
+ * comparison, so this costs about a pass over the vocabulary instead of sorting all of it
+ * (a full qsort of 49k candidates was most of a serve step's sampling time). */
+static void select_top(dp_candidate *cand, int n, int k) {
+    for (int i = k / 2 - 1; i >= 0; i--) heap_sift(cand, k, i);
+    for (int i = k; i < n; i++)
+        if (cand_before(cand[i], cand[0])) {
+            dp_candidate t = cand[0];
+            cand[0] = cand[i];
+            cand[i] = t;
+            heap_sift(cand, k, 0);
+        }
+    qsort(cand, (size_t)k, sizeof *cand, cand_cmp);
+}
+
+/* the largest logit of cand[0, n) (NaNs ignored; -inf when there is no number) */
+static float max_logit(const dp_candidate *cand, int n) {
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++)
+        if (cand[i].p > mx) mx = cand[i].p;
+    return mx;
 }
 
 static void apply_penalty(dp_sampler *s, float *logits, const int32_t *history, int n) {
@@ -105,13 +146,35 @@ void dp_sampler_distribution(dp_sampler *s, float *logits, const int32_t *histor
         logits[i] *= inv_t;
         s->cand[i] = (dp_candidate){i, logits[i]};
     }
-    qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
+    /* the head the softmax runs over, sorted: the top k when top-k is on (selected, then only
+     * they sorted: the same head a full sort gives), else every id. Without top-k the ids that
+     * min-p will drop anyway need no order: their exp() still counts in the sum (taken first,
+     * so the sum's order differs from a full sort's by rounding only) */
     int m = n;
-    if (s->p.top_k > 0 && s->p.top_k < m) m = s->p.top_k;
+    double rest = 0; /* exp(logit - max) of the softmax head's ids outside cand[0, m) */
+    if (s->p.top_k > 0 && s->p.top_k < n) {
+        m = s->p.top_k;
+        select_top(s->cand, n, m);
+    } else if (s->p.min_p > 0 && s->p.min_p <= 1 && isfinite(max_logit(s->cand, n))) {
+        float mx = max_logit(s->cand, n);
+        /* kept by min-p needs p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p): the
+         * margin keeps every id that rounding could let through */
+        float floor_logit = mx + logf(s->p.min_p) - 1e-3f;
+        int kept = 0;
+        for (int i = 0; i < n; i++) {
+            dp_candidate c = s->cand[i];
+            if (!(c.p < floor_logit)) s->cand[kept++] = c; /* NaN kept, as a full sort would */
+            else rest += expf(c.p - mx);
+        }
+        m = kept; /* >= 1: the max is kept */
+        qsort(s->cand, (size_t)m, sizeof *s->cand, cand_cmp);
+    } else {
+        qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
+    }
 
     /* softmax over the kept head (sorted, so cand[0] holds the max) */
     float mx = s->cand[0].p;
-    double sum = 0;
+    double sum = rest;
     for (int i = 0; i < m; i++) {
         float e = expf(s->cand[i].p - mx);
         s->cand[i].p = e;

@@ -542,12 +542,25 @@ static enum MHD_Result handle_metrics(dp_server *s, dp_engine *e, struct MHD_Con
                   "doppel_batched_steps_total %llu\n"
                   "# HELP doppel_batched_rows_total Sequences advanced by those steps.\n"
                   "# TYPE doppel_batched_rows_total counter\n"
-                  "doppel_batched_rows_total %llu\n",
+                  "doppel_batched_rows_total %llu\n"
+                  "# HELP doppel_decode_steps_total Decode steps (one sequence or several).\n"
+                  "# TYPE doppel_decode_steps_total counter\n"
+                  "doppel_decode_steps_total %llu\n"
+                  "# HELP doppel_decode_rows_total Sequences advanced by the decode steps.\n"
+                  "# TYPE doppel_decode_rows_total counter\n"
+                  "doppel_decode_rows_total %llu\n"
+                  "# HELP doppel_sample_seconds_total Scheduler time sampling and publishing.\n"
+                  "# TYPE doppel_sample_seconds_total counter\n"
+                  "doppel_sample_seconds_total %.6f\n"
+                  "# HELP doppel_busy_seconds_total Scheduler time with work to do (all of it).\n"
+                  "# TYPE doppel_busy_seconds_total counter\n"
+                  "doppel_busy_seconds_total %.6f\n",
                   (unsigned long long)st.prompt_tokens, (unsigned long long)st.generated_tokens,
                   st.prefill_seconds, st.decode_seconds,
                   st.decode_seconds > 0 ? st.generated_tokens / st.decode_seconds : 0.0, st.running,
                   st.queued, st.slots, (unsigned long long)st.batched_steps,
-                  (unsigned long long)st.batched_rows);
+                  (unsigned long long)st.batched_rows, (unsigned long long)st.steps,
+                  (unsigned long long)st.step_rows, st.sample_seconds, st.busy_seconds);
     enum MHD_Result rc = send_text(s, c, 200, "text/plain; version=0.0.4", b.data, b.len);
     dp_buf_free(&b);
     return rc;

@@ -1,9 +1,9 @@
 /* doppel serve's engine: the model, the personas, the slots and the scheduler thread.
  *
  * The scheduler's loop: admit queued jobs into free slots (the slot whose KV cache shares the
- * longest prefix with the prompt, same persona), prefill them, then ONE call advances every
- * active sequence by one token (decode_step: one batched forward over every active
- * sequence, continuous batching), then each samples its next token. */
+ * longest prefix with the prompt, same persona), prefill them (in chunks while others are
+ * decoding), then ONE call advances every decoding sequence by one token (decode_step: one
+ * batched forward over all of them, continuous batching), then each samples its next token. */
 #include "infer/server_engine.h"
 
 #include "data/base/error.h"
@@ -20,6 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+/* prompt tokens a scheduler pass puts into the caches while other conversations decode */
+#define PREFILL_CHUNK 64
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -76,6 +79,7 @@ typedef struct {
     dp_buf full;  /* every byte decoded so far */
     size_t sent;  /* bytes of full published to job->text */
     int32_t next; /* the token the next decode step feeds */
+    bool prefilling; /* the prompt is still going into the cache (cached.n of it so far) */
 } slot;
 
 struct dp_engine {
@@ -402,6 +406,11 @@ void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s) {
 }
 
 /* ---- the scheduler */
+static bool cache_full(const slot *s) {
+    dp_kv kv = dp_forward_cache(&s->fwd);
+    return kv.T >= kv.max_T;
+}
+
 static bool is_stop_id(const dp_engine *e, int32_t id) {
     for (int i = 0; i < e->n_stop_ids; i++)
         if (e->stop_ids[i] == id) return true;
@@ -496,7 +505,7 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
         return false;
     }
     publish(s, upto, false, NULL);
-    if ((int)s->generated.n >= j->max_tokens || s->fwd.T >= s->fwd.max_T) {
+    if ((int)s->generated.n >= j->max_tokens || cache_full(s)) {
         finish_seq(e, s, "length", NULL);
         return false;
     }
@@ -504,9 +513,9 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
     return true;
 }
 
-/* Prefills a newly admitted job's prompt after the longest prefix already in the slot's cache
- * (a continuing chat resends its history), then samples its first token. */
-static bool start_seq(dp_engine *e, slot *s) {
+/* A newly admitted job: its slot keeps the longest prefix already in the cache (a continuing
+ * chat resends its history); the rest of the prompt goes in by prefill_some. */
+static void start_seq(dp_engine *e, slot *s) {
     dp_job *j = s->job;
     const persona *p = &e->personas[j->persona];
     int n = (int)j->prompt.n, reuse = 0;
@@ -525,24 +534,49 @@ static bool start_seq(dp_engine *e, slot *s) {
     s->sent = 0;
     memset(&s->stream, 0, sizeof s->stream);
     s->stream.skip_special = true;
+    s->prefilling = true;
     pthread_mutex_lock(&j->mu);
     j->n_reused = reuse;
     pthread_mutex_unlock(&j->mu);
+    pthread_mutex_lock(&e->mu);
+    e->stats.prompt_tokens += (uint64_t)n;
+    pthread_mutex_unlock(&e->mu);
+}
 
+/* Puts up to `budget` more prompt tokens of a prefilling slot into its cache (budget < 0: all
+ * of them); when the prompt is in, samples the first token. Returns the tokens used. Chunks
+ * equal one whole prefill: each row's result depends on the positions before it only. */
+static int prefill_some(dp_engine *e, slot *s, int budget) {
+    dp_job *j = s->job;
+    if (atomic_load(&j->cancel) || atomic_load(&e->abort_all)) {
+        s->prefilling = false;
+        finish_seq(e, s, "cancelled", NULL);
+        return 0;
+    }
+    int done = (int)s->cached.n, n = (int)j->prompt.n - done;
+    if (budget >= 0 && n > budget) n = budget;
     double t0 = now_seconds();
-    int rc = dp_forward_tokens(&s->fwd, j->prompt.v + reuse, n - reuse, NULL);
-    for (int i = reuse; !rc && i < n; i++) rc = dp_ids_push(&s->cached, j->prompt.v[i]);
+    int rc = n > 0 ? dp_forward_tokens(&s->fwd, j->prompt.v + done, n, NULL) : 0;
+    for (int i = 0; !rc && i < n; i++) rc = dp_ids_push(&s->cached, j->prompt.v[done + i]);
     pthread_mutex_lock(&e->mu);
     e->stats.prefill_seconds += now_seconds() - t0;
-    e->stats.prompt_tokens += (uint64_t)n;
     pthread_mutex_unlock(&e->mu);
     if (rc) {
         s->cached.n = 0;
         dp_forward_truncate(&s->fwd, 0);
+        s->prefilling = false;
         finish_seq(e, s, "error", dp_last_error());
-        return false;
+        return n;
     }
-    return sample_and_emit(e, s);
+    if (s->cached.n == j->prompt.n) {
+        s->prefilling = false;
+        sample_and_emit(e, s);
+    } else if (done == j->n_reused) {
+        pthread_mutex_lock(&e->mu);
+        e->stats.chunked_prompts++; /* its first chunk, and more to come */
+        pthread_mutex_unlock(&e->mu);
+    }
+    return n;
 }
 
 /* THE decode step: feeds each active sequence's next token at its next position, leaving each
@@ -560,7 +594,7 @@ static void step_alone(dp_engine *e, slot *s, slot **entry) {
 static void decode_step(dp_engine *e, slot **active, int n) {
     int nb = 0;
     for (int i = 0; i < n; i++) /* a full cache fails alone, with its own message */
-        if (active[i]->fwd.T >= active[i]->fwd.max_T) step_alone(e, active[i], &active[i]);
+        if (cache_full(active[i])) step_alone(e, active[i], &active[i]);
         else nb++;
     if (nb <= 1 || !e->have_batch) {
         for (int i = 0; i < n; i++)
@@ -572,10 +606,10 @@ static void decode_step(dp_engine *e, slot **active, int n) {
     for (int i = 0; i < n; i++) {
         slot *s = active[i];
         if (!s) continue;
-        e->views[k] = (dp_kv){s->fwd.k_cache, s->fwd.v_cache, s->fwd.max_T, s->fwd.T};
+        e->views[k] = dp_forward_cache(&s->fwd);
         e->view_ptrs[k] = &e->views[k];
         e->b_tokens[k] = s->next;
-        e->b_pos[k] = s->fwd.T;
+        e->b_pos[k] = e->views[k].T;
         e->b_cu[k] = k;
         e->row_lora[k] = e->personas[s->persona].lora;
         k++;
@@ -593,12 +627,10 @@ static void decode_step(dp_engine *e, slot **active, int n) {
     for (int i = 0, r = 0; i < n; i++) {
         slot *s = active[i];
         if (!s) continue;
-        if (!rc) {
-            s->fwd.T = e->views[r].T;
-            memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
-        }
+        bool ok = !rc && !dp_forward_cache_sync(&s->fwd, &e->views[r]);
+        if (ok) memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
         r++;
-        if (rc || dp_ids_push(&s->cached, s->next)) {
+        if (!ok || dp_ids_push(&s->cached, s->next)) {
             finish_seq(e, s, "error", dp_last_error());
             active[i] = NULL;
         }
@@ -624,6 +656,20 @@ static slot *pick_slot(dp_engine *e, const dp_job *j) {
         }
     }
     return best;
+}
+
+/* one pass of the scheduler's loop in the stats (the part of the time that is neither
+ * prompts, steps nor sampling is what the loop itself costs) */
+static void account_busy(dp_engine *e, double t_busy, double decode_s, double sample_s,
+                         int steps, int rows) {
+    double busy = now_seconds() - t_busy;
+    pthread_mutex_lock(&e->mu);
+    e->stats.busy_seconds += busy;
+    e->stats.decode_seconds += decode_s;
+    e->stats.sample_seconds += sample_s;
+    e->stats.steps += (uint64_t)steps;
+    e->stats.step_rows += (uint64_t)rows;
+    pthread_mutex_unlock(&e->mu);
 }
 
 static void *scheduler_main(void *arg) {
@@ -656,18 +702,34 @@ static void *scheduler_main(void *arg) {
         e->stats.queued = e->q_len;
         pthread_mutex_unlock(&e->mu);
 
+        double t_busy = now_seconds();
         for (int i = 0; i < n_admit; i++) start_seq(e, admitted[i]);
+        /* chunked prefill: while other conversations are decoding, a pass puts at most
+         * PREFILL_CHUNK prompt tokens into the caches, so a long prompt delays their next
+         * tokens by one chunk's time, not by the whole prompt's; with nobody decoding, whole
+         * prompts (the shortest time to a first token) */
+        bool decoding = false;
+        for (int i = 0; i < e->n_slots; i++)
+            decoding |= e->slots[i].job && !e->slots[i].prefilling;
+        int budget = decoding ? PREFILL_CHUNK : -1;
+        for (int i = 0; i < e->n_slots && budget != 0; i++) {
+            slot *s = &e->slots[i];
+            if (!s->job || !s->prefilling) continue;
+            int used = prefill_some(e, s, budget);
+            if (budget > 0) budget = used < budget ? budget - used : 0;
+        }
         for (int i = 0; i < e->n_slots; i++) /* fresh ones included: their first token is due */
-            if (e->slots[i].job) active[n_active++] = &e->slots[i];
-        if (!n_active) continue;
+            if (e->slots[i].job && !e->slots[i].prefilling) active[n_active++] = &e->slots[i];
+        if (!n_active) {
+            account_busy(e, t_busy, 0, 0, 0, 0);
+            continue;
+        }
         double t0 = now_seconds();
         decode_step(e, active, n_active);
-        double dt = now_seconds() - t0;
-        pthread_mutex_lock(&e->mu);
-        e->stats.decode_seconds += dt;
-        pthread_mutex_unlock(&e->mu);
+        double t1 = now_seconds();
         for (int i = 0; i < n_active; i++)
             if (active[i]) sample_and_emit(e, active[i]);
+        account_busy(e, t_busy, t1 - t0, now_seconds() - t1, 1, n_active);
     }
     free(active);
     free(admitted);

@@ -117,6 +117,10 @@ typedef struct {
     double prefill_seconds, decode_seconds; /* scheduler time spent in each */
     uint64_t batched_steps, batched_rows;   /* decode steps that advanced several sequences at
                                              * once (continuous batching), and their rows */
+    uint64_t steps, step_rows; /* every decode step (one sequence or several), and its rows */
+    double sample_seconds;     /* scheduler time sampling and publishing the tokens */
+    double busy_seconds;       /* scheduler time with work: prompts, steps, sampling, the rest */
+    uint64_t chunked_prompts;  /* prompts put in over several passes (others were decoding) */
     int running, queued, slots;
 } dp_engine_stats;
 void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s);

@@ -4,6 +4,7 @@
 
 #include "data/base/error.h"
 #include "data/base/io.h"
+#include "data/base/json.h"
 #include "data/base/utf8.h"
 
 #include <cjson/cJSON.h>
@@ -26,69 +27,6 @@ int dp_api_fail(dp_api_error *e, int status, const char *param, const char *code
     vsnprintf(e->message, sizeof e->message, fmt, ap);
     va_end(ap);
     return -1;
-}
-
-/* ---- \u0000 inside JSON strings: cJSON decodes it into a C string that ends there, so the
- * rest of the string would vanish silently. Found on the raw text, with the field's path. */
-typedef struct {
-    bool array, expect_key;
-    int index;
-    const char *key;
-    size_t key_len;
-} json_frame;
-
-static void frame_path(const json_frame *st, int depth, const char *cur_key, size_t cur_len,
-                       char *path, size_t cap) {
-    size_t n = 0;
-    path[0] = 0;
-    for (int i = 0; i < depth && n < cap; i++) {
-        int w;
-        if (st[i].array)
-            w = snprintf(path + n, cap - n, "[%d]", st[i].index);
-        else if (i + 1 == depth && cur_key) /* the string is this key itself */
-            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)cur_len, cur_key);
-        else
-            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)st[i].key_len, st[i].key);
-        if (w < 0) break;
-        n += (size_t)w;
-    }
-}
-
-bool dp_json_find_nul_escape(const char *s, size_t len, char *path, size_t cap) {
-    enum { MAX_DEPTH = 64 };
-    json_frame st[MAX_DEPTH];
-    int depth = 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = s[i];
-        if (c == '{' || c == '[') {
-            if (depth == MAX_DEPTH) return false; /* deeper than any request field */
-            st[depth++] = (json_frame){.array = c == '[', .expect_key = c == '{'};
-        } else if (c == '}' || c == ']') {
-            if (depth) depth--;
-        } else if (c == ',') {
-            if (depth && st[depth - 1].array) st[depth - 1].index++;
-            if (depth && !st[depth - 1].array) st[depth - 1].expect_key = true;
-        } else if (c == '"') {
-            size_t start = ++i;
-            bool nul = false;
-            for (; i < len && s[i] != '"'; i++) {
-                if (s[i] != '\\') continue;
-                if (i + 5 < len && s[i + 1] == 'u' && !memcmp(s + i + 2, "0000", 4)) nul = true;
-                i++; /* the escaped character */
-            }
-            bool is_key = depth && !st[depth - 1].array && st[depth - 1].expect_key;
-            if (is_key) {
-                st[depth - 1].key = s + start;
-                st[depth - 1].key_len = i - start;
-                st[depth - 1].expect_key = false;
-            }
-            if (nul) {
-                frame_path(st, depth, is_key ? s + start : NULL, i - start, path, cap);
-                return true;
-            }
-        }
-    }
-    return false;
 }
 
 /* ---- field readers: each names its field in the error */
@@ -305,7 +243,7 @@ int dp_chat_request_parse(const char *body, size_t len, dp_chat_request *r, dp_a
     int rc = 0;
     double d;
     const cJSON *v;
-    if (dp_json_find_nul_escape(body, len, path, sizeof path)) {
+    if (dp_json_find_nul(body, len, path, sizeof path)) {
         rc = dp_api_fail(e, 400, path, "invalid_value",
                          "%s holds \\u0000 (a NUL character), which doppel does not accept", path);
         goto out;
@@ -412,7 +350,7 @@ int dp_tokenize_request_parse(const char *body, size_t len, char **content, size
     const cJSON *c = cJSON_GetObjectItemCaseSensitive(root, "content");
     if (!cJSON_IsObject(root))
         rc = dp_api_fail(e, 400, NULL, NULL, "the request body is not a JSON object");
-    else if (dp_json_find_nul_escape(body, len, path, sizeof path))
+    else if (dp_json_find_nul(body, len, path, sizeof path))
         rc = dp_api_fail(e, 400, path, "invalid_value", "%s holds \\u0000 (a NUL character)", path);
     else if (!cJSON_IsString(c))
         rc = dp_api_fail(e, 400, "content", "missing_required_parameter",

@@ -64,10 +64,6 @@ void dp_chat_request_free(dp_chat_request *req);
 int dp_tokenize_request_parse(const char *body, size_t len, char **content, size_t *content_len,
                               bool *add_special, dp_api_error *err);
 
-/* The path of the first JSON string in body that holds the escape \u0000 ("messages[1].name"),
- * written into path; false when there is none. body must be valid JSON. */
-bool dp_json_find_nul_escape(const char *body, size_t len, char *path, size_t cap);
-
 /* ---- streaming text and stop strings */
 /* text[0, len) is the reply so far. Returns how many bytes may be sent to the client: the
  * position of the first stop string (then *hit = true and the reply ends there), otherwise

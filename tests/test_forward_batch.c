@@ -182,6 +182,47 @@ static void check_mixed_adapters(const dp_model *m, dp_lora *lora, const char *n
     free(want), free(got);
 }
 
+/* A context's own cache through a batched step (serve's slots): dp_forward_cache's view goes
+ * into dp_forward_batch beside another cache, dp_forward_cache_sync takes the new positions
+ * back, and the context then continues as if it had decoded that token itself. */
+static void check_cache_view(const dp_model *m, const char *name) {
+    const int V = m->cfg.V;
+    int32_t tok[8];
+    for (int p = 0; p < 8; p++) tok[p] = token_at(0, p, V);
+    dp_forward alone, mine, batch;
+    CHECK(dp_forward_create(&alone, m, CTX, 0) == 0 && dp_forward_create(&mine, m, CTX, 0) == 0 &&
+          dp_forward_create(&batch, m, CTX, 4) == 0);
+    CHECK(dp_forward_tokens(&alone, tok, 7, NULL) == 0); /* 6 prompt tokens, then 1, as one */
+    CHECK(dp_forward_tokens(&mine, tok, 6, NULL) == 0);
+    dp_kv other;
+    CHECK(dp_kv_create(&other, m, CTX) == 0);
+    dp_kv views[2] = {dp_forward_cache(&mine), other}, *vp[2] = {&views[0], &views[1]};
+    CHECK_EQ_INT(6, views[0].T);
+    int32_t bt[2] = {tok[6], tok[0]}, bp[2] = {6, 0}, cu[3] = {0, 1, 2};
+    dp_batch b = {.N = 2, .nseq = 2, .tokens = bt, .pos = bp, .cu_seqlens = cu};
+    float *lg = malloc(sizeof(float) * 2 * V);
+    CHECK(dp_forward_batch(&batch, vp, &b, lg, false) == 0);
+    CHECK_EQ_INT(6, mine.T); /* not yet its own */
+    CHECK(dp_forward_cache_sync(&mine, &views[1]) == -1); /* another cache's view */
+    CHECK(dp_forward_cache_sync(&mine, &views[0]) == 0);
+    CHECK_EQ_INT(7, mine.T);
+    char what[160];
+    snprintf(what, sizeof what, "%s: a context's cache through a batch step", name);
+    check_arrays_near(what, alone.logits, lg, (size_t)V, 1e-5 * fx_max_abs(alone.logits, V), 0);
+    CHECK(dp_forward_tokens(&alone, tok + 7, 1, NULL) == 0 &&
+          dp_forward_tokens(&mine, tok + 7, 1, NULL) == 0);
+    snprintf(what, sizeof what, "%s: and the step after it", name);
+    check_arrays_near(what, alone.logits, mine.logits, (size_t)V,
+                      1e-5 * fx_max_abs(alone.logits, V), 0);
+    dp_forward_truncate(&mine, 3);
+    CHECK(dp_forward_cache_sync(&mine, &views[0]) == 0 && mine.T == 7); /* T grows back, */
+    views[0].T = 2;
+    CHECK(dp_forward_cache_sync(&mine, &views[0]) == -1); /* never shrinks */
+    free(lg);
+    dp_kv_free(&other);
+    dp_forward_free(&alone), dp_forward_free(&mine), dp_forward_free(&batch);
+}
+
 int main(void) {
     /* fp32 weights with the PEFT fixture's adapter applied unmerged */
     static const char *const archs[] = {"llama", "qwen2", "qwen3"};
@@ -209,6 +250,7 @@ int main(void) {
         CHECK_REPORT(0, "tiny-qwen3 (NF4): %s", dp_last_error());
     } else {
         check_model(m, NULL, NULL, "tiny-qwen3 NF4");
+        check_cache_view(m, "tiny-qwen3 NF4");
     }
     dp_model_free(m);
     return check_done();

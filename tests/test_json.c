@@ -181,9 +181,42 @@ static void test_other_readers(void) {
                  "message: %s", dp_last_error());
 }
 
+/* the path of the first string holding a NUL, as doppel serve's 400s name the field */
+static void test_find_nul_path(void) {
+    char path[96];
+    const struct {
+        const char *text, *path; /* NULL: none */
+    } cases[] = {
+        {"{\"model\":\"m\",\"messages\":[{\"role\":\"user\"},{\"name\":\"x\\u0000\"}]}",
+         "messages[1].name"},
+        {"{\"stop\":[\"a\",\"\\u0000\"]}", "stop[1]"},
+        {"{\"a\":{\"k\\u0000\":1}}", "a.k\\u0000"}, /* the key itself */
+        {"{\"a\":\"\\\\u0000\",\"b\":[[1],{\"c\":\"d\"}]}", NULL}, /* an escaped backslash */
+        {"{\"x\":[{\"y\":1},{\"z\":[\"\",\"a\\u0000\"]}]}", "x[1].z[1]"},
+        {"[\"fine\"]", NULL},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        bool found = dp_json_find_nul(cases[i].text, strlen(cases[i].text), path, sizeof path);
+        CHECK_REPORT(found == (cases[i].path != NULL), "case %zu: found %d", i, found);
+        if (found && cases[i].path) CHECK_EQ_STR(cases[i].path, path);
+    }
+    /* a raw 0 byte inside a string counts too; 70 levels deep is scanned (path cut there) */
+    const char raw[] = "{\"a\":\"x\0y\"}";
+    CHECK(dp_json_find_nul(raw, sizeof raw - 1, path, sizeof path));
+    CHECK_EQ_STR("a", path);
+    char deep[400];
+    size_t n = 0;
+    for (int i = 0; i < 70; i++) deep[n++] = '[';
+    n += (size_t)sprintf(deep + n, "\"\\u0000\"");
+    for (int i = 0; i < 70; i++) deep[n++] = ']';
+    CHECK(dp_json_find_nul(deep, n, path, sizeof path));
+    CHECK(dp_json_find_nul(raw, sizeof raw - 1, NULL, 0)); /* no room for a path: none written */
+}
+
 int main(void) {
     test_keep();
     test_refuse();
+    test_find_nul_path();
     test_writers();
     test_dataset();
     test_dce_json();

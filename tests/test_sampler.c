@@ -168,11 +168,73 @@ static void test_top_probs(void) {
     CHECK_NEAR(exp(5) / (exp(1) + exp(5)), pr[0], 1e-7, 1e-6);
 }
 
+/* The reference order for the large-vocabulary test: logit descending, ties by lower id. */
+static const double *ref_logits;
+static int ref_cmp(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    if (ref_logits[x] != ref_logits[y]) return ref_logits[x] > ref_logits[y] ? -1 : 1;
+    return (x > y) - (x < y);
+}
+
+/* A vocabulary of SmolLM2's size with many tied logits (a grid of 1/512, six ids a value): the
+ * sampler's selection of the top k (a heap, not a full sort) and min-p's shortcut without
+ * top-k must give exactly the candidates and probabilities of the formulas over a full sort. */
+static void test_large_vocab(void) {
+    enum { V = 49152 };
+    static double L[V];
+    static float l[V];
+    static int order[V];
+    static double pr[V];
+    dp_pcg32 r;
+    dp_pcg32_seed(&r, 3, 5);
+    for (int i = 0; i < V; i++) L[i] = floor(dp_pcg32_uniform(&r) * 8192.0) / 512.0 - 8.0;
+    for (int i = 0; i < V; i++) order[i] = i;
+    ref_logits = L;
+    qsort(order, V, sizeof *order, ref_cmp);
+    const struct {
+        int top_k;
+        float top_p, min_p;
+    } cases[] = {{40, 1.0f, 0}, {40, 0.5f, 0.05f}, {1, 1.0f, 0}, {0, 1.0f, 0.9f},
+                 {0, 0.9f, 0.8f}, {0, 0.999f, 0}, {V, 1.0f, 0.97f}};
+    dp_sampler s;
+    dp_sampler_params p = plain(1.0f);
+    CHECK(dp_sampler_create(&s, &p, V, V) == 0);
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        p = plain(1.0f);
+        p.top_k = cases[c].top_k, p.top_p = cases[c].top_p, p.min_p = cases[c].min_p;
+        dp_sampler_set(&s, &p);
+        for (int i = 0; i < V; i++) l[i] = (float)L[i];
+        dp_sampler_distribution(&s, l, NULL, 0);
+        /* the formulas: softmax over the top k, the top-p head, the min-p cut, renormalized */
+        int m = p.top_k > 0 && p.top_k < V ? p.top_k : V;
+        softmax_ref(L, order, m, 1.0, pr);
+        if (p.top_p < 1) {
+            double cum = 0;
+            int keep = m;
+            for (int i = 0; i < m; i++)
+                if ((cum += pr[i]) >= p.top_p) {
+                    keep = i + 1;
+                    break;
+                }
+            m = keep;
+        }
+        int keep = 1;
+        while (p.min_p > 0 && keep < m && pr[keep] >= p.min_p * pr[0]) keep++;
+        if (p.min_p > 0) m = keep;
+        double sum = 0;
+        for (int i = 0; i < m; i++) sum += pr[i];
+        for (int i = 0; i < m; i++) pr[i] /= sum;
+        expect_dist(&s, order, pr, m);
+    }
+    dp_sampler_free(&s);
+}
+
 int main(void) {
     test_pcg32();
     test_greedy_and_vocab_limit();
     test_repeat_penalty();
     test_filters();
     test_top_probs();
+    test_large_vocab();
     return check_done();
 }

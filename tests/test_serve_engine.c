@@ -195,6 +195,38 @@ int main(void) {
         dp_job_release(j);
     }
 
+    /* chunked prefill: a long prompt arriving while another conversation decodes goes in over
+     * several passes (that one keeps getting its tokens meanwhile); the reply is the same */
+    {
+        dp_engine_stats before;
+        dp_engine_get_stats(e, &before);
+        dp_job *a = submit(e, "hello there", NULL, 0, 1, NULL);
+        pthread_mutex_lock(&a->mu);
+        while (!a->done && a->n_generated < 1) pthread_cond_wait(&a->cv, &a->mu);
+        pthread_mutex_unlock(&a->mu);
+        const char *story = "ok so here is the whole story of the day from the start to the end "
+                            "with every little thing that happened in the morning and then in the "
+                            "afternoon and also late in the evening when we all came home and sat "
+                            "down and talked about it for a long long time";
+        dp_job *b = submit(e, story, NULL, 0.8f, 5, NULL);
+        wait_done(a);
+        wait_done(b);
+        dp_engine_get_stats(e, &est);
+        CHECK_REPORT(est.chunked_prompts > before.chunked_prompts,
+                     "a %d-token prompt went in whole while another decoded", (int)b->prompt.n);
+        CHECK_EQ_STR(first_reply, job_text(a));
+        dp_sampler_params sp = dp_engine_sampler_defaults(e);
+        sp.temperature = 0.8f;
+        sp.seed = 5;
+        dp_buf want = {0};
+        reference_reply(&ref, &b->prompt, sp, 24, &want);
+        dp_buf_append(&want, "", 1);
+        CHECK_EQ_STR(want.data, job_text(b));
+        dp_buf_free(&want);
+        dp_job_release(a);
+        dp_job_release(b);
+    }
+
     /* a stop string: the reply ends just before it */
     if (strlen(first_reply) >= 4) {
         char stop[3] = {first_reply[2], first_reply[3], 0};

@@ -52,6 +52,74 @@ static void find_nul_strings(const char *s, size_t n, nul_string *found, size_t 
     }
 }
 
+/* ---- the path of a string holding a NUL: the nesting as the text is scanned (valid JSON:
+ * outside strings no quote, inside them a backslash escapes the next byte) */
+typedef struct {
+    bool array, expect_key;
+    int index;
+    const char *key;
+    size_t key_len;
+} json_frame;
+
+static void frame_path(const json_frame *st, int depth, const char *cur_key, size_t cur_len,
+                       char *path, size_t cap) {
+    size_t n = 0;
+    if (!cap) return;
+    path[0] = 0;
+    for (int i = 0; i < depth && n < cap; i++) {
+        int w;
+        if (st[i].array)
+            w = snprintf(path + n, cap - n, "[%d]", st[i].index);
+        else if (i + 1 == depth && cur_key) /* the string is this key itself */
+            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)cur_len, cur_key);
+        else
+            w = snprintf(path + n, cap - n, "%s%.*s", n ? "." : "", (int)st[i].key_len, st[i].key);
+        if (w < 0) break;
+        n += (size_t)w;
+    }
+}
+
+bool dp_json_find_nul(const char *s, size_t len, char *path, size_t cap) {
+    enum { MAX_DEPTH = 64 };
+    if (cap) path[0] = 0;
+    if (!may_hold_nul(s, len)) return false; /* the common case: one memchr pass */
+    json_frame st[MAX_DEPTH];
+    int depth = 0, deeper = 0; /* levels beyond MAX_DEPTH: scanned, not in the path */
+    for (size_t i = 0; i < len; i++) {
+        char c = s[i];
+        if (c == '{' || c == '[') {
+            if (depth == MAX_DEPTH) deeper++;
+            else st[depth++] = (json_frame){.array = c == '[', .expect_key = c == '{'};
+        } else if (c == '}' || c == ']') {
+            if (deeper) deeper--;
+            else if (depth) depth--;
+        } else if (c == ',' && !deeper) {
+            if (depth && st[depth - 1].array) st[depth - 1].index++;
+            if (depth && !st[depth - 1].array) st[depth - 1].expect_key = true;
+        } else if (c == '"') {
+            size_t start = ++i;
+            bool nul = false;
+            for (; i < len && s[i] != '"'; i++) {
+                if (s[i] == 0) nul = true;
+                if (s[i] != '\\') continue;
+                if (i + 5 < len && !memcmp(s + i + 1, "u0000", 5)) nul = true;
+                i++; /* the escaped character */
+            }
+            bool is_key = !deeper && depth && !st[depth - 1].array && st[depth - 1].expect_key;
+            if (is_key) {
+                st[depth - 1].key = s + start;
+                st[depth - 1].key_len = i - start;
+                st[depth - 1].expect_key = false;
+            }
+            if (nul) {
+                frame_path(st, depth, is_key ? s + start : NULL, i - start, path, cap);
+                return true;
+            }
+        }
+    }
+    return false;
+}
+
 static unsigned hex4(const char *p) {
     unsigned v = 0;
     for (int k = 0; k < 4; k++) {

@@ -35,6 +35,12 @@ int dp_json_parse(const char *text, size_t len, dp_json_nul nul, const char *whe
  * parse options: strict trailing text, the end of a header). */
 int dp_json_check_nul(const char *text, size_t len, const char *where, int64_t first_line);
 
+/* The path of the first string (key or value) of valid JSON text[0, len) that holds a NUL, a
+ * raw 0 byte or the escape \u0000, written into path as "messages[1].name" (the key's own
+ * path when the key holds it; cut at cap); false when there is none. For errors that name the
+ * field (doppel serve's 400s) where dp_json_check_nul names the line. */
+bool dp_json_find_nul(const char *text, size_t len, char *path, size_t cap);
+
 /* A string item's bytes and their count, NULs included (a tree from dp_json_parse with
  * DP_JSON_KEEP_NUL records the count of such strings in the item's unused valuedouble);
  * NULL when item is not a string. */

@@ -8,7 +8,7 @@
 #include <string.h>
 
 void embedding_forward(float *out, const int32_t *tokens, const float *table, int N, int C) {
-#pragma omp parallel for schedule(static) if (N > 1)
+#pragma omp parallel for schedule(static) if (N > 8) /* a decode step (<= 8 rows): no thread sync */
     for (int n = 0; n < N; n++)
         memcpy(out + (size_t)n * C, table + (size_t)tokens[n] * C, (size_t)C * sizeof(float));
 }

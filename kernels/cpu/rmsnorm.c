@@ -5,7 +5,7 @@
 
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
                      float eps) {
-#pragma omp parallel for schedule(static) if (N > 1) /* one row (decode): no thread sync */
+#pragma omp parallel for schedule(static) if (N > 8) /* a decode step (<= 8 rows): no thread sync */
     for (int n = 0; n < N; n++) {
         const float *x = inp + (size_t)n * C; // (C)
         float *o = out + (size_t)n * C;       // (C)

@@ -36,7 +36,7 @@ void rope_inv_freq(float *inv_freq, int D, float theta, const dp_rope_scaling *s
 static void rope_rotate(float *x, const int32_t *pos, const float *inv_freq, int N, int nh, int D,
                         float sign) {
     int half = D / 2;
-#pragma omp parallel for schedule(static) if (N > 1) /* one row (decode): no thread sync */
+#pragma omp parallel for schedule(static) if (N > 8) /* a decode step (<= 8 rows): no thread sync */
     for (int n = 0; n < N; n++) {
         for (int i = 0; i < half; i++) {
             float angle = (float)pos[n] * inv_freq[i];
