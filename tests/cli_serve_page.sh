@@ -32,6 +32,6 @@ for _ in $(seq 600); do
 done
 grep -q ready "$tmp/log" || { echo "FAIL: the server did not start: $(cat "$tmp/log")"; exit 1; }
 mkdir -p "$out"
-timeout 90 python3 tests/serve/page_check.py "$chrome" "http://127.0.0.1:$port/" "$out/serve_page.png" || bad "the page (above)"
+timeout 200 python3 tests/serve/page_check.py "$chrome" "http://127.0.0.1:$port/" "$out/serve_page.png" || bad "the page (above)"
 kill -INT "$pid"; wait "$pid"; pid=
 exit $fail

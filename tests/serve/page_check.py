@@ -65,7 +65,7 @@ try:
     s = call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
     call("Page.enable", {}, s)
     call("Page.navigate", {"url": url}, s)
-    deadline = time.time() + 30
+    deadline = time.time() + 150  # a hang guard, not a timing: a sanitizer build decodes slowly
     while time.time() < deadline and js(s, "document.querySelectorAll('.chip').length") in (None, 0):
         time.sleep(0.1)
     chips = js(s, "[...document.querySelectorAll('.chip')].map(c => c.textContent + (c.classList.contains('on') ? '*' : ''))")
