@@ -2,6 +2,7 @@
 #include "infer/dtype.h"
 
 #include "data/base/error.h"
+#include "kernels/ggml_quants.h"
 
 #include <string.h>
 
@@ -66,25 +67,8 @@ uint16_t dp_f32_to_bf16(float f) {
     return (uint16_t)(u >> 16);
 }
 
-uint16_t dp_f32_to_f16(float f) {
-    uint32_t u = f32_bits(f);
-    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
-    uint32_t a = u & 0x7fffffffu;
-    if (a > 0x7f800000u) return sign | 0x7e00;  /* nan */
-    if (a >= 0x477ff000u) return sign | 0x7c00; /* rounds to >= 65520: inf */
-    if (a < 0x38800000u) {                      /* below the smallest normal 2^-14 */
-        /* subnormal: value / 2^-24, rounded to nearest even */
-        float v = bits_f32(a) * 16777216.0f;
-        uint32_t q = (uint32_t)v;
-        float rem = v - (float)q;
-        if (rem > 0.5f || (rem == 0.5f && (q & 1))) q++;
-        return sign | (uint16_t)q;
-    }
-    uint32_t exp = (a >> 23) - 112, man = a & 0x7fffff;
-    uint32_t h = (exp << 10) | (man >> 13), rest = man & 0x1fff;
-    if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) h++; /* carry may bump the exponent */
-    return sign | (uint16_t)h;
-}
+/* one fp16 rounding for the whole project: the GGUF quantizers' (kernels/ may not include infer/) */
+uint16_t dp_f32_to_f16(float f) { return dp_ggml_fp32_to_fp16(f); }
 
 int dp_convert_to_f32(float *out, const void *src, dp_dtype dt, size_t n) {
     const uint8_t *s = src;
