@@ -1,5 +1,6 @@
 /* ChatML and Llama-3 rendering to text and to ids + loss mask (REFERENCE.md section 7). */
 #include "data/chat_format.h"
+#include "data/base/json.h"
 #include "data/base/error.h"
 
 #include <stdlib.h>
@@ -77,26 +78,7 @@ static int check_msgs(const dp_chat_msg *m, size_t n) {
  * "iterable" to Jinja), and transformers' tojson is json.dumps(ensure_ascii=False): the
  * content in double quotes with " \ and the control characters escaped, the rest as is. */
 static int append_tojson(dp_buf *b, const char *s, size_t n) {
-    if (dp_buf_append(b, "\"", 1)) return -1;
-    size_t i = 0;
-    while (i < n) {
-        size_t j = i;
-        while (j < n && (unsigned char)s[j] >= 0x20 && s[j] != '"' && s[j] != '\\') j++;
-        if (j > i && dp_buf_append(b, s + i, j - i)) return -1;
-        if (j == n) break;
-        unsigned char c = (unsigned char)s[j];
-        const char *short_esc = c == '"'    ? "\\\""
-                                : c == '\\' ? "\\\\"
-                                : c == '\n' ? "\\n"
-                                : c == '\r' ? "\\r"
-                                : c == '\t' ? "\\t"
-                                : c == '\b' ? "\\b"
-                                : c == '\f' ? "\\f"
-                                            : NULL;
-        if (short_esc ? dp_buf_puts(b, short_esc) : dp_buf_printf(b, "\\u%04x", c)) return -1;
-        i = j + 1;
-    }
-    return dp_buf_append(b, "\"", 1);
+    return dp_json_append_string(b, s, n);
 }
 
 /* Llama 3: a tool's output goes back as an `ipython` turn, JSON-quoted and not trimmed

@@ -296,6 +296,12 @@ int dp_json_append_string(dp_buf *b, const char *s, size_t n) {
         case '\t':
             memcpy(esc, "\\t", 3);
             break;
+        case '\b': /* the short escapes, as Python's json.dumps writes them (chat templates' tojson) */
+            memcpy(esc, "\\b", 3);
+            break;
+        case '\f':
+            memcpy(esc, "\\f", 3);
+            break;
         default:
             snprintf(esc, sizeof esc, "\\u%04x", c);
         }
