@@ -3,7 +3,7 @@
  * emoji, CJK, whitespace runs, special-token text) to doppel's own ids and decodes them back
  * under transformers (tests/reference/check_merge_hf_tokenizer.py), and transformers' logits on
  * the merged fp32 directory equal doppel's forward with the adapter unmerged over the NF4 base
- * (tests/reference/check_merge_hf.py, within 1e-4 + 1e-4 |ref|), with the exported chat template
+ * (tests/reference/check_merge_hf.py, within 3e-4 + 1e-4 |ref|), with the exported chat template
  * through apply_chat_template. Skipped (77) without SmolLM2 or transformers / torch. */
 #include "check.h"
 #include "data/base/json.h"
@@ -118,7 +118,9 @@ int main(void) {
     cJSON *m = cJSON_CreateObject();
     cJSON_AddStringToObject(m, "dir", out);
     cJSON_AddStringToObject(m, "logits", p);
-    cJSON_AddNumberToObject(m, "abs_tol", 1e-4);
+    /* fp32 sums over 30 layers in two orders: 1.2e-4 seen in Release, 1.4e-4 in the
+     * sanitizer (Debug) build; a wrong merge moves logits by whole units */
+    cJSON_AddNumberToObject(m, "abs_tol", 3e-4);
     cJSON_AddNumberToObject(m, "rel_tol", 1e-4);
     cJSON_AddItemToArray(cJSON_AddArrayToObject(cases, "models"), m);
     cJSON *t = cJSON_CreateObject(), *msgs = cJSON_AddArrayToObject(t, "messages");
