@@ -24,14 +24,7 @@ static int save_logits(const char *path, const int32_t *ids, int T, const float 
 }
 
 int main(void) {
-    const char *model = getenv("DOPPEL_SMOLLM2");
-    char def[4200];
-    if (!model || !*model) {
-        snprintf(def, sizeof def, "%s/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
-                 getenv("HOME") ? getenv("HOME") : "");
-        model = def;
-    }
-    if (access(model, R_OK)) SKIP("%s is missing (bash .ci/fetch-smollm2)", model);
+    const char *model = check_smollm2_gguf(); /* SKIPs when absent */
     if (system("python3 -c 'import transformers, torch, jinja2, safetensors' >/dev/null 2>&1"))
         SKIP("python3 lacks transformers, torch, jinja2 or safetensors");
     char tmp[] = "/tmp/doppel-test-merge-hf-gguf.XXXXXX";
