@@ -74,6 +74,9 @@ void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const floa
 #define DP_N_GEMV_MATS 8
 void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
                          const float *const *bias, const float *x, int R, int C);
+/* 1 (the default): the AVX-512 path of gemv_nf4_rows_multi runs two weight rows per pass over
+ * the inputs; 0: one (the same sums bit for bit; tests and bench_serve_gemv switch it). */
+extern int dp_gemv_row_pairs;
 
 #ifdef __cplusplus
 }

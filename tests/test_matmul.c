@@ -128,7 +128,30 @@ static void test_nf4_rows(int R, int C, int bs) {
     free(x);
 }
 
+/* The batched GEMV's two-weight-rows kernel (dp_gemv_row_pairs = 1, the default) against the
+ * one-row kernel: the same products added in the same order, so bit for bit the same, for every
+ * R and an odd number of rows (the last one alone). */
+static void test_nf4_row_pairs_exact(int R, int C, int OC) {
+    float *x = rnd((size_t)R * C), *w = rnd((size_t)OC * C), *b = rnd(OC);
+    float *one = malloc((size_t)R * OC * 4), *two = malloc((size_t)R * OC * 4);
+    dp_nf4 q;
+    CHECK(dp_nf4_quantize(&q, w, OC, C, 64) == 0);
+    const dp_nf4 *wp = &q;
+    const float *bp = b;
+    dp_gemv_row_pairs = 0;
+    gemv_nf4_rows_multi(1, &one, &wp, &bp, x, R, C);
+    dp_gemv_row_pairs = 1;
+    gemv_nf4_rows_multi(1, &two, &wp, &bp, x, R, C);
+    CHECK_REPORT(!memcmp(one, two, (size_t)R * OC * 4),
+                 "gemv_nf4_rows_multi R=%d C=%d OC=%d: row pairs differ from one row at a time", R,
+                 C, OC);
+    dp_nf4_free(&q);
+    free(x), free(w), free(b), free(one), free(two);
+}
+
 int main(void) {
+    for (int R = 2; R <= DP_GEMV_ROWS; R++) test_nf4_row_pairs_exact(R, 576, 193);
+    test_nf4_row_pairs_exact(4, 1536, 37);
     test_dense(1, 7, 5);
     test_dense(13, 64, 96);
     test_dense(33, 200, 150);

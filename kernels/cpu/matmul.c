@@ -263,6 +263,45 @@ row_dots_avx512(const dp_nf4 *w, const float *const *xp, const float *map, int64
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
 
+/* Two consecutive weight rows against the same R <= DP_GEMV_ROWS inputs: each x load feeds
+ * both rows' FMAs (half the loads of two row_dots_avx512 calls, which bound the batched step
+ * more than the FMAs do), and the 2R accumulators are independent chains. Every product is
+ * added in the same order as row_dots_avx512 adds it, so the sums are bit-for-bit the same. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+row_dots2_avx512(const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C,
+                 int R, float *out0, float *out1) {
+    const int bs = w->blocksize;
+    const uint8_t *q0 = w->codes + (size_t)row * C / 2, *q1 = q0 + C / 2;
+    const int64_t b0 = row * C / bs, b1 = b0 + C / bs;
+    const __m512 tbl = _mm512_loadu_ps(dp_nf4_values);
+    __m512 acc0[DP_GEMV_ROWS], acc1[DP_GEMV_ROWS];
+    for (int r = 0; r < R; r++) acc0[r] = acc1[r] = _mm512_setzero_ps();
+    for (int b = 0; b < C / bs; b++) {
+        __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        __m512 u = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b1 + b)));
+        for (int i = b * bs; i < (b + 1) * bs; i += 32) {
+            __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i / 2)));
+            __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i / 2)));
+            __m512 ve = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t),
+                   vo = _mm512_permutexvar_ps(v, t);
+            __m512 ye = _mm512_permutexvar_ps(_mm512_srli_epi32(y, 4), u),
+                   yo = _mm512_permutexvar_ps(y, u);
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                __m512 xe = _mm512_loadu_ps(xp[r] + i), xo = _mm512_loadu_ps(xp[r] + i + 16);
+                acc0[r] = _mm512_fmadd_ps(ve, xe, acc0[r]);
+                acc1[r] = _mm512_fmadd_ps(ye, xe, acc1[r]);
+                acc0[r] = _mm512_fmadd_ps(vo, xo, acc0[r]);
+                acc1[r] = _mm512_fmadd_ps(yo, xo, acc1[r]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        out0[r] = _mm512_reduce_add_ps(acc0[r]);
+        out1[r] = _mm512_reduce_add_ps(acc1[r]);
+    }
+}
+
 __attribute__((target("avx2,fma"), always_inline)) static inline void
 row_dots_avx2(const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C, int R,
               float *out) {
@@ -299,6 +338,19 @@ row_dots_avx2(const dp_nf4 *w, const float *const *xp, const float *map, int64_t
     ROW_DOTS_FIXED(isa, tgt, 5) ROW_DOTS_FIXED(isa, tgt, 6) ROW_DOTS_FIXED(isa, tgt, 7)           \
     ROW_DOTS_FIXED(isa, tgt, 8)
 ROW_DOTS_ALL(avx512, "avx512f")
+#define ROW_DOTS2_FIXED(R)                                                                         \
+    __attribute__((target("avx512f"))) static void row_dots2_avx512_##R(                           \
+        const dp_nf4 *w, const float *const *xp, const float *map, int64_t row, int C, float *o0,  \
+        float *o1) {                                                                               \
+        row_dots2_avx512(w, xp, map, row, C, R, o0, o1);                                           \
+    }
+ROW_DOTS2_FIXED(2) ROW_DOTS2_FIXED(3) ROW_DOTS2_FIXED(4) ROW_DOTS2_FIXED(5) ROW_DOTS2_FIXED(6)
+ROW_DOTS2_FIXED(7) ROW_DOTS2_FIXED(8)
+typedef void (*row_dots2_fn)(const dp_nf4 *, const float *const *, const float *, int64_t, int,
+                             float *, float *);
+static const row_dots2_fn row_dots2_avx512_by_r[DP_GEMV_ROWS + 1] = {
+    NULL, NULL, row_dots2_avx512_2, row_dots2_avx512_3, row_dots2_avx512_4,
+    row_dots2_avx512_5, row_dots2_avx512_6, row_dots2_avx512_7, row_dots2_avx512_8};
 ROW_DOTS_ALL(avx2, "avx2,fma")
 typedef void (*row_dots_fn)(const dp_nf4 *, const float *const *, const float *, int64_t, int,
                             float *);
@@ -309,6 +361,8 @@ static const row_dots_fn row_dots_avx2_by_r[DP_GEMV_ROWS + 1] = {
     NULL, NULL, row_dots_avx2_2, row_dots_avx2_3, row_dots_avx2_4,
     row_dots_avx2_5, row_dots_avx2_6, row_dots_avx2_7, row_dots_avx2_8};
 #endif
+
+int dp_gemv_row_pairs = 1;
 
 /* the row kernel of one GEMV: rows [o0, o1) of w against the R inputs x[r] (C each; xp[r]
  * their de-interleaved copies for the SIMD paths); out[r] is input r's (w->rows) output */
@@ -330,6 +384,16 @@ static void gemv_rows(float *const *out, const float *const *x, const float *con
             row_dot2_avx512(w, xp[0], map, o, C, s2);
             out[0][o] = s2[0] + (bias ? bias[o] : 0);
             out[0][o + 1] = s2[1] + (bias ? bias[o + 1] : 0);
+        }
+    /* and for several inputs, two weight rows per x load (dp_gemv_row_pairs = 0: one) */
+    if (simd == SIMD_AVX512 && R > 1 && dp_gemv_row_pairs)
+        for (; o + 1 < o1; o += 2) {
+            float s0[DP_GEMV_ROWS], s1[DP_GEMV_ROWS];
+            row_dots2_avx512_by_r[R](w, xp, map, o, C, s0, s1);
+            for (int r = 0; r < R; r++) {
+                out[r][o] = s0[r] + (bias ? bias[o] : 0);
+                out[r][o + 1] = s1[r] + (bias ? bias[o + 1] : 0);
+            }
         }
 #endif
     for (; o < o1; o++) {

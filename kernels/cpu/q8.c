@@ -115,10 +115,10 @@ __attribute__((target("avx512f"))) static float row_dot_avx512(const int8_t *q, 
 
 #ifdef DP_X86
 /* Several inputs against one row (a batched decode step's heads): each block of codes is
- * widened once for all R <= DP_Q8_ROWS inputs. */
-__attribute__((target("avx512f"))) static void row_dots_avx512(const int8_t *q, const float *d,
-                                                               const float *const *x, int C,
-                                                               int R, float *out) {
+ * widened once for all R <= DP_Q8_ROWS inputs. Inlined into one instance per R (below), so
+ * the accumulators stay in registers. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+row_dots_avx512(const int8_t *q, const float *d, const float *const *x, int C, int R, float *out) {
     __m512 acc[DP_Q8_ROWS];
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < C / DP_Q8_BLOCK; b++) {
@@ -138,6 +138,19 @@ __attribute__((target("avx512f"))) static void row_dots_avx512(const int8_t *q, 
     }
     for (int r = 0; r < R; r++) out[r] = _mm512_reduce_add_ps(acc[r]);
 }
+
+/* R as a constant in each instance */
+#define Q8_ROW_DOTS_FIXED(R)                                                                       \
+    __attribute__((target("avx512f"))) static void row_dots_avx512_##R(                            \
+        const int8_t *q, const float *d, const float *const *x, int C, float *out) {               \
+        row_dots_avx512(q, d, x, C, R, out);                                                       \
+    }
+Q8_ROW_DOTS_FIXED(2) Q8_ROW_DOTS_FIXED(3) Q8_ROW_DOTS_FIXED(4) Q8_ROW_DOTS_FIXED(5)
+Q8_ROW_DOTS_FIXED(6) Q8_ROW_DOTS_FIXED(7) Q8_ROW_DOTS_FIXED(8)
+typedef void (*q8_row_dots_fn)(const int8_t *, const float *, const float *const *, int, float *);
+static const q8_row_dots_fn row_dots_by_r[DP_Q8_ROWS + 1] = {
+    NULL, NULL, row_dots_avx512_2, row_dots_avx512_3, row_dots_avx512_4,
+    row_dots_avx512_5, row_dots_avx512_6, row_dots_avx512_7, row_dots_avx512_8};
 #endif
 
 typedef struct {
@@ -159,7 +172,7 @@ static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
         float s[DP_Q8_ROWS];
 #ifdef DP_X86
         if (j->simd == SIMD_AVX512 && j->R > 1)
-            row_dots_avx512(q, d, xs, C, j->R, s);
+            row_dots_by_r[j->R](q, d, xs, C, s);
         else if (j->simd == SIMD_AVX512)
             s[0] = row_dot_avx512(q, d, xs[0], C);
         else if (j->simd == SIMD_AVX2)

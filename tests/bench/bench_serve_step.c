@@ -3,7 +3,8 @@
  * scheduler runs it; B = 1 also through dp_forward_tokens, the one-row path) on a model loaded
  * as serve loads it (NF4, Q8 head), alternating the sizes over rounds, medians. The ratio
  * "step(B) / step(1)" is what the batch pays: B when nothing is shared, 1 when weights are all.
- * usage: bench_serve_step [--rounds N=5] [--steps N=16] [--context N=64] MODEL */
+ * usage: bench_serve_step [--rounds N=5] [--steps N=16] [--context N=64] [--only B] MODEL
+ * (--only B: that batch size alone, for a profiler) */
 #include "data/base/error.h"
 #include "infer/forward.h"
 #include "infer/model_load.h"
@@ -28,16 +29,18 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 int main(int argc, char **argv) {
-    int rounds = 5, steps = 16, context = 64;
+    int rounds = 5, steps = 16, context = 64, only = -1;
     const char *path = NULL;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--context") && i + 1 < argc) context = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--only") && i + 1 < argc) only = atoi(argv[++i]);
         else path = argv[i];
     }
-    if (!path || rounds < 1 || rounds > 64 || steps < 1 || context < 1) {
-        fprintf(stderr, "usage: bench_serve_step [--rounds N] [--steps N] [--context N] MODEL\n");
+    if (!path || rounds < 1 || rounds > 64 || steps < 1 || context < 1 || only > MAX_B) {
+        fprintf(stderr,
+                "usage: bench_serve_step [--rounds N] [--steps N] [--context N] [--only B] MODEL\n");
         return 2;
     }
     dp_load_opts lo = {.nf4 = true, .quiet = true, .lm_head_q8 = true};
@@ -71,6 +74,7 @@ int main(int argc, char **argv) {
     for (int r = 0; r < rounds; r++)
         for (int si = 0; si < NS; si++) {
             int B = sizes[si];
+            if (only >= 0 && B != only) continue;
             int32_t tok[MAX_B], pos[MAX_B], cu[MAX_B + 1];
             double t0 = now();
             for (int s = 0; s < steps; s++) {
@@ -96,6 +100,7 @@ int main(int argc, char **argv) {
            path, omp_get_max_threads(), rounds, steps, context);
     double base = 0;
     for (int si = 0; si < NS; si++) {
+        if (only >= 0 && sizes[si] != only) continue;
         qsort(ms[si], (size_t)rounds, sizeof(double), cmp_double);
         double med = ms[si][rounds / 2];
         if (si == 1) base = med;
