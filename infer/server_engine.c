@@ -23,6 +23,10 @@
 
 /* prompt tokens a scheduler pass puts into the caches while other conversations decode */
 #define PREFILL_CHUNK 64
+/* rows of one batched forward: the decode step's (one a slot) and the prompts of several
+ * slots that arrived together, put in at once (their weights dequantized once, not once each) */
+#define PREFILL_BATCH_ROWS 256
+#define DP_MAX_SLOTS_BATCH 64 /* prompts in one batched prefill (more wait for the next pass) */
 
 static double now_seconds(void) {
     struct timespec ts;
@@ -105,7 +109,8 @@ struct dp_engine {
     bool have_batch;
     dp_kv *views, **view_ptrs; /* (n_slots) the active slots' caches */
     dp_lora **row_lora;        /* (n_slots) */
-    int32_t *b_tokens, *b_pos, *b_cu; /* (n_slots), (n_slots), (n_slots + 1) */
+    int b_rows;                       /* max(n_slots, PREFILL_BATCH_ROWS) */
+    int32_t *b_tokens, *b_pos, *b_cu; /* (b_rows), (b_rows), (n_slots + 1) */
     float *b_logits;                  /* (n_slots, V) */
 
     pthread_t thread;
@@ -244,13 +249,14 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     e->stats.slots = e->n_slots;
     if (e->n_slots > 1) {
         size_t n = (size_t)e->n_slots;
-        if (dp_forward_create(&e->batch, e->model, e->n_slots, e->n_slots)) goto fail;
+        e->b_rows = e->n_slots > PREFILL_BATCH_ROWS ? e->n_slots : PREFILL_BATCH_ROWS;
+        if (dp_forward_create(&e->batch, e->model, e->b_rows, e->b_rows)) goto fail;
         e->have_batch = true;
         if (!(e->views = dp_calloc(n, sizeof *e->views)) ||
             !(e->view_ptrs = dp_calloc(n, sizeof *e->view_ptrs)) ||
             !(e->row_lora = dp_calloc(n, sizeof *e->row_lora)) ||
-            !(e->b_tokens = dp_calloc(n, sizeof *e->b_tokens)) ||
-            !(e->b_pos = dp_calloc(n, sizeof *e->b_pos)) ||
+            !(e->b_tokens = dp_calloc((size_t)e->b_rows, sizeof *e->b_tokens)) ||
+            !(e->b_pos = dp_calloc((size_t)e->b_rows, sizeof *e->b_pos)) ||
             !(e->b_cu = dp_calloc(n + 1, sizeof *e->b_cu)) ||
             !(e->b_logits = dp_malloc(n * (size_t)c->V * sizeof(float))))
             goto fail;
@@ -579,6 +585,73 @@ static int prefill_some(dp_engine *e, slot *s, int budget) {
     return n;
 }
 
+/* The prompts of several prefilling slots (pre, n >= 2) in one batched forward, up to `budget`
+ * tokens in all (< 0: up to the batch's rows), each slot's rows through its own adapter; the
+ * same as prefill_some on each in turn (each row depends on its own sequence's positions
+ * only), but the weights are decoded once for all of them. */
+static void prefill_batch(dp_engine *e, slot **pre, int n, int budget) {
+    const int V = e->model->cfg.V;
+    int room = budget >= 0 && budget < e->b_rows ? budget : e->b_rows, k = 0, rows = 0;
+    slot *in[DP_MAX_SLOTS_BATCH];
+    int take[DP_MAX_SLOTS_BATCH];
+    for (int i = 0; i < n && room > 0 && k < DP_MAX_SLOTS_BATCH; i++) {
+        slot *s = pre[i];
+        dp_job *j = s->job;
+        if (atomic_load(&j->cancel) || atomic_load(&e->abort_all)) {
+            s->prefilling = false;
+            finish_seq(e, s, "cancelled", NULL);
+            continue;
+        }
+        int done = (int)s->cached.n, t = (int)j->prompt.n - done;
+        if (t > room) t = room;
+        if (t <= 0) continue;
+        e->views[k] = dp_forward_cache(&s->fwd);
+        e->view_ptrs[k] = &e->views[k];
+        e->b_cu[k] = rows;
+        e->row_lora[k] = e->personas[s->persona].lora;
+        for (int r = 0; r < t; r++) {
+            e->b_tokens[rows + r] = j->prompt.v[done + r];
+            e->b_pos[rows + r] = e->views[k].T + r;
+        }
+        in[k] = s, take[k] = t;
+        rows += t, room -= t, k++;
+    }
+    if (!k) return;
+    e->b_cu[k] = rows;
+    double t0 = now_seconds();
+    dp_batch b = {.N = rows, .nseq = k, .tokens = e->b_tokens, .pos = e->b_pos,
+                  .cu_seqlens = e->b_cu};
+    dp_lora_rows map = {e->row_lora, e->b_cu, k};
+    dp_forward_set_hook(&e->batch, dp_lora_rows_hook, &map);
+    int rc = dp_forward_batch(&e->batch, e->view_ptrs, &b, e->b_logits, false);
+    pthread_mutex_lock(&e->mu);
+    e->stats.prefill_seconds += now_seconds() - t0;
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0; i < k; i++) {
+        slot *s = in[i];
+        dp_job *j = s->job;
+        int done = (int)s->cached.n, ok = !rc && !dp_forward_cache_sync(&s->fwd, &e->views[i]);
+        for (int r = 0; ok && r < take[i]; r++)
+            ok = !dp_ids_push(&s->cached, j->prompt.v[done + r]);
+        if (!ok) {
+            s->cached.n = 0;
+            dp_forward_truncate(&s->fwd, 0);
+            s->prefilling = false;
+            finish_seq(e, s, "error", dp_last_error());
+            continue;
+        }
+        if (s->cached.n == j->prompt.n) {
+            memcpy(s->fwd.logits, e->b_logits + (size_t)i * V, (size_t)V * sizeof(float));
+            s->prefilling = false;
+            sample_and_emit(e, s);
+        } else if (done == j->n_reused) {
+            pthread_mutex_lock(&e->mu);
+            e->stats.chunked_prompts++;
+            pthread_mutex_unlock(&e->mu);
+        }
+    }
+}
+
 /* THE decode step: feeds each active sequence's next token at its next position, leaving each
  * slot's logits for sampling. Several sequences advance together in one batched forward
  * (dp_forward_batch over the slots' caches, each row through its own persona's adapter); a
@@ -711,13 +784,16 @@ static void *scheduler_main(void *arg) {
         bool decoding = false;
         for (int i = 0; i < e->n_slots; i++)
             decoding |= e->slots[i].job && !e->slots[i].prefilling;
-        int budget = decoding ? PREFILL_CHUNK : -1;
-        for (int i = 0; i < e->n_slots && budget != 0; i++) {
-            slot *s = &e->slots[i];
-            if (!s->job || !s->prefilling) continue;
-            int used = prefill_some(e, s, budget);
-            if (budget > 0) budget = used < budget ? budget - used : 0;
-        }
+        int budget = decoding ? PREFILL_CHUNK : -1, n_pre = 0;
+        for (int i = 0; i < e->n_slots; i++)
+            if (e->slots[i].job && e->slots[i].prefilling) active[n_pre++] = &e->slots[i];
+        if (n_pre > 1 && e->have_batch) /* several prompts: one forward for all */
+            prefill_batch(e, active, n_pre, budget);
+        else
+            for (int i = 0; i < n_pre && budget != 0; i++) {
+                int used = prefill_some(e, active[i], budget);
+                if (budget > 0) budget = used < budget ? budget - used : 0;
+            }
         for (int i = 0; i < e->n_slots; i++) /* fresh ones included: their first token is due */
             if (e->slots[i].job && !e->slots[i].prefilling) active[n_active++] = &e->slots[i];
         if (!n_active) {

@@ -1,7 +1,8 @@
 /* doppel serve's engine on tests/fixtures/tiny-llama: jobs submitted together and decoded in
  * interleaved steps over 3 slots give, token for token, what dp_generate gives for each prompt
  * alone (greedy, and seeded sampling: every request from its own seed); a continued chat
- * reuses its slot's cached prefix with the same result; stop strings cut the text. */
+ * reuses its slot's cached prefix with the same result; stop strings cut the text. Prompts that
+ * arrive together go in as one batched prefill (prefill_batch), with the same results. */
 #include "check.h"
 #include "data/chat_format.h"
 #include "data/base/error.h"
