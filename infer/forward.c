@@ -46,6 +46,12 @@ static void dense_forward(float *y, const float *x, const dp_linear *lin, int N)
     }
 }
 
+/* prefill rows from which each thread takes its own input rows (and dequantizes every weight);
+ * below, each takes its own output columns (every weight dequantized once) */
+#ifndef NF4_ROW_SPLIT
+#define NF4_ROW_SPLIT 256
+#endif
+
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
     if (N == 1 && lin->q8) { /* the compact decode copy (the lm_head) */
         gemv_q8(y, x, lin->q8, lin->bias, lin->in, lin->out);
@@ -63,7 +69,7 @@ int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
         } else if (N <= DP_GEMV_ROWS && lin->nf4->rows == OC) {
             gemv_nf4_rows_multi(1, &y, (const dp_nf4 *const[]){lin->nf4},
                                 (const float *const[]){lin->bias}, x, N, C);
-        } else if (nt > 1 && N >= 16 * nt) {
+        } else if (nt > 1 && N >= 16 * nt && N >= NF4_ROW_SPLIT) {
             /* long prefill: input rows split across threads; each dequantizes the tiles itself
              * (nested OpenMP is off), which costs little next to its sgemm */
 #pragma omp parallel for schedule(static)
@@ -72,6 +78,15 @@ int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
                 matmul_nf4_forward(y + (size_t)n0 * OC, x + (size_t)n0 * C, lin->nf4, lin->bias,
                                    n1 - n0, C, OC);
             }
+        } else if (nt > 1 && lin->nf4->rows == OC) {
+            /* a short prompt: the output columns (rows of W) split across threads instead, so
+             * each weight is decoded once, not once a thread (that costs as much as the sgemm
+             * of a few dozen rows) */
+#pragma omp parallel for schedule(static)
+            for (int t = 0; t < nt; t++)
+                matmul_nf4_forward_cols(y, x, lin->nf4, lin->bias, N, C, OC,
+                                        (int)((int64_t)OC * t / nt),
+                                        (int)((int64_t)OC * (t + 1) / nt));
         } else {
             matmul_nf4_forward(y, x, lin->nf4, lin->bias, N, C, OC);
         }

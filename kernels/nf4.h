@@ -58,6 +58,11 @@ size_t dp_nf4_size(int64_t rows, int64_t cols, int blocksize);
 /* Dequantizes row tiles of W to fp32 and runs sgemm on each (prefill / training). */
 void matmul_nf4_forward(float *out, const float *inp, const dp_nf4 *w, const float *bias, int N,
                         int C, int OC);
+/* Columns [o0, o1) of the same (out keeps its row stride OC): the rows of W in that range
+ * dequantized tile by tile by the calling thread alone, then sgemm. Threads that split OC
+ * between them decode each weight once in all (prefill of a few dozen rows). */
+void matmul_nf4_forward_cols(float *out, const float *inp, const dp_nf4 *w, const float *bias,
+                             int N, int C, int OC, int o0, int o1);
 /* dinp (N, C) += dout (N, OC) @ W (the frozen weight's input gradient, for LoRA training). */
 void matmul_nf4_backward_input(float *dinp, const float *dout, const dp_nf4 *w, int N, int C,
                                int OC);

@@ -75,6 +75,26 @@ void matmul_nf4_forward(float *out, const float *inp, const dp_nf4 *w, const flo
     add_bias(out, bias, N, OC);
 }
 
+void matmul_nf4_forward_cols(float *out, const float *inp, const dp_nf4 *w, const float *bias,
+                             int N, int C, int OC, int o0, int o1) {
+    if (o1 <= o0) return;
+    int tr = tile_rows(C, o1 - o0);
+    float *tile = malloc((size_t)tr * C * sizeof(float));
+    if (!tile) abort(); /* ~1 MiB: out of memory here leaves nothing sensible to do */
+    for (int r0 = o0; r0 < o1; r0 += tr) {
+        int t = o1 - r0 < tr ? o1 - r0 : tr;
+        for (int r = 0; r < t; r++) /* this thread's rows only: no team, no barrier */
+            dp_nf4_dequantize_range(w, tile + (size_t)r * C, (int64_t)(r0 + r) * C, C);
+        /* out[:, r0:r0+t] = inp @ tile^T */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, t, C, 1.0f, inp, C, tile, C, 0.0f,
+                    out + r0, OC);
+    }
+    free(tile);
+    if (bias)
+        for (int n = 0; n < N; n++)
+            for (int o = o0; o < o1; o++) out[(size_t)n * OC + o] += bias[o];
+}
+
 void matmul_nf4_backward_input(float *dinp, const float *dout, const dp_nf4 *w, int N, int C,
                                int OC) {
     int tr = tile_rows(C, OC);

@@ -57,9 +57,12 @@ int main(int argc, char **argv) {
         return fprintf(stderr, "bench_serve_step: %s\n", dp_last_error()), 1;
     int32_t prompt[4096];
     for (int i = 0; i < context && i < 4096; i++) prompt[i] = (1000 + 37 * i) % 40000 + 100;
+    double prefill_ms[MAX_B];
     for (int b = 0; b < MAX_B; b++) { /* each cache holds `context` positions, as a chat would */
+        double t0 = now();
         if (dp_kv_create(&kv[b], m, max_T) || dp_forward_tokens(&one, prompt, context, NULL))
             return fprintf(stderr, "bench_serve_step: %s\n", dp_last_error()), 1;
+        prefill_ms[b] = (now() - t0) * 1e3;
         size_t per = (size_t)m->cfg.L * max_T * m->cfg.KVH * m->cfg.D;
         memcpy(kv[b].k, one.k_cache, per * sizeof(float));
         memcpy(kv[b].v, one.v_cache, per * sizeof(float));
@@ -98,6 +101,9 @@ int main(int argc, char **argv) {
     printf("bench_serve_step: %s, %d threads, %d rounds of %d steps, %d cached positions a "
            "sequence; medians\n",
            path, omp_get_max_threads(), rounds, steps, context);
+    qsort(prefill_ms, MAX_B, sizeof(double), cmp_double);
+    printf("  prefill of %d tokens (one sequence, %d times): median %.1f ms\n", context, MAX_B,
+           prefill_ms[MAX_B / 2]);
     double base = 0;
     for (int si = 0; si < NS; si++) {
         if (only >= 0 && sizes[si] != only) continue;
