@@ -149,7 +149,32 @@ static void test_nf4_row_pairs_exact(int R, int C, int OC) {
     free(x), free(w), free(b), free(one), free(two);
 }
 
+/* matmul_nf4_forward_cols: the output columns in ranges (as threads split a prefill between
+ * them), each range's bias included and nothing outside it written, against the reference. */
+static void test_nf4_cols(int N, int C, int OC, int parts) {
+    float *x = rnd((size_t)N * C), *w = rnd((size_t)OC * C), *b = rnd(OC);
+    float *out = malloc((size_t)N * OC * 4), *ref = malloc((size_t)N * OC * 4),
+          *wd = malloc((size_t)OC * C * 4);
+    dp_nf4 q;
+    CHECK(dp_nf4_quantize(&q, w, OC, C, 64) == 0);
+    dp_nf4_dequantize(&q, wd);
+    ref_linear(ref, x, wd, b, N, C, OC);
+    for (size_t i = 0; i < (size_t)N * OC; i++) out[i] = NAN;
+    for (int p = 0; p < parts; p++)
+        matmul_nf4_forward_cols(out, x, &q, b, N, C, OC, (int)((int64_t)OC * p / parts),
+                                (int)((int64_t)OC * (p + 1) / parts));
+    char what[96];
+    snprintf(what, sizeof what, "matmul_nf4_forward_cols N=%d C=%d OC=%d in %d parts", N, C, OC,
+             parts);
+    check_arrays_near(what, ref, out, (size_t)N * OC, 1e-4, 1e-4);
+    dp_nf4_free(&q);
+    free(x), free(w), free(b), free(out), free(ref), free(wd);
+}
+
 int main(void) {
+    test_nf4_cols(35, 576, 1536, 2);
+    test_nf4_cols(9, 1536, 577, 3);
+    test_nf4_cols(3, 128, 1000, 1); /* several tiles in one range */
     for (int R = 2; R <= DP_GEMV_ROWS; R++) test_nf4_row_pairs_exact(R, 576, 193);
     test_nf4_row_pairs_exact(4, 1536, 37);
     test_dense(1, 7, 5);
