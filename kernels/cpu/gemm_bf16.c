@@ -1,0 +1,284 @@
+/* bf16 products over a frozen weight on the CPU: the weight packed into bf16 panels (pairs along
+ * K, as vdpbf16ps reads them), activations rounded to bf16 once per GEMM, fp32 accumulation and
+ * output; an AVX512_BF16 micro-kernel picked at run time, a scalar loop elsewhere. */
+#include "kernels/nf4.h"
+#include "kernels/ops.h"
+
+#include "kernels/cpu/simd.h"
+
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Panel layout (dp_bf16_panel_size): outputs in panels of DP_BF16_NR = 32; inside panel p,
+ * element (o, k) sits at p * Kp * 32 + (k / 2) * 64 + (o % 32) * 2 + (k % 2), Kp = K rounded up
+ * to even. One k pair of a panel is 64 bf16 = two zmm registers, each lane a (k, k+1) pair of one
+ * output. Padding (k >= K, o >= NO) holds zeros. */
+#define NR 32
+#define MR 12 /* rows of accumulators: 12 x 2 zmm = 24 of the 32 registers */
+
+static inline int even_up(int k) {
+    return (k + 1) & ~1;
+}
+
+size_t dp_bf16_panel_size(int K, int NO) {
+    return (size_t)even_up(K) * (size_t)((NO + NR - 1) / NR * NR);
+}
+
+bool dp_bf16_gemm_ok(void) {
+    return dp_simd_bf16();
+}
+
+static inline uint16_t *at(uint16_t *wp, int Kp, int o, int k) {
+    return wp + (size_t)(o / NR) * Kp * NR + (size_t)(k / 2) * 2 * NR + (o % NR) * 2 + (k & 1);
+}
+
+void dp_bf16_round(uint16_t *xb, const float *x, int N, int K) {
+    int Kp = even_up(K);
+    for (int n = 0; n < N; n++) {
+        const float *xr = x + (size_t)n * K;
+        uint16_t *br = xb + (size_t)n * Kp;
+        for (int k = 0; k < K; k++) br[k] = dp_bf16_round1(xr[k]);
+        if (Kp > K) br[K] = 0;
+    }
+}
+
+/* out = x W^T: K = C along the panel pairs, outputs = W's rows. Row o (wr, C values) fills its
+ * own slots and its padding k. */
+static void pack_row_nt(uint16_t *wp, const float *wr, int o, int C) {
+    int Kp = even_up(C);
+    for (int k = 0; k < C; k++) *at(wp, Kp, o, k) = dp_bf16_round1(wr[k]);
+    if (Kp > C) *at(wp, Kp, o, C) = 0;
+}
+/* the rows past OC in the last panel */
+static void pad_rows_nt(uint16_t *wp, int OC, int C) {
+    int Kp = even_up(C);
+    for (int o = OC; o < (OC + NR - 1) / NR * NR; o++)
+        for (int k = 0; k < Kp; k++) *at(wp, Kp, o, k) = 0;
+}
+/* dinp += dout W: K = OC along the panel pairs, outputs = W's columns. Row o fills slot o % 2
+ * of its pairs and its padding columns. */
+static void pack_row_nn(uint16_t *wp, const float *wr, int o, int OC, int C) {
+    int Kp = even_up(OC), Cp = (C + NR - 1) / NR * NR;
+    for (int c = 0; c < C; c++) *at(wp, Kp, c, o) = dp_bf16_round1(wr[c]);
+    for (int c = C; c < Cp; c++) *at(wp, Kp, c, o) = 0;
+}
+/* the padding row when OC is odd */
+static void pad_rows_nn(uint16_t *wp, int OC, int C) {
+    int Kp = even_up(OC), Cp = (C + NR - 1) / NR * NR;
+    if (Kp > OC)
+        for (int c = 0; c < Cp; c++) *at(wp, Kp, c, OC) = 0;
+}
+
+void dp_bf16_pack_nt(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
+    for (int o = o0; o < o1; o++) pack_row_nt(wp, w + (size_t)o * C, o, C);
+    if (o1 == OC) pad_rows_nt(wp, OC, C);
+}
+void dp_bf16_pack_nn(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
+    for (int o = o0; o < o1; o++) pack_row_nn(wp, w + (size_t)o * C, o, OC, C);
+    if (o1 == OC) pad_rows_nn(wp, OC, C);
+}
+
+/* The same straight from NF4: each row dequantized to fp32 (dp_nf4_dequantize_range, the
+ * values the fp32 path multiplies) and rounded once. */
+static void pack_nf4(uint16_t *wp, const dp_nf4 *w, int o0, int o1, bool nt) {
+    int OC = (int)w->rows, C = (int)w->cols;
+    float row[4096];
+    float *buf = C <= 4096 ? row : malloc((size_t)C * sizeof(float));
+    if (!buf) abort(); /* one row: out of memory here leaves nothing sensible to do */
+    for (int o = o0; o < o1; o++) {
+        dp_nf4_dequantize_range(w, buf, (int64_t)o * C, C);
+        if (nt)
+            pack_row_nt(wp, buf, o, C);
+        else
+            pack_row_nn(wp, buf, o, OC, C);
+    }
+    if (o1 == OC) nt ? pad_rows_nt(wp, OC, C) : pad_rows_nn(wp, OC, C);
+    if (buf != row) free(buf);
+}
+void dp_nf4_pack_bf16_nt(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
+    pack_nf4(wp, w, o0, o1, true);
+}
+void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
+    pack_nf4(wp, w, o0, o1, false);
+}
+
+/* ------------------------------------------------------------------ the products */
+
+/* scalar: the same bf16 values, fp32 sums in k order (CPUs without AVX512_BF16) */
+static void gemm_scalar(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
+                        int NO, bool accumulate) {
+    int Kp = even_up(K);
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < NO; o++) {
+            float s = 0;
+            for (int k = 0; k < Kp; k++)
+                s += dp_bf16_f32(xb[(size_t)n * Kp + k]) * dp_bf16_f32(*at((uint16_t *)wp, Kp, o, k));
+            out[(size_t)n * ldo + o] = accumulate ? out[(size_t)n * ldo + o] + s : s;
+        }
+}
+
+#ifdef DP_X86
+/* rows x 32 outputs over k pairs [0, np): a points at the rows' first pair (lda bf16 apart), b
+ * at the panel's first pair. Inlined with rows constant, so the accumulators live in registers. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"), always_inline)) static inline void
+micro(int rows, float *out, int ldo, const uint16_t *a, int lda, const uint16_t *b, int np,
+      int ncols, bool acc) {
+    __m512 c[MR][2];
+    for (int i = 0; i < rows; i++) c[i][0] = c[i][1] = _mm512_setzero_ps();
+    for (int p = 0; p < np; p++) {
+        __m512bh b0 = (__m512bh)_mm512_loadu_si512(b + (size_t)p * 2 * NR);
+        __m512bh b1 = (__m512bh)_mm512_loadu_si512(b + (size_t)p * 2 * NR + NR);
+        for (int i = 0; i < rows; i++) {
+            int32_t pair;
+            memcpy(&pair, a + (size_t)i * lda + 2 * p, 4);
+            __m512bh ai = (__m512bh)_mm512_set1_epi32(pair);
+            c[i][0] = _mm512_dpbf16_ps(c[i][0], ai, b0);
+            c[i][1] = _mm512_dpbf16_ps(c[i][1], ai, b1);
+        }
+    }
+    __mmask16 m0 = ncols >= 16 ? 0xffff : (__mmask16)((1u << ncols) - 1);
+    __mmask16 m1 = ncols >= 32 ? 0xffff : ncols <= 16 ? 0 : (__mmask16)((1u << (ncols - 16)) - 1);
+    for (int i = 0; i < rows; i++) {
+        float *o = out + (size_t)i * ldo;
+        if (acc) {
+            c[i][0] = _mm512_add_ps(c[i][0], _mm512_maskz_loadu_ps(m0, o));
+            c[i][1] = _mm512_add_ps(c[i][1], _mm512_maskz_loadu_ps(m1, o + 16));
+        }
+        _mm512_mask_storeu_ps(o, m0, c[i][0]);
+        _mm512_mask_storeu_ps(o + 16, m1, c[i][1]);
+    }
+}
+
+#define MICRO(R)                                                                                   \
+    __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void micro_##R(                  \
+        float *out, int ldo, const uint16_t *a, int lda, const uint16_t *b, int np, int ncols,    \
+        bool acc) {                                                                                \
+        micro(R, out, ldo, a, lda, b, np, ncols, acc);                                             \
+    }
+MICRO(1)
+MICRO(2)
+MICRO(3)
+MICRO(4)
+MICRO(5)
+MICRO(6)
+MICRO(7)
+MICRO(8)
+MICRO(9)
+MICRO(10)
+MICRO(11)
+MICRO(12)
+typedef void (*micro_fn)(float *, int, const uint16_t *, int, const uint16_t *, int, int, bool);
+static const micro_fn micros[MR + 1] = {NULL,     micro_1, micro_2, micro_3,  micro_4,
+                                        micro_5,  micro_6, micro_7, micro_8,  micro_9,
+                                        micro_10, micro_11, micro_12};
+
+/* Blocking for Zen 4 / Ice Lake caches: KC pairs of k so a 12-row strip of x (12 * 2 KC bf16)
+ * stays in L1 beside one panel's slice (32 * 2 KC), NCP panels (NCP * 32 outputs) of W's slice
+ * in L2 while every row strip passes over them. */
+#define KC  128
+#define NCP 16
+static void gemm_avx512(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
+                        int NO, bool accumulate) {
+    int Kp = even_up(K), npairs = Kp / 2, npanels = (NO + NR - 1) / NR;
+    int nkb = (npairs + KC - 1) / KC, kc = nkb ? (npairs + nkb - 1) / nkb : 0;
+    for (int p0 = 0; p0 < npanels; p0 += NCP) {
+        int p1 = p0 + NCP < npanels ? p0 + NCP : npanels;
+        for (int k0 = 0; k0 < npairs; k0 += kc) {
+            int nk = npairs - k0 < kc ? npairs - k0 : kc;
+            bool acc = accumulate || k0 > 0;
+            for (int i0 = 0; i0 < N; i0 += MR) {
+                int rows = N - i0 < MR ? N - i0 : MR;
+                const uint16_t *a = xb + (size_t)i0 * Kp + 2 * (size_t)k0;
+                for (int p = p0; p < p1; p++) {
+                    int ncols = NO - p * NR < NR ? NO - p * NR : NR;
+                    micros[rows](out + (size_t)i0 * ldo + (size_t)p * NR, ldo, a, Kp,
+                                 wp + (size_t)p * Kp * NR + (size_t)k0 * 2 * NR, nk, ncols, acc);
+                }
+            }
+        }
+    }
+}
+#endif
+
+void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
+                      int NO, bool accumulate) {
+    if (N <= 0 || NO <= 0) return;
+#ifdef DP_X86
+    if (dp_simd_bf16()) {
+        if (K <= 0) {
+            if (!accumulate)
+                for (int n = 0; n < N; n++) memset(out + (size_t)n * ldo, 0, NO * sizeof(float));
+            return;
+        }
+        gemm_avx512(out, ldo, xb, wp, N, K, NO, accumulate);
+        return;
+    }
+#endif
+    gemm_scalar(out, ldo, xb, wp, N, K, NO, accumulate);
+}
+
+/* ------------------------------------------------------------------ whole NF4 layers */
+
+/* rows [n0, n1) of N split across nt threads, whole micro-kernel strips where possible */
+static void share(int N, int t, int nt, int *n0, int *n1) {
+    int strips = (N + MR - 1) / MR;
+    *n0 = (int)((int64_t)strips * t / nt) * MR;
+    *n1 = (int)((int64_t)strips * (t + 1) / nt) * MR;
+    if (*n0 > N) *n0 = N;
+    if (*n1 > N) *n1 = N;
+}
+
+void matmul_nf4_forward_bf16(float *out, const float *inp, const dp_nf4 *w, const float *bias,
+                             int N, int C, int OC) {
+    if (!dp_bf16_gemm_ok() || N == 1) {
+        matmul_nf4_forward(out, inp, w, bias, N, C, OC);
+        return;
+    }
+    int Kp = even_up(C);
+    uint16_t *wp = malloc(dp_bf16_panel_size(C, OC) * sizeof(uint16_t));
+    uint16_t *xb = malloc((size_t)N * Kp * sizeof(uint16_t));
+    if (!wp || !xb) abort();
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads(), n0, n1;
+        int o0 = (int)((int64_t)OC * t / nt), o1 = (int)((int64_t)OC * (t + 1) / nt);
+        dp_nf4_pack_bf16_nt(wp, w, o0, o1);
+        share(N, t, nt, &n0, &n1);
+        dp_bf16_round(xb + (size_t)n0 * Kp, inp + (size_t)n0 * C, n1 - n0, C);
+#pragma omp barrier
+        gemm_bf16_packed(out + (size_t)n0 * OC, OC, xb + (size_t)n0 * Kp, wp, n1 - n0, C, OC,
+                         false);
+        if (bias)
+            for (int n = n0; n < n1; n++)
+                for (int o = 0; o < OC; o++) out[(size_t)n * OC + o] += bias[o];
+    }
+    free(wp);
+    free(xb);
+}
+
+void matmul_nf4_backward_input_bf16(float *dinp, const float *dout, const dp_nf4 *w, int N, int C,
+                                    int OC) {
+    if (!dp_bf16_gemm_ok()) {
+        matmul_nf4_backward_input(dinp, dout, w, N, C, OC);
+        return;
+    }
+    int Kp = even_up(OC);
+    uint16_t *wp = malloc(dp_bf16_panel_size(OC, C) * sizeof(uint16_t));
+    uint16_t *gb = malloc((size_t)N * Kp * sizeof(uint16_t));
+    if (!wp || !gb) abort();
+#pragma omp parallel
+    {
+        int t = omp_get_thread_num(), nt = omp_get_num_threads(), n0, n1;
+        /* whole row pairs per thread: a pair shares its slots */
+        int o0 = (int)((int64_t)(OC / 2) * t / nt) * 2, o1 = (int)((int64_t)(OC / 2) * (t + 1) / nt) * 2;
+        if (t == nt - 1) o1 = OC;
+        dp_nf4_pack_bf16_nn(wp, w, o0, o1);
+        share(N, t, nt, &n0, &n1);
+        dp_bf16_round(gb + (size_t)n0 * Kp, dout + (size_t)n0 * OC, n1 - n0, OC);
+#pragma omp barrier
+        gemm_bf16_packed(dinp + (size_t)n0 * C, C, gb + (size_t)n0 * Kp, wp, n1 - n0, OC, C, true);
+    }
+    free(wp);
+    free(gb);
+}
