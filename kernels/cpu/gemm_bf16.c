@@ -33,74 +33,105 @@ static inline uint16_t *at(uint16_t *wp, int Kp, int o, int k) {
     return wp + (size_t)(o / NR) * Kp * NR + (size_t)(k / 2) * 2 * NR + (o % NR) * 2 + (k & 1);
 }
 
+/* n values rounded to bf16, nearest even (dp_bf16_round1 without a branch, so it vectorizes) */
+static void round_row(uint16_t *dst, const float *src, int n) {
+    for (int i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, src + i, 4);
+        uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
+        dst[i] = (uint16_t)((u & 0x7fffffffu) > 0x7f800000u ? q : r);
+    }
+}
+
 void dp_bf16_round(uint16_t *xb, const float *x, int N, int K) {
     int Kp = even_up(K);
     for (int n = 0; n < N; n++) {
-        const float *xr = x + (size_t)n * K;
-        uint16_t *br = xb + (size_t)n * Kp;
-        for (int k = 0; k < K; k++) br[k] = dp_bf16_round1(xr[k]);
-        if (Kp > K) br[K] = 0;
+        round_row(xb + (size_t)n * Kp, x + (size_t)n * K, K);
+        if (Kp > K) xb[(size_t)n * Kp + K] = 0;
     }
 }
 
-/* out = x W^T: K = C along the panel pairs, outputs = W's rows. Row o (wr, C values) fills its
- * own slots and its padding k. */
-static void pack_row_nt(uint16_t *wp, const float *wr, int o, int C) {
-    int Kp = even_up(C);
-    for (int k = 0; k < C; k++) *at(wp, Kp, o, k) = dp_bf16_round1(wr[k]);
-    if (Kp > C) *at(wp, Kp, o, C) = 0;
+/* Rows of W come from an fp32 matrix or, dequantized (dp_nf4_dequantize_range: the values the
+ * fp32 path multiplies), from NF4; either way rounded once, into a row of Kp bf16. */
+typedef struct {
+    const float *w;
+    const dp_nf4 *q;
+    int OC, C;
+    float *f; /* (C) scratch for NF4 */
+} rows_src;
+
+static void get_row(const rows_src *s, int o, uint16_t *dst, int Kp) {
+    const float *r = s->w ? s->w + (size_t)o * s->C : s->f;
+    if (!s->w) dp_nf4_dequantize_range(s->q, s->f, (int64_t)o * s->C, s->C);
+    round_row(dst, r, s->C);
+    for (int k = s->C; k < Kp; k++) dst[k] = 0;
 }
-/* the rows past OC in the last panel */
-static void pad_rows_nt(uint16_t *wp, int OC, int C) {
-    int Kp = even_up(C);
-    for (int o = OC; o < (OC + NR - 1) / NR * NR; o++)
-        for (int k = 0; k < Kp; k++) *at(wp, Kp, o, k) = 0;
+
+/* out = x W^T: K = C along the pairs, outputs = W's rows. Rows [o0, o1) of one panel are rounded
+ * into a (32, Kp) tile, then transposed pair by pair into the panel; the call that reaches OC
+ * zeroes the padding rows. */
+static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
+    int Kp = even_up(s->C), P = Kp / 2;
+    uint16_t *tile = malloc((size_t)NR * Kp * sizeof(uint16_t));
+    if (!tile) abort(); /* a few hundred KiB: out of memory here leaves nothing sensible to do */
+    for (int oa = o0; oa < o1;) {
+        int ob = (oa / NR + 1) * NR < o1 ? (oa / NR + 1) * NR : o1;
+        for (int o = oa; o < ob; o++) get_row(s, o, tile + (size_t)(o % NR) * Kp, Kp);
+        uint16_t *dst = wp + (size_t)(oa / NR) * Kp * NR;
+        int ia = oa % NR, ib = ia + (ob - oa);
+        for (int p = 0; p < P; p++)
+            for (int i = ia; i < ib; i++) {
+                dst[(size_t)p * 2 * NR + 2 * i] = tile[(size_t)i * Kp + 2 * p];
+                dst[(size_t)p * 2 * NR + 2 * i + 1] = tile[(size_t)i * Kp + 2 * p + 1];
+            }
+        oa = ob;
+    }
+    free(tile);
+    if (o1 == s->OC)
+        for (int o = s->OC; o < (s->OC + NR - 1) / NR * NR; o++)
+            for (int k = 0; k < Kp; k++) *at(wp, Kp, o, k) = 0;
 }
-/* dinp += dout W: K = OC along the panel pairs, outputs = W's columns. Row o fills slot o % 2
- * of its pairs and its padding columns. */
-static void pack_row_nn(uint16_t *wp, const float *wr, int o, int OC, int C) {
-    int Kp = even_up(OC), Cp = (C + NR - 1) / NR * NR;
-    for (int c = 0; c < C; c++) *at(wp, Kp, c, o) = dp_bf16_round1(wr[c]);
-    for (int c = C; c < Cp; c++) *at(wp, Kp, c, o) = 0;
-}
-/* the padding row when OC is odd */
-static void pad_rows_nn(uint16_t *wp, int OC, int C) {
-    int Kp = even_up(OC), Cp = (C + NR - 1) / NR * NR;
-    if (Kp > OC)
-        for (int c = 0; c < Cp; c++) *at(wp, Kp, c, OC) = 0;
+
+/* dinp += dout W: K = OC along the pairs, outputs = W's columns. Row o fills slot o % 2 of its
+ * pairs, 32 columns at a time (contiguous); the call that reaches an odd OC zeroes the pad row. */
+static void pack_nn(uint16_t *wp, const rows_src *s, int o0, int o1) {
+    int Kp = even_up(s->OC), Cp = (s->C + NR - 1) / NR * NR;
+    uint16_t *row = malloc((size_t)Cp * sizeof(uint16_t));
+    if (!row) abort();
+    int last = o1 == s->OC ? Kp : o1; /* the pad row, if any, with the last call */
+    for (int o = o0; o < last; o++) {
+        if (o < s->OC)
+            get_row(s, o, row, Cp);
+        else
+            memset(row, 0, (size_t)Cp * sizeof(uint16_t));
+        uint16_t *dst = wp + (size_t)(o / 2) * 2 * NR + (o & 1);
+        for (int c0 = 0; c0 < Cp; c0 += NR) {
+            uint16_t *d = dst + (size_t)(c0 / NR) * Kp * NR;
+            for (int i = 0; i < NR; i++) d[2 * i] = row[c0 + i];
+        }
+    }
+    free(row);
 }
 
 void dp_bf16_pack_nt(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
-    for (int o = o0; o < o1; o++) pack_row_nt(wp, w + (size_t)o * C, o, C);
-    if (o1 == OC) pad_rows_nt(wp, OC, C);
+    rows_src s = {w, NULL, OC, C, NULL};
+    pack_nt(wp, &s, o0, o1);
 }
 void dp_bf16_pack_nn(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
-    for (int o = o0; o < o1; o++) pack_row_nn(wp, w + (size_t)o * C, o, OC, C);
-    if (o1 == OC) pad_rows_nn(wp, OC, C);
-}
-
-/* The same straight from NF4: each row dequantized to fp32 (dp_nf4_dequantize_range, the
- * values the fp32 path multiplies) and rounded once. */
-static void pack_nf4(uint16_t *wp, const dp_nf4 *w, int o0, int o1, bool nt) {
-    int OC = (int)w->rows, C = (int)w->cols;
-    float row[4096];
-    float *buf = C <= 4096 ? row : malloc((size_t)C * sizeof(float));
-    if (!buf) abort(); /* one row: out of memory here leaves nothing sensible to do */
-    for (int o = o0; o < o1; o++) {
-        dp_nf4_dequantize_range(w, buf, (int64_t)o * C, C);
-        if (nt)
-            pack_row_nt(wp, buf, o, C);
-        else
-            pack_row_nn(wp, buf, o, OC, C);
-    }
-    if (o1 == OC) nt ? pad_rows_nt(wp, OC, C) : pad_rows_nn(wp, OC, C);
-    if (buf != row) free(buf);
+    rows_src s = {w, NULL, OC, C, NULL};
+    pack_nn(wp, &s, o0, o1);
 }
 void dp_nf4_pack_bf16_nt(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
-    pack_nf4(wp, w, o0, o1, true);
+    rows_src s = {NULL, w, (int)w->rows, (int)w->cols, malloc((size_t)w->cols * sizeof(float))};
+    if (!s.f) abort();
+    pack_nt(wp, &s, o0, o1);
+    free(s.f);
 }
 void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
-    pack_nf4(wp, w, o0, o1, false);
+    rows_src s = {NULL, w, (int)w->rows, (int)w->cols, malloc((size_t)w->cols * sizeof(float))};
+    if (!s.f) abort();
+    pack_nn(wp, &s, o0, o1);
+    free(s.f);
 }
 
 /* ------------------------------------------------------------------ the products */
