@@ -111,6 +111,15 @@ static void test_nf4_panels(int OC, int C) {
     dp_bf16_pack_nn(d, dq, OC, C, 0, OC);
     CHECK_REPORT(!memcmp(a, b, nt_n * 2), "NF4 nt panel (%d, %d) != rounded dequantized", OC, C);
     CHECK_REPORT(!memcmp(c, d, nn_n * 2), "NF4 nn panel (%d, %d) != rounded dequantized", OC, C);
+    /* the AVX-512 packing (rounding, transposes, pair interleaving) against the scalar loops */
+    setenv("DOPPEL_SIMD", "avx2", 1);
+    dp_nf4_pack_bf16_nt(b, &q, 0, OC / 3 * 2); /* split at an even row: threads share it so */
+    dp_nf4_pack_bf16_nt(b, &q, OC / 3 * 2, OC);
+    dp_nf4_pack_bf16_nn(d, &q, 0, OC / 3 * 2);
+    dp_nf4_pack_bf16_nn(d, &q, OC / 3 * 2, OC);
+    unsetenv("DOPPEL_SIMD");
+    CHECK_REPORT(!memcmp(a, b, nt_n * 2), "NF4 nt panel (%d, %d): SIMD != scalar packing", OC, C);
+    CHECK_REPORT(!memcmp(c, d, nn_n * 2), "NF4 nn panel (%d, %d): SIMD != scalar packing", OC, C);
     free(a), free(b), free(c), free(d), free(w), free(dq);
     dp_nf4_free(&q);
 }
@@ -168,6 +177,7 @@ int main(void) {
     test_fallback();
     test_nf4_panels(70, 130);
     test_nf4_panels(192, 576);
+    test_nf4_panels(33, 64);
     if (!dp_bf16_gemm_ok()) {
         printf("this CPU has no AVX512_BF16: the vdpbf16ps kernel is not tested here\n");
         if (check_failures) return check_done();

@@ -262,6 +262,7 @@ typedef struct {
     uint64_t seed;
     int t, nt, n0, n1;   /* this thread, the team, its rows [n0, n1) */
     int w_layer;         /* layer whose NF4 weights wdq holds, -1 none */
+    int w_layer_nn;      /* bf16: w_layer is the layer of the x W^T panels, this of dout W's */
     const dp_lora *lora; /* the adapter of the forward, or NULL */
     bool rc;             /* the recomputation pass is running */
     dp_block_ops ops;    /* the block's linears and attention, this struct as their context */
@@ -276,11 +277,12 @@ static const float *weight(const thr *th, int l, int m) {
 
 /* Dequantizes layer l's NF4 modules into wdq, every thread a share of the rows, unless it is
  * already there. Called by the whole team. */
-static void load_layer_bf16(thr *th, int l);
-static void load_layer(thr *th, int l) {
+static void load_layer_bf16(thr *th, int l, bool nn);
+/* backward: the team is about to run layer l's backward (bf16 packs dout W's panels only) */
+static void load_layer(thr *th, int l, bool backward) {
     dp_grad_ws *ws = th->ws;
     if (ws->wbf) {
-        load_layer_bf16(th, l);
+        load_layer_bf16(th, l, backward);
         return;
     }
     if (!ws->wdq || th->w_layer == l) return;
@@ -305,16 +307,16 @@ static void load_layer(thr *th, int l) {
     TOC0(th, T_DEQUANT);
 }
 
-/* The same into bf16 panels: units of 32 rows of a module (one panel of x W^T, 16 pairs of
- * dout W), spread over the team. */
+/* The same into bf16 panels, the forward's (x W^T) or the backward's (dout W) only: units of 32
+ * rows of a module (one panel of x W^T, 16 pairs of dout W), spread over the team. */
 static uint16_t *wbf_nt(const thr *th, int l, int m) {
     return th->ws->wbf + (size_t)(l % 2) * th->ws->wbf_n + th->ws->wbf_nt[m];
 }
 static uint16_t *wbf_nn(const thr *th, int l, int m) {
     return th->ws->wbf + (size_t)(l % 2) * th->ws->wbf_n + th->ws->wbf_nn[m];
 }
-static void load_layer_bf16(thr *th, int l) {
-    if (th->w_layer == l) return;
+static void load_layer_bf16(thr *th, int l, bool nn) {
+    if ((nn ? th->w_layer_nn : th->w_layer) == l) return;
     TIC;
     const dp_layer *ly = &th->model->layers[l];
     int first[DP_N_LINEAR + 1] = {0}; /* unit index of each module in the joint loop */
@@ -326,10 +328,12 @@ static void load_layer_bf16(thr *th, int l) {
         while (u >= first[m + 1]) m++;
         const dp_linear *lin = &ly->lin[m];
         int o0 = (u - first[m]) * 32, o1 = o0 + 32 < lin->out ? o0 + 32 : (int)lin->out;
-        dp_nf4_pack_bf16_nt(wbf_nt(th, l, m), lin->nf4, o0, o1);
-        dp_nf4_pack_bf16_nn(wbf_nn(th, l, m), lin->nf4, o0, o1);
+        if (nn)
+            dp_nf4_pack_bf16_nn(wbf_nn(th, l, m), lin->nf4, o0, o1);
+        else
+            dp_nf4_pack_bf16_nt(wbf_nt(th, l, m), lin->nf4, o0, o1);
     }
-    th->w_layer = l;
+    *(nn ? &th->w_layer_nn : &th->w_layer) = l;
     TOC0(th, T_DEQUANT);
 }
 
@@ -503,7 +507,7 @@ static layer_acts *layer_setup(thr *th, int l) {
     dp_grad_ws *ws = th->ws;
     th->act = ws->acts[ws->recompute ? 0 : l];
     if (ws->x2s) th->act.x2 = ws->x2s + (size_t)l * th->b->N * ws->C;
-    load_layer(th, l);
+    load_layer(th, l, false);
     return &th->act;
 }
 
@@ -542,7 +546,7 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
     const dp_batch *b = th->b;
     int n = th->n1 - th->n0, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
     int HD = H * D, KD = KVH * D;
-    load_layer(th, l);
+    load_layer(th, l, true);
     if (n > 0) {
         /* MLP: the residual passes dx through; the down projection sees dx too */
         proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, l, DP_DOWN), 0.0f);
@@ -594,6 +598,7 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
 static void thr_init(thr *th, dp_grad_ws *ws, const dp_model *model, const dp_batch *b,
                      const dp_lora *lora, uint64_t seed) {
     th->ws = ws, th->model = model, th->b = b, th->seed = seed, th->w_layer = -1;
+    th->w_layer_nn = -1;
     th->lora = lora, th->rc = false;
     th->ops = (dp_block_ops){train_linears, train_attention, train_layer, th};
     th->t = omp_get_thread_num(), th->nt = omp_get_num_threads();

@@ -33,9 +33,33 @@ static inline uint16_t *at(uint16_t *wp, int Kp, int o, int k) {
     return wp + (size_t)(o / NR) * Kp * NR + (size_t)(k / 2) * 2 * NR + (o % NR) * 2 + (k & 1);
 }
 
-/* n values rounded to bf16, nearest even (dp_bf16_round1 without a branch, so it vectorizes) */
+#ifdef DP_X86
+/* 16 values at a time, the same integer rounding */
+__attribute__((target("avx512f"))) static int round_avx512(uint16_t *dst, const float *src, int n) {
+    const __m512i one = _mm512_set1_epi32(1), bias = _mm512_set1_epi32(0x7fff),
+                  absm = _mm512_set1_epi32(0x7fffffff), inf = _mm512_set1_epi32(0x7f800000),
+                  qbit = _mm512_set1_epi32(0x40);
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512i u = _mm512_loadu_si512(src + i);
+        __m512i hi = _mm512_srli_epi32(u, 16);
+        __m512i r = _mm512_srli_epi32(
+            _mm512_add_epi32(_mm512_add_epi32(u, bias), _mm512_and_si512(hi, one)), 16);
+        __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, absm), inf);
+        r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, qbit));
+        _mm256_storeu_si256((__m256i *)(dst + i), _mm512_cvtepi32_epi16(r));
+    }
+    return i;
+}
+#endif
+
+/* n values rounded to bf16, nearest even (dp_bf16_round1's arithmetic) */
 static void round_row(uint16_t *dst, const float *src, int n) {
-    for (int i = 0; i < n; i++) {
+    int i = 0;
+#ifdef DP_X86
+    if (dp_simd_level() == SIMD_AVX512) i = round_avx512(dst, src, n);
+#endif
+    for (; i < n; i++) {
         uint32_t u;
         memcpy(&u, src + i, 4);
         uint32_t r = (u + 0x7fffu + ((u >> 16) & 1)) >> 16, q = (u >> 16) | 0x40;
@@ -70,8 +94,45 @@ static void get_row(const rows_src *s, int o, uint16_t *dst, int Kp) {
 /* out = x W^T: K = C along the pairs, outputs = W's rows. Rows [o0, o1) of one panel are rounded
  * into a (32, Kp) tile, then transposed pair by pair into the panel; the call that reaches OC
  * zeroes the padding rows. */
+#ifdef DP_X86
+/* a whole panel: pair p of rows 0..31 (32-bit units tile[i * P + p]) to dst[p * 32 + i] */
+__attribute__((target("avx512f"))) static void transpose_avx512(uint16_t *dst, const uint16_t *tile,
+                                                                 int P) {
+    __m512i idx = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13,
+                                                       14, 15),
+                                     _mm512_set1_epi32(P));
+    __m512i idx16 = _mm512_add_epi32(idx, _mm512_set1_epi32(16 * P));
+    for (int p = 0; p < P; p++) {
+        __m512i pp = _mm512_set1_epi32(p);
+        __m512i g0 = _mm512_i32gather_epi32(_mm512_add_epi32(idx, pp), tile, 4);
+        __m512i g1 = _mm512_i32gather_epi32(_mm512_add_epi32(idx16, pp), tile, 4);
+        _mm512_storeu_si512(dst + (size_t)p * 2 * NR, g0);
+        _mm512_storeu_si512(dst + (size_t)p * 2 * NR + NR, g1);
+    }
+}
+
+/* rows 2j and 2j+1 (a, b: Cp bf16 each) into their slots, 32 columns (64 bf16) at a time */
+__attribute__((target("avx512f,avx512bw"))) static void interleave_avx512(uint16_t *dst,
+                                                                            const uint16_t *a,
+                                                                            const uint16_t *b,
+                                                                            int Cp, int Kp) {
+    short lo[32], hi[32];
+    for (int j = 0; j < 32; j++) lo[j] = (short)((j & 1) * 32 + j / 2), hi[j] = (short)(lo[j] + 16);
+    __m512i il = _mm512_loadu_si512(lo), ih = _mm512_loadu_si512(hi);
+    for (int c0 = 0; c0 < Cp; c0 += NR) {
+        __m512i x = _mm512_loadu_si512(a + c0), y = _mm512_loadu_si512(b + c0);
+        uint16_t *d = dst + (size_t)(c0 / NR) * Kp * NR;
+        _mm512_storeu_si512(d, _mm512_permutex2var_epi16(x, il, y));
+        _mm512_storeu_si512(d + NR, _mm512_permutex2var_epi16(x, ih, y));
+    }
+}
+#endif
+
 static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
     int Kp = even_up(s->C), P = Kp / 2;
+#ifdef DP_X86
+    bool simd512 = dp_simd_level() == SIMD_AVX512;
+#endif
     uint16_t *tile = malloc((size_t)NR * Kp * sizeof(uint16_t));
     if (!tile) abort(); /* a few hundred KiB: out of memory here leaves nothing sensible to do */
     for (int oa = o0; oa < o1;) {
@@ -79,6 +140,13 @@ static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
         for (int o = oa; o < ob; o++) get_row(s, o, tile + (size_t)(o % NR) * Kp, Kp);
         uint16_t *dst = wp + (size_t)(oa / NR) * Kp * NR;
         int ia = oa % NR, ib = ia + (ob - oa);
+#ifdef DP_X86
+        if (ia == 0 && ib == NR && simd512) {
+            transpose_avx512(dst, tile, P);
+            oa = ob;
+            continue;
+        }
+#endif
         for (int p = 0; p < P; p++)
             for (int i = ia; i < ib; i++) {
                 dst[(size_t)p * 2 * NR + 2 * i] = tile[(size_t)i * Kp + 2 * p];
@@ -96,9 +164,20 @@ static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
  * pairs, 32 columns at a time (contiguous); the call that reaches an odd OC zeroes the pad row. */
 static void pack_nn(uint16_t *wp, const rows_src *s, int o0, int o1) {
     int Kp = even_up(s->OC), Cp = (s->C + NR - 1) / NR * NR;
-    uint16_t *row = malloc((size_t)Cp * sizeof(uint16_t));
+    uint16_t *row = malloc((size_t)2 * Cp * sizeof(uint16_t));
     if (!row) abort();
     int last = o1 == s->OC ? Kp : o1; /* the pad row, if any, with the last call */
+#ifdef DP_X86
+    if (dp_simd_level() == SIMD_AVX512) /* whole pairs of rows */
+        for (; !(o0 & 1) && o0 + 2 <= last; o0 += 2) {
+            for (int h = 0; h < 2; h++)
+                if (o0 + h < s->OC)
+                    get_row(s, o0 + h, row + (size_t)h * Cp, Cp);
+                else
+                    memset(row + (size_t)h * Cp, 0, (size_t)Cp * sizeof(uint16_t));
+            interleave_avx512(wp + (size_t)(o0 / 2) * 2 * NR, row, row + Cp, Cp, Kp);
+        }
+#endif
     for (int o = o0; o < last; o++) {
         if (o < s->OC)
             get_row(s, o, row, Cp);
