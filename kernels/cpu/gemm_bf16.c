@@ -54,10 +54,12 @@ __attribute__((target("avx512f"))) static int round_avx512(uint16_t *dst, const 
 #endif
 
 /* n values rounded to bf16, nearest even (dp_bf16_round1's arithmetic) */
-static void round_row(uint16_t *dst, const float *src, int n) {
+static void round_row(uint16_t *dst, const float *src, int n, bool simd512) {
     int i = 0;
 #ifdef DP_X86
-    if (dp_simd_level() == SIMD_AVX512) i = round_avx512(dst, src, n);
+    if (simd512) i = round_avx512(dst, src, n);
+#else
+    (void)simd512;
 #endif
     for (; i < n; i++) {
         uint32_t u;
@@ -69,8 +71,9 @@ static void round_row(uint16_t *dst, const float *src, int n) {
 
 void dp_bf16_round(uint16_t *xb, const float *x, int N, int K) {
     int Kp = even_up(K);
+    bool simd512 = dp_simd_level() == SIMD_AVX512; /* once per call: it reads the environment */
     for (int n = 0; n < N; n++) {
-        round_row(xb + (size_t)n * Kp, x + (size_t)n * K, K);
+        round_row(xb + (size_t)n * Kp, x + (size_t)n * K, K, simd512);
         if (Kp > K) xb[(size_t)n * Kp + K] = 0;
     }
 }
@@ -81,13 +84,22 @@ typedef struct {
     const float *w;
     const dp_nf4 *q;
     int OC, C;
-    float *f; /* (C) scratch for NF4 */
+    float *f;      /* (SRC_ROWS, C) NF4 rows dequantized at once (one call for several rows) */
+    int f0, fn;    /* rows [f0, f0 + fn) are in f */
+    bool simd512;  /* dp_simd_level() == SIMD_AVX512, read once per call */
 } rows_src;
+#define SRC_ROWS 8
 
-static void get_row(const rows_src *s, int o, uint16_t *dst, int Kp) {
-    const float *r = s->w ? s->w + (size_t)o * s->C : s->f;
-    if (!s->w) dp_nf4_dequantize_range(s->q, s->f, (int64_t)o * s->C, s->C);
-    round_row(dst, r, s->C);
+static void get_row(rows_src *s, int o, uint16_t *dst, int Kp) {
+    const float *r = s->w ? s->w + (size_t)o * s->C : NULL;
+    if (!r) {
+        if (o < s->f0 || o >= s->f0 + s->fn) {
+            s->f0 = o, s->fn = s->OC - o < SRC_ROWS ? s->OC - o : SRC_ROWS;
+            dp_nf4_dequantize_range(s->q, s->f, (int64_t)o * s->C, (int64_t)s->fn * s->C);
+        }
+        r = s->f + (size_t)(o - s->f0) * s->C;
+    }
+    round_row(dst, r, s->C, s->simd512);
     for (int k = s->C; k < Kp; k++) dst[k] = 0;
 }
 
@@ -128,10 +140,10 @@ __attribute__((target("avx512f,avx512bw"))) static void interleave_avx512(uint16
 }
 #endif
 
-static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
+static void pack_nt(uint16_t *wp, rows_src *s, int o0, int o1) {
     int Kp = even_up(s->C), P = Kp / 2;
 #ifdef DP_X86
-    bool simd512 = dp_simd_level() == SIMD_AVX512;
+    bool simd512 = s->simd512;
 #endif
     uint16_t *tile = malloc((size_t)NR * Kp * sizeof(uint16_t));
     if (!tile) abort(); /* a few hundred KiB: out of memory here leaves nothing sensible to do */
@@ -162,13 +174,13 @@ static void pack_nt(uint16_t *wp, const rows_src *s, int o0, int o1) {
 
 /* dinp += dout W: K = OC along the pairs, outputs = W's columns. Row o fills slot o % 2 of its
  * pairs, 32 columns at a time (contiguous); the call that reaches an odd OC zeroes the pad row. */
-static void pack_nn(uint16_t *wp, const rows_src *s, int o0, int o1) {
+static void pack_nn(uint16_t *wp, rows_src *s, int o0, int o1) {
     int Kp = even_up(s->OC), Cp = (s->C + NR - 1) / NR * NR;
     uint16_t *row = malloc((size_t)2 * Cp * sizeof(uint16_t));
     if (!row) abort();
     int last = o1 == s->OC ? Kp : o1; /* the pad row, if any, with the last call */
 #ifdef DP_X86
-    if (dp_simd_level() == SIMD_AVX512) /* whole pairs of rows */
+    if (s->simd512) /* whole pairs of rows */
         for (; !(o0 & 1) && o0 + 2 <= last; o0 += 2) {
             for (int h = 0; h < 2; h++)
                 if (o0 + h < s->OC)
@@ -193,21 +205,25 @@ static void pack_nn(uint16_t *wp, const rows_src *s, int o0, int o1) {
 }
 
 void dp_bf16_pack_nt(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
-    rows_src s = {w, NULL, OC, C, NULL};
+    rows_src s = {w, NULL, OC, C, NULL, 0, 0, dp_simd_level() == SIMD_AVX512};
     pack_nt(wp, &s, o0, o1);
 }
 void dp_bf16_pack_nn(uint16_t *wp, const float *w, int OC, int C, int o0, int o1) {
-    rows_src s = {w, NULL, OC, C, NULL};
+    rows_src s = {w, NULL, OC, C, NULL, 0, 0, dp_simd_level() == SIMD_AVX512};
     pack_nn(wp, &s, o0, o1);
 }
 void dp_nf4_pack_bf16_nt(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
-    rows_src s = {NULL, w, (int)w->rows, (int)w->cols, malloc((size_t)w->cols * sizeof(float))};
+    rows_src s = {NULL, w, (int)w->rows, (int)w->cols,
+                  malloc((size_t)SRC_ROWS * w->cols * sizeof(float)), 0, 0,
+                  dp_simd_level() == SIMD_AVX512};
     if (!s.f) abort();
     pack_nt(wp, &s, o0, o1);
     free(s.f);
 }
 void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1) {
-    rows_src s = {NULL, w, (int)w->rows, (int)w->cols, malloc((size_t)w->cols * sizeof(float))};
+    rows_src s = {NULL, w, (int)w->rows, (int)w->cols,
+                  malloc((size_t)SRC_ROWS * w->cols * sizeof(float)), 0, 0,
+                  dp_simd_level() == SIMD_AVX512};
     if (!s.f) abort();
     pack_nn(wp, &s, o0, o1);
     free(s.f);
