@@ -316,7 +316,10 @@ static uint16_t *wbf_nn(const thr *th, int l, int m) {
     return th->ws->wbf + (size_t)(l % 2) * th->ws->wbf_n + th->ws->wbf_nn[m];
 }
 static void load_layer_bf16(thr *th, int l, bool nn) {
-    if ((nn ? th->w_layer_nn : th->w_layer) == l) return;
+    /* the recomputation pass packs the backward's panels too: its layer's backward follows at
+     * once, and the team meets once instead of twice */
+    bool want_nt = !nn && th->w_layer != l, want_nn = (nn || th->rc) && th->w_layer_nn != l;
+    if (!want_nt && !want_nn) return;
     TIC;
     const dp_layer *ly = &th->model->layers[l];
     int first[DP_N_LINEAR + 1] = {0}; /* unit index of each module in the joint loop */
@@ -328,12 +331,11 @@ static void load_layer_bf16(thr *th, int l, bool nn) {
         while (u >= first[m + 1]) m++;
         const dp_linear *lin = &ly->lin[m];
         int o0 = (u - first[m]) * 32, o1 = o0 + 32 < lin->out ? o0 + 32 : (int)lin->out;
-        if (nn)
-            dp_nf4_pack_bf16_nn(wbf_nn(th, l, m), lin->nf4, o0, o1);
-        else
-            dp_nf4_pack_bf16_nt(wbf_nt(th, l, m), lin->nf4, o0, o1);
+        if (want_nn) dp_nf4_pack_bf16_nn(wbf_nn(th, l, m), lin->nf4, o0, o1);
+        if (want_nt) dp_nf4_pack_bf16_nt(wbf_nt(th, l, m), lin->nf4, o0, o1);
     }
-    *(nn ? &th->w_layer_nn : &th->w_layer) = l;
+    if (want_nt) th->w_layer = l;
+    if (want_nn) th->w_layer_nn = l;
     TOC0(th, T_DEQUANT);
 }
 
@@ -529,8 +531,8 @@ static int train_layer(void *ctx, int l, const float **x, float **x_out, dp_bloc
  * residual after attention) are already in xs / x2s. */
 static void layer_recompute(thr *th, int l) {
     size_t NC = (size_t)th->b->N * th->ws->C;
+    th->rc = true; /* before layer_setup: bf16 packs the backward's panels with the forward's */
     layer_acts *A = layer_setup(th, l);
-    th->rc = true;
     (void)dp_block_forward(th->model, l, &th->ops, A, th->ws->xs + l * NC,
                            th->ws->xs + (l + 1) * NC, th->b->pos, th->ws->inv_freq, th->n0, th->n1,
                            true);

@@ -7,6 +7,7 @@
  *                    [--only fp32|nf4|bf16] [--no-recompute-row]
  * MODEL defaults to the SmolLM2 GGUF that .ci/fetch-smollm2 caches. */
 #include "kernels/cpu/blas.h"
+#include "kernels/ops.h"
 #include "data/base/error.h"
 #include "infer/model_load.h"
 #include "train/model_grad.h"
@@ -122,6 +123,9 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
+    printf("bf16 products (NF4 bf16 rows): %s\n",
+           dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps, kernels/cpu/gemm_bf16.c"
+                             : "none on this CPU (those rows are not run)");
     char def[1024];
     const char *home = getenv("HOME");
     const char *cache = getenv("DOPPEL_CACHE");
