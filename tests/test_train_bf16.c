@@ -2,6 +2,7 @@
  * loss and every LoRA gradient against the fp32 NF4 path (itself checked against PEFT on the
  * dequantized model by test_train_grad), a few AdamW steps' losses, and the fallback when the
  * CPU has no AVX512_BF16 (DOPPEL_SIMD=avx512): the workspace stays fp32, the bits unchanged.
+ * dp_model_loss (validation) keeps fp32 products on a bf16 workspace: the same bits as fp32's.
  *
  * Tolerance: rounding x and W to bf16 moves each product by <= 2^-8 relative (2^-9 each), so
  * every base GEMM's output moves by about 2^-8 of its absolute-sum scale, and through a few
@@ -42,7 +43,7 @@ static double rel_norm(const float *a, const float *b, size_t n) {
 
 /* one micro-batch's loss and gradients, bf16 or fp32 products; recompute as given */
 static double grads(fx_model *fm, hid_t f, const dp_batch *b, int nt, bool bf16, bool recompute,
-                    float **g, size_t *n, bool *ran_bf16) {
+                    float **g, size_t *n, bool *ran_bf16, double *val) {
     dp_lora *lora = dp_lora_create(&fm->model.cfg, &fm->lc);
     CHECK(lora && fx_lora_init(f, lora) == 0);
     dp_grad_ws *ws = dp_grad_ws_create(&fm->model, lora, b->N, recompute, 5);
@@ -51,6 +52,9 @@ static double grads(fx_model *fm, hid_t f, const dp_batch *b, int nt, bool bf16,
     double loss = NAN;
     int64_t ntr;
     CHECK(ws && dp_model_grad(ws, &fm->model, lora, b, 1.0f / nt, 0, &loss, &ntr) == 0);
+    /* the forward-only loss keeps fp32 products (validation = doppel eval) */
+    *val = NAN;
+    CHECK(ws && dp_model_loss(ws, &fm->model, lora, b, val, &ntr) == 0);
     *n = lora->n;
     *g = malloc(lora->n * sizeof(float));
     memcpy(*g, lora->grads, lora->n * sizeof(float));
@@ -94,8 +98,11 @@ static void test_arch(const char *arch) {
         float *g32, *g16;
         size_t n;
         bool r32, r16;
-        double l32 = grads(&fm, f, &b, nt, false, recompute, &g32, &n, &r32);
-        double l16 = grads(&fm, f, &b, nt, true, recompute, &g16, &n, &r16);
+        double v32, v16;
+        double l32 = grads(&fm, f, &b, nt, false, recompute, &g32, &n, &r32, &v32);
+        double l16 = grads(&fm, f, &b, nt, true, recompute, &g16, &n, &r16, &v16);
+        CHECK_REPORT(v32 == v16, "%s: dp_model_loss on a bf16 workspace %.9g != fp32's %.9g", arch,
+                     v16, v32);
         CHECK(!r32);
         if (!dp_bf16_gemm_ok()) {
             CHECK(!r16);

@@ -147,7 +147,8 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
         }
     }
     ws->wdq_n = nq;
-    ws->wdq = nq && !ws->bf16 ? take(&p, 2 * nq) : NULL;
+    /* bf16 too: the forward-only calls (validation) run fp32 products, as `doppel eval` does */
+    ws->wdq = nq ? take(&p, 2 * nq) : NULL;
     ws->wbf = NULL, ws->xbf = NULL, ws->wbf_n = 0;
     if (nq && ws->bf16) {
         size_t nb = 0;
@@ -263,6 +264,8 @@ typedef struct {
     int t, nt, n0, n1;   /* this thread, the team, its rows [n0, n1) */
     int w_layer;         /* layer whose NF4 weights wdq holds, -1 none */
     int w_layer_nn;      /* bf16: w_layer is the layer of the x W^T panels, this of dout W's */
+    bool f32;            /* fp32 products in this call whatever the workspace's dtype: the
+                          * forward-only calls, so validation losses are `doppel eval`'s */
     const dp_lora *lora; /* the adapter of the forward, or NULL */
     bool rc;             /* the recomputation pass is running */
     dp_block_ops ops;    /* the block's linears and attention, this struct as their context */
@@ -281,7 +284,7 @@ static void load_layer_bf16(thr *th, int l, bool nn);
 /* backward: the team is about to run layer l's backward (bf16 packs dout W's panels only) */
 static void load_layer(thr *th, int l, bool backward) {
     dp_grad_ws *ws = th->ws;
-    if (ws->wbf) {
+    if (ws->wbf && !th->f32) {
         load_layer_bf16(th, l, backward);
         return;
     }
@@ -373,7 +376,7 @@ static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, con
     out += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
     {
         TIC;
-        if (ws->wbf && !lin->w) { /* bf16 products, fp32 out */
+        if (ws->wbf && !lin->w && !th->f32) { /* bf16 products, fp32 out */
             uint16_t *xb = ws->xbf + (size_t)th->n0 * (ws->wide + 2);
             dp_bf16_round(xb, inp, n, fi);
             gemm_bf16_packed(out, fo, xb, wbf_nt(th, l, m), n, fi, fo, false);
@@ -600,7 +603,7 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
 static void thr_init(thr *th, dp_grad_ws *ws, const dp_model *model, const dp_batch *b,
                      const dp_lora *lora, uint64_t seed) {
     th->ws = ws, th->model = model, th->b = b, th->seed = seed, th->w_layer = -1;
-    th->w_layer_nn = -1;
+    th->w_layer_nn = -1, th->f32 = false;
     th->lora = lora, th->rc = false;
     th->ops = (dp_block_ops){train_linears, train_attention, train_layer, th};
     th->t = omp_get_thread_num(), th->nt = omp_get_num_threads();
@@ -728,6 +731,7 @@ static int forward_only(dp_grad_ws *ws, const dp_model *model, const dp_lora *lo
     {
         thr th;
         thr_init(&th, ws, model, b, lora, 0);
+        th.f32 = true;
         forward_trunk(&th);
         if (loss) head(&th, false, 0.0f);
     }
