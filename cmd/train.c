@@ -15,6 +15,7 @@
 #include "infer/model_load.h"
 #include "kernels/cuda/kernels.h"
 #include "kernels/device.h"
+#include "kernels/ops.h"
 #include "train/adapter.h"
 #include "train/batches.h"
 #include "train/checkpoint.h"
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 typedef struct {
+    const char *compute_dtype_s; /* bf16 | fp32; NULL: bf16 where the CPU has AVX512_BF16 */
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
         *persona, *system_override, *device_s, *find_lr_csv, *dist_init;
     int64_t rank, world_size; /* data parallel: -1 from mpirun or the environment */
@@ -135,6 +137,10 @@ static const dp_opt opts[] = {
     {"system", DP_OPT_STRING, F(system_override), "TEXT",
      "system prompt recorded for chat (default: the data's own system message, if any)"},
     {"fp32-base", DP_OPT_FLAG, F(fp32_base), NULL, "keep the base in fp32 instead of NF4 (LoRA)"},
+    {"compute-dtype", DP_OPT_STRING, F(compute_dtype_s), "T",
+     "the frozen NF4 base's products on the CPU: bf16 (AVX512_BF16 vdpbf16ps, fp32 sums; the "
+     "default where the CPU has it) or fp32 (OpenBLAS; the default elsewhere). LoRA, norms, "
+     "attention, the head and the optimizer stay fp32. Not implemented on the GPU"},
     {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL,
      "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
     {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS",
@@ -410,6 +416,8 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
                                  ">= 0, betas in [0, 1), epsilon > 0)");
     if (dp_schedule_parse(o->sched_s, sk))
         return dp_usage_error(S, "--schedule: %s", dp_last_error());
+    if (o->compute_dtype_s && strcmp(o->compute_dtype_s, "bf16") && strcmp(o->compute_dtype_s, "fp32"))
+        return dp_usage_error(S, "--compute-dtype %s: bf16 or fp32", o->compute_dtype_s);
     if (dp_lora_parse_targets(o->targets_s, targets))
         return dp_usage_error(S, "--targets: %s", dp_last_error());
     dp_chat_format fmt;
@@ -632,6 +640,9 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .early_stop = (long)o->early_stop,
                            .stop_at = (long)o->stop_at,
                            .recompute = !o->no_recompute,
+                           /* the CPU path; falls back to fp32 without AVX512_BF16 */
+                           .cpu_bf16 = !o->fp32_base && (!o->compute_dtype_s ||
+                                                         !strcmp(o->compute_dtype_s, "bf16")),
                            .ce_chunk = (int)o->ce_chunk,
                            .neftune_alpha = (float)o->neftune_alpha,
                            .gpu = gpu,
@@ -712,13 +723,24 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
                 "step's %lld micro-batches\n",
                 o->world, dp_dist_kind(dist), (long long)o->grad_accum,
                 (long long)o->grad_accum * o->world);
+    if (!quiet && gpu && o->compute_dtype_s)
+        fprintf(stderr, "train: --compute-dtype is not implemented on the GPU (its own dtypes "
+                        "stay: bf16 activations, fp32 LoRA and optimizer)\n");
+    if (!quiet && !gpu && o->compute_dtype_s && to.cpu_bf16 && !dp_bf16_gemm_ok())
+        fprintf(stderr, "train: --compute-dtype bf16: this CPU has no AVX512_BF16 (or DOPPEL_SIMD "
+                        "narrows it): the base's products run in fp32\n");
     if (!quiet) {
         char tl[128];
         dp_lora_format_targets(targets, tl, sizeof tl);
         fprintf(stderr,
                 "train: %s, %s base, on %s; LoRA r %d alpha %g on %s: %.2f M parameters; "
                 "%ld steps of %lld tokens x %lld micro-batches\n",
-                o->model_path, o->fp32_base ? "fp32" : "NF4", gpu ? gpu->backend : "the CPU",
+                o->model_path,
+                o->fp32_base ? "fp32"
+                : gpu        ? "NF4"
+                : to.cpu_bf16 && dp_bf16_gemm_ok() ? "NF4 (bf16 products)"
+                                                    : "NF4 (fp32 products)",
+                gpu ? gpu->backend : "the CPU",
                 (int)o->r, o->alpha, tl, r.lora->n / 1e6, dp_train_total_steps(&to),
                 (long long)o->batch_tokens, (long long)o->grad_accum);
     }

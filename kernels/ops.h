@@ -9,6 +9,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "kernels/nf4.h"
 
@@ -88,6 +89,47 @@ void matmul_backward(float *dinp, float *dweight, float *dbias, const float *dou
  * inside a parallel region, it is one plain call). Same thread count -> same bits. */
 void gemm_omp(bool ta, bool tb, int M, int N, int K, float alpha, const float *A, int lda,
               const float *B, int ldb, float beta, float *C, int ldc);
+
+/* ---- bf16 products over a frozen weight (kernels/cpu/gemm_bf16.c): QLoRA's usual compute dtype
+ * (bitsandbytes' bnb_4bit_compute_dtype = bfloat16) at vdpbf16ps' twice-fp32 rate. W (OC, C) is
+ * packed once per GEMM into bf16 panels (pairs along the summed dimension), the activations
+ * rounded to bf16 (nearest even) once, sums and outputs fp32. On a CPU without AVX512_BF16 (or
+ * DOPPEL_SIMD below it) the products run in a scalar loop and the matmul_nf4_*_bf16 entry points
+ * are the fp32 ones. */
+static inline uint16_t dp_bf16_round1(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+static inline float dp_bf16_f32(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+/* true when the vdpbf16ps kernel runs (AVX512_BF16, not narrowed by DOPPEL_SIMD) */
+bool dp_bf16_gemm_ok(void);
+/* bf16 elements of a packed weight for products summing over K into NO outputs */
+size_t dp_bf16_panel_size(int K, int NO);
+/* xb (N, K rounded up to even) = bf16(x (N, K)), the pad column zero */
+void dp_bf16_round(uint16_t *xb, const float *x, int N, int K);
+/* Packs rows [o0, o1) of W (OC, C); the call that reaches OC also writes the padding, so threads
+ * may split the rows (_nn: at even boundaries). _nt: for out = x W^T (K = C, NO = OC);
+ * _nn: for dinp += dout W (K = OC, NO = C). */
+void dp_bf16_pack_nt(uint16_t *wp, const float *w, int OC, int C, int o0, int o1);
+void dp_bf16_pack_nn(uint16_t *wp, const float *w, int OC, int C, int o0, int o1);
+void dp_nf4_pack_bf16_nt(uint16_t *wp, const dp_nf4 *w, int o0, int o1);
+void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1);
+/* out (N, NO; row stride ldo) = [out +] xb (N, K) Wp^T, on the calling thread */
+void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
+                      int NO, bool accumulate);
+/* matmul_nf4_forward / matmul_nf4_backward_input in bf16 (OpenMP over rows) */
+void matmul_nf4_forward_bf16(float *out, const float *inp, const dp_nf4 *w, const float *bias,
+                             int N, int C, int OC);
+void matmul_nf4_backward_input_bf16(float *dinp, const float *dout, const dp_nf4 *w, int N, int C,
+                                    int OC);
 
 /* ---- cross-entropy over logits rows with ignored targets (target < 0 is not trained).
  * logits, dlogits: (N, V); losses: (N) per-row loss (0 for ignored rows).

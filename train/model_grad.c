@@ -72,6 +72,12 @@ struct dp_grad_ws {
     size_t wdq_off[DP_N_LINEAR]; /* offset of each NF4 module in one half of wdq */
     size_t wdq_n;                /* floats of one half: layer l uses half l % 2, so the team
                                   * never waits before overwriting the previous layer's */
+    /* compute dtype bf16 (dp_grad_ws_set_bf16): instead of wdq, the NF4 modules packed as bf16
+     * panels (kernels/cpu/gemm_bf16.c), each module twice: for x W^T (nt) and dout W (nn) */
+    bool bf16;
+    uint16_t *wbf;                        /* (2, wbf_n) or NULL */
+    size_t wbf_nt[DP_N_LINEAR], wbf_nn[DP_N_LINEAR], wbf_n; /* offsets and size of one half */
+    uint16_t *xbf;                        /* (N, wide + 1) activations rounded to bf16 */
     /* LoRA gradients of one layer for threads 1.., summed into lora->grads after the layer in
      * thread order (thread 0 accumulates in place) */
     float *gpart;        /* (2, nt - 1, glayer): layer l uses half l % 2 */
@@ -141,9 +147,54 @@ static size_t carve(dp_grad_ws *ws, const dp_model *model, float *base) {
         }
     }
     ws->wdq_n = nq;
+    /* bf16 too: the forward-only calls (validation) run fp32 products, as `doppel eval` does */
     ws->wdq = nq ? take(&p, 2 * nq) : NULL;
+    ws->wbf = NULL, ws->xbf = NULL, ws->wbf_n = 0;
+    if (nq && ws->bf16) {
+        size_t nb = 0;
+        for (int m = 0; m < DP_N_LINEAR; m++) {
+            ws->wbf_nt[m] = nb, ws->wbf_nn[m] = nb;
+            if (model->layers[0].lin[m].w) continue;
+            int64_t o, i;
+            dp_linear_shape(&model->cfg, (dp_linear_id)m, &o, &i);
+            nb += dp_bf16_panel_size((int)i, (int)o);
+            ws->wbf_nn[m] = nb;
+            nb += dp_bf16_panel_size((int)o, (int)i);
+        }
+        nb = (nb + 31) / 32 * 32; /* each half 64-byte aligned */
+        ws->wbf_n = nb;
+        ws->wbf = (uint16_t *)take(&p, nb); /* 2 * nb bf16 */
+        ws->xbf = (uint16_t *)take(&p, (N * (wide + 2) + 1) / 2);
+    }
     ws->gpart = ws->glayer && ws->nt > 1 ? take(&p, 2 * ws->glayer * (size_t)(ws->nt - 1)) : NULL;
     return (size_t)(p - start) * sizeof(float);
+}
+
+/* (Re)carves the workspace's one allocation for its current settings. */
+static int ws_alloc(dp_grad_ws *ws, const dp_model *model) {
+    const dp_model_config *c = &model->cfg;
+    free(ws->mem);
+    ws->bytes = carve(ws, model, NULL);
+    ws->mem = aligned_alloc(64, (ws->bytes + 63) / 64 * 64);
+    if (!ws->mem)
+        return dp_fail("out of memory: the training workspace needs %.1f MiB (lower --max-seq "
+                       "or --batch-tokens)",
+                       ws->bytes / 1048576.0);
+    carve(ws, model, ws->mem);
+    if (ws->gpart) memset(ws->gpart, 0, 2 * ws->glayer * (size_t)(ws->nt - 1) * sizeof(float));
+    rope_inv_freq(ws->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
+    return 0;
+}
+
+int dp_grad_ws_set_bf16(dp_grad_ws *ws, const dp_model *model, bool bf16) {
+    if (bf16 && !dp_bf16_gemm_ok()) bf16 = false; /* the fp32 path, said by the caller */
+    if (bf16 == ws->bf16) return 0;
+    ws->bf16 = bf16;
+    return ws_alloc(ws, model);
+}
+
+bool dp_grad_ws_bf16(const dp_grad_ws *ws) {
+    return ws->bf16 && ws->wbf;
 }
 
 dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
@@ -170,18 +221,7 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
     ws->glayer = lora ? lora->n / (size_t)lora->L : 0;
     ws->recompute = recompute;
     ws->acts = dp_calloc(recompute ? 1 : (size_t)c->L, sizeof *ws->acts);
-    if (!ws->acts) goto fail;
-    ws->bytes = carve(ws, model, NULL);
-    ws->mem = aligned_alloc(64, (ws->bytes + 63) / 64 * 64);
-    if (!ws->mem) {
-        dp_fail("out of memory: the training workspace needs %.1f MiB (lower --max-seq or "
-                "--batch-tokens)",
-                ws->bytes / 1048576.0);
-        goto fail;
-    }
-    carve(ws, model, ws->mem);
-    if (ws->gpart) memset(ws->gpart, 0, 2 * ws->glayer * (size_t)(ws->nt - 1) * sizeof(float));
-    rope_inv_freq(ws->inv_freq, c->D, c->rope_theta, &c->rope_scaling);
+    if (!ws->acts || ws_alloc(ws, model)) goto fail;
     /* threads are OpenMP's alone while the workspace lives: OpenBLAS runs single-threaded
      * inside them (restored by dp_grad_ws_free) */
     ws->blas_threads = openblas_get_num_threads();
@@ -223,6 +263,9 @@ typedef struct {
     uint64_t seed;
     int t, nt, n0, n1;   /* this thread, the team, its rows [n0, n1) */
     int w_layer;         /* layer whose NF4 weights wdq holds, -1 none */
+    int w_layer_nn;      /* bf16: w_layer is the layer of the x W^T panels, this of dout W's */
+    bool f32;            /* fp32 products in this call whatever the workspace's dtype: the
+                          * forward-only calls, so validation losses are `doppel eval`'s */
     const dp_lora *lora; /* the adapter of the forward, or NULL */
     bool rc;             /* the recomputation pass is running */
     dp_block_ops ops;    /* the block's linears and attention, this struct as their context */
@@ -237,8 +280,14 @@ static const float *weight(const thr *th, int l, int m) {
 
 /* Dequantizes layer l's NF4 modules into wdq, every thread a share of the rows, unless it is
  * already there. Called by the whole team. */
-static void load_layer(thr *th, int l) {
+static void load_layer_bf16(thr *th, int l, bool nn);
+/* backward: the team is about to run layer l's backward (bf16 packs dout W's panels only) */
+static void load_layer(thr *th, int l, bool backward) {
     dp_grad_ws *ws = th->ws;
+    if (ws->wbf && !th->f32) {
+        load_layer_bf16(th, l, backward);
+        return;
+    }
     if (!ws->wdq || th->w_layer == l) return;
     TIC;
     const dp_layer *ly = &th->model->layers[l];
@@ -258,6 +307,38 @@ static void load_layer(thr *th, int l) {
                                 lin->in);
     }
     th->w_layer = l;
+    TOC0(th, T_DEQUANT);
+}
+
+/* The same into bf16 panels, the forward's (x W^T) or the backward's (dout W) only: units of 32
+ * rows of a module (one panel of x W^T, 16 pairs of dout W), spread over the team. */
+static uint16_t *wbf_nt(const thr *th, int l, int m) {
+    return th->ws->wbf + (size_t)(l % 2) * th->ws->wbf_n + th->ws->wbf_nt[m];
+}
+static uint16_t *wbf_nn(const thr *th, int l, int m) {
+    return th->ws->wbf + (size_t)(l % 2) * th->ws->wbf_n + th->ws->wbf_nn[m];
+}
+static void load_layer_bf16(thr *th, int l, bool nn) {
+    /* the recomputation pass packs the backward's panels too: its layer's backward follows at
+     * once, and the team meets once instead of twice */
+    bool want_nt = !nn && th->w_layer != l, want_nn = (nn || th->rc) && th->w_layer_nn != l;
+    if (!want_nt && !want_nn) return;
+    TIC;
+    const dp_layer *ly = &th->model->layers[l];
+    int first[DP_N_LINEAR + 1] = {0}; /* unit index of each module in the joint loop */
+    for (int m = 0; m < DP_N_LINEAR; m++)
+        first[m + 1] = first[m] + (ly->lin[m].w ? 0 : (int)((ly->lin[m].out + 31) / 32));
+#pragma omp for schedule(dynamic, 1)
+    for (int u = 0; u < first[DP_N_LINEAR]; u++) {
+        int m = 0;
+        while (u >= first[m + 1]) m++;
+        const dp_linear *lin = &ly->lin[m];
+        int o0 = (u - first[m]) * 32, o1 = o0 + 32 < lin->out ? o0 + 32 : (int)lin->out;
+        if (want_nn) dp_nf4_pack_bf16_nn(wbf_nn(th, l, m), lin->nf4, o0, o1);
+        if (want_nt) dp_nf4_pack_bf16_nt(wbf_nt(th, l, m), lin->nf4, o0, o1);
+    }
+    if (want_nt) th->w_layer = l;
+    if (want_nn) th->w_layer_nn = l;
     TOC0(th, T_DEQUANT);
 }
 
@@ -295,8 +376,13 @@ static void proj_fwd(thr *th, const dp_lora *lora, int l, int m, float *out, con
     out += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
     {
         TIC;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fo, fi, 1.0f, inp, fi,
-                    weight(th, l, m), fi, 0.0f, out, fo);
+        if (ws->wbf && !lin->w && !th->f32) { /* bf16 products, fp32 out */
+            uint16_t *xb = ws->xbf + (size_t)th->n0 * (ws->wide + 2);
+            dp_bf16_round(xb, inp, n, fi);
+            gemm_bf16_packed(out, fo, xb, wbf_nt(th, l, m), n, fi, fo, false);
+        } else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, fo, fi, 1.0f, inp, fi,
+                        weight(th, l, m), fi, 0.0f, out, fo);
         if (lin->bias)
             for (int i = 0; i < n; i++)
                 for (int o = 0; o < fo; o++) out[(size_t)i * fo + o] += lin->bias[o];
@@ -331,8 +417,13 @@ static void proj_bwd(thr *th, dp_lora *lora, int l, int m, float *dinp, const fl
     dinp += (size_t)th->n0 * fi, dout += (size_t)th->n0 * fo, inp += (size_t)th->n0 * fi;
     {
         TIC;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fi, fo, 1.0f, dout, fo,
-                    weight(th, l, m), fi, beta, dinp, fi);
+        if (ws->wbf && !lin->w) { /* beta is 0 or 1 */
+            uint16_t *xb = ws->xbf + (size_t)th->n0 * (ws->wide + 2);
+            dp_bf16_round(xb, dout, n, fo);
+            gemm_bf16_packed(dinp, fi, xb, wbf_nn(th, l, m), n, fo, fi, beta != 0.0f);
+        } else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, fi, fo, 1.0f, dout, fo,
+                        weight(th, l, m), fi, beta, dinp, fi);
         TOC0(th, T_BASE_BWD);
     }
     const dp_lora_module *md = lmod(lora, l, m);
@@ -421,7 +512,7 @@ static layer_acts *layer_setup(thr *th, int l) {
     dp_grad_ws *ws = th->ws;
     th->act = ws->acts[ws->recompute ? 0 : l];
     if (ws->x2s) th->act.x2 = ws->x2s + (size_t)l * th->b->N * ws->C;
-    load_layer(th, l);
+    load_layer(th, l, false);
     return &th->act;
 }
 
@@ -443,8 +534,8 @@ static int train_layer(void *ctx, int l, const float **x, float **x_out, dp_bloc
  * residual after attention) are already in xs / x2s. */
 static void layer_recompute(thr *th, int l) {
     size_t NC = (size_t)th->b->N * th->ws->C;
+    th->rc = true; /* before layer_setup: bf16 packs the backward's panels with the forward's */
     layer_acts *A = layer_setup(th, l);
-    th->rc = true;
     (void)dp_block_forward(th->model, l, &th->ops, A, th->ws->xs + l * NC,
                            th->ws->xs + (l + 1) * NC, th->b->pos, th->ws->inv_freq, th->n0, th->n1,
                            true);
@@ -460,7 +551,7 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
     const dp_batch *b = th->b;
     int n = th->n1 - th->n0, C = c->C, H = c->H, KVH = c->KVH, D = c->D, F = c->F;
     int HD = H * D, KD = KVH * D;
-    load_layer(th, l);
+    load_layer(th, l, true);
     if (n > 0) {
         /* MLP: the residual passes dx through; the down projection sees dx too */
         proj_bwd(th, lora, l, DP_DOWN, ws->da, dx, A->a, XA(ws, l, DP_DOWN), 0.0f);
@@ -512,6 +603,7 @@ static void layer_backward(thr *th, dp_lora *lora, int l, const float *x, const 
 static void thr_init(thr *th, dp_grad_ws *ws, const dp_model *model, const dp_batch *b,
                      const dp_lora *lora, uint64_t seed) {
     th->ws = ws, th->model = model, th->b = b, th->seed = seed, th->w_layer = -1;
+    th->w_layer_nn = -1, th->f32 = false;
     th->lora = lora, th->rc = false;
     th->ops = (dp_block_ops){train_linears, train_attention, train_layer, th};
     th->t = omp_get_thread_num(), th->nt = omp_get_num_threads();
@@ -639,6 +731,7 @@ static int forward_only(dp_grad_ws *ws, const dp_model *model, const dp_lora *lo
     {
         thr th;
         thr_init(&th, ws, model, b, lora, 0);
+        th.f32 = true;
         forward_trunk(&th);
         if (loss) head(&th, false, 0.0f);
     }

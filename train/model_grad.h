@@ -20,6 +20,14 @@ typedef struct dp_grad_ws dp_grad_ws;
 dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
                               bool recompute, int ce_chunk);
 void dp_grad_ws_free(dp_grad_ws *ws);
+/* Compute dtype of the frozen NF4 base's products: bf16 (AVX512_BF16 vdpbf16ps, fp32 sums and
+ * outputs, kernels/cpu/gemm_bf16.c) or fp32 (OpenBLAS). LoRA, norms, attention, the head and
+ * the optimizer stay fp32. Call before the first step (re-carves the workspace). On a CPU
+ * without AVX512_BF16 the workspace stays fp32: dp_grad_ws_bf16 says which runs. Training steps
+ * only: dp_model_loss and dp_model_logits keep fp32 products, so validation losses are those
+ * of `doppel eval`. */
+int dp_grad_ws_set_bf16(dp_grad_ws *ws, const dp_model *model, bool bf16);
+bool dp_grad_ws_bf16(const dp_grad_ws *ws);
 /* NEFTune (kernels/ops.h neftune_forward): alpha > 0 adds uniform noise of scale
  * alpha / sqrt(L * C) to the input embeddings of every dp_model_grad call with a non-zero seed
  * (keyed by that seed); validation and logits never see it. 0 (the default) turns it off. */

@@ -210,6 +210,7 @@ static int loop_open(train_loop *t, const dp_train_opts *o, long total, bool fil
         t->ws = dp_grad_ws_create(o->model, lora, (int)o->batch_tokens, o->recompute, ce_chunk);
     if (!t->m || !t->v || (!t->ws && !o->gpu) || dp_batch_buf_init(&t->bb, o->batch_tokens))
         return -1;
+    if (t->ws && o->cpu_bf16 && dp_grad_ws_set_bf16(t->ws, o->model, true)) return -1;
     if (t->ws) dp_grad_ws_set_neftune(t->ws, o->neftune_alpha);
     res->workspace_bytes = t->ws ? dp_grad_ws_bytes(t->ws) : 0;
 

@@ -33,6 +33,7 @@ typedef struct {
     long early_stop;     /* 0: off; else evaluations without improvement before stopping */
     long stop_at;        /* > 0: save a checkpoint at this step and end, as SIGINT does */
     bool recompute;      /* per-layer recomputation */
+    bool cpu_bf16;       /* CPU: the NF4 base's products in bf16 (fp32 without AVX512_BF16) */
     int ce_chunk;        /* rows of logits at once (0: DP_CE_CHUNK_DEFAULT) */
     float neftune_alpha; /* > 0: NEFTune noise on the input embeddings of training steps */
     /* GPU backend (dp_cuda_ops or dp_emu_ops) for the gradients, the optimizer and validation,

@@ -39,6 +39,18 @@ static inline int dp_simd_level(void) {
     return want < best ? want : best;
 }
 
+/* AVX512_BF16's vdpbf16ps (the bf16 GEMM of kernels/cpu/gemm_bf16.c): on AVX-512 CPUs that have
+ * it, unless DOPPEL_SIMD names a narrower path (avx512 = AVX-512 without bf16 products). */
+static inline bool dp_simd_bf16(void) {
+#ifdef DP_X86
+    if (dp_simd_level() != SIMD_AVX512 || !__builtin_cpu_supports("avx512bf16")) return false;
+    const char *e = getenv("DOPPEL_SIMD");
+    return !(e && !strcmp(e, "avx512"));
+#else
+    return false;
+#endif
+}
+
 /* for `doppel info` and the benchmarks' headers */
 static inline const char *dp_simd_name(int level) {
     return level == SIMD_AVX512 ? "avx512" : level == SIMD_AVX2 ? "avx2" : "scalar";

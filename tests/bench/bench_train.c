@@ -1,12 +1,13 @@
 /* Training speed and memory: doppel's LoRA step (forward + backward + AdamW) on SmolLM2-135M
- * (fp32 base and NF4 base), side by side with transformers + PEFT on the CPU (fp32, same batch,
+ * (fp32 base and NF4 base, the NF4 base's products in fp32 or bf16), side by side with transformers + PEFT on the CPU (fp32, same batch,
  * same threads, tests/bench/bench_train_peft.py), with the ratio. Each configuration runs in
  * its own process so peak RSS is its own. tokens/s is from the median step time; each doppel
  * configuration also prints where its time went (dp_grad_ws_times), per step.
  * usage: bench_train [MODEL.gguf|HF_DIR] [--seq 256] [--r 16] [--steps 3] [--no-peer]
- *                    [--only fp32|nf4] [--no-recompute-row]
+ *                    [--only fp32|nf4|bf16] [--no-recompute-row]
  * MODEL defaults to the SmolLM2 GGUF that .ci/fetch-smollm2 caches. */
 #include "kernels/cpu/blas.h"
+#include "kernels/ops.h"
 #include "data/base/error.h"
 #include "infer/model_load.h"
 #include "train/model_grad.h"
@@ -40,7 +41,8 @@ static int cmp_double(const void *a, const void *b) {
 }
 
 /* One configuration in this (child) process. */
-static result run_doppel(const char *path, bool nf4, bool recompute, int seq, int r, int steps) {
+static result run_doppel(const char *path, bool nf4, bool bf16, bool recompute, int seq, int r,
+                         int steps) {
     result res = {0};
     dp_load_opts lo = {.nf4 = nf4, .quiet = true};
     dp_model *m = dp_model_load(path, &lo);
@@ -62,6 +64,10 @@ static result run_doppel(const char *path, bool nf4, bool recompute, int seq, in
     for (int i = 0; i < seq; i++) tgt[i] = i + 1 < seq ? tok[i + 1] : -1;
     dp_batch b = {.N = seq, .nseq = 1, .tokens = tok, .targets = tgt, .pos = pos, .cu_seqlens = cu};
     dp_grad_ws *ws = dp_grad_ws_create(m, lora, seq, recompute, 0);
+    if (!ws || (bf16 && (dp_grad_ws_set_bf16(ws, m, true) || !dp_grad_ws_bf16(ws)))) {
+        fprintf(stderr, "bench_train: no bf16 products here (AVX512_BF16 needed)\n");
+        return res;
+    }
     float *mm = calloc(lora->n, sizeof(float)), *vv = calloc(lora->n, sizeof(float));
     dp_adamw_config ac = {0.9f, 0.999f, 1e-8f, 0.0f, 1.0f};
     double *dt = calloc((size_t)steps + 1, sizeof(double));
@@ -92,14 +98,15 @@ static result run_doppel(const char *path, bool nf4, bool recompute, int seq, in
     return res;
 }
 
-static result in_child(const char *path, bool nf4, bool recompute, int seq, int r, int steps) {
+static result in_child(const char *path, bool nf4, bool bf16, bool recompute, int seq, int r,
+                       int steps) {
     int fd[2];
     result res = {0};
     if (pipe(fd)) return res;
     pid_t pid = fork();
     if (pid == 0) {
         close(fd[0]);
-        result x = run_doppel(path, nf4, recompute, seq, r, steps);
+        result x = run_doppel(path, nf4, bf16, recompute, seq, r, steps);
         ssize_t w = write(fd[1], &x, sizeof x);
         (void)w;
         _exit(0);
@@ -116,6 +123,9 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
+    printf("bf16 products (NF4 bf16 rows): %s\n",
+           dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps, kernels/cpu/gemm_bf16.c"
+                             : "none on this CPU (those rows are not run)");
     char def[1024];
     const char *home = getenv("HOME");
     const char *cache = getenv("DOPPEL_CACHE");
@@ -153,18 +163,23 @@ int main(int argc, char **argv) {
     printf("training step (forward + backward + AdamW), %s\n", path);
     printf("seq %d, batch 1, LoRA r %d on all seven modules, %d threads, %d timed steps\n\n", seq,
            r, threads, steps);
+#define NCF 5
     struct {
         const char *name;
-        bool nf4, recompute, on;
+        bool nf4, bf16, recompute, on;
         result r;
-    } cf[3] = {{.name = "doppel (fp32 base, recompute)", .recompute = true},
-               {.name = "doppel (NF4 base, recompute)", .nf4 = true, .recompute = true},
-               {.name = "doppel (NF4 base, no recompute)", .nf4 = true}};
-    for (int i = 0; i < 3; i++)
-        cf[i].on =
-            (!only || !strcmp(only, cf[i].nf4 ? "nf4" : "fp32")) && (cf[i].recompute || norecomp);
-    for (int i = 0; i < 3; i++)
-        if (cf[i].on) cf[i].r = in_child(path, cf[i].nf4, cf[i].recompute, seq, r, steps);
+    } cf[NCF] = {{.name = "doppel (fp32 base, recompute)", .recompute = true},
+                 {.name = "doppel (NF4 base, recompute)", .nf4 = true, .recompute = true},
+                 {.name = "doppel (NF4 base, no recompute)", .nf4 = true},
+                 {.name = "doppel (NF4 bf16, recompute)", .nf4 = true, .bf16 = true,
+                  .recompute = true},
+                 {.name = "doppel (NF4 bf16, no recompute)", .nf4 = true, .bf16 = true}};
+    for (int i = 0; i < NCF; i++)
+        cf[i].on = (!only || !strcmp(only, cf[i].bf16 ? "bf16" : cf[i].nf4 ? "nf4" : "fp32")) &&
+                   (cf[i].recompute || norecomp);
+    for (int i = 0; i < NCF; i++)
+        if (cf[i].on)
+            cf[i].r = in_child(path, cf[i].nf4, cf[i].bf16, cf[i].recompute, seq, r, steps);
     result pt = {0};
     if (peer) {
         char cmd[4096], line[512];
@@ -179,7 +194,7 @@ int main(int argc, char **argv) {
     }
     printf("%-34s %12s %14s %12s %10s %10s\n", "", "tokens/s", "peak RSS MiB", "first loss",
            "x PyTorch", "x memory");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NCF; i++) {
         result *x = &cf[i].r;
         if (!x->ok) continue;
         printf("%-34s %12.1f %14.0f %12.4f", cf[i].name, x->tok_s, x->rss_mib, x->loss0);
@@ -194,22 +209,22 @@ int main(int argc, char **argv) {
                "needed)\n");
     /* where the time of one step went (the phases inside recompute are also in their rows) */
     printf("\nms per step        ");
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < NCF; i++)
         if (cf[i].r.ok)
-            printf(" %11s%s%s", cf[i].nf4 ? "NF4" : "fp32", cf[i].recompute ? "+rc" : "",
-                   cf[i].recompute ? "" : "   ");
+            printf(" %11s%s%s", cf[i].bf16 ? "bf16" : cf[i].nf4 ? "NF4" : "fp32",
+                   cf[i].recompute ? "+rc" : "", cf[i].recompute ? "" : "   ");
     printf("\n");
     static const char *rows[] = {"dequantize NF4", "base GEMM fwd", "base GEMM bwd", "LoRA fwd",
                                  "LoRA bwd",       "attention fwd", "attention bwd", "lm_head + CE",
                                  "(recompute)",    "total"};
     for (int k = 0; k < 10; k++) {
         printf("%-18s", rows[k]);
-        for (int i = 0; i < 3; i++)
+        for (int i = 0; i < NCF; i++)
             if (cf[i].r.ok) printf(" %14.0f", 1e3 * (&cf[i].r.t.dequant)[k]);
         printf("\n");
     }
     printf("%-18s", "other");
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < NCF; i++) {
         const dp_grad_times *t = &cf[i].r.t;
         if (cf[i].r.ok)
             printf(" %14.0f",
@@ -218,6 +233,6 @@ int main(int argc, char **argv) {
     }
     printf("\n");
     int ok = 1;
-    for (int i = 0; i < 3; i++) ok &= !cf[i].on || cf[i].r.ok;
+    for (int i = 0; i < NCF; i++) ok &= !cf[i].on || cf[i].r.ok;
     return ok ? 0 : 1;
 }
