@@ -250,6 +250,12 @@ static void add_path(cJSON *j, const char *key, const char *path) {
     free(abs);
 }
 
+/* The CPU's base-weight products as they will run: bf16 (NF4 base, AVX512_BF16, not refused) or fp32 */
+static const char *cpu_compute_dtype(const train_options *o) {
+    bool bf16 = !o->fp32_base && (!o->compute_dtype_s || !strcmp(o->compute_dtype_s, "bf16"));
+    return bf16 && dp_bf16_gemm_ok() ? "bf16" : "fp32";
+}
+
 static cJSON *run_config(const train_options *o) {
     cJSON *j = cJSON_CreateObject();
     add_path(j, "model", o->model_path);
@@ -280,6 +286,7 @@ static cJSON *run_config(const train_options *o) {
     cJSON_AddNumberToObject(j, "max_steps", (double)o->max_steps);
     cJSON_AddNumberToObject(j, "seed", (double)o->seed);
     cJSON_AddBoolToObject(j, "fp32_base", o->fp32_base);
+    cJSON_AddStringToObject(j, "compute_dtype", cpu_compute_dtype(o));
     if (o->format_s) cJSON_AddStringToObject(j, "chat_format", o->format_s);
     return j;
 }
@@ -317,12 +324,17 @@ static int check_resume_config(const char *ckpt, const cJSON *now) {
                                        "seed",
                                        "fp32_base",
                                        "neftune_alpha",
+                                       "compute_dtype",
                                        NULL};
     int rc = 0;
     for (int i = 0; keys[i] && !rc; i++) {
         const cJSON *a = cJSON_GetObjectItem(then, keys[i]), *b = cJSON_GetObjectItem(now, keys[i]);
         /* checkpoints from before NEFTune existed trained without it */
         if (!a && !strcmp(keys[i], "neftune_alpha") && cJSON_IsNumber(b) && b->valuedouble == 0)
+            continue;
+        /* ... and before bf16 products existed, in fp32 */
+        if (!a && !strcmp(keys[i], "compute_dtype") && cJSON_IsString(b) &&
+            !strcmp(b->valuestring, "fp32"))
             continue;
         /* data parallel: another number of ranks is fine when ranks x --grad-accum is not */
         if (!strcmp(keys[i], "grad_accum")) {
