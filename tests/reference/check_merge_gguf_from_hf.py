@@ -13,6 +13,11 @@ Face directory, checked with transformers, HF `tokenizers` and llama.cpp (llama-
       special tokens): special-token text parsed, no BOS added. HF `tokenizers` encodes the same
       texts with HF_DIR/tokenizer.json, no special tokens added. The ids must be equal; exit 1
       if one text differs. Also prints the GGUF's tokenizer.ggml.pre and add_bos_token.
+  check_merge_gguf_from_hf.py chat MODEL.gguf N USER
+      check_merge_gguf.py's chat (llama.cpp's greedy reply through the GGUF's own template),
+      with llama-cpp-python 0.3's detokenizer mended: it reads each token's text into a 32-byte
+      buffer and silently drops a longer token (Qwen's "Ġ####...#", 33 bytes, came out empty);
+      here the buffer grows to the size llama.cpp asks for. The ids are llama.cpp's own.
 """
 import json
 import os
@@ -96,7 +101,38 @@ def tokens(gguf_path, hf_dir):
     return 1 if bad else 0
 
 
+def mend_detokenize():
+    import ctypes
+
+    import llama_cpp
+    from llama_cpp import _internals
+
+    def detokenize(self, tokens, special=False):
+        out = b""
+        for t in tokens:
+            size = 64
+            while True:
+                buf = (ctypes.c_char * size)()
+                n = llama_cpp.llama_token_to_piece(self.vocab, llama_cpp.llama_token(t), buf, size,
+                                                   0, special)
+                if n >= 0:
+                    out += bytes(buf[:n])
+                    break
+                size = -n  # llama.cpp returns minus the size it needs
+        if tokens and tokens[0] == self.token_bos() and out[:1] == b" ":
+            out = out[1:]  # as the original: Llama 1's added space after BOS
+        return out
+
+    _internals.LlamaModel.detokenize = detokenize
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "chat":
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import check_merge_gguf
+
+        mend_detokenize()
+        sys.exit(check_merge_gguf.chat(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
     if sys.argv[1] == "make-tiny":
         sys.exit(make_tiny(sys.argv[2], sys.argv[3], sys.argv[4]))
     sys.exit(tokens(sys.argv[2], sys.argv[3]))
