@@ -3,7 +3,7 @@
 # model as a Hugging Face directory (bf16, as `merge --format hf` writes it), beside the peer for
 # the HF output: PEFT's merge_and_unload + save_pretrained over the same HF base and adapter
 # (same run, interleaved). Each figure is the median of REPS runs (/usr/bin/time: wall s, max RSS).
-# usage: tests/bench/bench_merge.sh build/doppel MODEL.gguf [REPS=3]
+# usage: [BENCH_AUTO=0] tests/bench/bench_merge.sh build/doppel MODEL.gguf [REPS=3]
 set -u
 bin=$1 model=$2 reps=${3:-3}
 tmp=$(mktemp -d /tmp/doppel-bench-merge.XXXXXX)
@@ -41,7 +41,8 @@ train "$tmp/hf-base" "$tmp/run-hf"
 echo "== the same model as a HF directory (bf16), $reps reps"
 measure "hf bf16 (dequantized)" "$bin" merge --model "$tmp/hf-base" --adapter "$tmp/run-hf" --out "$tmp/out" --merge-into dequantized --quiet
 measure "hf bf16 (original)" "$bin" merge --model "$tmp/hf-base" --adapter "$tmp/run-hf" --out "$tmp/out" --merge-into original --quiet
-measure "hf bf16 (auto: both scored)" "$bin" merge --model "$tmp/hf-base" --adapter "$tmp/run-hf" --out "$tmp/out" --val "$tmp/d.jsonl" --quiet
+# scoring both over the whole prep output (246 conversations) takes minutes: BENCH_AUTO=0 skips it
+[ "${BENCH_AUTO:-1}" = 1 ] && measure "hf bf16 (auto: both scored)" "$bin" merge --model "$tmp/hf-base" --adapter "$tmp/run-hf" --out "$tmp/out" --val "$tmp/d.jsonl" --quiet
 for t in f16 q8_0 q4_0; do
   measure "gguf $t (from HF)" "$bin" merge --model "$tmp/hf-base" --adapter "$tmp/run-hf" --out "$tmp/out.gguf" --format gguf --type $t --merge-into dequantized --quiet
 done
