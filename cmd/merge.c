@@ -73,7 +73,7 @@ const dp_command_spec dp_merge_spec = {
         "with model.safetensors.index.json. --format gguf writes one GGUF v3 file for\n"
         "llama.cpp / Ollama: a GGUF base's metadata and tokenizer, or a Hugging Face base's\n"
         "config and tokenizer.json as llama.cpp's convert_hf_to_gguf.py writes them\n"
-        "(tokenizer.ggml.pre from the pre-tokenizer: gpt2, smollm, qwen2, llama-bpe; any other\n"
+        "(tokenizer.ggml.pre from the pre-tokenizer: gpt-2, smollm, qwen2, llama-bpe; any other\n"
         "is refused), general.name = the persona, the training chat template, eot = the\n"
         "end-of-turn token; block linears and\n"
         "embeddings in F16, Q8_0 or Q4_0 (ggml's reference quantizers), norms F32.\n"

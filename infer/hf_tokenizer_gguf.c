@@ -5,7 +5,7 @@
  * llama.cpp's converter names it from a hash of the tokenizer's output on a fixed text; doppel
  * names it from the pre-tokenizer itself, and only for the four pipelines whose llama.cpp
  * counterpart splits text exactly as Hugging Face does:
- *   gpt2       ByteLevel(use_regex) alone                            (GPT-2's regex)
+ *   gpt-2      ByteLevel(use_regex) alone                            (GPT-2's regex)
  *   smollm     Digits(individual_digits) + ByteLevel(use_regex)      (SmolLM / SmolLM2)
  *   qwen2      Split(Qwen2's regex) + ByteLevel(no regex), NFC       (Qwen2 / 2.5 / 3)
  *   llama-bpe  Split(Llama-3's regex) + ByteLevel(no regex), ignore_merges (Llama 3)
@@ -132,7 +132,7 @@ static const char *name_pre(const cJSON *root, const char *path) {
     if (!flatten_pre(cJSON_GetObjectItemCaseSensitive(root, "pre_tokenizer"), st, &n) && norm) {
         bool plain = !strcmp(norm, "") && !ignore_merges;
         if (n == 1 && bytelevel_is(&st[0], true) && plain)
-            pre = "gpt2";
+            pre = "gpt-2"; /* llama.cpp's name (llama-vocab.cpp), not "gpt2" */
         else if (n == 2 && st[0].kind == 'D' && st[0].individual && bytelevel_is(&st[1], true) &&
                  plain)
             pre = "smollm";
@@ -150,7 +150,7 @@ static const char *name_pre(const cJSON *root, const char *path) {
             snprintf(desc + l, sizeof desc - l, "%s%s", i ? "+" : "", st[i].type);
         }
         dp_fail("%s: its pre-tokenizer (%s, normalizer %s%s) is not one of those doppel can name "
-                "for llama.cpp (gpt2: ByteLevel; smollm: Digits+ByteLevel; qwen2: Qwen2's Split "
+                "for llama.cpp (gpt-2: ByteLevel; smollm: Digits+ByteLevel; qwen2: Qwen2's Split "
                 "regex+ByteLevel with NFC; llama-bpe: Llama 3's Split regex+ByteLevel with "
                 "ignore_merges); a guessed tokenizer.ggml.pre would make llama.cpp tokenize "
                 "differently. Use --format hf and llama.cpp's convert_hf_to_gguf.py",

@@ -17,7 +17,7 @@ typedef struct {
     char **merges; /* (n_merges) "left right", rank = index */
     uint64_t *merge_lens;
     uint64_t n_merges;
-    const char *pre; /* tokenizer.ggml.pre: "gpt2", "smollm", "qwen2" or "llama-bpe" (static) */
+    const char *pre; /* tokenizer.ggml.pre: "gpt-2", "smollm", "qwen2" or "llama-bpe" (static) */
     int32_t bos_id, eos_id, unk_id, sep_id, pad_id; /* -1 when none */
     int add_bos, add_eos;                           /* 1 / 0; -1 when the files do not say */
 } dp_hf_gguf_vocab;

@@ -2,7 +2,8 @@
 # doppel merge --format gguf from a Hugging Face directory, checked by the tools people use: for
 # a tiny Qwen2.5-shaped model with the real Qwen tokenizer and a tiny Llama-3-shaped one with the
 # real Llama 3 tokenizer (both made on the spot with transformers, tests/reference/
-# check_merge_gguf_from_hf.py), and SmolLM2 as `merge --format hf` writes it from its GGUF:
+# check_merge_gguf_from_hf.py), the tiny Qwen3 fixture, and SmolLM2 as `merge --format hf` writes
+# it from its GGUF:
 # llama.cpp (llama-cpp-python) loads the F16 and Q8_0 files, its tokenization of a varied corpus
 # equals HF tokenizers' ids, and its greedy reply through the exported chat template equals
 # `doppel chat --prompt` with the adapter applied unmerged over the HF base (F16: required on
@@ -64,6 +65,10 @@ check_family qwen2 "$tmp/tiny-qwen2" 2
 python3 "$ref" make-tiny llama "$shared/llama3" "$tmp/tiny-llama" >/dev/null 2>"$tmp/err" \
   || { echo "FAIL: make the tiny Llama-3-shaped model"; cat "$tmp/err"; exit 1; }
 check_family llama "$tmp/tiny-llama" 2
+
+# Qwen3's shape (q/k norms, head_dim != hidden/heads) with the fixture's small ByteLevel tokenizer
+# (tokenizer.ggml.pre gpt-2)
+check_family qwen3 tests/fixtures/tiny-qwen3 3
 
 smollm2=${DOPPEL_SMOLLM2:-${DOPPEL_CACHE:-$HOME/.cache/doppel}/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 if [ -f "$smollm2" ]; then

@@ -87,7 +87,7 @@ int main(void) {
     cJSON *tiny = load(path);
     CHECK(tiny != NULL);
     if (!tiny) return check_done();
-    expect_pre(tiny, 320, "gpt2", "tiny ByteLevel");
+    expect_pre(tiny, 320, "gpt-2", "tiny ByteLevel");
     {
         dp_hf_gguf_vocab v;
         CHECK(pre_of(tiny, 320, &v) != NULL);
