@@ -399,7 +399,7 @@ dp_tokenizer *dp_tokenizer_from_arrays(const dp_tokenizer_arrays *a) {
         add_pre(&s, TOK_PRE_SPLIT, "\\p{N}", false);
         add_pre(&s, TOK_PRE_SPLIT, DP_TOK_RE_GPT2, false);
         s.pre_desc = "Digits(individual)+ByteLevel(regex)";
-    } else if (!strcmp(pre, "gpt2")) {
+    } else if (!strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2")) { /* "gpt-2": llama.cpp's name */
         add_pre(&s, TOK_PRE_SPLIT, DP_TOK_RE_GPT2, false);
         s.pre_desc = "ByteLevel(regex)";
     } else {

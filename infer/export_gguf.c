@@ -9,6 +9,7 @@
 #include "infer/export_hf.h"
 #include "infer/gguf.h"
 #include "infer/gguf_tokenizer.h"
+#include "infer/hf_tokenizer_gguf.h"
 #include "kernels/ggml_quants.h"
 
 #include <math.h>
@@ -66,7 +67,8 @@ static int matrix_type(int type, int64_t cols) {
     return type == DP_GGML_F32 ? type : type == DP_GGML_F16 || cols % 32 ? DP_GGML_F16 : type;
 }
 
-static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, glist *l) {
+static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type,
+                             const float *rope_factors, glist *l) {
     const dp_model_config *c = &m->cfg;
     char n[96];
     gtensor *t;
@@ -110,8 +112,13 @@ static int list_gguf_tensors(const dp_model *m, const dp_gguf *base, int type, g
         if (!(t = gpush(l, "output.weight", 2, c->V, c->C))) return -1;
         t->src = T_FLOATS, t->floats = m->lm_head.w, t->type = matrix_type(type, c->C);
     }
-    /* what else the base holds (llama 3's rope_freqs) goes over unchanged */
-    for (uint64_t k = 0; k < base->n_tensors; k++) {
+    /* from a Hugging Face base: Llama 3's RoPE scaling as llama.cpp's converter writes it */
+    if (!base && c->rope_scaling.llama3) {
+        if (!(t = gpush(l, "rope_freqs.weight", 1, c->D / 2, 0))) return -1;
+        t->src = T_FLOATS, t->floats = rope_factors;
+    }
+    /* what else a GGUF base holds (llama 3's rope_freqs) goes over unchanged */
+    for (uint64_t k = 0; base && k < base->n_tensors; k++) {
         const dp_gguf_tensor *bt = &base->tensors[k];
         bool known = false;
         for (int i = 0; i < l->n && !known; i++) known = !strcmp(l->t[i].name, bt->name);
@@ -223,6 +230,102 @@ static bool replaced_key(const char *k) {
     return false;
 }
 
+/* ------------------------------------------------------------------ from a Hugging Face base */
+
+/* one key/value appended to w, counted in *n */
+static int kv_key(dp_buf *w, uint64_t *n, const char *key, dp_gguf_vtype type) {
+    ++*n;
+    return put_str(w, key, strlen(key)) || put_u32(w, (uint32_t)type);
+}
+static int kv_u32(dp_buf *w, uint64_t *n, const char *key, uint32_t v) {
+    return kv_key(w, n, key, DP_GGUF_U32) || put_u32(w, v);
+}
+static int kv_f32(dp_buf *w, uint64_t *n, const char *key, float v) {
+    return kv_key(w, n, key, DP_GGUF_F32) || put(w, &v, 4);
+}
+static int kv_bool(dp_buf *w, uint64_t *n, const char *key, bool v) {
+    uint8_t b = v;
+    return kv_key(w, n, key, DP_GGUF_BOOL) || put(w, &b, 1);
+}
+static int kv_str(dp_buf *w, uint64_t *n, const char *key, const char *v, size_t len) {
+    return kv_key(w, n, key, DP_GGUF_STRING) || put_str(w, v, len);
+}
+static int kv_strs(dp_buf *w, uint64_t *n, const char *key, char *const *v, const uint64_t *lens,
+                   uint64_t count) {
+    if (kv_key(w, n, key, DP_GGUF_ARRAY) || put_u32(w, DP_GGUF_STRING) || put_u64(w, count))
+        return -1;
+    for (uint64_t i = 0; i < count; i++)
+        if (put_str(w, v[i], lens[i])) return -1;
+    return 0;
+}
+
+/* {arch}.SUFFIX */
+static const char *arch_key(const dp_model_config *c, const char *suffix) {
+    static char key[128];
+    snprintf(key, sizeof key, "%s.%s", dp_arch_name(c->arch), suffix);
+    return key;
+}
+
+/* The metadata llama.cpp's converter writes for a llama / qwen2 / qwen3 model and its
+ * byte-level BPE tokenizer (hf_tokenizer_gguf.h), appended to w and counted in *n. */
+static int hf_metadata(dp_buf *w, uint64_t *n, const dp_model_config *c,
+                       const dp_hf_gguf_vocab *v) {
+    const char *arch = dp_arch_name(c->arch);
+    if (kv_str(w, n, "general.architecture", arch, strlen(arch)) ||
+        kv_u32(w, n, arch_key(c, "block_count"), (uint32_t)c->L) ||
+        kv_u32(w, n, arch_key(c, "context_length"), (uint32_t)c->max_position) ||
+        kv_u32(w, n, arch_key(c, "embedding_length"), (uint32_t)c->C) ||
+        kv_u32(w, n, arch_key(c, "feed_forward_length"), (uint32_t)c->F) ||
+        kv_u32(w, n, arch_key(c, "attention.head_count"), (uint32_t)c->H) ||
+        kv_u32(w, n, arch_key(c, "attention.head_count_kv"), (uint32_t)c->KVH) ||
+        kv_u32(w, n, arch_key(c, "attention.key_length"), (uint32_t)c->D) ||
+        kv_u32(w, n, arch_key(c, "attention.value_length"), (uint32_t)c->D) ||
+        kv_f32(w, n, arch_key(c, "rope.freq_base"), c->rope_theta) ||
+        kv_f32(w, n, arch_key(c, "attention.layer_norm_rms_epsilon"), c->rms_eps))
+        return -1;
+    if (c->arch == DP_ARCH_LLAMA && (kv_u32(w, n, arch_key(c, "vocab_size"), (uint32_t)c->V) ||
+                                     kv_u32(w, n, arch_key(c, "rope.dimension_count"), (uint32_t)c->D)))
+        return -1;
+    if (kv_str(w, n, "tokenizer.ggml.model", "gpt2", 4) ||
+        kv_str(w, n, "tokenizer.ggml.pre", v->pre, strlen(v->pre)) ||
+        kv_strs(w, n, "tokenizer.ggml.tokens", v->tokens, v->token_lens, v->n_tokens) ||
+        kv_key(w, n, "tokenizer.ggml.token_type", DP_GGUF_ARRAY) || put_u32(w, DP_GGUF_I32) ||
+        put_u64(w, v->n_tokens) || put(w, v->token_types, 4 * (size_t)v->n_tokens) ||
+        kv_strs(w, n, "tokenizer.ggml.merges", v->merges, v->merge_lens, v->n_merges))
+        return -1;
+    const char *id_keys[] = {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                             "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.seperator_token_id",
+                             "tokenizer.ggml.padding_token_id"};
+    const int32_t ids[] = {v->bos_id, v->eos_id, v->unk_id, v->sep_id, v->pad_id};
+    for (int i = 0; i < 5; i++)
+        if (ids[i] >= 0 && kv_u32(w, n, id_keys[i], (uint32_t)ids[i])) return -1;
+    /* what Hugging Face does when its files do not say: no BOS, no EOS added */
+    return kv_bool(w, n, "tokenizer.ggml.add_bos_token", v->add_bos == 1) ||
+           kv_bool(w, n, "tokenizer.ggml.add_eos_token", v->add_eos == 1);
+}
+
+/* Llama 3's RoPE scaling as llama.cpp's converter stores it: D/2 divisors of the frequencies */
+static void llama3_rope_factors(const dp_model_config *c, float *out) {
+    const dp_rope_scaling *s = &c->rope_scaling;
+    const double pi = 3.14159265358979323846, old_len = s->original_max_position;
+    const double low_wavelen = old_len / s->low_freq_factor;
+    const double high_wavelen = old_len / s->high_freq_factor;
+    for (int i = 0; i < c->D / 2; i++) {
+        /* the frequencies in fp32, as torch computes them there; the rest in double */
+        float freq = 1.0f / powf(c->rope_theta, (float)(2 * i) / (float)c->D);
+        double wavelen = 2 * pi / freq, smooth;
+        if (wavelen < high_wavelen)
+            out[i] = 1.0f;
+        else if (wavelen > low_wavelen)
+            out[i] = s->factor;
+        else {
+            smooth = (old_len / wavelen - s->low_freq_factor) /
+                     (s->high_freq_factor - s->low_freq_factor);
+            out[i] = (float)(1.0 / ((1.0 - smooth) / s->factor + smooth));
+        }
+    }
+}
+
 /* ------------------------------------------------------------------ the file */
 
 #define ENCODE_FLOATS ((size_t)1 << 20) /* elements encoded per write */
@@ -258,40 +361,44 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
     if (stat(o->out_path, &st) == 0)
         return dp_fail("%s already exists: give a new path (doppel merge never overwrites)",
                        o->out_path);
-    if (stat(mg->model_path, &st) == 0 && S_ISDIR(st.st_mode))
-        return dp_fail("--format gguf from a Hugging Face directory is not built yet (its "
-                       "tokenizer.json would have to become tokenizer.ggml.* metadata): merge "
-                       "from the base's GGUF, or use --format hf and llama.cpp's "
-                       "convert_hf_to_gguf.py");
+    /* a Hugging Face base: its metadata and tokenizer are written as llama.cpp's converter
+     * would; a GGUF base: its own are carried over */
+    const bool hf = stat(mg->model_path, &st) == 0 && S_ISDIR(st.st_mode);
     const dp_model *m = mg->model;
-    dp_gguf *base = dp_gguf_open(mg->model_path);
+    dp_gguf *base = hf ? NULL : dp_gguf_open(mg->model_path);
     char *format_name = dp_merge_meta_string(mg, "chat_format");
     char *system = dp_merge_meta_string(mg, "system_prompt");
     char *persona = dp_merge_meta_string(mg, "persona");
+    dp_hf_gguf_vocab vocab = {0};
+    float rope_factors[DP_ROPE_MAX_FACTORS];
     dp_tokenizer *tok = NULL;
     glist l = {0};
-    dp_buf tmpl = {0}, header = {0};
+    dp_buf tmpl = {0}, header = {0}, kvs = {0};
     dp_writer *w = NULL;
     dp_progress *progress = NULL;
     float *scratch = NULL, *permuted = NULL;
     uint8_t *qbuf = NULL;
     int rc = -1;
     dp_chat_format fmt;
-    if (!base) goto out;
+    if (!hf && !base) goto out;
     if (!format_name) {
         dp_fail("%s/doppel.json: no chat_format", mg->adapter_dir);
         goto out;
     }
     if (dp_chat_format_parse(format_name, &fmt) || dp_export_jinja_template(fmt, system, &tmpl))
         goto out;
-    if (!(tok = dp_tokenizer_from_gguf(base, NULL))) goto out;
+    if (hf ? !(tok = dp_tokenizer_load(mg->model_path)) ||
+                 dp_hf_gguf_vocab_load(mg->model_path, m->cfg.V, &vocab)
+           : !(tok = dp_tokenizer_from_gguf(base, NULL)))
+        goto out;
+    if (hf && m->cfg.rope_scaling.llama3) llama3_rope_factors(&m->cfg, rope_factors);
     int32_t eot = dp_tokenizer_token_id(tok, fmt == DP_CHAT_CHATML ? "<|im_end|>" : "<|eot_id|>");
     if (eot < 0) {
         dp_fail("%s: the tokenizer has no end-of-turn token for chat format %s", mg->model_path,
                 format_name);
         goto out;
     }
-    if (list_gguf_tensors(m, base, o->type, &l)) goto out;
+    if (list_gguf_tensors(m, base, o->type, rope_factors, &l)) goto out;
     size_t big = 0;
     for (int i = 0; i < l.n; i++)
         if (l.t[i].src == T_LINEAR && (size_t)(l.t[i].ne[0] * l.t[i].ne[1]) > big)
@@ -304,26 +411,25 @@ int dp_export_gguf(const dp_merge *mg, const dp_export_gguf_opts *o) {
 
     /* header: magic, version, counts, metadata, tensor infos, padding */
     uint64_t n_kv = 0;
-    for (uint64_t i = 0; i < base->n_kv; i++) n_kv += !replaced_key(base->kv[i].key);
-    n_kv += 5;
+    dp_buf *k = &kvs;
+    if (hf && hf_metadata(k, &n_kv, &m->cfg, &vocab)) goto out;
+    for (uint64_t i = 0; base && i < base->n_kv; i++)
+        if (!replaced_key(base->kv[i].key) && (++n_kv, put_kv(k, &base->kv[i]))) goto out;
     const char *name = persona ? persona : "doppel merge";
     /* llama_ftype: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q4_0 2, MOSTLY_Q8_0 7 */
     const uint32_t ftype = o->type == DP_GGML_F32    ? 0
                            : o->type == DP_GGML_F16  ? 1
                            : o->type == DP_GGML_Q8_0 ? 7
                                                      : 2;
-    dp_buf *h = &header;
-    if (put(h, "GGUF", 4) || put_u32(h, 3) || put_u64(h, (uint64_t)l.n) || put_u64(h, n_kv))
+    if (kv_str(k, &n_kv, "general.name", name, strlen(name)) ||
+        kv_u32(k, &n_kv, "general.file_type", ftype) ||
+        kv_u32(k, &n_kv, "general.quantization_version", 2) ||
+        kv_str(k, &n_kv, "tokenizer.chat_template", tmpl.data, tmpl.len) ||
+        kv_u32(k, &n_kv, "tokenizer.ggml.eot_token_id", (uint32_t)eot))
         goto out;
-    for (uint64_t i = 0; i < base->n_kv; i++)
-        if (!replaced_key(base->kv[i].key) && put_kv(h, &base->kv[i])) goto out;
-    if (put_str(h, "general.name", 12) || put_u32(h, DP_GGUF_STRING) ||
-        put_str(h, name, strlen(name)) || put_str(h, "general.file_type", 17) ||
-        put_u32(h, DP_GGUF_U32) || put_u32(h, ftype) ||
-        put_str(h, "general.quantization_version", 28) || put_u32(h, DP_GGUF_U32) ||
-        put_u32(h, 2) || put_str(h, "tokenizer.chat_template", 23) || put_u32(h, DP_GGUF_STRING) ||
-        put_str(h, tmpl.data, tmpl.len) || put_str(h, "tokenizer.ggml.eot_token_id", 27) ||
-        put_u32(h, DP_GGUF_U32) || put_u32(h, (uint32_t)eot))
+    dp_buf *h = &header;
+    if (put(h, "GGUF", 4) || put_u32(h, 3) || put_u64(h, (uint64_t)l.n) || put_u64(h, n_kv) ||
+        put(h, k->data, k->len))
         goto out;
     for (int i = 0; i < l.n; i++) {
         const gtensor *t = &l.t[i];
@@ -383,6 +489,8 @@ out:
     free(l.t);
     dp_buf_free(&tmpl);
     dp_buf_free(&header);
+    dp_buf_free(&kvs);
+    dp_hf_gguf_vocab_free(&vocab);
     dp_tokenizer_free(tok);
     dp_gguf_close(base);
     free(format_name);

@@ -1,5 +1,7 @@
 /* A merged model written as one GGUF v3 file (REFERENCE.md section 5) for llama.cpp, Ollama and
- * LM Studio: the base GGUF's metadata and tokenizer (tokenizer.ggml.*) carried over,
+ * LM Studio: the base GGUF's metadata and tokenizer (tokenizer.ggml.*) carried over, or, from a
+ * Hugging Face directory, made as llama.cpp's converter makes them (infer/hf_tokenizer_gguf.h;
+ * a pre-tokenizer llama.cpp has no name for is refused),
  * general.name = the persona, tokenizer.chat_template = the training format
  * (dp_export_jinja_template), tokenizer.ggml.eot_token_id = the chat's end-of-turn token, and
  * every tensor streamed in F16, Q8_0 or Q4_0 (kernels/ggml_quants.h; norms and biases F32). Written

@@ -489,7 +489,7 @@ int dp_export_hf_tokenizer_from_gguf(const dp_gguf *g, const char *dir, const ch
     if (!pre) pre = "gpt2";
     bool qwen2 = !strcmp(pre, "qwen2") || !strcmp(pre, "deepseek-r1-qwen");
     bool llama3 = !strcmp(pre, "llama-bpe") || !strcmp(pre, "llama3");
-    bool smollm = !strcmp(pre, "smollm"), gpt2 = !strcmp(pre, "gpt2");
+    bool smollm = !strcmp(pre, "smollm"), gpt2 = !strcmp(pre, "gpt2") || !strcmp(pre, "gpt-2");
     if (!qwen2 && !llama3 && !smollm && !gpt2) {
         free(types);
         return dp_fail("%s: tokenizer.ggml.pre \"%s\" has no tokenizer.json form here (qwen2, "

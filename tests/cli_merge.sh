@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # doppel merge --format hf from the command line on the tiny Llama fixture: options refused
 # before loading (exit 2), the merged model answers greedily exactly as the base with the adapter
-# applied unmerged does in doppel chat, shards load back, an adapter of another base model and a
-# GGUF from a HF base are refused with no output left behind. The GGUF side: cli_merge_gguf.sh.
+# applied unmerged does in doppel chat (HF and GGUF outputs), shards load back, an adapter of another
+# base model and a GGUF from a HF base with an unnamed pre-tokenizer are refused with no output left
+# behind. The GGUF side: cli_merge_gguf.sh.
 set -u
 bin=$1
 fail=0
@@ -45,8 +46,12 @@ grep -q "already exists" "$tmp/err" || { echo "FAIL: existing-output message"; f
 # refused after loading, with nothing left behind
 expect 1 "adapter of another base" "$bin" merge --model tests/fixtures/tiny-qwen2 --adapter "$tmp/run" --out "$tmp/x"
 grep -q "another base model" "$tmp/err" || { echo "FAIL: base mismatch message"; cat "$tmp/err"; fail=1; }
-expect 1 "gguf from a HF base" "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/x.gguf" --format gguf
-grep -q "not built yet" "$tmp/err" || { echo "FAIL: gguf-from-hf message"; cat "$tmp/err"; fail=1; }
+# a HF base whose pre-tokenizer llama.cpp has no name for (ByteLevel without its regex): a GGUF
+# would tokenize differently in llama.cpp, so it is refused rather than guessed
+mkdir "$tmp/odd" && cp "$model"/* "$tmp/odd/" \
+  && sed -i '/"pre_tokenizer"/,/}/s/"use_regex": true/"use_regex": false/' "$tmp/odd/tokenizer.json"
+expect 1 "gguf from a HF base with an unnamed pre-tokenizer" "$bin" merge --model "$tmp/odd" --adapter "$tmp/run" --out "$tmp/x.gguf" --format gguf
+grep -q "a guessed tokenizer.ggml.pre" "$tmp/err" || { echo "FAIL: unnamed pre-tokenizer message"; cat "$tmp/err"; fail=1; }
 [ -e "$tmp/x" ] || [ -e "$tmp/x.gguf" ] && { echo "FAIL: a failed merge left its output"; fail=1; }
 nothing_left "a failed merge"
 
@@ -67,6 +72,13 @@ base=$(say "$model" --system "$system")
 expect 0 "merge hf bf16 sharded" "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/hf16" --max-shard-size 100000 --quiet
 [ -s "$tmp/hf16/model.safetensors.index.json" ] || { echo "FAIL: no index for shards"; fail=1; }
 expect 0 "doppel loads the sharded bf16 merge" say "$tmp/hf16" --precision fp32
+
+# --format gguf from the HF base (tokenizer.ggml.* from tokenizer.json, llama3 rope_freqs):
+# doppel loads it back and answers as the base with the adapter unmerged (llama.cpp's side:
+# cli_merge_gguf_from_hf.sh)
+expect 0 "merge gguf f32 from the HF base" "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/m.gguf" --format gguf --type f32 --quiet
+got=$(say "$tmp/m.gguf" --precision fp32 --system "$system")
+[ "$got" = "$want" ] || { echo "FAIL: merged gguf reply '$got' != unmerged '$want'"; fail=1; }
 
 nothing_left "a merge"
 
