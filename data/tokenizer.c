@@ -349,7 +349,9 @@ static int compile_step(dp_tokenizer *t, const tok_spec *s, int i) {
     if (p->kind == TOK_PRE_SPLIT) {
         int err;
         PCRE2_SIZE eoff;
-        uint32_t opts = PCRE2_UTF | PCRE2_UCP | PCRE2_NO_UTF_CHECK;
+        /* the pattern comes from the file: pcre2 checks its UTF-8 (unchecked, a bad byte sent
+         * pcre2_compile reading past the pattern; found by fuzz_tokenizer) */
+        uint32_t opts = PCRE2_UTF | PCRE2_UCP;
         char *pat = NULL;
         if (s->pre[i].literal)
             opts |= PCRE2_LITERAL;

@@ -254,6 +254,18 @@ static void test_json_loader(void) {
     t = dp_tokenizer_load_json(j, strlen(j), NULL, 0, "toy.json");
     CHECK(t == NULL && strstr(dp_last_error(), "\"Metaspace\"") != NULL);
     free(j);
+    /* a split regex that is not UTF-8 (a lone lead byte before the closing quote): refused with
+     * pcre2's message, never compiled unchecked (fuzz_tokenizer found the read past it) */
+    j = toy_json(forms[0],
+                 "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":"
+                 "{\"Regex\":\"a\xC4\"},\"behavior\":\"Isolated\",\"invert\":false},"
+                 "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}",
+                 false);
+    t = dp_tokenizer_load_json(j, strlen(j), NULL, 0, "toy.json");
+    CHECK_REPORT(t == NULL && strstr(dp_last_error(), "regex") != NULL, "%s",
+                 t ? "loaded" : dp_last_error());
+    dp_tokenizer_free(t);
+    free(j);
 }
 
 /* A vocabulary without some byte tokens drops those bytes (as HF does) and counts them. */
