@@ -16,6 +16,7 @@
 #include "train/eval.h"
 
 #include <cjson/cJSON.h>
+#include <dirent.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -102,6 +103,37 @@ static const cJSON *training_config(const cJSON *dj, const char *key) {
                                key);
 }
 
+/* Bytes the original weights take in fp32: the directory's safetensors at 2 bytes a weight (a
+ * 16-bit base; an fp32 one is overestimated 2x, the safe side). */
+static double original_fp32_bytes(const char *dir) {
+    double total = 0;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t n = strlen(e->d_name);
+        struct stat st;
+        char path[4096];
+        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (stat(path, &st) == 0) total += (double)st.st_size * 2;
+    }
+    closedir(d);
+    return total;
+}
+
+/* MemAvailable (bytes; DOPPEL_TEST_MEM_AVAILABLE_MIB stands in for it in tests), or -1 */
+static double memory_available(void) {
+    const char *test = getenv("DOPPEL_TEST_MEM_AVAILABLE_MIB");
+    if (test) return atof(test) * 1048576.0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kib = -1;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
+}
+
 /* --merge-into auto: the adapter over the NF4-dequantized base (mg->model, as training saw it)
  * and over the original weights (loaded again in fp32) scored with doppel eval's loss on the
  * validation set; the lower one is kept in mg. A base without originals (GGUF), an adapter
@@ -125,6 +157,17 @@ static int choose_by_validation(dp_merge *mg, const char *val_path, bool quiet) 
                 "merge-into: %s: merged into the NF4-dequantized weights training saw (give --val "
                 "FILE to choose by validation loss, or --merge-into original)\n",
                 val ? "the run's validation set is gone" : "the run has no validation set");
+        cJSON_Delete(dj);
+        return 0;
+    }
+    /* scoring loads the original weights a second time in fp32: a 7B base needs ~28 GB more */
+    double need = original_fp32_bytes(mg->model_path), avail = memory_available();
+    if (avail >= 0 && need > 0.9 * avail) {
+        fprintf(stderr,
+                "merge-into: scoring the original weights needs them in fp32 (%.1f GiB) and %.1f GiB "
+                "of memory is available: merged into the NF4-dequantized weights training saw "
+                "without scoring (--merge-into original to take the original weights)\n",
+                need / 1073741824.0, avail / 1073741824.0);
         cJSON_Delete(dj);
         return 0;
     }

@@ -54,6 +54,17 @@ other=$([ "$pick" = original ] && echo dequantized || echo original)
 cmp -s "$tmp/auto/model.safetensors" "$tmp/other/model.safetensors" \
   && { echo "FAIL: both bases merge to the same bytes: the test cannot tell"; fail=1; }
 
+# too little memory for the fp32 copy scoring needs: no scoring, the dequantized weights, said so
+DOPPEL_TEST_MEM_AVAILABLE_MIB=0.001 "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/lowmem" \
+  --dtype fp32 --quiet >/dev/null 2>"$tmp/err" || { echo "FAIL: merge auto with little memory"; cat "$tmp/err"; fail=1; }
+grep -q 'GiB of memory is available: merged into the NF4-dequantized' "$tmp/err" \
+  || { echo "FAIL: no note on memory"; cat "$tmp/err"; fail=1; }
+grep -q 'validation loss' "$tmp/err" && { echo "FAIL: scored without the memory for it"; fail=1; }
+"$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/deq" --dtype fp32 --merge-into dequantized \
+  --quiet >/dev/null 2>&1 || { echo "FAIL: merge --merge-into dequantized"; fail=1; }
+cmp -s "$tmp/lowmem/model.safetensors" "$tmp/deq/model.safetensors" \
+  || { echo "FAIL: the low-memory auto merge is not the dequantized one"; fail=1; }
+
 # --val overrides; a run without a validation set says so and takes the dequantized weights
 "$bin" merge --model "$model" --adapter "$tmp/run-noval" --out "$tmp/noval" --quiet >/dev/null 2>"$tmp/err" \
   || { echo "FAIL: merge of a run without --val"; cat "$tmp/err"; fail=1; }
