@@ -4,6 +4,7 @@
 #ifndef DOPPEL_FIXTURE_H5_H
 #define DOPPEL_FIXTURE_H5_H
 
+#include "infer/batch.h"
 #include "infer/model.h"
 #include "infer/adapter.h"
 
@@ -34,6 +35,22 @@ static inline void *fx_read(hid_t f, const char *name, size_t *count, int as_int
     H5Dclose(d);
     if (count) *count = (size_t)n;
     return buf;
+}
+
+/* The fixture's training batch (batch/tokens, targets, pos, cu_seqlens); bufs[4] get the arrays
+ * to free. */
+static inline dp_batch fx_batch(hid_t f, int32_t **bufs) {
+    size_t n, ns;
+    bufs[0] = fx_read(f, "batch/tokens", &n, 1);
+    bufs[1] = fx_read(f, "batch/targets", NULL, 1);
+    bufs[2] = fx_read(f, "batch/pos", NULL, 1);
+    bufs[3] = fx_read(f, "batch/cu_seqlens", &ns, 1);
+    return (dp_batch){.N = (int)n,
+                      .nseq = (int)ns - 1,
+                      .tokens = bufs[0],
+                      .targets = bufs[1],
+                      .pos = bufs[2],
+                      .cu_seqlens = bufs[3]};
 }
 
 static inline double fx_read_scalar(hid_t f, const char *name) {

@@ -17,20 +17,6 @@
 #include "data/base/error.h"
 #include "kernels/ops.h"
 
-static dp_batch fx_batch(hid_t f, int32_t **bufs) {
-    size_t n, ns;
-    bufs[0] = fx_read(f, "batch/tokens", &n, 1);
-    bufs[1] = fx_read(f, "batch/targets", NULL, 1);
-    bufs[2] = fx_read(f, "batch/pos", NULL, 1);
-    bufs[3] = fx_read(f, "batch/cu_seqlens", &ns, 1);
-    return (dp_batch){.N = (int)n,
-                      .nseq = (int)ns - 1,
-                      .tokens = bufs[0],
-                      .targets = bufs[1],
-                      .pos = bufs[2],
-                      .cu_seqlens = bufs[3]};
-}
-
 /* relative norm distance of b from a over n values */
 static double rel_norm(const float *a, const float *b, size_t n) {
     double d = 0, s = 0;

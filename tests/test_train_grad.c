@@ -10,20 +10,6 @@
 #include "train/schedule.h"
 #include "data/base/error.h"
 
-static dp_batch fx_batch(hid_t f, int32_t **bufs) {
-    size_t n, ns;
-    bufs[0] = fx_read(f, "batch/tokens", &n, 1);
-    bufs[1] = fx_read(f, "batch/targets", NULL, 1);
-    bufs[2] = fx_read(f, "batch/pos", NULL, 1);
-    bufs[3] = fx_read(f, "batch/cu_seqlens", &ns, 1);
-    return (dp_batch){.N = (int)n,
-                      .nseq = (int)ns - 1,
-                      .tokens = bufs[0],
-                      .targets = bufs[1],
-                      .pos = bufs[2],
-                      .cu_seqlens = bufs[3]};
-}
-
 static void compare_grads(hid_t f, const dp_lora *lora, const char *arch, const char *mode) {
     for (int l = 0; l < lora->L; l++)
         for (int m = 0; m < DP_N_LINEAR; m++) {
