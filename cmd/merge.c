@@ -12,11 +12,11 @@
 #include "infer/generate.h"
 #include "infer/merge.h"
 #include "infer/model_load.h"
+#include "infer/safetensors.h"
 #include "train/batches.h"
 #include "train/eval.h"
 
 #include <cjson/cJSON.h>
-#include <dirent.h>
 
 #include <signal.h>
 #include <stdio.h>
@@ -103,21 +103,16 @@ static const cJSON *training_config(const cJSON *dj, const char *key) {
                                key);
 }
 
-/* Bytes the original weights take in fp32: the directory's safetensors at 2 bytes a weight (a
- * 16-bit base; an fp32 one is overestimated 2x, the safe side). */
+/* Bytes the original weights take in fp32: every tensor of the base's safetensors set (the
+ * one model.safetensors or the index's shards) at 4 bytes an element; 0 when it cannot be read
+ * (the load that follows says why). */
 static double original_fp32_bytes(const char *dir) {
+    dp_st_set *set = dp_st_set_open_dir(dir);
     double total = 0;
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    for (struct dirent *e; (e = readdir(d));) {
-        size_t n = strlen(e->d_name);
-        struct stat st;
-        char path[4096];
-        if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors")) continue;
-        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-        if (stat(path, &st) == 0) total += (double)st.st_size * 2;
-    }
-    closedir(d);
+    for (int f = 0; set && f < set->n_files; f++)
+        for (int t = 0; t < set->files[f]->n_tensors; t++)
+            total += (double)set->files[f]->tensors[t].numel * 4;
+    dp_st_set_close(set);
     return total;
 }
 

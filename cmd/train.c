@@ -250,10 +250,14 @@ static void add_path(cJSON *j, const char *key, const char *path) {
     free(abs);
 }
 
-/* The CPU's base-weight products as they will run: bf16 (NF4 base, AVX512_BF16, not refused) or fp32 */
+/* bf16 base-weight products asked for: an NF4 base, and --compute-dtype bf16 or unset */
+static bool wants_bf16(const train_options *o) {
+    return !o->fp32_base && (!o->compute_dtype_s || !strcmp(o->compute_dtype_s, "bf16"));
+}
+
+/* The CPU's base-weight products as they will run (bf16 falls back without AVX512_BF16) */
 static const char *cpu_compute_dtype(const train_options *o) {
-    bool bf16 = !o->fp32_base && (!o->compute_dtype_s || !strcmp(o->compute_dtype_s, "bf16"));
-    return bf16 && dp_bf16_gemm_ok() ? "bf16" : "fp32";
+    return wants_bf16(o) && dp_bf16_gemm_ok() ? "bf16" : "fp32";
 }
 
 static cJSON *run_config(const train_options *o) {
@@ -653,8 +657,7 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .stop_at = (long)o->stop_at,
                            .recompute = !o->no_recompute,
                            /* the CPU path; falls back to fp32 without AVX512_BF16 */
-                           .cpu_bf16 = !o->fp32_base && (!o->compute_dtype_s ||
-                                                         !strcmp(o->compute_dtype_s, "bf16")),
+                           .cpu_bf16 = wants_bf16(o),
                            .ce_chunk = (int)o->ce_chunk,
                            .neftune_alpha = (float)o->neftune_alpha,
                            .gpu = gpu,
