@@ -2,6 +2,7 @@
 #include "cmd/commands.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/device.h"
+#include "kernels/ops.h"
 
 #include <cblas.h>
 #include <cjson/cJSON.h>
@@ -117,6 +118,9 @@ int dp_cmd_info(int argc, char **argv) {
         if (bl.note[0]) printf("BLAS note:     %s\n", bl.note);
         printf("CPU kernels:   doppel's own SIMD path %s (DOPPEL_SIMD=scalar|avx2 narrows it)\n",
                bl.simd);
+        printf("bf16 products: %s\n",
+               dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps (train's NF4 base products by default)"
+                                 : "none (train's NF4 base products run in fp32)");
         printf("libraries:     zstd %s, HDF5 %s, PCRE2 %s, cJSON %s, utf8proc %s, libcsv %s, "
                "libmicrohttpd %s\n",
                ZSTD_versionString(), h5, pcre2_version, cJSON_Version(), utf8proc_version(), csvv,
