@@ -3,6 +3,7 @@
  * Modelfile beside a GGUF; --merge-into auto's choice by validation loss (train/eval.h). */
 #include "cmd/commands.h"
 #include "data/base/error.h"
+#include "data/base/io.h"
 #include "data/base/progress.h"
 #include "infer/export_gguf.h"
 #include "infer/export_hf.h"
@@ -116,19 +117,6 @@ static double original_fp32_bytes(const char *dir) {
     return total;
 }
 
-/* MemAvailable (bytes; DOPPEL_TEST_MEM_AVAILABLE_MIB stands in for it in tests), or -1 */
-static double memory_available(void) {
-    const char *test = getenv("DOPPEL_TEST_MEM_AVAILABLE_MIB");
-    if (test) return atof(test) * 1048576.0;
-    FILE *f = fopen("/proc/meminfo", "r");
-    double kib = -1;
-    char line[256];
-    while (f && fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
-    if (f) fclose(f);
-    return kib < 0 ? -1 : kib * 1024;
-}
-
 /* --merge-into auto: the adapter over the NF4-dequantized base (mg->model, as training saw it)
  * and over the original weights (loaded again in fp32) scored with doppel eval's loss on the
  * validation set; the lower one is kept in mg. A base without originals (GGUF), an adapter
@@ -156,7 +144,7 @@ static int choose_by_validation(dp_merge *mg, const char *val_path, bool quiet) 
         return 0;
     }
     /* scoring loads the original weights a second time in fp32: a 7B base needs ~28 GB more */
-    double need = original_fp32_bytes(mg->model_path), avail = memory_available();
+    double need = original_fp32_bytes(mg->model_path), avail = dp_mem_available();
     if (avail >= 0 && need > 0.9 * avail) {
         fprintf(stderr,
                 "merge-into: scoring the original weights needs them in fp32 (%.1f GiB) and %.1f GiB "

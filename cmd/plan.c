@@ -100,6 +100,20 @@ static int plan(const plan_options *opt) {
         printf("  %-36s %10.1f\n", dp_mem_category_names[c], mib(plan.by_category[c]));
     printf("  %-36s %10.1f   of %.1f MiB: %s\n", "total", mib(plan.total), mib((uint64_t)o.vram),
            plan.total <= (uint64_t)o.vram ? "fits" : "DOES NOT FIT");
+    if (shape.recompute) { /* what train's --recompute auto weighs */
+        dp_train_shape kept = shape;
+        kept.recompute = false;
+        dp_memplan p2;
+        if (dp_memplan_build(&p2, &cfg, &kept)) {
+            dp_memplan_free(&plan);
+            return dp_runtime_error(&dp_plan_spec);
+        }
+        printf("  %-36s %10.1f   (train's --recompute auto keeps every layer when this is within "
+               "a quarter of the GPU's memory: %s here)\n",
+               "total without recomputation", mib(p2.total),
+               p2.total <= (uint64_t)o.vram / 4 ? "yes" : "no");
+        dp_memplan_free(&p2);
+    }
     int max_seq = dp_memplan_max_seq(&cfg, &shape, (uint64_t)o.vram);
     printf("max seq: %d tokens\n", max_seq);
     if (cfg.max_position > 0 && max_seq > cfg.max_position)

@@ -23,6 +23,7 @@
 #include "train/eval.h"
 #include "infer/generate.h"
 #include "train/memplan.h"
+#include "train/model_grad.h"
 #include "train/trainer.h"
 
 #include <cjson/cJSON.h>
@@ -37,6 +38,8 @@
 
 typedef struct {
     const char *compute_dtype_s; /* bf16 | fp32; NULL: bf16 where the CPU has AVX512_BF16 */
+    const char *recompute_s;     /* auto | on | off (--no-recompute: off) */
+    bool gpu_recompute;          /* on a GPU: choose_device's choice (not an option) */
     const char *model_path, *data_path, *val_path, *out_dir, *targets_s, *sched_s, *format_s,
         *persona, *system_override, *device_s, *find_lr_csv, *dist_init;
     int64_t rank, world_size; /* data parallel: -1 from mpirun or the environment */
@@ -51,6 +54,7 @@ typedef struct {
 
 static train_options train_defaults(void) {
     return (train_options){.device_s = "auto",
+                           .recompute_s = "auto",
                            .rank = -1,
                            .world_size = -1,
                            .dist_timeout = 300,
@@ -141,8 +145,11 @@ static const dp_opt opts[] = {
      "the frozen NF4 base's products on the CPU: bf16 (AVX512_BF16 vdpbf16ps, fp32 sums; the "
      "default where the CPU has it) or fp32 (OpenBLAS; the default elsewhere). LoRA, norms, "
      "attention, the head and the optimizer stay fp32. Not implemented on the GPU"},
-    {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL,
-     "keep every layer's activations instead of recomputing them (more memory, ~25% faster)"},
+    {"recompute", DP_OPT_STRING, F(recompute_s), "MODE",
+     "recompute each layer's activations in the backward instead of keeping them all: on (least "
+     "memory), off (~25% faster), or auto (the default: off when the workspace without it fits "
+     "in a quarter of the memory available, MemAvailable or the GPU's)"},
+    {"no-recompute", DP_OPT_FLAG, F(no_recompute), NULL, "the same as --recompute off"},
     {"ce-chunk", DP_OPT_INT, F(ce_chunk), "ROWS",
      "rows of logits at once in the loss (default " DP_STR(DP_CE_CHUNK_DEFAULT) ")"},
     {"find-lr", DP_OPT_FLAG, F(find_lr), NULL,
@@ -434,6 +441,12 @@ static int check_options(train_options *o, dp_sched_kind *sk, unsigned *targets)
         return dp_usage_error(S, "--schedule: %s", dp_last_error());
     if (o->compute_dtype_s && strcmp(o->compute_dtype_s, "bf16") && strcmp(o->compute_dtype_s, "fp32"))
         return dp_usage_error(S, "--compute-dtype %s: bf16 or fp32", o->compute_dtype_s);
+    if (strcmp(o->recompute_s, "auto") && strcmp(o->recompute_s, "on") &&
+        strcmp(o->recompute_s, "off"))
+        return dp_usage_error(S, "--recompute %s: auto, on or off", o->recompute_s);
+    if (o->no_recompute && !strcmp(o->recompute_s, "on"))
+        return dp_usage_error(S, "--no-recompute and --recompute on contradict each other");
+    if (o->no_recompute) o->recompute_s = "off";
     if (dp_lora_parse_targets(o->targets_s, targets))
         return dp_usage_error(S, "--targets: %s", dp_last_error());
     dp_chat_format fmt;
@@ -483,7 +496,7 @@ static int planned_ranks(const train_options *o) {
 
 /* The backend --device names (NULL: the CPU), and for a GPU the memory plan of this run against
  * its memory (--vram, else the device's), before anything is loaded. 0, or the exit code. */
-static int choose_device(const train_options *o, unsigned targets, const dp_gpu_ops **gpu,
+static int choose_device(train_options *o, unsigned targets, const dp_gpu_ops **gpu,
                          bool *emulated, bool quiet) {
     const dp_command_spec *S = &dp_train_spec;
     dp_device dev;
@@ -498,16 +511,29 @@ static int choose_device(const train_options *o, unsigned targets, const dp_gpu_
     *emulated = dev.asked == DP_DEVICE_EMU;
     uint64_t limit = (uint64_t)o->vram; /* EMU: unlimited memory unless --vram */
     if (!limit && dev.asked != DP_DEVICE_EMU) limit = dev.cuda.total_mem;
+    o->gpu_recompute = strcmp(o->recompute_s, "off") != 0; /* auto without a limit: on */
     if (!limit) return 0;
     dp_model_config cfg;
     if (dp_config_load_path(&cfg, o->model_path)) return dp_runtime_error(S);
     dp_train_shape sh = dp_train_shape_default();
     sh.seq = (int)o->batch_tokens, sh.micro_batch = 1, sh.r = (int)o->r;
-    sh.targets = targets, sh.recompute = !o->no_recompute, sh.base_dense = o->fp32_base;
+    sh.targets = targets, sh.base_dense = o->fp32_base;
     sh.ce_chunk = o->ce_chunk > 0 ? (int)o->ce_chunk : DP_CE_CHUNK_DEFAULT;
     sh.dropout = o->dropout > 0;
     sh.ranks = planned_ranks(o);
     dp_memplan p;
+    if (!strcmp(o->recompute_s, "auto")) { /* off when the plan without it fits a quarter */
+        sh.recompute = false;
+        if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
+        o->gpu_recompute = p.total > limit / 4;
+        dp_memplan_free(&p);
+        if (!quiet)
+            fprintf(stderr, "train: recomputation %s (--recompute auto: %.0f MiB of GPU memory "
+                            "without it, %s a quarter of %.0f MiB)\n",
+                    o->gpu_recompute ? "on" : "off", p.total / 1048576.0,
+                    o->gpu_recompute ? "more than" : "within", limit / 1048576.0);
+    }
+    sh.recompute = o->gpu_recompute;
     if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
     uint64_t need = p.total;
     dp_memplan_free(&p);
@@ -634,6 +660,22 @@ static int sample_prepare(const train_options *o, train_run *r) {
     return 0;
 }
 
+/* --recompute on the CPU; auto: off when the workspace without recomputation fits in a quarter
+ * of MemAvailable (the model is loaded by now; the rest is left to the machine's other work) */
+static bool cpu_recompute(const train_options *o, const train_run *r, bool quiet) {
+    if (strcmp(o->recompute_s, "auto")) return !strcmp(o->recompute_s, "on");
+    size_t off = dp_grad_ws_plan_bytes(r->model, r->lora, (int)o->batch_tokens, false,
+                                       (int)o->ce_chunk, wants_bf16(o));
+    double avail = dp_mem_available();
+    bool on = !off || avail <= 0 || (double)off > avail / 4;
+    if (!quiet)
+        fprintf(stderr, "train: recomputation %s (--recompute auto: a %.0f MiB workspace without "
+                        "it, %s a quarter of the %.0f MiB available)\n",
+                on ? "on" : "off", off / 1048576.0, on ? "more than" : "within",
+                avail / 1048576.0);
+    return on;
+}
+
 static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched_kind sk,
                                   const dp_gpu_ops *gpu, bool quiet) {
     return (dp_train_opts){.model = r->model,
@@ -655,7 +697,7 @@ static dp_train_opts trainer_opts(const train_options *o, train_run *r, dp_sched
                            .save_every = (long)o->save_every,
                            .early_stop = (long)o->early_stop,
                            .stop_at = (long)o->stop_at,
-                           .recompute = !o->no_recompute,
+                           .recompute = gpu ? o->gpu_recompute : cpu_recompute(o, r, quiet),
                            /* the CPU path; falls back to fp32 without AVX512_BF16 */
                            .cpu_bf16 = wants_bf16(o),
                            .ce_chunk = (int)o->ce_chunk,

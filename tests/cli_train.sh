@@ -23,8 +23,9 @@ expect() { # code what command...
 
 "$bin" prep tests/fixtures/sample-export.csv --persona mossy --out "$tmp/d.jsonl" --quiet >/dev/null 2>&1 \
   || { echo "FAIL: prep"; exit 1; }
-common=(--model "$model" --data "$tmp/d.jsonl" --val "$tmp/d.val.jsonl" --max-seq 128
-        --batch-tokens 256 --grad-accum 2 --r 4 --lr 2e-3 --eval-every 4 --dropout 0.1 --quiet)
+loud=(--model "$model" --data "$tmp/d.jsonl" --val "$tmp/d.val.jsonl" --max-seq 128
+      --batch-tokens 256 --grad-accum 2 --r 4 --lr 2e-3 --eval-every 4 --dropout 0.1)
+common=("${loud[@]}" --quiet)
 run=("${common[@]}" --max-steps 8)
 
 # refused before anything is loaded
@@ -53,6 +54,23 @@ grep -q '"fingerprint"' "$tmp/full/doppel.json" || { echo "FAIL: doppel.json has
 grep -q '"val_loss_after"' "$tmp/full/doppel.json" || { echo "FAIL: doppel.json has no summary"; fail=1; }
 ls "$tmp"/d.jsonl.tok-*.h5 >/dev/null 2>&1 || { echo "FAIL: no token cache beside the data"; fail=1; }
 expect 2 "existing checkpoint without --resume" "$bin" train "${run[@]}" --out "$tmp/full"
+
+# recomputation changes no number: --recompute on and off end with the same adapter bytes
+expect 0 "recompute on" "$bin" train "${run[@]}" --out "$tmp/rc-on" --recompute on
+expect 0 "recompute off" "$bin" train "${run[@]}" --out "$tmp/rc-off" --recompute off
+cmp -s "$tmp/rc-on/adapter_model.safetensors" "$tmp/rc-off/adapter_model.safetensors" \
+  || { echo "FAIL: --recompute on and off gave different adapters"; fail=1; }
+expect 2 "bad --recompute" "$bin" train "${run[@]}" --out "$tmp/x" --recompute sometimes
+expect 2 "--no-recompute with --recompute on" "$bin" train "${run[@]}" --out "$tmp/x" --no-recompute \
+  --recompute on
+# auto (the default): off when the workspace without it fits in a quarter of MemAvailable
+for mib in 100000 1; do
+  want=$([ $mib = 1 ] && echo on || echo off)
+  DOPPEL_TEST_MEM_AVAILABLE_MIB=$mib expect 0 "recompute auto, $mib MiB" "$bin" train "${loud[@]}" \
+    --max-steps 1 --out "$tmp/rc-auto-$mib"
+  grep -q "recomputation $want (--recompute auto" "$tmp/err" \
+    || { echo "FAIL: --recompute auto with $mib MiB available: not $want"; cat "$tmp/err"; fail=1; }
+done
 
 # chat applies the adapter unmerged; another base model is refused
 expect 0 "chat --adapter" "$bin" chat --model "$model" --adapter "$tmp/full" --prompt "hi" \

@@ -197,19 +197,13 @@ bool dp_grad_ws_bf16(const dp_grad_ws *ws) {
     return ws->bf16 && ws->wbf;
 }
 
-dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
-                              bool recompute, int ce_chunk) {
+/* The sizes of a workspace (no allocation): 0, or -1 for a bad request. */
+static int ws_init(dp_grad_ws *ws, const dp_model *model, const dp_lora *lora, int max_tokens,
+                   bool recompute, int ce_chunk) {
     const dp_model_config *c = &model->cfg;
-    if (max_tokens < 1) {
-        dp_fail("micro-batch of %d tokens (must be at least 1)", max_tokens);
-        return NULL;
-    }
-    if (!model->lm_head.w) {
-        dp_fail("the training path needs an fp32 lm_head (NF4 lm_head is not supported yet)");
-        return NULL;
-    }
-    dp_grad_ws *ws = dp_calloc(1, sizeof *ws);
-    if (!ws) return NULL;
+    if (max_tokens < 1) return dp_fail("micro-batch of %d tokens (must be at least 1)", max_tokens);
+    if (!model->lm_head.w)
+        return dp_fail("the training path needs an fp32 lm_head (NF4 lm_head is not supported yet)");
     ws->maxN = max_tokens, ws->L = c->L, ws->C = c->C, ws->H = c->H, ws->KVH = c->KVH;
     ws->D = c->D, ws->F = c->F, ws->V = c->V, ws->r = lora ? lora->cfg.r : 1;
     ws->nt = omp_get_max_threads();
@@ -220,7 +214,15 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
     ws->ce_rows = (chunk + ws->nt - 1) / ws->nt; /* the chunk shared by the team */
     ws->glayer = lora ? lora->n / (size_t)lora->L : 0;
     ws->recompute = recompute;
-    ws->acts = dp_calloc(recompute ? 1 : (size_t)c->L, sizeof *ws->acts);
+    return 0;
+}
+
+dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int max_tokens,
+                              bool recompute, int ce_chunk) {
+    dp_grad_ws *ws = dp_calloc(1, sizeof *ws);
+    if (!ws) return NULL;
+    if (ws_init(ws, model, lora, max_tokens, recompute, ce_chunk)) goto fail;
+    ws->acts = dp_calloc(recompute ? 1 : (size_t)model->cfg.L, sizeof *ws->acts);
     if (!ws->acts || ws_alloc(ws, model)) goto fail;
     /* threads are OpenMP's alone while the workspace lives: OpenBLAS runs single-threaded
      * inside them (restored by dp_grad_ws_free) */
@@ -230,6 +232,18 @@ dp_grad_ws *dp_grad_ws_create(const dp_model *model, const dp_lora *lora, int ma
 fail:
     dp_grad_ws_free(ws);
     return NULL;
+}
+
+size_t dp_grad_ws_plan_bytes(const dp_model *model, const dp_lora *lora, int max_tokens,
+                             bool recompute, int ce_chunk, bool bf16) {
+    dp_grad_ws ws = {0};
+    if (ws_init(&ws, model, lora, max_tokens, recompute, ce_chunk)) return 0;
+    ws.bf16 = bf16 && dp_bf16_gemm_ok();
+    ws.acts = dp_calloc(recompute ? 1 : (size_t)model->cfg.L, sizeof *ws.acts);
+    if (!ws.acts) return 0;
+    size_t bytes = carve(&ws, model, NULL);
+    free(ws.acts);
+    return bytes;
 }
 
 void dp_grad_ws_free(dp_grad_ws *ws) {

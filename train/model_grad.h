@@ -32,6 +32,10 @@ bool dp_grad_ws_bf16(const dp_grad_ws *ws);
  * alpha / sqrt(L * C) to the input embeddings of every dp_model_grad call with a non-zero seed
  * (keyed by that seed); validation and logits never see it. 0 (the default) turns it off. */
 void dp_grad_ws_set_neftune(dp_grad_ws *ws, float alpha);
+/* The bytes dp_grad_ws_create (and dp_grad_ws_set_bf16 with bf16) would hold, without
+ * allocating them: for choosing recomputation before a run. 0 on a bad request. */
+size_t dp_grad_ws_plan_bytes(const dp_model *model, const dp_lora *lora, int max_tokens,
+                             bool recompute, int ce_chunk, bool bf16);
 /* Bytes the workspace holds (activations and scratch), for the memory report. */
 size_t dp_grad_ws_bytes(const dp_grad_ws *ws);
 /* Seconds spent per phase by dp_model_grad since the workspace was created (the benchmark's

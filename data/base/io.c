@@ -361,3 +361,15 @@ void dp_buf_free(dp_buf *b) {
     free(b->data);
     *b = (dp_buf){0};
 }
+
+double dp_mem_available(void) {
+    const char *test = getenv("DOPPEL_TEST_MEM_AVAILABLE_MIB");
+    if (test) return atof(test) * 1048576.0;
+    FILE *f = fopen("/proc/meminfo", "r");
+    double kib = -1;
+    char line[256];
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kib) == 1) break;
+    if (f) fclose(f);
+    return kib < 0 ? -1 : kib * 1024;
+}

@@ -47,6 +47,10 @@ void dp_writer_abort(dp_writer *w); /* frees w */
 /* Writes a whole buffer atomically. */
 int dp_write_file_atomic(const char *path, const void *data, size_t len);
 
+/* The kernel's MemAvailable in bytes (what can be allocated without swapping), or -1 where
+ * /proc/meminfo does not say; DOPPEL_TEST_MEM_AVAILABLE_MIB stands in for it in tests. */
+double dp_mem_available(void);
+
 /* Growable byte buffer, used for building strings and JSON. */
 typedef struct {
     char *data;
