@@ -1,6 +1,8 @@
 /* libFuzzer target: the tool-call parser and the <think> splitter. The first byte chooses
  * how the rest is cut into pieces; streamed, the scanner must find the calls of the whole
- * parse and give back every byte exactly once (as text or inside a call). */
+ * parse and give back every byte exactly once (as text or inside a call). Each input costs
+ * two scans; what bounds exec/s is the scanner itself, which re-reads a failed call from its
+ * `[` + 1 (O(n * DP_TOOL_MAX_CALL) on "[LOAD_FILE [LOAD_FILE ..." with no `]`). */
 #include "data/chat_format.h"
 #include "infer/tools.h"
 
