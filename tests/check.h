@@ -7,6 +7,7 @@
 #define DOPPEL_CHECK_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,6 +75,29 @@ static inline double check_arrays_near(const char *what, const float *expected, 
                  what, bad, n, first_bad, (double)expected[first_bad], (double)actual[first_bad],
                  worst_tol);
     return max_diff;
+}
+
+/* Seeded random test inputs: a suite keeps its own stream, so its values never depend on what
+ * else ran. The LCG is Knuth's MMIX one; its high bits are the good ones. */
+typedef struct {
+    uint64_t s;
+} check_rng;
+
+static inline uint64_t check_rng_next(check_rng *r) {
+    r->s = r->s * 6364136223846793005ULL + 1442695040888963407ULL;
+    return r->s;
+}
+
+/* uniform in [-1, 1), from the top 24 bits */
+static inline float check_rng_float(check_rng *r) {
+    return (float)((check_rng_next(r) >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
+}
+
+/* uniform in [-1, 1) from xorshift64* instead: the stream the quantization suites were written
+ * with (a nonzero seed), kept so that their inputs stay the same */
+static inline float check_rng_xs_float(check_rng *r) {
+    r->s ^= r->s >> 12, r->s ^= r->s << 25, r->s ^= r->s >> 27;
+    return (float)((r->s * 2685821657736338717ULL) >> 40) / (float)(1 << 23) - 1.0f;
 }
 
 /* Skips the rest of the suite; a check that already failed still fails it. */

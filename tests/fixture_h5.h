@@ -145,6 +145,26 @@ static inline void fx_model_free(fx_model *fm) {
     free(fm->model.layers);
 }
 
+static inline void fx_nf4_free(dp_nf4 *q, int L) {
+    for (int i = 0; q && i < L * DP_N_LINEAR; i++) dp_nf4_free(&q[i]);
+    free(q);
+}
+
+/* The QLoRA base of the fixture: an NF4 copy (blocksize 64) of every block linear of fm, at
+ * q[l * DP_N_LINEAR + m]; fm's fp32 weights are left as they are. NULL when one fails. */
+static inline dp_nf4 *fx_model_nf4(const fx_model *fm) {
+    const dp_model_config *c = &fm->model.cfg;
+    dp_nf4 *q = calloc((size_t)c->L * DP_N_LINEAR, sizeof *q);
+    for (int i = 0; q && i < c->L * DP_N_LINEAR; i++) {
+        const dp_linear *lin = &fm->model.layers[i / DP_N_LINEAR].lin[i % DP_N_LINEAR];
+        if (dp_nf4_quantize(&q[i], lin->w, lin->out, lin->in, 64)) {
+            fx_nf4_free(q, c->L);
+            return NULL;
+        }
+    }
+    return q;
+}
+
 /* PEFT's name of a LoRA tensor in the fixture ("lora_init/...", "grads/..."). */
 static inline void fx_lora_name(char *out, size_t cap, const char *group, int l, int m, char ab) {
     snprintf(out, cap, "%s/base_model.model.model.layers.%d.%s.lora_%c.weight", group, l,

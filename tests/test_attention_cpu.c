@@ -6,11 +6,7 @@
 
 #include <stdint.h>
 
-static uint64_t rng_state = 7;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng_state >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {7};
 
 /* out = softmax(mask(Q K^T / sqrt(D))) V per sequence and head, in double.
  * q: (N, H, D); k, v: (N, KVH, D); out: (N, H, D); lse: (N, H). */
@@ -81,9 +77,16 @@ static void test_attention(const int32_t *cu, int nseq, int H, int KVH, int D) {
     float *ndq = malloc(nq * 4), *ndk = malloc(nk * 4), *ndv = malloc(nk * 4);
     double *q64 = malloc(nq * 8), *k64 = malloc(nk * 8), *v64 = malloc(nk * 8);
     double *out64 = malloc(nq * 8), *lse64 = malloc((size_t)N * H * 8);
-    for (size_t i = 0; i < nq; i++) q[i] = 2 * frand(), g[i] = frand(), q64[i] = q[i];
-    for (size_t i = 0; i < nk; i++)
-        k[i] = 2 * frand(), v[i] = frand(), k64[i] = k[i], v64[i] = v[i];
+    for (size_t i = 0; i < nq; i++) {
+        q[i] = 2 * check_rng_float(&rng);
+        g[i] = check_rng_float(&rng);
+        q64[i] = q[i];
+    }
+    for (size_t i = 0; i < nk; i++) {
+        k[i] = 2 * check_rng_float(&rng);
+        v[i] = check_rng_float(&rng);
+        k64[i] = k[i], v64[i] = v[i];
+    }
 
     attention_forward(out, lse, q, k, v, cu, nseq, H, KVH, D);
     ref_attention(out64, lse64, q64, k64, v64, cu, nseq, H, KVH, D);
@@ -120,8 +123,11 @@ static void test_cached(int Tk, int Tq, int H, int KVH, int D) {
     size_t nq = (size_t)Tk * H * D, nk = (size_t)Tk * KVH * D;
     float *q = calloc(nq, 4), *k = calloc(nk, 4), *v = calloc(nk, 4);
     float *out = malloc(nq * 4), *outc = malloc((size_t)Tq * H * D * 4);
-    for (size_t i = 0; i < nq; i++) q[i] = 2 * frand();
-    for (size_t i = 0; i < nk; i++) k[i] = 2 * frand(), v[i] = frand();
+    for (size_t i = 0; i < nq; i++) q[i] = 2 * check_rng_float(&rng);
+    for (size_t i = 0; i < nk; i++) {
+        k[i] = 2 * check_rng_float(&rng);
+        v[i] = check_rng_float(&rng);
+    }
     int32_t cu[2] = {0, Tk};
     attention_forward(out, NULL, q, k, v, cu, 1, H, KVH, D);
     attention_cached(outc, q + (size_t)(Tk - Tq) * H * D, k, v, Tq, Tk, H, KVH, D);

@@ -24,14 +24,10 @@
 static const dp_gpu_ops *gpu; /* dp_emu_ops, or dp_cuda_ops under DOPPEL_TEST_BACKEND=cuda */
 enum { C = 64, H = 4, KVH = 2, D = 16, F = 160, QD = H * D, KD = KVH * D };
 
-static uint64_t rng = 77;
-static float frand(void) {
-    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {77};
 static float *randn(size_t n, float scale) {
     float *x = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = scale * frand();
+    for (size_t i = 0; i < n; i++) x[i] = scale * check_rng_float(&rng);
     return x;
 }
 

@@ -13,14 +13,10 @@
 
 #include <stdint.h>
 
-static uint64_t rs = 777;
-static float frand(void) {
-    rs = rs * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rs >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {777};
 static float *rnd(size_t n) {
     float *p = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++) p[i] = frand();
+    for (size_t i = 0; i < n; i++) p[i] = check_rng_float(&rng);
     return p;
 }
 static float bf(float x) {

@@ -16,11 +16,7 @@
 #define COLS 128
 #define ROWS 64
 
-static uint64_t rng = 0x243f6a8885a308d3ull;
-static float uniform(void) { /* xorshift64*, in [-1, 1) */
-    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
-    return (float)((rng * 2685821657736338717ull) >> 40) / (float)(1 << 23) - 1.0f;
-}
+static check_rng rng = {0x243f6a8885a308d3ull};
 
 static float fp16_value(uint16_t h) {
     return dp_f16_to_f32(h);
@@ -31,7 +27,8 @@ int main(void) {
     int same = 0, n = 0;
     for (int e = -30; e <= 17; e++)
         for (int k = 0; k < 200; k++, n++) {
-            float f = ldexpf(1.0f + (float)k / 200.0f + uniform() * 1e-3f, e) * (k % 2 ? -1 : 1);
+            float f = ldexpf(1.0f + (float)k / 200.0f + check_rng_xs_float(&rng) * 1e-3f, e) *
+                      (k % 2 ? -1 : 1);
             same += dp_ggml_fp32_to_fp16(f) == dp_f32_to_f16(f);
         }
     CHECK_EQ_INT(n, same);
@@ -39,19 +36,20 @@ int main(void) {
     CHECK(dp_ggml_fp32_to_fp16(70000.0f) == 0x7c00);
 
     static float x[ROWS * COLS];
-    for (int i = 0; i < ROWS * COLS; i++) x[i] = uniform() * ldexpf(1.0f, (i / COLS) % 13 - 6);
+    for (int i = 0; i < ROWS * COLS; i++)
+        x[i] = check_rng_xs_float(&rng) * ldexpf(1.0f, (i / COLS) % 13 - 6);
     /* hard blocks in the last rows: block k of row r = ROWS - 8 + k / 4 */
     float *h = x + (ROWS - 8) * COLS;
     for (int j = 0; j < 32; j++) {
-        h[0 * 32 + j] = 0.0f;                                      /* zeros */
-        h[1 * 32 + j] = 0.75f;                                     /* a constant */
-        h[2 * 32 + j] = (float)(j - 16) * 0.5f;                    /* .5 ties at every step */
-        h[3 * 32 + j] = j == 7 ? 1000.0f : uniform();              /* one large value */
-        h[4 * 32 + j] = j == 3 ? -2.0f : uniform();                /* negative maximum */
-        h[5 * 32 + j] = uniform() * 1e-9f;                         /* subnormal fp16 scale */
-        h[6 * 32 + j] = uniform() * 1e-30f;                        /* scale rounds to 0 */
-        h[7 * 32 + j] = j == 0 ? 1e7f : uniform() * 1e6f;          /* scale overflows fp16 */
-        h[8 * 32 + j] = (float)j * (j % 2 ? -1.0f : 1.0f) / 16.0f; /* alternating signs */
+        h[0 * 32 + j] = 0.0f;                                            /* zeros */
+        h[1 * 32 + j] = 0.75f;                                           /* a constant */
+        h[2 * 32 + j] = (float)(j - 16) * 0.5f;                          /* .5 ties at every step */
+        h[3 * 32 + j] = j == 7 ? 1000.0f : check_rng_xs_float(&rng);     /* one large value */
+        h[4 * 32 + j] = j == 3 ? -2.0f : check_rng_xs_float(&rng);       /* negative maximum */
+        h[5 * 32 + j] = check_rng_xs_float(&rng) * 1e-9f;                /* subnormal fp16 scale */
+        h[6 * 32 + j] = check_rng_xs_float(&rng) * 1e-30f;               /* scale rounds to 0 */
+        h[7 * 32 + j] = j == 0 ? 1e7f : check_rng_xs_float(&rng) * 1e6f; /* scale overflows fp16 */
+        h[8 * 32 + j] = (float)j * (j % 2 ? -1.0f : 1.0f) / 16.0f;       /* alternating signs */
     }
     static uint8_t q8[ROWS * COLS / 32 * DP_GGML_Q8_0_BYTES],
         q4[ROWS * COLS / 32 * DP_GGML_Q4_0_BYTES];

@@ -22,14 +22,10 @@ static const dp_gpu_ops *gpu; /* dp_emu_ops, or dp_cuda_ops under DOPPEL_TEST_BA
         CHECK_REPORT(rc_ == 0, "%s failed: %s", #call, dp_last_error());                           \
     } while (0)
 
-static uint64_t rng = 2024;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {2024};
 static float *randn(size_t n, float scale) {
     float *x = malloc((n ? n : 1) * sizeof(float));
-    for (size_t i = 0; i < n; i++) x[i] = scale * frand();
+    for (size_t i = 0; i < n; i++) x[i] = scale * check_rng_float(&rng);
     return x;
 }
 

@@ -26,11 +26,7 @@ static const dp_gpu_ops *gpu = &dp_emu_ops;
         CHECK_REPORT(rc_ == 0, "%s failed: %s", #call, dp_last_error());                           \
     } while (0)
 
-static uint64_t rng = 77;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {77};
 
 static void *dev_copy(const void *h, size_t bytes) {
     void *d = NULL;
@@ -47,7 +43,7 @@ static void test_kernel(int C, float alpha) {
     const uint64_t seed = 0x1234567ULL;
     size_t n = (size_t)N * C;
     float *x = malloc(n * 4), *ref = malloc(n * 4), *got = malloc(n * 4);
-    for (size_t i = 0; i < n; i++) x[i] = frand();
+    for (size_t i = 0; i < n; i++) x[i] = check_rng_float(&rng);
     memcpy(ref, x, n * 4);
     neftune_forward(ref, cu, NSEQ, 0, N, C, alpha, seed);
 
@@ -122,11 +118,8 @@ enum { N = 24, NSEQ = 2 };
 static int32_t tokens[N], targets[N], pos[N], cu[NSEQ + 1] = {0, 13, N};
 
 static dp_batch make_batch(int V) {
-    uint64_t st = 5;
-    for (int i = 0; i < N; i++) {
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        tokens[i] = (int32_t)((st >> 33) % (uint64_t)V);
-    }
+    check_rng st = {5};
+    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((check_rng_next(&st) >> 33) % (uint64_t)V);
     for (int s = 0; s < NSEQ; s++)
         for (int i = cu[s]; i < cu[s + 1]; i++) {
             pos[i] = i - cu[s];

@@ -6,11 +6,7 @@
 #include <omp.h>
 #include <stdint.h>
 
-static uint64_t rng_state = 42;
-static float frand(void) { /* uniform in [-1, 1) */
-    rng_state = rng_state * 6364136223846793005ULL + 1442695040888963407ULL;
-    return (float)((rng_state >> 40) * (1.0 / (1 << 24))) * 2.0f - 1.0f;
-}
+static check_rng rng = {42};
 
 /* loss = sum(out * g) for a fixed random g, so dloss/dout = g. */
 static double rms_loss(const float *inp, const float *w, const float *g, int N, int C) {
@@ -24,8 +20,11 @@ static double rms_loss(const float *inp, const float *w, const float *g, int N, 
 static void test_rmsnorm(int N, int C) {
     float inp[64 * 64], w[64], g[64 * 64], rstd[64], out[64 * 64];
     float dinp[64 * 64] = {0}, dw[64] = {0}, num_dinp[64 * 64], num_dw[64];
-    for (int i = 0; i < N * C; i++) inp[i] = frand(), g[i] = frand();
-    for (int c = 0; c < C; c++) w[c] = 1.0f + 0.5f * frand();
+    for (int i = 0; i < N * C; i++) {
+        inp[i] = check_rng_float(&rng);
+        g[i] = check_rng_float(&rng);
+    }
+    for (int c = 0; c < C; c++) w[c] = 1.0f + 0.5f * check_rng_float(&rng);
     rmsnorm_forward(out, rstd, inp, w, N, C, 1e-5f);
     /* forward against the formula written out in double */
     for (int n = 0; n < N; n++) {
@@ -80,7 +79,7 @@ static void test_embedding(void) {
     enum { V = 11, C = 13, N = 6 };
     float table[V * C], out[N * C];
     int32_t tok[N] = {3, 0, 10, 3, 7, 1};
-    for (int i = 0; i < V * C; i++) table[i] = frand();
+    for (int i = 0; i < V * C; i++) table[i] = check_rng_float(&rng);
     embedding_forward(out, tok, table, N, C);
     int bad = 0;
     for (int n = 0; n < N; n++)
@@ -106,7 +105,11 @@ static double swiglu_loss(const float *x, void *p) {
 static void test_swiglu(void) {
     enum { n = 301 };
     float gate[n], up[n], g[n], out[n], dgate[n], dup[n], ng[n], nu[n], ref[n];
-    for (int i = 0; i < n; i++) gate[i] = 6 * frand(), up[i] = 2 * frand(), g[i] = frand();
+    for (int i = 0; i < n; i++) {
+        gate[i] = 6 * check_rng_float(&rng);
+        up[i] = 2 * check_rng_float(&rng);
+        g[i] = check_rng_float(&rng);
+    }
     swiglu_forward(out, gate, up, n);
     for (int i = 0; i < n; i++) ref[i] = (float)(gate[i] / (1 + exp(-(double)gate[i])) * up[i]);
     check_arrays_near("swiglu forward", ref, out, n, 1e-6, 1e-6);
@@ -130,7 +133,10 @@ static void test_rope(void) {
     float rinv[D / 2];
     for (int i = 0; i < D / 2; i++) rinv[i] = (float)exp(-log(10000.0) * (2.0 * i) / D);
     check_arrays_near("rope inv_freq theta=1e4", rinv, inv, D / 2, 0, 1e-6);
-    for (int i = 0; i < N * nh * D; i++) x[i] = x0[i] = frand(), g[i] = frand();
+    for (int i = 0; i < N * nh * D; i++) {
+        x[i] = x0[i] = check_rng_float(&rng);
+        g[i] = check_rng_float(&rng);
+    }
     rope_forward(x, pos, inv, N, nh, D);
     /* the pair (x_i, x_{i+D/2}) as a complex number times e^{i * pos * inv_freq} */
     for (int n = 0; n < N; n++)
@@ -202,7 +208,7 @@ static void test_cross_entropy(void) {
     enum { N = 6, V = 37 };
     float x[N * V], dx[N * V], ndx[N * V], losses[N], ref[N], alias[N * V], la[N];
     int32_t t[N] = {3, -100, 36, 0, -1, 17};
-    for (int i = 0; i < N * V; i++) x[i] = 4 * frand();
+    for (int i = 0; i < N * V; i++) x[i] = 4 * check_rng_float(&rng);
     x[2 * V + 36] = 30.0f; /* a confident row: the max subtraction must keep it finite */
     cross_entropy_forward_backward(losses, dx, x, t, N, V, 0.25f);
     for (int n = 0; n < N; n++) {
@@ -226,10 +232,10 @@ static void test_adamw(void) {
     enum { n = 257 };
     float p[n], m[n] = {0}, v[n] = {0}, g[n];
     double P[n], M[n] = {0}, Vv[n] = {0};
-    for (int i = 0; i < n; i++) P[i] = p[i] = frand();
+    for (int i = 0; i < n; i++) P[i] = p[i] = check_rng_float(&rng);
     const double lr = 1e-2, b1 = 0.9, b2 = 0.999, eps = 1e-8, wd = 0.1, scale = 0.5;
     for (int t = 1; t <= 5; t++) {
-        for (int i = 0; i < n; i++) g[i] = frand() * (i % 7 == 0 ? 1e-6f : 1.0f);
+        for (int i = 0; i < n; i++) g[i] = check_rng_float(&rng) * (i % 7 == 0 ? 1e-6f : 1.0f);
         adamw_update(p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd,
                      (float)scale, t);
         for (int i = 0; i < n; i++) {
@@ -250,7 +256,10 @@ static void test_sum_squares(void) {
     enum { n = 100003 };
     float *x = malloc(n * sizeof(float));
     double ref = 0;
-    for (int i = 0; i < n; i++) x[i] = frand(), ref += (double)x[i] * x[i];
+    for (int i = 0; i < n; i++) {
+        x[i] = check_rng_float(&rng);
+        ref += (double)x[i] * x[i];
+    }
     double s2 = sum_squares(x, n);
     CHECK_NEAR(ref, s2, 0, 1e-12);
     omp_set_num_threads(1);

@@ -7,11 +7,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-static uint64_t rng = 0x9e3779b97f4a7c15ull;
-static float uniform(void) { /* xorshift64*, in [-1, 1) */
-    rng ^= rng >> 12, rng ^= rng << 25, rng ^= rng >> 27;
-    return (float)((rng * 2685821657736338717ull) >> 40) / (float)(1 << 23) - 1.0f;
-}
+static check_rng rng = {0x9e3779b97f4a7c15ull};
 
 /* Q8_0 values as a GGUF file holds them: per block an fp16-representable scale and int8 codes
  * with one code at +-127 (the block's max); quantizing them must give the same codes and
@@ -24,7 +20,7 @@ static void test_exact(void) {
     for (int b = 0; b < rows * cols / 32; b++) {
         scales[b] = ldexpf(1.0f + (float)(b % 37) / 64.0f, -(b % 9) - 5); /* 7 mantissa bits */
         for (int i = 0; i < 32; i++) {
-            int c = (int)lrintf(uniform() * 126.0f);
+            int c = (int)lrintf(check_rng_xs_float(&rng) * 126.0f);
             if (i == b % 32) c = b % 2 ? 127 : -127;
             codes[b * 32 + i] = (int8_t)c;
             w[b * 32 + i] = (float)c * scales[b];
@@ -49,9 +45,10 @@ static void test_gemv(int C, int OC) {
     float *w = malloc(sizeof(float) * C * OC), *x = malloc(sizeof(float) * C),
           *b = malloc(sizeof(float) * OC), *y = malloc(sizeof(float) * OC),
           *ref = malloc(sizeof(float) * OC), *row = malloc(sizeof(float) * C);
-    for (int i = 0; i < C * OC; i++) w[i] = uniform() * (1.0f + (float)(i % 97) / 10.0f);
-    for (int i = 0; i < C; i++) x[i] = uniform() * 3.0f;
-    for (int i = 0; i < OC; i++) b[i] = uniform();
+    for (int i = 0; i < C * OC; i++)
+        w[i] = check_rng_xs_float(&rng) * (1.0f + (float)(i % 97) / 10.0f);
+    for (int i = 0; i < C; i++) x[i] = check_rng_xs_float(&rng) * 3.0f;
+    for (int i = 0; i < OC; i++) b[i] = check_rng_xs_float(&rng);
     dp_q8 q;
     CHECK(dp_q8_quantize(&q, w, OC, C) == 0);
     gemv_q8(y, x, &q, b, C, OC);
@@ -99,9 +96,10 @@ static void test_gemv_rows(int R, int C, int OC) {
     float *w = malloc(sizeof(float) * C * OC), *x = malloc(sizeof(float) * R * C),
           *b = malloc(sizeof(float) * OC), *y = malloc(sizeof(float) * R * OC),
           *ref = malloc(sizeof(float) * R * OC), *row = malloc(sizeof(float) * C);
-    for (int i = 0; i < C * OC; i++) w[i] = uniform() * (1.0f + (float)(i % 89) / 10.0f);
-    for (int i = 0; i < R * C; i++) x[i] = uniform() * 3.0f;
-    for (int i = 0; i < OC; i++) b[i] = uniform();
+    for (int i = 0; i < C * OC; i++)
+        w[i] = check_rng_xs_float(&rng) * (1.0f + (float)(i % 89) / 10.0f);
+    for (int i = 0; i < R * C; i++) x[i] = check_rng_xs_float(&rng) * 3.0f;
+    for (int i = 0; i < OC; i++) b[i] = check_rng_xs_float(&rng);
     dp_q8 q;
     CHECK(dp_q8_quantize(&q, w, OC, C) == 0);
     gemv_q8_rows(y, x, &q, b, R, C, OC);

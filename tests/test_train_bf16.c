@@ -72,13 +72,12 @@ static void test_arch(const char *arch) {
     int nt = 0;
     for (int i = 0; i < b.N; i++) nt += b.targets[i] >= 0;
     const dp_model_config *c = &fm.model.cfg;
-    dp_nf4 *q = calloc((size_t)c->L * DP_N_LINEAR, sizeof *q);
-    for (int l = 0; l < c->L; l++)
-        for (int m = 0; m < DP_N_LINEAR; m++) {
-            dp_linear *lin = &fm.model.layers[l].lin[m];
-            CHECK(dp_nf4_quantize(&q[l * DP_N_LINEAR + m], lin->w, lin->out, lin->in, 64) == 0);
-            lin->w = NULL, /* still owned by fm's blocks */ lin->nf4 = &q[l * DP_N_LINEAR + m];
-        }
+    dp_nf4 *q = fx_model_nf4(&fm);
+    CHECK(q != NULL);
+    for (int i = 0; q && i < c->L * DP_N_LINEAR; i++) {
+        dp_linear *lin = &fm.model.layers[i / DP_N_LINEAR].lin[i % DP_N_LINEAR];
+        lin->w = NULL, /* still owned by fm's blocks */ lin->nf4 = &q[i];
+    }
     fprintf(stderr, "%s (NF4 base):\n", arch);
     for (int recompute = 1; recompute >= 0; recompute--) {
         float *g32, *g16;
@@ -120,11 +119,9 @@ static void test_arch(const char *arch) {
         }
         free(g32), free(g16);
     }
-    for (int i = 0; i < c->L * DP_N_LINEAR; i++) {
+    for (int i = 0; i < c->L * DP_N_LINEAR; i++)
         fm.model.layers[i / DP_N_LINEAR].lin[i % DP_N_LINEAR].nf4 = NULL;
-        dp_nf4_free(&q[i]);
-    }
-    free(q);
+    fx_nf4_free(q, c->L);
     for (int i = 0; i < 4; i++) free(bufs[i]);
     fx_model_free(&fm);
     H5Fclose(f);

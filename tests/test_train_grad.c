@@ -129,15 +129,17 @@ static void test_nf4(const char *arch) {
     dp_batch b = fx_batch(f, bufs);
     int nt = count_trained(&b);
     const dp_model_config *c = &fm.model.cfg;
-    dp_nf4 *q = calloc((size_t)c->L * DP_N_LINEAR, sizeof *q);
+    dp_nf4 *q = fx_model_nf4(&fm);
+    CHECK(q != NULL);
+    if (!q) {
+        for (int i = 0; i < 4; i++) free(bufs[i]);
+        fx_model_free(&fm);
+        H5Fclose(f);
+        return;
+    }
     float *saved[64];
-    for (int l = 0; l < c->L; l++)
-        for (int m = 0; m < DP_N_LINEAR; m++) {
-            dp_linear *lin = &fm.model.layers[l].lin[m];
-            dp_nf4 *qq = &q[l * DP_N_LINEAR + m];
-            CHECK(dp_nf4_quantize(qq, lin->w, lin->out, lin->in, 64) == 0);
-            saved[l * DP_N_LINEAR + m] = lin->w;
-        }
+    for (int i = 0; i < c->L * DP_N_LINEAR; i++)
+        saved[i] = fm.model.layers[i / DP_N_LINEAR].lin[i % DP_N_LINEAR].w;
     float *g[2] = {NULL, NULL};
     double loss[2];
     size_t n = 0;
@@ -174,8 +176,7 @@ static void test_nf4(const char *arch) {
     double d = fabs(loss[0] / nt - fx_read_scalar(f, "loss"));
     fprintf(stderr, "  %s: NF4 moves the loss by %.3g from the fp32 model's\n", arch, d);
     CHECK(d < 0.05 && d > 1e-6);
-    for (int i = 0; i < c->L * DP_N_LINEAR; i++) dp_nf4_free(&q[i]);
-    free(q);
+    fx_nf4_free(q, c->L);
     free(g[0]), free(g[1]);
     for (int i = 0; i < 4; i++) free(bufs[i]);
     fx_model_free(&fm);

@@ -39,11 +39,8 @@ static void reset_peak(void) {
 static int32_t tokens[N], targets[N], pos[N], cu[NSEQ + 1] = {0, 13, N};
 
 static dp_batch make_batch(int V) {
-    uint64_t st = 99;
-    for (int i = 0; i < N; i++) {
-        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
-        tokens[i] = (int32_t)((st >> 33) % (uint64_t)V);
-    }
+    check_rng st = {99};
+    for (int i = 0; i < N; i++) tokens[i] = (int32_t)((check_rng_next(&st) >> 33) % (uint64_t)V);
     for (int s = 0; s < NSEQ; s++)
         for (int i = cu[s]; i < cu[s + 1]; i++) {
             pos[i] = i - cu[s];

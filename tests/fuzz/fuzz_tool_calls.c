@@ -1,9 +1,13 @@
 /* libFuzzer target: the tool-call parser and the <think> splitter. The first byte chooses
- * how the rest is cut into pieces; streamed, the scanner must find the calls of the whole
- * parse and give back every byte exactly once (as text or inside a call). */
+ * how the rest is cut into pieces; streamed, the scanner must find what the whole parse finds
+ * (the same raw calls in order, the same text around them) and give back every byte exactly
+ * once. Each input costs two scans; what bounds exec/s is the scanner itself, which re-reads
+ * a failed call from its `[` + 1 (O(n * DP_TOOL_MAX_CALL) on "[LOAD_FILE [LOAD_FILE ..."
+ * with no `]`). */
 #include "data/chat_format.h"
 #include "infer/tools.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,12 +15,15 @@
 static const char *names[] = {"LOAD_FILE", "FETCH_URL"};
 
 typedef struct {
-    dp_buf all;
+    dp_buf all;  /* every byte given back */
+    dp_buf text; /* the text alone */
+    dp_buf raws; /* the calls' raw text, each ended by a NUL (a call never holds one) */
     int calls;
 } sink_state;
 
 static int on_text(void *ctx, const char *s, size_t n) {
-    return dp_buf_append(&((sink_state *)ctx)->all, s, n);
+    sink_state *st = ctx;
+    return dp_buf_append(&st->all, s, n) || dp_buf_append(&st->text, s, n);
 }
 
 static int on_call(void *ctx, const dp_tool_call *c) {
@@ -26,7 +33,11 @@ static int on_call(void *ctx, const dp_tool_call *c) {
         c->n_args > DP_TOOL_MAX_ARGS || !c->name[0])
         __builtin_trap();
     st->calls++;
-    return dp_buf_append(&st->all, c->raw, n);
+    return dp_buf_append(&st->all, c->raw, n) || dp_buf_append(&st->raws, c->raw, n + 1);
+}
+
+static bool same(const dp_buf *a, const dp_buf *b) {
+    return a->len == b->len && (!a->len || !memcmp(a->data, b->data, a->len));
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -36,7 +47,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - 1;
 
     dp_tool_calls whole = {0};
-    if (dp_tool_calls_parse(text, n, names, 2, &whole, NULL)) return 0; /* out of memory */
+    dp_buf whole_text = {0}, whole_raws = {0};
+    if (dp_tool_calls_parse(text, n, names, 2, &whole, &whole_text)) { /* out of memory */
+        dp_tool_calls_free(&whole);
+        dp_buf_free(&whole_text);
+        return 0;
+    }
+    for (int i = 0; i < whole.n; i++)
+        if (dp_buf_append(&whole_raws, whole.v[i].raw, strlen(whole.v[i].raw) + 1)) abort();
     sink_state st = {0};
     dp_tool_scanner *s = dp_tool_scanner_create(names, 2, (dp_tool_sink){on_text, on_call, &st});
     if (!s) abort();
@@ -44,10 +62,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (dp_tool_scanner_feed(s, text + i, n - i < step ? n - i : step)) abort();
     if (dp_tool_scanner_finish(s)) abort();
     dp_tool_scanner_destroy(s);
-    if (st.all.len != n || (n && memcmp(st.all.data, text, n)) || st.calls != whole.n)
+    if (st.all.len != n || (n && memcmp(st.all.data, text, n)) || st.calls != whole.n ||
+        !same(&st.raws, &whole_raws) || !same(&st.text, &whole_text))
         __builtin_trap();
     dp_tool_calls_free(&whole);
+    dp_buf_free(&whole_text);
+    dp_buf_free(&whole_raws);
     dp_buf_free(&st.all);
+    dp_buf_free(&st.text);
+    dp_buf_free(&st.raws);
 
     /* the splitter: thought + answer never hold more than the input */
     dp_think_splitter t = {0};
