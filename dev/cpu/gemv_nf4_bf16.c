@@ -17,6 +17,7 @@
  * for them) costs about what the whole fp32 kernel costs at R = 1; it wins only from R = 8.
  * usage: sandbox_cpu_gemv_nf4_bf16 [--check] [--rounds N=5] */
 #include "kernels/nf4.h"
+#include "tests/bench/random_nf4.h"
 #include "kernels/ops.h"
 
 #include "kernels/cpu/simd.h"
@@ -224,16 +225,11 @@ typedef struct {
 
 static uint32_t rng = 12345;
 static uint32_t next(void) {
-    rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
-    return rng;
+    return random_nf4_next(&rng);
 }
 
 static void fill_nf4(dp_nf4 *q, int rows, int cols) {
-    if (dp_nf4_alloc(q, rows, cols, 64)) exit(1);
-    for (int64_t i = 0; i < q->n / 2; i++) q->codes[i] = (uint8_t)next();
-    for (int64_t b = 0; b < q->nblocks; b++) q->absmax_q[b] = (uint8_t)next();
-    for (int64_t g = 0; g < (q->nblocks + 255) / 256; g++) q->absmax2[g] = 1e-3f * (1 + g % 3);
-    q->offset = 0.05f;
+    random_nf4(q, rows, cols, &rng);
 }
 
 /* the variant against double sums of its own bf16 values; 0 or 1 */

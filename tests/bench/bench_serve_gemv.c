@@ -8,6 +8,7 @@
  * --cpu-time: the process's CPU time instead of wall time (with OMP_NUM_THREADS=1, the kernels'
  * own cost on a machine shared with other work, which wall time would mix with waiting). */
 #include "kernels/nf4.h"
+#include "bench/random_nf4.h"
 #include "kernels/q8.h"
 
 #include <omp.h>
@@ -32,17 +33,11 @@ static int cmp_double(const void *a, const void *b) {
 
 static uint32_t rng = 12345;
 static uint32_t next(void) {
-    rng ^= rng << 13, rng ^= rng >> 17, rng ^= rng << 5;
-    return rng;
+    return random_nf4_next(&rng);
 }
 
-/* random codes and scales: the cost does not depend on the values */
 static void fill_nf4(dp_nf4 *q, int rows, int cols) {
-    if (dp_nf4_alloc(q, rows, cols, 64)) exit(1);
-    for (int64_t i = 0; i < q->n / 2; i++) q->codes[i] = (uint8_t)next();
-    for (int64_t b = 0; b < q->nblocks; b++) q->absmax_q[b] = (uint8_t)next();
-    for (int64_t g = 0; g < (q->nblocks + 255) / 256; g++) q->absmax2[g] = 1e-3f;
-    q->offset = 0.05f;
+    random_nf4(q, rows, cols, &rng);
 }
 
 int main(int argc, char **argv) {
