@@ -111,7 +111,7 @@ static int plan(const plan_options *opt) {
         printf("  %-36s %10.1f   (train's --recompute auto keeps every layer when this is within "
                "a quarter of the GPU's memory: %s here)\n",
                "total without recomputation", mib(p2.total),
-               p2.total <= (uint64_t)o.vram / 4 ? "yes" : "no");
+               dp_recompute_auto_keeps((double)p2.total, (double)o.vram) ? "yes" : "no");
         dp_memplan_free(&p2);
     }
     int max_seq = dp_memplan_max_seq(&cfg, &shape, (uint64_t)o.vram);

@@ -525,7 +525,7 @@ static int choose_device(train_options *o, unsigned targets, const dp_gpu_ops **
     if (!strcmp(o->recompute_s, "auto")) { /* off when the plan without it fits a quarter */
         sh.recompute = false;
         if (dp_memplan_build(&p, &cfg, &sh)) return dp_usage_error(S, "%s", dp_last_error());
-        o->gpu_recompute = p.total > limit / 4;
+        o->gpu_recompute = !dp_recompute_auto_keeps((double)p.total, (double)limit);
         dp_memplan_free(&p);
         if (!quiet)
             fprintf(stderr, "train: recomputation %s (--recompute auto: %.0f MiB of GPU memory "
@@ -667,7 +667,7 @@ static bool cpu_recompute(const train_options *o, const train_run *r, bool quiet
     size_t off = dp_grad_ws_plan_bytes(r->model, r->lora, (int)o->batch_tokens, false,
                                        (int)o->ce_chunk, wants_bf16(o));
     double avail = dp_mem_available();
-    bool on = !off || avail <= 0 || (double)off > avail / 4;
+    bool on = !dp_recompute_auto_keeps((double)off, avail);
     if (!quiet)
         fprintf(stderr, "train: recomputation %s (--recompute auto: a %.0f MiB workspace without "
                         "it, %s a quarter of the %.0f MiB available)\n",

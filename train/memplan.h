@@ -74,6 +74,13 @@ typedef struct {
 int dp_memplan_build(dp_memplan *plan, const dp_model_config *cfg, const dp_train_shape *shape);
 void dp_memplan_free(dp_memplan *plan);
 
+/* train's --recompute auto: keep every layer's activations (no recomputation) when the run
+ * without recomputation needs at most a quarter of the memory available (CPU: MemAvailable,
+ * GPU: its memory). One rule for the CPU, the GPU and `doppel plan`. */
+static inline bool dp_recompute_auto_keeps(double bytes_without, double available) {
+    return bytes_without > 0 && available > 0 && bytes_without <= available / 4;
+}
+
 /* The longest seq (tokens per row, same other settings) whose plan fits in vram_bytes;
  * 0 when not even 1 token fits. */
 int dp_memplan_max_seq(const dp_model_config *cfg, const dp_train_shape *shape,
