@@ -289,19 +289,13 @@ static void attend_chunk(void *ctx, int64_t s0, int64_t s1) {
  * pool (kernels/pool.h), not over OpenMP: every OpenMP region wakes the team and waits at its
  * barrier for threads the OS may not have scheduled, which on a busy 2-core machine costs
  * more than the attention itself (a region per sequence and layer made a 4-conversation step
- * dozens of times slower than a 1-conversation one). One conversation's decode row attends on
- * its own thread too up to a cache of DECODE_ATTN_INLINE (positions x query width: ~900
- * positions for SmolLM2), where attention_cached would start a region per layer (from 228
- * positions: at 400 that made a step 260 ms against 40 ms for two conversations on a loaded
- * machine). A prefill, and a longer cache, keep attention_cached's own threading. */
-#define DECODE_ATTN_INLINE ((size_t)1 << 19)
-
+ * dozens of times slower than a 1-conversation one). One conversation's decode row goes to
+ * attention_cached whole, which shares its heads over the same pool once the cache is long
+ * enough to pay for the hand-off. A prefill keeps attention_cached's own threading. */
 static int step_attention(void *ctx, int l, dp_block_acts *A, int n0, int n1) {
     (void)n0, (void)n1;
     const step *st = ctx;
-    const dp_model_config *c = &st->f->model->cfg;
-    size_t one_work = (size_t)(st->kv[0]->T + 1) * c->H * c->D;
-    if (st->cu[st->nseq] == st->nseq && (st->nseq > 1 || one_work < DECODE_ATTN_INLINE)) {
+    if (st->nseq > 1 && st->cu[st->nseq] == st->nseq) {
         attend_job j = {st, A, l};
         dp_pool_for(st->nseq, 1, attend_chunk, &j);
         return 0;
