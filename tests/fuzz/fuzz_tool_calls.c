@@ -1,11 +1,12 @@
 /* libFuzzer target: the tool-call parser and the <think> splitter. The first byte chooses
- * how the rest is cut into pieces; streamed, the scanner must find what the whole parse finds
- * (the same raw calls in order, the same text around them) and give back every byte exactly
- * once. Each input costs two scans; what bounds exec/s is the scanner itself, which re-reads
- * a failed call from its `[` + 1 (O(n * DP_TOOL_MAX_CALL) on "[LOAD_FILE [LOAD_FILE ..."
- * with no `]`). */
+ * how the rest is cut into pieces. The scanner, whole, must give out the same events (text
+ * pieces, calls with their names, tools and arguments, in order) as the old quadratic scanner
+ * it replaced (tool_scan_ref.h, the oracle); streamed, the same text and calls, and every byte
+ * back exactly once. What bounds exec/s is now the oracle, which re-reads a failed call from
+ * its `[` + 1 (O(n * DP_TOOL_MAX_CALL) on "[LOAD_FILE [LOAD_FILE ..." with no `]`). */
 #include "data/chat_format.h"
 #include "infer/tools.h"
+#include "tool_scan_ref.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -45,6 +46,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     unsigned step = data[0] % 16 + 1;
     const char *text = (const char *)data + 1;
     size_t n = size - 1;
+
+    /* the oracle: the old scanner and the new, whole, event for event */
+    dp_buf ref_log = {0}, new_log = {0};
+    ref_scanner *r = ref_scanner_create(names, 2, ref_log_sink(&ref_log));
+    dp_tool_scanner *w = dp_tool_scanner_create(names, 2, ref_log_sink(&new_log));
+    if (!r || !w || ref_scanner_feed(r, text, n) || dp_tool_scanner_feed(w, text, n)) abort();
+    if (ref_scanner_held(r) != dp_tool_scanner_held(w)) __builtin_trap(); /* still undecided */
+    if (ref_scanner_finish(r) || dp_tool_scanner_finish(w)) abort();
+    ref_scanner_destroy(r);
+    dp_tool_scanner_destroy(w);
+    if (!same(&ref_log, &new_log)) __builtin_trap();
+    dp_buf_free(&ref_log);
+    dp_buf_free(&new_log);
 
     dp_tool_calls whole = {0};
     dp_buf whole_text = {0}, whole_raws = {0};
