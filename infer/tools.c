@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stdint.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -65,8 +66,31 @@ static bool same_name(const char *a, size_t n, const char *b) {
     return name_match(a, n, b, true);
 }
 
-/* enum of the call reader's states */
-enum { CALL_NAME, CALL_ARGS, CALL_DQ, CALL_DQ_ESC, CALL_SQ, CALL_CLOSED };
+/* The call reader's states. After the name, a call's future depends only on the position and
+ * the state (and, for the length limit, on where its `[` was): calls that reach the same
+ * (position, state) go on alike. */
+enum {
+    CALL_SEP,  /* between arguments */
+    CALL_WORD, /* in an argument, outside quotes */
+    CALL_DQ,
+    CALL_DQ_ESC,
+    CALL_SQ,
+    CALL_WALK, /* states above: the ones a step is recorded for */
+    CALL_NAME = CALL_WALK,
+    CALL_CLOSED
+};
+
+/* A step already taken by some call from (position, state) after its name: it leads to state
+ * `to`, `ahead` bytes later, past `args` argument starts. A failed call is re-read from its
+ * `[` + 1 and the brackets inside it are tried as calls; one that reaches a (position, state)
+ * a call went through jumps along the recorded steps instead of re-reading them (and the
+ * steps it passes are pointed at where it lands), so every (position, state) is read once and
+ * a reply costs O(n), however its brackets nest, instead of O(n * DP_TOOL_MAX_CALL). */
+typedef struct {
+    uint16_t ahead; /* 0: none recorded */
+    uint16_t args;
+    uint8_t to;
+} call_step;
 
 struct dp_tool_scanner {
     char **names;
@@ -91,6 +115,12 @@ struct dp_tool_scanner {
     size_t call_start; /* of its `[` in in */
     int call_state;
     size_t name_len;
+    bool *alive;      /* (n_names) the tools whose names begin with the name read so far */
+    int n_alive;      /* of them */
+    bool capitals;    /* the name so far is A-Z, then A-Z 0-9 _ (an unknown tool's) */
+    int args;         /* argument starts read since the name */
+    call_step *steps; /* (steps_cap, CALL_WALK) by position in in */
+    size_t steps_cap;
 };
 
 dp_tool_scanner *dp_tool_scanner_create(const char *const *names, int n_names, dp_tool_sink sink) {
@@ -100,7 +130,8 @@ dp_tool_scanner *dp_tool_scanner_create(const char *const *names, int n_names, d
     s->prefix = true;
     if (n_names > 0) {
         s->names = dp_calloc((size_t)n_names, sizeof *s->names);
-        if (!s->names) goto fail;
+        s->alive = dp_calloc((size_t)n_names, sizeof *s->alive);
+        if (!s->names || !s->alive) goto fail;
         for (; s->n_names < n_names; s->n_names++)
             if (!(s->names[s->n_names] = dp_strdup(names[s->n_names]))) goto fail;
     }
@@ -114,6 +145,8 @@ void dp_tool_scanner_destroy(dp_tool_scanner *s) {
     if (!s) return;
     for (int i = 0; i < s->n_names; i++) free(s->names[i]);
     free(s->names);
+    free(s->alive);
+    free(s->steps);
     dp_buf_free(&s->in);
     free(s);
 }
@@ -128,27 +161,37 @@ static int known_tool(const dp_tool_scanner *s, const char *name, size_t n) {
     return -1;
 }
 
-/* A name that makes the bracket a call: a tool's, or an all-capitals one (unknown tool). */
-static bool call_name(const dp_tool_scanner *s, const char *name, size_t n) {
-    if (!n) return false;
-    if (known_tool(s, name, n) >= 0) return true;
-    if (n < 2 || !isupper((unsigned char)name[0])) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!(isupper((unsigned char)name[i]) || isdigit((unsigned char)name[i]) || name[i] == '_'))
-            return false;
-    return true;
+static bool capital_char(char c, bool first) {
+    return isupper((unsigned char)c) || (!first && (isdigit((unsigned char)c) || c == '_'));
 }
 
-/* Whether a name read so far can still become a call's: the start of a tool's name, or
- * capitals so far (an unknown tool); so `[see` is text at once, not held back. */
-static bool name_may_grow(const dp_tool_scanner *s, const char *name, size_t n) {
+/* The name read so far grows by c. Whether it can still become a call's: the start of a
+ * tool's name, or capitals so far (an unknown tool); so `[see` is text at once, not held
+ * back. Kept per tool as the name grows, so a long name costs O(1) a byte. */
+static bool name_grows(dp_tool_scanner *s, char c) {
+    size_t k = s->name_len++;
+    char x = (char)toupper((unsigned char)c);
+    if (x == '-') x = '_';
+    s->n_alive = 0;
+    for (int i = 0; i < s->n_names; i++) {
+        bool a = k == 0 || s->alive[i]; /* then names[i] is at least k bytes long */
+        if (a) {
+            char y = (char)toupper((unsigned char)s->names[i][k]);
+            a = (y == '-' ? '_' : y) == x;
+        }
+        s->alive[i] = a;
+        s->n_alive += a;
+    }
+    s->capitals = (k == 0 || s->capitals) && capital_char(c, k == 0);
+    return s->n_alive > 0 || s->capitals;
+}
+
+/* The name read makes the bracket a call: a tool's, or an all-capitals one (unknown tool). */
+static bool name_is_call(const dp_tool_scanner *s) {
+    if (!s->name_len) return false;
     for (int i = 0; i < s->n_names; i++)
-        if (name_match(name, n, s->names[i], false)) return true;
-    if (!isupper((unsigned char)name[0])) return false;
-    for (size_t i = 0; i < n; i++)
-        if (!(isupper((unsigned char)name[i]) || isdigit((unsigned char)name[i]) || name[i] == '_'))
-            return false;
-    return true;
+        if (s->alive[i] && !s->names[i][s->name_len]) return true;
+    return s->name_len >= 2 && s->capitals;
 }
 
 /* Splits raw = "[NAME args]" (already checked by the reader) into the call. -1 with no
@@ -230,6 +273,10 @@ static void not_a_call(dp_tool_scanner *s) {
 
 /* The call in[call_start, pos) is complete. */
 static int give_call(dp_tool_scanner *s) {
+    if (s->args > DP_TOOL_MAX_ARGS) { /* counted as read: no split of a long failed call */
+        not_a_call(s);
+        return 0;
+    }
     dp_tool_call c;
     bool too_many;
     const char *raw = s->in.data + s->call_start;
@@ -247,9 +294,50 @@ static int give_call(dp_tool_scanner *s) {
     return rc;
 }
 
-/* One byte of a call being read; `final`: it is the end of the reply (c unused). */
+static call_step *step_at(dp_tool_scanner *s, size_t pos, int state) {
+    return &s->steps[pos * CALL_WALK + (size_t)state];
+}
+
+/* Room for a step at every position of in. */
+static int reserve_steps(dp_tool_scanner *s) {
+    if (s->steps_cap >= s->in.len) return 0;
+    size_t cap = s->steps_cap ? 2 * s->steps_cap : 256;
+    if (cap < s->in.len) cap = s->in.len;
+    call_step *p = dp_realloc(s->steps, cap * CALL_WALK * sizeof *p);
+    if (!p) return -1;
+    memset(p + s->steps_cap * CALL_WALK, 0, (cap - s->steps_cap) * CALL_WALK * sizeof *p);
+    s->steps = p;
+    s->steps_cap = cap;
+    return 0;
+}
+
+/* Moves the call being read along the steps recorded from (pos, call_state) to where none is
+ * recorded yet, and points each step passed straight there (path compression). */
+static void follow_steps(dp_tool_scanner *s) {
+    size_t end = s->pos;
+    int end_state = s->call_state, args = 0;
+    for (call_step *e; end < s->in.len && (e = step_at(s, end, end_state))->ahead;) {
+        args += e->args;
+        end += e->ahead;
+        end_state = e->to;
+    }
+    int left = args, state = s->call_state;
+    for (size_t p = s->pos; p < end;) {
+        call_step *e = step_at(s, p, state), old = *e;
+        if (end - p <= UINT16_MAX) /* always: a call reads at most DP_TOOL_MAX_CALL bytes */
+            *e = (call_step){
+                .ahead = (uint16_t)(end - p), .args = (uint16_t)left, .to = (uint8_t)end_state};
+        left -= old.args;
+        p += old.ahead;
+        state = old.to;
+    }
+    s->pos = end;
+    s->call_state = end_state;
+    s->args += args;
+}
+
+/* One byte of a call being read, or a jump along recorded steps; -1 on an allocation error. */
 static int call_byte(dp_tool_scanner *s, char c) {
-    size_t len = s->pos - s->call_start; /* bytes read so far, the `[` included */
     if (s->call_state == CALL_CLOSED) {
         if (c == '(') { /* [text](url): a link */
             not_a_call(s);
@@ -257,42 +345,62 @@ static int call_byte(dp_tool_scanner *s, char c) {
         }
         return give_call(s); /* pos stays: c is read again as text */
     }
+    if (s->call_state != CALL_NAME) {
+        if (reserve_steps(s)) return -1;
+        if (step_at(s, s->pos, s->call_state)->ahead) {
+            follow_steps(s);
+            /* past the limit on the way: cannot be, the steps were laid by calls that began
+             * earlier and so end within this one's limit; checked so a jump never skips it */
+            if (s->pos - s->call_start > DP_TOOL_MAX_CALL) not_a_call(s);
+            return 0;
+        }
+    }
+    size_t len = s->pos - s->call_start; /* bytes read so far, the `[` included */
     if (c == '\n' || c == '\r' || c == 0 || len + 1 > DP_TOOL_MAX_CALL) {
         not_a_call(s);
         return 0;
     }
+    int from = s->call_state;
+    bool arg_start = false;
     switch (s->call_state) {
     case CALL_NAME:
         if (name_char(c)) {
-            s->name_len++;
-            if (!name_may_grow(s, s->in.data + s->call_start + 1, s->name_len)) {
+            if (!name_grows(s, c)) {
                 not_a_call(s);
                 return 0;
             }
-        } else if ((c == ' ' || c == '\t' || c == ']') &&
-                   call_name(s, s->in.data + s->call_start + 1, s->name_len)) {
-            s->call_state = c == ']' ? CALL_CLOSED : CALL_ARGS;
+        } else if ((c == ' ' || c == '\t' || c == ']') && name_is_call(s)) {
+            s->call_state = c == ']' ? CALL_CLOSED : CALL_SEP;
+            s->args = 0;
         } else {
             not_a_call(s);
             return 0;
         }
         break;
-    case CALL_ARGS:
-        if (c == '"') s->call_state = CALL_DQ;
-        if (c == '\'') s->call_state = CALL_SQ;
-        if (c == ']') s->call_state = CALL_CLOSED;
+    case CALL_SEP:
+    case CALL_WORD:
+        arg_start = s->call_state == CALL_SEP && c != ' ' && c != '\t' && c != ']';
+        s->call_state = c == '"'                ? CALL_DQ
+                        : c == '\''             ? CALL_SQ
+                        : c == ']'              ? CALL_CLOSED
+                        : c == ' ' || c == '\t' ? CALL_SEP
+                                                : CALL_WORD;
         break;
     case CALL_DQ:
         if (c == '\\') s->call_state = CALL_DQ_ESC;
-        if (c == '"') s->call_state = CALL_ARGS;
+        if (c == '"') s->call_state = CALL_WORD;
         break;
     case CALL_DQ_ESC:
         s->call_state = CALL_DQ;
         break;
     case CALL_SQ:
-        if (c == '\'') s->call_state = CALL_ARGS;
+        if (c == '\'') s->call_state = CALL_WORD;
         break;
     }
+    if (from != CALL_NAME && s->call_state != CALL_CLOSED)
+        *step_at(s, s->pos, from) =
+            (call_step){.ahead = 1, .args = arg_start, .to = (uint8_t)s->call_state};
+    s->args += arg_start;
     s->pos++;
     return 0;
 }
@@ -396,14 +504,21 @@ static int scan(dp_tool_scanner *s, bool final) {
     }
     if (rc) return rc;
     rc = give_text(s, s->in_call ? s->call_start : s->pos);
-    /* drop what is given out */
-    size_t drop = s->shown;
-    if (drop) {
-        memmove(s->in.data, s->in.data + drop, s->in.len - drop);
-        s->in.len -= drop;
+    /* drop what is given out, once it is at least what is kept (O(1) a byte however the
+     * reply is cut into feeds) */
+    size_t drop = s->shown, keep = s->in.len - drop;
+    if (drop && drop >= keep) {
+        memmove(s->in.data, s->in.data + drop, keep);
+        s->in.len = keep;
         s->pos -= drop;
         s->shown = 0;
         if (s->in_call) s->call_start -= drop;
+        size_t used = drop + keep < s->steps_cap ? drop + keep : s->steps_cap; /* may be set */
+        size_t moved = used > drop ? used - drop : 0;
+        if (moved)
+            memmove(s->steps, s->steps + drop * CALL_WALK, moved * CALL_WALK * sizeof *s->steps);
+        if (used > moved)
+            memset(s->steps + moved * CALL_WALK, 0, (used - moved) * CALL_WALK * sizeof *s->steps);
     }
     return rc;
 }
@@ -415,6 +530,8 @@ int dp_tool_scanner_feed(dp_tool_scanner *s, const char *text, size_t n) {
 
 int dp_tool_scanner_finish(dp_tool_scanner *s) {
     int rc = scan(s, true);
+    size_t used = s->in.len < s->steps_cap ? s->in.len : s->steps_cap;
+    if (used) memset(s->steps, 0, used * CALL_WALK * sizeof *s->steps);
     s->in.len = s->pos = s->shown = 0;
     s->in_call = false;
     s->fence_len = 0;

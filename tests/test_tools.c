@@ -1,10 +1,12 @@
 /* The tool-call parser (whole replies and streamed in pieces, hostile inputs), the <think>
  * splitter, the template rendering of tool results and thoughts, and the tool runner
- * (timeout, output cap, working directory, a file that cannot run). */
+ * (timeout, output cap, working directory, a file that cannot run). The linear scanner is
+ * checked against the old quadratic one (tests/fuzz/tool_scan_ref.h) on hostile replies. */
 #include "check.h"
 #include "data/base/error.h"
 #include "data/chat_format.h"
 #include "infer/tools.h"
+#include "tests/fuzz/tool_scan_ref.h"
 
 #include <stdint.h>
 #include <time.h>
@@ -231,6 +233,212 @@ static void test_parser(void) {
     }
 }
 
+/* ---- the scanner against the reference (the old quadratic scanner), event for event */
+static const char *names_b[] = {"A", "AB", "load-file", "LOAD_FILES", "x"};
+static const struct {
+    const char *const *v;
+    int n;
+} name_sets[] = {{names, 2}, {names_b, 5}, {NULL, 0}};
+static int oracle_cases;
+
+/* Cut the same way (step 0: random sizes, else step bytes), both scanners must hold back the
+ * same bytes after every feed and give out the same events: text pieces, calls, in order. */
+static void check_oracle_cut(const char *reply, size_t n, size_t step, int set) {
+    dp_buf ref_log = {0}, new_log = {0};
+    ref_scanner *r = ref_scanner_create(name_sets[set].v, name_sets[set].n, ref_log_sink(&ref_log));
+    dp_tool_scanner *s =
+        dp_tool_scanner_create(name_sets[set].v, name_sets[set].n, ref_log_sink(&new_log));
+    bool held_ok = true;
+    for (size_t i = 0; i < n;) {
+        size_t k = step ? step : 1 + next_rand() % 9;
+        if (k > n - i) k = n - i;
+        CHECK(ref_scanner_feed(r, reply + i, k) == 0);
+        CHECK(dp_tool_scanner_feed(s, reply + i, k) == 0);
+        i += k;
+        if (held_ok && ref_scanner_held(r) != dp_tool_scanner_held(s)) {
+            CHECK_REPORT(false,
+                         "\"%.60s\" (%zu bytes) step %zu: after %zu bytes %zu held, the "
+                         "reference holds %zu",
+                         reply, n, step, i, dp_tool_scanner_held(s), ref_scanner_held(r));
+            held_ok = false;
+        }
+    }
+    CHECK(ref_scanner_finish(r) == 0);
+    CHECK(dp_tool_scanner_finish(s) == 0);
+    ref_scanner_destroy(r);
+    dp_tool_scanner_destroy(s);
+    size_t at = 0;
+    while (at < ref_log.len && at < new_log.len && ref_log.data[at] == new_log.data[at]) at++;
+    CHECK_REPORT(at == ref_log.len && at == new_log.len,
+                 "\"%.60s\" (%zu bytes, names %d) step %zu: the events differ from the "
+                 "reference's at byte %zu of %zu:\n  reference %.80s\n  scanner   %.80s",
+                 reply, n, set, step, at, ref_log.len, ref_log.data ? ref_log.data + at : "",
+                 new_log.data ? new_log.data + at : "");
+    dp_buf_free(&ref_log);
+    dp_buf_free(&new_log);
+}
+
+static void check_oracle(const char *reply, size_t n) {
+    oracle_cases++;
+    bool long_one = n > 2000; /* the reference is slow on them: fewer ways */
+    for (int set = 0; set < (long_one ? 1 : 3); set++) {
+        check_oracle_cut(reply, n, n ? n : 1, set); /* whole */
+        if (!long_one) check_oracle_cut(reply, n, 1, set);
+        check_oracle_cut(reply, n, 0, set);
+    }
+}
+static void check_oracle_str(const char *reply) {
+    check_oracle(reply, strlen(reply));
+}
+
+/* pre + fill bytes of c + post */
+static char *filled(const char *pre, size_t fill, char c, const char *post, size_t *n) {
+    size_t a = strlen(pre), b = strlen(post);
+    char *t = malloc(a + fill + b + 1);
+    memcpy(t, pre, a);
+    memset(t + a, c, fill);
+    memcpy(t + a + fill, post, b + 1);
+    *n = a + fill + b;
+    return t;
+}
+
+/* unit repeated to n bytes (cut inside a unit), then tail */
+static char *repeated(const char *unit, size_t n, const char *tail, size_t *len) {
+    size_t ul = strlen(unit), tl = strlen(tail);
+    char *t = malloc(n + tl + 1);
+    for (size_t i = 0; i < n; i++) t[i] = unit[i % ul];
+    memcpy(t + n, tail, tl + 1);
+    *len = n + tl;
+    return t;
+}
+
+static void test_oracle(void) {
+    const char *hand[] = {
+        /* nested brackets */
+        "[LOAD_FILE [LOAD_FILE [LOAD_FILE a]",
+        "[AA [BB [CC x] y] z]",
+        "[AA [BB [CC x] y\n z]",
+        "[LOAD_FILE [LOAD_FILE a]]]",
+        "[[[[LOAD_FILE a]]]]",
+        "[AA [BB \"[CC x]\" y] [DD]",
+        "[AA \"[BB 'c]' d]\" e]",
+        "[AA '[BB \"c]' d] e\"]",
+        "[AA [BB] [CC] [DD]\n[EE]",
+        /* quotes that straddle newlines */
+        "[LOAD_FILE \"a\n[LOAD_FILE b]\"]",
+        "[XX 'a\n' [YY 'b]'\n]",
+        "[XX \"a\\\n\" [YY b]",
+        "[XX \"a\\\"\n[YY \"c\\\" d\"]",
+        "[XX 'a\r[YY b]'",
+        "[XX \"[YY \" z]\n\"]",
+        /* fences and backticks inside failed calls */
+        "[LOAD_FILE a\n```\n[LOAD_FILE b]\n```\n[LOAD_FILE c]",
+        "[LOAD_FILE `x` [LOAD_FILE y]` z",
+        "[LOAD_FILE \"``\" [BB c]\n`[DD e]`",
+        "[AA \"\n```\n[BB c]\n```\n\" [DD e]",
+        "[AA `[BB c]`\n` [DD e]",
+        "[AA\n    ~~~\n[BB c]\n~~~\n[DD]",
+        "[AA ``` [BB c]\n```\n[DD e]\n```\n[FF g]",
+        "``[AA `` [BB c]`` [DD e]\n",
+        /* tool-name prefixes and case */
+        "[LOAD_FIL",
+        "[LOAD_FILEX a]",
+        "[load_filE a]",
+        "[Load_fetch",
+        "[FETCH-URL x]",
+        "[lOAD [LOAD_FILE a]",
+        "[load-files a] [a b] [Ab c] [aB] [XX] [x y]",
+        "[LOAD_FILES",
+        "[load_file",
+        "[A1_ b] [1A b] [_A b] [A-B c] [a-b c]",
+        /* links */
+        "[x](y)",
+        "[LOAD_FILE a](b)",
+        "[LOAD_FILE [LOAD_FILE a](b)]",
+        "[AA [BB c](d) e]",
+        "[AA [BB c] (d)]",
+        "[AA [BB c]](d)",
+        "[AA](",
+        "[AA b]",
+        /* the end of the reply in each state */
+        "[AA",
+        "[AA ",
+        "[AA b",
+        "[AA \"b",
+        "[AA \"b\\",
+        "[AA 'b",
+        "[AA b]",
+        "[AA \"]\"]",
+        "[AA \\]",
+    };
+    for (size_t i = 0; i < sizeof hand / sizeof *hand; i++) check_oracle_str(hand[i]);
+    const char with_nul[] = "[LOAD_FILE a\0b] [LOAD_FILE [XX \"\0\" c]";
+    check_oracle(with_nul, sizeof with_nul - 1);
+
+    /* the length limit: calls of 4095, 4096 and 4097 bytes, alone and with a bracket inside
+     * that fits when the outer call does not, in and out of quotes */
+    char *t;
+    size_t n;
+    for (size_t len = DP_TOOL_MAX_CALL - 2; len <= DP_TOOL_MAX_CALL + 2; len++) {
+        const char *pre[] = {"[LOAD_FILE ", "[AA \"",       "[AA [BB ",
+                             "[AA [BB \"",  "[AA \"[BB \"", "ab[AA 'x' [BB "};
+        const char *post[] = {"]", "\"]", "]", "\"]", "\"]", "]x"};
+        for (size_t k = 0; k < sizeof pre / sizeof *pre; k++)
+            for (int in_fill = 0; in_fill < 2; in_fill++) {
+                size_t fill = len - strlen(pre[k]) - strlen(post[k]) + (k == 5 ? 3 : 0);
+                t = filled(pre[k], fill, in_fill ? '[' : 'x', post[k], &n);
+                check_oracle(t, n);
+                free(t);
+            }
+        /* a call ending exactly at the limit, a `(` or nothing after it */
+        t = filled("[AA [BB ", len - 7, 'y', "](", &n);
+        check_oracle(t, n);
+        free(t);
+    }
+    /* more than DP_TOOL_MAX_ARGS arguments outside, as many or fewer inside */
+    for (int extra = -2; extra <= 2; extra++) {
+        dp_buf many = {0};
+        dp_buf_puts(&many, "[AA [BB [CC");
+        for (int i = 0; i < DP_TOOL_MAX_ARGS + extra; i++)
+            dp_buf_puts(&many, i % 3 ? " a" : " 'b c'd");
+        dp_buf_puts(&many, "]");
+        check_oracle(many.data, many.len);
+        dp_buf_puts(&many, " \"x y\"'z' [DD]");
+        check_oracle(many.data, many.len);
+        dp_buf_free(&many);
+    }
+
+    /* floods, 4 KB and 12 KB: nested calls that fail at the limit, a newline or the end */
+    const char *units[] = {"[LOAD_FILE ",    "[LOAD_FILE \"", "[AA \"[BB '", "[AA",
+                           "[AA ]",          "[AA \\\"",      "[AA `",       "[AA [BB] ",
+                           "[LOAD_FILE x](", "[AA \"\\",      "[AA 'b\" "};
+    const char *tails[] = {"", "]", "\n", "\"]", "x]"};
+    for (size_t u = 0; u < sizeof units / sizeof *units; u++)
+        for (size_t k = 0; k < sizeof tails / sizeof *tails; k++)
+            for (size_t len = 4096; len <= 12288; len += 8192) {
+                t = repeated(units[u], len, tails[k], &n);
+                check_oracle(t, n);
+                free(t);
+            }
+
+    /* random replies from the grammar's characters, short and past the limit */
+    const char alpha[] = "[[[]]\"\"''\\ \t`~\n(LOAD_FILEa_x-AB";
+    for (int k = 0; k < 3000; k++) {
+        size_t len = k % 100 == 0 ? 4000 + next_rand() % 5000 : next_rand() % 400;
+        bool no_newlines = k % 3 == 0; /* so that calls run long */
+        char *r = malloc(len + 1);
+        for (size_t i = 0; i < len; i++) {
+            do r[i] = alpha[next_rand() % (sizeof alpha - 1)];
+            while (no_newlines && r[i] == '\n');
+        }
+        check_oracle(r, len);
+        free(r);
+    }
+    printf("oracle: %d replies compared with the reference, whole and in random pieces (and "
+           "byte by byte, with 3 name sets, up to 2000 bytes)\n",
+           oracle_cases);
+}
+
 /* What is held back while a call may still be forming, and when it comes out. */
 static void test_held_back(void) {
     pieces p = {0};
@@ -425,6 +633,7 @@ static void test_run(void) {
 
 int main(void) {
     test_parser();
+    test_oracle();
     test_held_back();
     test_think();
     test_render_like_qwen3();

@@ -1,11 +1,13 @@
 /* libFuzzer target: the tool-call parser and the <think> splitter. The first byte chooses
- * how the rest is cut into pieces; streamed, the scanner must find what the whole parse finds
- * (the same raw calls in order, the same text around them) and give back every byte exactly
- * once. Each input costs two scans; what bounds exec/s is the scanner itself, which re-reads
- * a failed call from its `[` + 1 (O(n * DP_TOOL_MAX_CALL) on "[LOAD_FILE [LOAD_FILE ..."
- * with no `]`). */
+ * how the rest is cut into pieces. The scanner, whole, must give out the same events (text
+ * pieces, calls with their names, tools and arguments, in order) as the old quadratic scanner
+ * it replaced (tool_scan_ref.h, the oracle), and hold back the same bytes before the end;
+ * streamed, the same text and calls, and every byte back exactly once. Each input costs one
+ * scan by the oracle (O(n * DP_TOOL_MAX_CALL) at worst, built without coverage feedback) and
+ * two by the scanner (O(n)). */
 #include "data/chat_format.h"
 #include "infer/tools.h"
+#include "tool_scan_ref.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -19,11 +21,13 @@ typedef struct {
     dp_buf text; /* the text alone */
     dp_buf raws; /* the calls' raw text, each ended by a NUL (a call never holds one) */
     int calls;
+    dp_buf *log; /* NULL, or every event as tool_scan_ref.h's sink writes it */
 } sink_state;
 
 static int on_text(void *ctx, const char *s, size_t n) {
     sink_state *st = ctx;
-    return dp_buf_append(&st->all, s, n) || dp_buf_append(&st->text, s, n);
+    return dp_buf_append(&st->all, s, n) || dp_buf_append(&st->text, s, n) ||
+           (st->log && ref_log_text(st->log, s, n));
 }
 
 static int on_call(void *ctx, const dp_tool_call *c) {
@@ -33,7 +37,8 @@ static int on_call(void *ctx, const dp_tool_call *c) {
         c->n_args > DP_TOOL_MAX_ARGS || !c->name[0])
         __builtin_trap();
     st->calls++;
-    return dp_buf_append(&st->all, c->raw, n) || dp_buf_append(&st->raws, c->raw, n + 1);
+    return dp_buf_append(&st->all, c->raw, n) || dp_buf_append(&st->raws, c->raw, n + 1) ||
+           (st->log && ref_log_call(st->log, c));
 }
 
 static bool same(const dp_buf *a, const dp_buf *b) {
@@ -46,31 +51,40 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *text = (const char *)data + 1;
     size_t n = size - 1;
 
-    dp_tool_calls whole = {0};
-    dp_buf whole_text = {0}, whole_raws = {0};
-    if (dp_tool_calls_parse(text, n, names, 2, &whole, &whole_text)) { /* out of memory */
-        dp_tool_calls_free(&whole);
-        dp_buf_free(&whole_text);
-        return 0;
-    }
-    for (int i = 0; i < whole.n; i++)
-        if (dp_buf_append(&whole_raws, whole.v[i].raw, strlen(whole.v[i].raw) + 1)) abort();
-    sink_state st = {0};
+    /* the oracle, the old scanner, whole */
+    dp_buf ref_log = {0}, new_log = {0};
+    ref_scanner *r = ref_scanner_create(names, 2, ref_log_sink(&ref_log));
+    if (!r || ref_scanner_feed(r, text, n)) abort();
+    size_t ref_held = ref_scanner_held(r);
+    if (ref_scanner_finish(r)) abort();
+    ref_scanner_destroy(r);
+
+    /* the scanner, whole: event for event the oracle's, with the same bytes still undecided
+     * before the end; then streamed: the same text and calls, every byte back once */
+    sink_state whole = {.log = &new_log}, st = {0};
+    dp_tool_scanner *w = dp_tool_scanner_create(names, 2, (dp_tool_sink){on_text, on_call, &whole});
+    if (!w || dp_tool_scanner_feed(w, text, n)) abort();
+    if (dp_tool_scanner_held(w) != ref_held) __builtin_trap();
+    if (dp_tool_scanner_finish(w)) abort();
+    dp_tool_scanner_destroy(w);
+    if (!same(&ref_log, &new_log)) __builtin_trap();
     dp_tool_scanner *s = dp_tool_scanner_create(names, 2, (dp_tool_sink){on_text, on_call, &st});
     if (!s) abort();
     for (size_t i = 0; i < n; i += step)
         if (dp_tool_scanner_feed(s, text + i, n - i < step ? n - i : step)) abort();
     if (dp_tool_scanner_finish(s)) abort();
     dp_tool_scanner_destroy(s);
-    if (st.all.len != n || (n && memcmp(st.all.data, text, n)) || st.calls != whole.n ||
-        !same(&st.raws, &whole_raws) || !same(&st.text, &whole_text))
+    if (st.all.len != n || (n && memcmp(st.all.data, text, n)) || st.calls != whole.calls ||
+        !same(&st.raws, &whole.raws) || !same(&st.text, &whole.text))
         __builtin_trap();
-    dp_tool_calls_free(&whole);
-    dp_buf_free(&whole_text);
-    dp_buf_free(&whole_raws);
-    dp_buf_free(&st.all);
-    dp_buf_free(&st.text);
-    dp_buf_free(&st.raws);
+    sink_state *both[] = {&whole, &st};
+    for (int i = 0; i < 2; i++) {
+        dp_buf_free(&both[i]->all);
+        dp_buf_free(&both[i]->text);
+        dp_buf_free(&both[i]->raws);
+    }
+    dp_buf_free(&ref_log);
+    dp_buf_free(&new_log);
 
     /* the splitter: thought + answer never hold more than the input */
     dp_think_splitter t = {0};
