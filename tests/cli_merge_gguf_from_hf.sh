@@ -11,19 +11,27 @@
 # drops bytes that are not UTF-8 (errors="ignore") where doppel writes U+FFFD: the small fixture
 # tokenizer's byte tokens make such replies, so U+FFFD is dropped from doppel's reply too.
 # Skipped (77) without python3's llama_cpp, tokenizers, transformers, torch or gguf; the SmolLM2
-# part is skipped (said so) without the SmolLM2 GGUF.
+# part is skipped (said so) without the SmolLM2 GGUF. With DOPPEL_REF_IN_RELEASE=1 (`make test`'s
+# ASan run, after its Release run made them) the tokenization and llama.cpp checks are left out;
+# the tiny models are still made with transformers and every doppel command runs, exit checked.
 set -u
 bin=$1
 fail=0
-python3 -c 'import llama_cpp, tokenizers, transformers, torch, gguf' 2>/dev/null \
-  || { echo "SKIPPED: python3 lacks llama_cpp, tokenizers, transformers, torch or gguf"; exit 77; }
+ref=1 need="llama_cpp tokenizers transformers torch gguf"
+if [ "${DOPPEL_REF_IN_RELEASE:-}" = 1 ]; then
+  ref=0 need="transformers torch"
+  echo "the tokenization and llama.cpp comparisons are left to the Release run (DOPPEL_REF_IN_RELEASE=1)"
+fi
+# found, not imported: the imports cost seconds, and the checks below import them anyway
+python3 -c 'import importlib.util as u, sys; sys.exit(any(not u.find_spec(m) for m in sys.argv[1:]))' $need \
+  || { echo "SKIPPED: python3 lacks one of $need"; exit 77; }
 shared=../shared/tokenizers
 [ -f "$shared/qwen3/tokenizer.json" ] && [ -f "$shared/llama3/tokenizer.json" ] \
   || { echo "SKIPPED: $shared (the real Qwen and Llama 3 tokenizers) is missing"; exit 77; }
 tmp=$(mktemp -d /tmp/doppel-cli-merge-gguf-hf.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
-ref=tests/reference/check_merge_gguf_from_hf.py
+ref_py=tests/reference/check_merge_gguf_from_hf.py
 system="Você é o mossy."
 prompts=("[ana]: oi, tudo bem?" "[bo]: bora jogar hoje?" "[carla]: kkkkkk")
 
@@ -41,18 +49,25 @@ check_family() { # name hf_dir train_steps
       || { echo "FAIL: $name: merge --format gguf --type $t"; cat "$tmp/err"; fail=1; return; }
     grep "^merged" "$tmp/err"
   done
-  python3 "$ref" tokens "$tmp/$name-f16.gguf" "$dir" 2>/dev/null || { echo "FAIL: $name: tokenization"; fail=1; }
+  if [ $ref = 1 ]; then
+    python3 "$ref_py" tokens "$tmp/$name-f16.gguf" "$dir" 2>/dev/null || { echo "FAIL: $name: tokenization"; fail=1; }
+  fi
   local wants=()
   for p in "${prompts[@]}"; do
-    wants+=("$("$bin" chat --model "$dir" --adapter "$tmp/run-$name" --prompt "$p" --temperature 0 \
-      --max-tokens 16 --repeat-penalty 1 --exact-lm-head --quiet 2>/dev/null | sed 's/\xef\xbf\xbd//g')")
+    "$bin" chat --model "$dir" --adapter "$tmp/run-$name" --prompt "$p" --temperature 0 \
+      --max-tokens 16 --repeat-penalty 1 --exact-lm-head --quiet >"$tmp/want" 2>"$tmp/err" \
+      || { echo "FAIL: $name: doppel chat --adapter '$p'"; cat "$tmp/err"; fail=1; }
+    wants+=("$(sed 's/\xef\xbf\xbd//g' "$tmp/want")")
   done
+  [ $ref = 1 ] || return
   for t in f16 q8_0; do
     local same=0 i
+    # one load per file answers every prompt (each from an empty KV cache)
+    python3 "$ref_py" chat "$tmp/$name-$t.gguf" 16 --out "$tmp/lc-$name-$t" "${prompts[@]}" 2>"$tmp/err" \
+      || { echo "FAIL: $name: llama.cpp on the $t GGUF"; cat "$tmp/err"; fail=1; }
     for i in "${!prompts[@]}"; do
       p=${prompts[$i]} want=${wants[$i]}
-      got=$(python3 "$ref" chat "$tmp/$name-$t.gguf" 16 "$p" 2>"$tmp/err") \
-        || { echo "FAIL: $name: llama.cpp on the $t GGUF"; cat "$tmp/err"; fail=1; }
+      got=$(cat "$tmp/lc-$name-$t-$i" 2>/dev/null)
       if [ "$got" = "$want" ]; then same=$((same + 1)); else
         echo "  $name $t '$p': llama.cpp '$got' / doppel '$want'"; fi
     done
@@ -61,11 +76,10 @@ check_family() { # name hf_dir train_steps
   done
 }
 
-python3 "$ref" make-tiny qwen2 "$shared/qwen3" "$tmp/tiny-qwen2" >/dev/null 2>"$tmp/err" \
-  || { echo "FAIL: make the tiny Qwen2.5-shaped model"; cat "$tmp/err"; exit 1; }
+# both in one process: torch and transformers imported once
+python3 "$ref_py" make-tiny qwen2 "$shared/qwen3" "$tmp/tiny-qwen2" llama "$shared/llama3" "$tmp/tiny-llama" \
+  >/dev/null 2>"$tmp/err" || { echo "FAIL: make the tiny Qwen2.5- and Llama-3-shaped models"; cat "$tmp/err"; exit 1; }
 check_family qwen2 "$tmp/tiny-qwen2" 2
-python3 "$ref" make-tiny llama "$shared/llama3" "$tmp/tiny-llama" >/dev/null 2>"$tmp/err" \
-  || { echo "FAIL: make the tiny Llama-3-shaped model"; cat "$tmp/err"; exit 1; }
 check_family llama "$tmp/tiny-llama" 2
 
 # Qwen3's shape (q/k norms, head_dim != hidden/heads) with the fixture's small ByteLevel tokenizer

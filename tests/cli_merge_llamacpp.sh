@@ -8,14 +8,22 @@
 # to 8 bits in its quantized dot products, which flips the near-ties of a 2-step adapter (the
 # first token of "[ana]: oi, tudo bem?" is "V" 2.3% against "O" 2.2%; 1 to 3 of 4 agree,
 # depending on the BLAS kernel that trained the adapter).
-# Skipped (77) without SmolLM2, llama_cpp or gguf.
+# Skipped (77) without SmolLM2, llama_cpp or gguf. With DOPPEL_REF_IN_RELEASE=1 (`make test`'s
+# ASan run, after its Release run made them) the gguf-py and llama.cpp checks are left out and
+# every doppel command still runs, its exit status checked.
 set -u
 bin=$1
 fail=0
 model=${DOPPEL_SMOLLM2:-$HOME/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
 [ -f "$model" ] || { echo "SKIPPED: $model is missing (bash .ci/fetch-smollm2)"; exit 77; }
-python3 -c 'import llama_cpp, gguf, numpy' 2>/dev/null \
-  || { echo "SKIPPED: python3 lacks llama_cpp (pip install llama-cpp-python) or gguf"; exit 77; }
+ref=1
+if [ "${DOPPEL_REF_IN_RELEASE:-}" = 1 ]; then
+  ref=0
+  echo "the gguf-py and llama.cpp comparisons are left to the Release run (DOPPEL_REF_IN_RELEASE=1)"
+else # found, not imported: the imports cost seconds, and the checks below import them anyway
+  python3 -c 'import importlib.util as u, sys; sys.exit(any(not u.find_spec(m) for m in sys.argv[1:]))' \
+    llama_cpp gguf numpy || { echo "SKIPPED: python3 lacks llama_cpp (pip install llama-cpp-python) or gguf"; exit 77; }
+fi
 tmp=$(mktemp -d /tmp/doppel-cli-merge-lc.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
@@ -31,9 +39,8 @@ for t in f32 f16 q8_0 q4_0; do
   "$bin" merge --model "$model" --adapter "$tmp/run" --out "$tmp/m-$t.gguf" --format gguf --type "$t" \
     --quiet >/dev/null 2>"$tmp/err" || { echo "FAIL: merge $t"; cat "$tmp/err"; exit 1; }
 done
-for t in f16 q8_0 q4_0; do
-  python3 "$check" quants "$tmp/m-f32.gguf" "$tmp/m-$t.gguf" || fail=1
-done
+# one process for the three files: gguf-py imported once
+[ $ref = 1 ] && { python3 "$check" quants "$tmp/m-f32.gguf" "$tmp/m-"{f16,q8_0,q4_0}.gguf || fail=1; }
 
 prompts=("[ana]: oi, tudo bem?" "[bo]: bora jogar hoje?" "[ana]: what did you eat" "[carla]: kkkkkk")
 doppel_replies() { # model [chat options...] -> one file per prompt under $tmp/$tag-N
@@ -41,7 +48,8 @@ doppel_replies() { # model [chat options...] -> one file per prompt under $tmp/$
   local input=""
   for p in "${prompts[@]}"; do input+="$p"$'\n/reset\n'; done
   printf '%s' "$input" | "$bin" chat --model "$m" --temperature 0 --max-tokens 24 --repeat-penalty 1 \
-    --exact-lm-head --quiet "$@" 2>/dev/null >"$tmp/$tag.all"
+    --exact-lm-head --quiet "$@" 2>"$tmp/chat.err" >"$tmp/$tag.all" \
+    || { echo "FAIL: doppel chat ($tag)"; cat "$tmp/chat.err"; fail=1; }
   python3 - "$tmp/$tag.all" "$tmp/$tag" <<'PY'
 import sys
 parts = open(sys.argv[1], encoding="utf-8").read().split("(conversation cleared; system prompt kept)\n")
@@ -52,11 +60,13 @@ PY
 doppel_replies unmerged "$model" --adapter "$tmp/run"
 for t in f16 q8_0 q4_0; do doppel_replies "doppel-$t" "$tmp/m-$t.gguf" --precision fp32 --system "$system"; done
 for t in f16 q8_0 q4_0; do
+  [ $ref = 1 ] || break
   same=0 same_file=0
+  # one load per file answers every prompt (each from an empty KV cache)
+  python3 "$check" chat "$tmp/m-$t.gguf" 24 --out "$tmp/lc-$t" "${prompts[@]}" 2>"$tmp/lc.err" \
+    || { echo "FAIL: llama.cpp on the $t GGUF"; cat "$tmp/lc.err"; fail=1; }
   for i in "${!prompts[@]}"; do
-    python3 "$check" chat "$tmp/m-$t.gguf" 24 "${prompts[$i]}" >"$tmp/lc-$t-$i" 2>"$tmp/lc.err" \
-      || { echo "FAIL: llama.cpp on the $t GGUF"; cat "$tmp/lc.err"; fail=1; }
-    got=$(cat "$tmp/lc-$t-$i")
+    got=$(cat "$tmp/lc-$t-$i" 2>/dev/null)
     [ "$got" = "$(cat "$tmp/unmerged-$i")" ] && same=$((same + 1))
     [ "$got" = "$(cat "$tmp/doppel-$t-$i")" ] && same_file=$((same_file + 1))
     [ "$got" = "$(cat "$tmp/unmerged-$i")" ] || echo "  $t '${prompts[$i]}': llama.cpp '$got' / doppel unmerged '$(cat "$tmp/unmerged-$i")'"

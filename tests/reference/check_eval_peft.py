@@ -73,7 +73,20 @@ def main():
     ap.add_argument("--tol", type=float, default=1e-6, help="relative")
     a = ap.parse_args()
     if a.model.endswith(".gguf"):
+        import gguf
         from transformers import AutoTokenizer
+
+        # transformers parses the GGUF once for the tokenizer and twice for the model, each
+        # time building a numpy view per vocabulary entry (~10 s each): parse it once
+        parsed, reader = {}, gguf.GGUFReader
+
+        def parse_once(path, *rest):
+            key = (os.path.abspath(path), rest)
+            if key not in parsed:
+                parsed[key] = reader(path, *rest)
+            return parsed[key]
+
+        gguf.GGUFReader = parse_once
         where, name = os.path.split(os.path.abspath(a.model))
         tok = AutoTokenizer.from_pretrained(where, gguf_file=name).backend_tokenizer
         base = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float64)

@@ -2,11 +2,12 @@
 """Reference side of tests/cli_merge_gguf_from_hf.sh: doppel merge --format gguf from a Hugging
 Face directory, checked with transformers, HF `tokenizers` and llama.cpp (llama-cpp-python).
 
-  check_merge_gguf_from_hf.py make-tiny FAMILY TOKENIZER_DIR OUT_DIR
+  check_merge_gguf_from_hf.py make-tiny FAMILY TOKENIZER_DIR OUT_DIR [FAMILY TOKENIZER_DIR OUT_DIR...]
       a tiny random model made on the spot with transformers, carrying a real tokenizer
       (TOKENIZER_DIR's tokenizer.json + tokenizer_config.json): FAMILY qwen2 is
       Qwen2.5-shaped (q/k/v biases, tied embeddings, GQA, the 151936-row vocabulary), llama is
-      Llama-3-shaped (untied head, llama3 rope_scaling, 128256 rows). bf16 weights, seeded.
+      Llama-3-shaped (untied head, llama3 rope_scaling, 128256 rows). bf16 weights, seeded
+      (each model from the same seed, so several in one call are the ones made one per call).
   check_merge_gguf_from_hf.py tokens MODEL.gguf HF_DIR
       llama.cpp loads MODEL.gguf's vocabulary (vocab_only) and tokenizes a varied corpus
       (tests/fixtures/sample-export.csv's lines, emoji, code, CJK, whitespace runs, the chat's
@@ -14,6 +15,7 @@ Face directory, checked with transformers, HF `tokenizers` and llama.cpp (llama-
       texts with HF_DIR/tokenizer.json, no special tokens added. The ids must be equal; exit 1
       if one text differs. Also prints the GGUF's tokenizer.ggml.pre and add_bos_token.
   check_merge_gguf_from_hf.py chat MODEL.gguf N USER
+  check_merge_gguf_from_hf.py chat MODEL.gguf N --out PREFIX USER...
       check_merge_gguf.py's chat (llama.cpp's greedy reply through the GGUF's own template),
       with llama-cpp-python 0.3's detokenizer mended: it reads each token's text into a 32-byte
       buffer and silently drops a longer token (Qwen's "Ġ####...#", 33 bytes, came out empty);
@@ -69,20 +71,49 @@ def corpus():
     return texts
 
 
+def gguf_scalars(path):
+    """The GGUF's scalar metadata, key -> value (arrays skipped), read by the GGUF spec: gguf-py's
+    GGUFReader would build a numpy view per element of the ~150k-token arrays (25 s a file)."""
+    import mmap
+    import struct
+
+    fmt = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+    out = {}
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        magic, version, _, n_kv = struct.unpack_from("<4sIQQ", m, 0)
+        if magic != b"GGUF" or version < 2:
+            raise ValueError(f"{path}: not a GGUF v2+ file")
+        off = 24
+
+        def string(off):
+            n = struct.unpack_from("<Q", m, off)[0]
+            return bytes(m[off + 8:off + 8 + n]).decode(), off + 8 + n
+
+        for _ in range(n_kv):
+            key, off = string(off)
+            t = struct.unpack_from("<I", m, off)[0]
+            off += 4
+            if t == 8:
+                out[key], off = string(off)
+            elif t == 9:  # array: element type, count, elements (strings: length + bytes each)
+                et, n = struct.unpack_from("<IQ", m, off)
+                off += 12
+                if et == 8:
+                    for _ in range(n):
+                        off += 8 + struct.unpack_from("<Q", m, off)[0]
+                else:
+                    off += n * struct.calcsize("<" + fmt[et])
+            else:
+                out[key] = struct.unpack_from("<" + fmt[t], m, off)[0]
+                off += struct.calcsize("<" + fmt[t])
+    return out
+
+
 def tokens(gguf_path, hf_dir):
     from llama_cpp import Llama
     from tokenizers import Tokenizer
-    import gguf
 
-    r = gguf.GGUFReader(gguf_path)
-
-    def field(k):
-        f = r.fields.get(k)
-        if f is None:
-            return None
-        v = f.parts[f.data[0]]
-        return bytes(v).decode() if f.types[0] == gguf.GGUFValueType.STRING else v.tolist()[0]
-
+    field = gguf_scalars(gguf_path).get
     print(f"{gguf_path}: tokenizer.ggml.pre {field('tokenizer.ggml.pre')!r}, add_bos_token "
           f"{field('tokenizer.ggml.add_bos_token')}, eos {field('tokenizer.ggml.eos_token_id')}, "
           f"eot {field('tokenizer.ggml.eot_token_id')}")
@@ -132,7 +163,10 @@ if __name__ == "__main__":
         import check_merge_gguf
 
         mend_detokenize()
-        sys.exit(check_merge_gguf.chat(sys.argv[2], int(sys.argv[3]), sys.argv[4]))
+        sys.exit(check_merge_gguf.chat_main(sys.argv[2:]))
     if sys.argv[1] == "make-tiny":
-        sys.exit(make_tiny(sys.argv[2], sys.argv[3], sys.argv[4]))
+        args = sys.argv[2:]
+        if not args or len(args) % 3:
+            sys.exit("make-tiny: FAMILY TOKENIZER_DIR OUT_DIR, one triple per model")
+        sys.exit(max(make_tiny(*args[i:i + 3]) for i in range(0, len(args), 3)))
     sys.exit(tokens(sys.argv[2], sys.argv[3]))
