@@ -71,53 +71,17 @@ def corpus():
     return texts
 
 
-def gguf_scalars(path):
-    """The GGUF's scalar metadata, key -> value (arrays skipped), read by the GGUF spec: gguf-py's
-    GGUFReader would build a numpy view per element of the ~150k-token arrays (25 s a file)."""
-    import mmap
-    import struct
-
-    fmt = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-    out = {}
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        magic, version, _, n_kv = struct.unpack_from("<4sIQQ", m, 0)
-        if magic != b"GGUF" or version < 2:
-            raise ValueError(f"{path}: not a GGUF v2+ file")
-        off = 24
-
-        def string(off):
-            n = struct.unpack_from("<Q", m, off)[0]
-            return bytes(m[off + 8:off + 8 + n]).decode(), off + 8 + n
-
-        for _ in range(n_kv):
-            key, off = string(off)
-            t = struct.unpack_from("<I", m, off)[0]
-            off += 4
-            if t == 8:
-                out[key], off = string(off)
-            elif t == 9:  # array: element type, count, elements (strings: length + bytes each)
-                et, n = struct.unpack_from("<IQ", m, off)
-                off += 12
-                if et == 8:
-                    for _ in range(n):
-                        off += 8 + struct.unpack_from("<Q", m, off)[0]
-                else:
-                    off += n * struct.calcsize("<" + fmt[et])
-            else:
-                out[key] = struct.unpack_from("<" + fmt[t], m, off)[0]
-                off += struct.calcsize("<" + fmt[t])
-    return out
-
-
 def tokens(gguf_path, hf_dir):
     from llama_cpp import Llama
     from tokenizers import Tokenizer
 
-    field = gguf_scalars(gguf_path).get
+    # the metadata as llama.cpp itself read it (gguf-py's GGUFReader builds a numpy view per
+    # element of the ~150k-token arrays: 25 s a file)
+    llm = Llama(model_path=gguf_path, vocab_only=True, verbose=False)
+    field = llm.metadata.get
     print(f"{gguf_path}: tokenizer.ggml.pre {field('tokenizer.ggml.pre')!r}, add_bos_token "
           f"{field('tokenizer.ggml.add_bos_token')}, eos {field('tokenizer.ggml.eos_token_id')}, "
           f"eot {field('tokenizer.ggml.eot_token_id')}")
-    llm = Llama(model_path=gguf_path, vocab_only=True, verbose=False)
     hf = Tokenizer.from_file(os.path.join(hf_dir, "tokenizer.json"))
     bad = 0
     texts = corpus()
