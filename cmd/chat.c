@@ -28,7 +28,7 @@
 
 typedef struct {
     const char *model_path, *adapter_dir, *system_prompt, *as_name, *prompt_text, *device,
-        *chat_format, *precision, *tools_dir, *tools_cwd;
+        *chat_format, *precision, *decode, *tools_dir, *tools_cwd;
     int64_t max_context, max_tokens, top_k, seed;     /* INT64_MIN: not given */
     double temperature, top_p, min_p, repeat_penalty; /* NAN: not given */
     double tool_timeout;
@@ -39,6 +39,7 @@ typedef struct {
 static chat_options chat_defaults(void) {
     return (chat_options){.device = "auto",
                           .precision = "nf4",
+                          .decode = "fp32",
                           .max_context = 2048,
                           .max_tokens = 512,
                           .top_k = INT64_MIN,
@@ -79,6 +80,8 @@ static const dp_opt opts[] = {
     {"stats", DP_OPT_FLAG, F(show_stats), NULL, "print tokens/s after each reply"},
     {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
+    {"decode", DP_OPT_STRING, F(decode), "fp32|int8",
+     "CPU decode products: exact fp32 (default) or int8 activations as llama.cpp (AVX512-VNNI)"},
     {"tools", DP_OPT_STRING, F(tools_dir), "DIR",
      "let the model call the executables of DIR (e.g. build/tools) by writing [NAME args]"},
     {"yes", DP_OPT_FLAG, F(yes), NULL, "run the model's tool calls without asking (y/N) first"},
@@ -500,6 +503,10 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_usage_error(&dp_chat_spec, "--precision must be nf4 or fp32, not '%s'", precision);
         goto out;
     }
+    if (strcmp(o->decode, "fp32") && strcmp(o->decode, "int8")) {
+        rc = dp_usage_error(&dp_chat_spec, "--decode must be fp32 or int8, not '%s'", o->decode);
+        goto out;
+    }
     if (!(o->tool_timeout > 0 && o->tool_timeout <= 3600) || o->tool_output < 1 ||
         o->tool_output > 1 << 24 || o->tool_rounds < 1 || o->tool_rounds > 1000) {
         rc = dp_usage_error(&dp_chat_spec, "--tool-timeout must be in (0, 3600] seconds, "
@@ -538,6 +545,11 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
+    const bool int8_on = !strcmp(o->decode, "int8") && dp_model_decode_int8(cs.model, true);
+    if (!strcmp(o->decode, "int8") && !int8_on)
+        fprintf(stderr, "doppel chat: --decode int8: %s; decoding in fp32\n",
+                dp_gemv_i8_supported() ? "no layer of this model has a shape it takes"
+                                       : "this CPU has no AVX512-VNNI");
     const dp_model_config *c = &cs.model->cfg;
     if (o->adapter_dir && load_adapter(&cs, &s, quiet)) {
         rc = dp_runtime_error(&dp_chat_spec);
@@ -590,13 +602,14 @@ static int chat(const chat_options *o, bool quiet) {
                 cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
     else if (!quiet)
         fprintf(stderr,
-                "doppel chat: %s, %s weights on the CPU%s; KV cache %.1f MiB for %d tokens, "
+                "doppel chat: %s, %s weights on the CPU%s%s; KV cache %.1f MiB for %d tokens, "
                 "activations %.1f MiB; temperature %g top-k %d top-p %g min-p %g repeat-penalty "
                 "%g\n",
                 dp_arch_name(c->arch), precision,
                 dev.asked == DP_DEVICE_CPU || dev.cuda.compiled ? "" : " (no CUDA in this build)",
-                cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context, cs.gen.fwd.act_bytes / 1048576.0,
-                cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
+                int8_on ? ", int8 decode activations" : "", cs.gen.fwd.kv_bytes / 1048576.0,
+                cs.max_context, cs.gen.fwd.act_bytes / 1048576.0, cs.sp.temperature, cs.sp.top_k,
+                cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
 
     if (o->prompt_text) {
         if (answer(&cs, &s, o->prompt_text)) rc = dp_runtime_error(&dp_chat_spec);

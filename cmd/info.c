@@ -79,6 +79,7 @@ int dp_cmd_info(int argc, char **argv) {
     cJSON_AddBoolToObject(j, "blas_selfcheck_ok", bl.selfcheck_ok);
     cJSON_AddStringToObject(j, "blas_note", bl.note);
     cJSON_AddStringToObject(j, "simd", bl.simd);
+    cJSON_AddBoolToObject(j, "int8_decode", dp_gemv_i8_supported());
     cJSON_AddNumberToObject(j, "blas_threads", openblas_get_num_threads());
     cJSON_AddNumberToObject(j, "omp_threads", omp_get_max_threads());
     cJSON *libs = cJSON_AddObjectToObject(j, "libraries");
@@ -121,6 +122,9 @@ int dp_cmd_info(int argc, char **argv) {
         printf("bf16 products: %s\n",
                dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps (train's NF4 base products by default)"
                                  : "none (train's NF4 base products run in fp32)");
+        printf("int8 decode:   %s\n", dp_gemv_i8_supported()
+                                          ? "AVX512-VNNI vpdpbusd (chat/serve --decode int8)"
+                                          : "not on this CPU (--decode int8 runs fp32)");
         printf("libraries:     zstd %s, HDF5 %s, PCRE2 %s, cJSON %s, utf8proc %s, libcsv %s, "
                "libmicrohttpd %s\n",
                ZSTD_versionString(), h5, pcre2_version, cJSON_Version(), utf8proc_version(), csvv,

@@ -4,6 +4,7 @@
 #include "data/base/error.h"
 #include "data/base/io.h"
 #include "infer/server.h"
+#include "kernels/nf4.h"
 
 #include <arpa/inet.h>
 #include <pthread.h>
@@ -14,7 +15,7 @@
 
 typedef struct {
     const char *model_path, *host, *api_key_file, *system_prompt, *chat_format, *alias,
-        *precision;
+        *precision, *decode;
     dp_strlist adapters, api_keys;
     int64_t port, parallel, max_context, max_tokens, max_queue, max_body, timeout_s, drain_s;
     bool exact_lm_head;
@@ -23,6 +24,7 @@ typedef struct {
 static serve_options serve_defaults(void) {
     return (serve_options){.host = "127.0.0.1",
                            .precision = "nf4",
+                           .decode = "fp32",
                            .port = 8080,
                            .parallel = 4,
                            .max_context = 2048,
@@ -63,6 +65,8 @@ static const dp_opt opts[] = {
     {"precision", DP_OPT_STRING, F(precision), "nf4|fp32", "base weights (default nf4)"},
     {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy)"},
+    {"decode", DP_OPT_STRING, F(decode), "fp32|int8",
+     "decode products: exact fp32 (default) or int8 activations as llama.cpp (AVX512-VNNI)"},
     {0},
 };
 #undef F
@@ -132,6 +136,13 @@ int dp_cmd_serve(int argc, char **argv) {
         rc = dp_usage_error(&dp_serve_spec, "--precision must be nf4 or fp32, not '%s'", o.precision);
         goto out;
     }
+    if (strcmp(o.decode, "fp32") && strcmp(o.decode, "int8")) {
+        rc = dp_usage_error(&dp_serve_spec, "--decode must be fp32 or int8, not '%s'", o.decode);
+        goto out;
+    }
+    if (!strcmp(o.decode, "int8") && !dp_gemv_i8_supported())
+        fprintf(stderr,
+                "doppel serve: --decode int8: this CPU has no AVX512-VNNI; decoding in fp32\n");
     names = calloc((size_t)o.adapters.n + 1, sizeof *names);
     dirs = calloc((size_t)o.adapters.n + 1, sizeof *dirs);
     adapter_copies = calloc((size_t)o.adapters.n + 1, sizeof *adapter_copies);
@@ -212,6 +223,7 @@ int dp_cmd_serve(int argc, char **argv) {
                            .max_queue = (int)o.max_queue,
                            .nf4 = !strcmp(o.precision, "nf4"),
                            .lm_head_q8 = !o.exact_lm_head,
+                           .decode_int8 = !strcmp(o.decode, "int8"),
                            .quiet = cli.quiet};
     if (!(eng = dp_engine_create(&ec))) {
         rc = dp_runtime_error(&dp_serve_spec);

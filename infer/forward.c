@@ -54,7 +54,10 @@ static void dense_forward(float *y, const float *x, const dp_linear *lin, int N)
 
 int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
     if (N == 1 && lin->q8) { /* the compact decode copy (the lm_head) */
-        gemv_q8(y, x, lin->q8, lin->bias, lin->in, lin->out);
+        if (lin->i8)
+            gemv_q8_rows_i8(y, x, lin->q8, lin->bias, 1, lin->in, lin->out);
+        else
+            gemv_q8(y, x, lin->q8, lin->bias, lin->in, lin->out);
         return 0;
     }
     if (lin->w) {
@@ -64,7 +67,10 @@ int dp_linear_forward(float *y, const float *x, const dp_linear *lin, int N) {
     if (lin->nf4) { /* a few rows (decode steps): the fused NF4 dot products, each weight row
                      * decoded once for all of them; more: dequantized tiles + sgemm */
         const int C = lin->in, OC = lin->out, nt = omp_get_max_threads();
-        if (N == 1) {
+        if (N <= DP_GEMV_ROWS && lin->i8 && lin->nf4->rows == OC) {
+            gemv_nf4_rows_multi_i8(1, &y, (const dp_nf4 *const[]){lin->nf4},
+                                   (const float *const[]){lin->bias}, x, N, C);
+        } else if (N == 1) {
             gemv_nf4(y, x, lin->nf4, lin->bias, C, OC);
         } else if (N <= DP_GEMV_ROWS && lin->nf4->rows == OC) {
             gemv_nf4_rows_multi(1, &y, (const dp_nf4 *const[]){lin->nf4},
@@ -247,7 +253,10 @@ static int step_linears(void *ctx, int l, int n, const dp_linear_id *ids, float 
     const dp_nf4 *w[DP_N_LINEAR] = {0};
     const float *b[DP_N_LINEAR] = {0};
     for (int i = 0; i < n; i++) w[i] = lin[ids[i]].nf4, b[i] = lin[ids[i]].bias;
-    gemv_nf4_rows_multi(n, y, w, b, x, N, lin[ids[0]].in);
+    if (lin[ids[0]].i8)
+        gemv_nf4_rows_multi_i8(n, y, w, b, x, N, lin[ids[0]].in);
+    else
+        gemv_nf4_rows_multi(n, y, w, b, x, N, lin[ids[0]].in);
     for (int i = 0; f->hook && i < n; i++)
         if (f->hook(f->hook_ctx, l, ids[i], y[i], x, N, lin[ids[i]].in, lin[ids[i]].out)) return -1;
     return 0;
@@ -331,7 +340,9 @@ static int forward_rows(dp_forward *f, dp_kv *const *kv, const int32_t *tokens, 
         for (int s = 0; s < nseq; s++) /* each sequence's last row, side by side */
             rmsnorm_forward(f->xn + (size_t)s * C, NULL, f->x + (size_t)(cu[s + 1] - 1) * C,
                             m->final_norm, 1, C, c->rms_eps);
-        if (nseq > 1 && m->lm_head.q8) /* the decode copy, its rows read once for all */
+        if (nseq > 1 && m->lm_head.q8 && m->lm_head.i8) /* the decode copy, rows read once */
+            gemv_q8_rows_i8(logits, f->xn, m->lm_head.q8, m->lm_head.bias, nseq, C, V);
+        else if (nseq > 1 && m->lm_head.q8)
             gemv_q8_rows(logits, f->xn, m->lm_head.q8, m->lm_head.bias, nseq, C, V);
         else
             for (int s = 0; s < nseq; s++)

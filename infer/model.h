@@ -39,6 +39,7 @@ typedef struct {
     dp_nf4 *nf4; /* NF4 + double quant, or NULL */
     float *bias; /* (out) or NULL */
     dp_q8 *q8;   /* optional compact copy of W for one-row products (decode), or NULL */
+    bool i8;     /* decode products (a few rows, NF4 or the Q8 copy) round x to int8 */
 } dp_linear;
 
 /* The seven linear modules of a block, in PEFT's order of names. */

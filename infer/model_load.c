@@ -544,6 +544,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     }
 #undef TAKE
     if (opts.lm_head_q8 && dp_model_lm_head_q8(m)) goto fail;
+    if (opts.decode_int8) dp_model_decode_int8(m, true);
     if (!opts.quiet)
         fprintf(stderr, "loaded %s: %s, %d layers, %s%s weights %.1f MiB\n", path,
                 dp_arch_name(c->arch), L, opts.nf4 ? "NF4" : "fp32",
@@ -660,6 +661,19 @@ int dp_model_lm_head_q8(dp_model *m) {
     if (dp_q8_quantize(&s->lm_q8, lin->w, lin->out, lin->in)) return -1;
     lin->q8 = &s->lm_q8;
     return 0;
+}
+
+bool dp_model_decode_int8(dp_model *m, bool on) {
+    on = on && dp_gemv_i8_supported();
+    bool any = false;
+    for (int l = 0; l < m->cfg.L; l++)
+        for (int i = 0; i < DP_N_LINEAR; i++) {
+            dp_linear *lin = &m->layers[l].lin[i];
+            lin->i8 = on && lin->nf4 && dp_gemv_nf4_i8_fits(lin->nf4, lin->in);
+            any = any || lin->i8;
+        }
+    m->lm_head.i8 = on && m->lm_head.q8;
+    return any || m->lm_head.i8;
 }
 
 static int add_f32(dp_st_writer *w, const char *name, const float *data, int64_t rows,

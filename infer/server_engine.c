@@ -190,7 +190,10 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     if (dp_sampler_params_from_generation_config(&e->defaults, cfg->model_path)) goto fail;
     if (!(e->tok = dp_model_tokenizer(cfg->model_path))) goto fail;
     if (!(e->render_tok = dp_tokenizer_clone(e->tok))) goto fail;
-    dp_load_opts lo = {.nf4 = cfg->nf4, .quiet = cfg->quiet, .lm_head_q8 = cfg->lm_head_q8};
+    dp_load_opts lo = {.nf4 = cfg->nf4,
+                       .quiet = cfg->quiet,
+                       .lm_head_q8 = cfg->lm_head_q8,
+                       .decode_int8 = cfg->decode_int8};
     if (!(e->model = dp_model_load(cfg->model_path, &lo))) goto fail;
     const dp_model_config *c = &e->model->cfg;
     if (c->max_position > 0 && e->cfg.max_context > c->max_position)

@@ -32,7 +32,7 @@ typedef struct {
     int max_context;           /* tokens per sequence (prompt + reply) */
     int max_tokens;            /* a reply's default and largest length */
     int max_queue;             /* requests waiting for a slot beyond which 503 is answered */
-    bool nf4, lm_head_q8, quiet;
+    bool nf4, lm_head_q8, decode_int8, quiet;
 } dp_engine_config;
 
 /* One generated token as logprobs reports it. */

@@ -3,6 +3,7 @@
 #ifndef DOPPEL_NF4_H
 #define DOPPEL_NF4_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,6 +83,23 @@ void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
 /* 1 (the default): the AVX-512 path of gemv_nf4_rows_multi runs two weight rows per pass over
  * the inputs; 0: one (the same sums bit for bit; tests and bench_serve_gemv switch it). */
 extern int dp_gemv_row_pairs;
+
+/* ---- decode with int8 activations (kernels/cpu/gemv_i8.c): the same products with x rounded
+ * to int8 per 32 elements (d = max|x| / 127, as llama.cpp's Q8_0 activations) and the NF4 table
+ * to int8 / 127 (dp_nf4_i8_value), summed exactly in int32 per 64-element chunk by
+ * AVX512-VNNI, then scaled by the chunk's absmax and the two blocks' d. Not bit-equal to the
+ * fp32 kernels: about 2x fewer vector instructions per weight, at an error bounded by half a
+ * step of each rounding (tests/test_gemv_i8.c). */
+#define DP_GEMV_I8_MAX_C 32768
+/* The CPU has AVX512-VNNI (and DOPPEL_SIMD does not narrow the path below AVX-512). */
+bool dp_gemv_i8_supported(void);
+/* The int8 path takes w with inputs of width C (else the calls below run the fp32 kernel). */
+bool dp_gemv_nf4_i8_fits(const dp_nf4 *w, int C);
+/* NF4 code 0..15 as the int8 the kernel multiplies: round(dp_nf4_values[code] * 127). */
+int dp_nf4_i8_value(int code);
+/* gemv_nf4_rows_multi with int8 activations; the fp32 kernel where the path does not fit. */
+void gemv_nf4_rows_multi_i8(int n, float *const *out, const dp_nf4 *const *w,
+                            const float *const *bias, const float *x, int R, int C);
 
 #ifdef __cplusplus
 }

@@ -36,6 +36,10 @@ void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int 
 #define DP_Q8_ROWS 8
 void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
                   int OC);
+/* The same with x rounded to int8 per 32 elements (kernels/nf4.h: decode with int8
+ * activations); gemv_q8_rows where the CPU lacks AVX512-VNNI. */
+void gemv_q8_rows_i8(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
+                     int OC);
 
 #ifdef __cplusplus
 }

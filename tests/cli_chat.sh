@@ -38,6 +38,14 @@ grep -q "/temp needs a number" "$tmp/repl" && ok || bad "/temp x accepted"
 grep -q "commands:" "$tmp/repl" && ok || bad "unknown command gave no help"
 python3 -c "import json,sys; d=json.load(open(sys.argv[1])); assert d['system']=='be brief'; assert d['messages'][0]=={'role':'user','content':'[Bob]: hello'}; assert d['messages'][1]['role']=='assistant'" "$tmp/s.json" 2>/dev/null && ok || bad "saved session: $(cat "$tmp/s.json")"
 
+# --decode int8 answers (int8 products where the CPU has AVX512-VNNI and a shape fits, else fp32
+# with a notice: either way stderr says which); a bad value is a usage error
+"$bin" chat --model "$model" --prompt "hello there" --temperature 0 --max-tokens 12 --decode int8 >"$tmp/i8" 2>"$tmp/i8.err"
+rc=$?
+[ $rc -eq 0 ] && [ -s "$tmp/i8" ] && ok || bad "--decode int8 exit $rc: $(cat "$tmp/i8.err")"
+grep -q "int8 decode activations\|decoding in fp32" "$tmp/i8.err" && ok || bad "--decode int8 not reported: $(cat "$tmp/i8.err")"
+"$bin" chat --model "$model" --decode int4 --prompt hi >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q -- "--decode" "$tmp/err" && ok || bad "--decode int4: $(cat "$tmp/err")"
+
 # errors: usage 2, runtime 1, each with a message
 "$bin" chat --prompt hi >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q -- "--model" "$tmp/err" && ok || bad "no --model"
 "$bin" chat --model "$model" --device tpu --prompt hi >/dev/null 2>&1; [ $? -eq 2 ] && ok || bad "--device tpu"

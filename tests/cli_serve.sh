@@ -21,6 +21,7 @@ bad() { echo "FAIL: $*"; fail=1; }
 "$bin" serve >/dev/null 2>&1; [ $? -eq 2 ] || bad "no --model: not exit 2"
 "$bin" serve --model "$model" --adapter nodir >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "NAME=DIR" "$tmp/err" || bad "--adapter without NAME="
 "$bin" serve --model "$model" --port 70000 >/dev/null 2>&1; [ $? -eq 2 ] || bad "--port 70000 accepted"
+"$bin" serve --model "$model" --decode int4 >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q -- "--decode" "$tmp/err" || bad "--decode int4: $(cat "$tmp/err")"
 "$bin" serve --model "$model" --port 0 --adapter x="$tmp/none" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "none" "$tmp/err" || bad "missing adapter dir: $(cat "$tmp/err")"
 
 # two personas

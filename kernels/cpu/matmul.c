@@ -189,6 +189,7 @@ row_dot_avx2(const dp_nf4 *w, const float *xp, const float *map, int64_t row, in
     for (int b = 0; b < C / bs; b++) {
         __m256 am = _mm256_set1_ps(block_absmax(w, map, b0 + b));
         __m256 lo = _mm256_mul_ps(tlo, am), hi = _mm256_mul_ps(thi, am);
+        DP_PREFETCH(q + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 16) {
             __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i / 2)));
             __m256 ve = lut16_avx2(lo, hi, _mm256_srli_epi32(v, 4)), vo = lut16_avx2(lo, hi, v);
@@ -213,6 +214,7 @@ row_dot_avx512(const dp_nf4 *w, const float *xp, const float *map, int64_t row, 
            a3 = _mm512_setzero_ps();
     for (int b = 0; b < C / bs; b++) {
         __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        DP_PREFETCH(q + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 64) {
             __m512i v0 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2)));
             __m512i v1 = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2 + 16)));
@@ -241,6 +243,8 @@ __attribute__((target("avx512f"))) static void row_dot2_avx512(const dp_nf4 *w, 
     for (int b = 0; b < C / bs; b++) {
         __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
         __m512 u = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b1 + b)));
+        DP_PREFETCH(q0 + (size_t)b * bs / 2);
+        DP_PREFETCH(q1 + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 32) {
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i / 2)));
             __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i / 2)));
@@ -269,6 +273,7 @@ row_dots_avx512(const dp_nf4 *w, const float *const *xp, const float *map, int64
     for (int r = 0; r < R; r++) acc[r] = _mm512_setzero_ps();
     for (int b = 0; b < C / bs; b++) {
         __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
+        DP_PREFETCH(q + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 32) {
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q + i / 2)));
             __m512 ve = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), t),
@@ -299,6 +304,8 @@ row_dots2_avx512(const dp_nf4 *w, const float *const *xp, const float *map, int6
     for (int b = 0; b < C / bs; b++) {
         __m512 t = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b0 + b)));
         __m512 u = _mm512_mul_ps(tbl, _mm512_set1_ps(block_absmax(w, map, b1 + b)));
+        DP_PREFETCH(q0 + (size_t)b * bs / 2);
+        DP_PREFETCH(q1 + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 32) {
             __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q0 + i / 2)));
             __m512i y = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(q1 + i / 2)));
@@ -334,6 +341,7 @@ row_dots_avx2(const dp_nf4 *w, const float *const *xp, const float *map, int64_t
     for (int b = 0; b < C / bs; b++) {
         __m256 am = _mm256_set1_ps(block_absmax(w, map, b0 + b));
         __m256 lo = _mm256_mul_ps(tlo, am), hi = _mm256_mul_ps(thi, am);
+        DP_PREFETCH(q + (size_t)b * bs / 2);
         for (int i = b * bs; i < (b + 1) * bs; i += 16) {
             __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(q + i / 2)));
             __m256 ve = lut16_avx2(lo, hi, _mm256_srli_epi32(v, 4)), vo = lut16_avx2(lo, hi, v);

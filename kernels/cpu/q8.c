@@ -76,6 +76,7 @@ __attribute__((target("avx2,fma"))) static float row_dot_avx2(const int8_t *q, c
     for (int b = 0; b < C / DP_Q8_BLOCK; b++) {
         const int8_t *qb = q + b * DP_Q8_BLOCK;
         const float *xb = x + b * DP_Q8_BLOCK;
+        DP_PREFETCH(qb);
         __m256 s = _mm256_setzero_ps();
         for (int k = 0; k < 4; k++) {
             __m128i c = _mm_loadl_epi64((const __m128i *)(qb + 8 * k));
@@ -96,6 +97,7 @@ __attribute__((target("avx512f"))) static float row_dot_avx512(const int8_t *q, 
     for (int b = 0; b < C / DP_Q8_BLOCK; b++) {
         const int8_t *qb = q + b * DP_Q8_BLOCK;
         const float *xb = x + b * DP_Q8_BLOCK;
+        DP_PREFETCH(qb);
         __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb)));
         __m512 v1 =
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qb + 16))));
@@ -124,6 +126,7 @@ row_dots_avx512(const int8_t *q, const float *d, const float *const *x, int C, i
     for (int b = 0; b < C / DP_Q8_BLOCK; b++) {
         const int8_t *qb = q + b * DP_Q8_BLOCK;
         __m512 db = _mm512_set1_ps(d[b]);
+        DP_PREFETCH(qb);
         __m512 v0 = _mm512_mul_ps(
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qb))), db);
         __m512 v1 = _mm512_mul_ps(

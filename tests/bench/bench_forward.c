@@ -4,9 +4,10 @@
  * llama.cpp runs, each in its own process (so peak RSS is its own), and the table shows medians;
  * quote ratios from one run, the machine may be shared.
  * usage: bench_forward [--threads N=2] [--prompt N=128] [--gen N=64] [--reps N=3] [--fp32]
- *                      MODEL.gguf...
+ *                      [--int8] MODEL.gguf...
  * NF4: each model is quantized once into ~/.cache/doppel/bench/ (the measured runs load that
- * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path. */
+ * file, as chat does after `doppel quantize`); --fp32 adds doppel's fp32 path, --int8 its decode
+ * with int8 activations (--decode int8: AVX512-VNNI, as llama.cpp rounds them). */
 #include "bench/read_bandwidth.h"
 #include "kernels/cpu/blas.h"
 #include "kernels/cpu/simd.h"
@@ -70,11 +71,13 @@ static void decode_bytes(const dp_model *m, result *r) {
 }
 
 /* one measured run: load, warm up, prefill n_prompt tokens, decode n_gen */
-static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int n_gen, result *r) {
+static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int n_gen, bool i8,
+                       result *r) {
     dp_load_opts o = {.nf4 = nf4_file != NULL,
                       .nf4_file = nf4_file,
                       .quiet = true,
-                      .lm_head_q8 = nf4_file != NULL};
+                      .lm_head_q8 = nf4_file != NULL,
+                      .decode_int8 = i8};
     dp_model *m = dp_model_load(path, &o);
     if (!m) {
         fprintf(stderr, "bench: %s\n", dp_last_error());
@@ -113,7 +116,7 @@ static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int
 }
 
 /* runs one doppel configuration in a child; peak RSS from wait4 */
-static result child(const char *path, const char *nf4_file, int n_prompt, int n_gen) {
+static result child(const char *path, const char *nf4_file, int n_prompt, int n_gen, bool i8) {
     result r = {0};
     int fd[2];
     if (pipe(fd)) return r;
@@ -122,7 +125,7 @@ static result child(const char *path, const char *nf4_file, int n_prompt, int n_
     if (pid == 0) {
         close(fd[0]);
         result cr = {0};
-        run_doppel(path, nf4_file, n_prompt, n_gen, &cr);
+        run_doppel(path, nf4_file, n_prompt, n_gen, i8, &cr);
         if (write(fd[1], &cr, sizeof cr) != (ssize_t)sizeof cr) _exit(1);
         _exit(0);
     }
@@ -309,7 +312,9 @@ int main(int argc, char **argv) {
            dp_simd_name(simd), simd == SIMD_AVX512 ? " (two rows per pass)" : "",
            dp_simd_name(simd), simd == SIMD_AVX512 ? "avx512" : "avx2/baseline clone",
            simd == SIMD_AVX512 ? "head size 64 or 128; up to 3 heads per kv head" : "any head size");
-    int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, first = 1;
+    printf("int8-activation decode (--int8): %s\n",
+           dp_gemv_i8_supported() ? "AVX512-VNNI vpdpbusd" : "not on this CPU (runs fp32)");
+    int threads = 2, n_prompt = 128, n_gen = 64, reps = 3, fp32 = 0, int8 = 0, first = 1;
     for (; first < argc && argv[first][0] == '-'; first++) {
         const char *a = argv[first];
         int *dst = !strcmp(a, "--threads")  ? &threads
@@ -319,6 +324,8 @@ int main(int argc, char **argv) {
                                             : NULL;
         if (!strcmp(a, "--fp32")) {
             fp32 = 1;
+        } else if (!strcmp(a, "--int8")) {
+            int8 = 1;
         } else if (dst && first + 1 < argc) {
             *dst = atoi(argv[++first]);
         } else {
@@ -329,7 +336,7 @@ int main(int argc, char **argv) {
     if (first >= argc || threads < 1 || n_prompt < 1 || n_gen < 1 || reps < 1 || reps > MAX_REPS) {
         fprintf(stderr,
                 "usage: %s [--threads N=2] [--prompt N=128] [--gen N=64] [--reps N=3 (<= %d)] "
-                "[--fp32] MODEL.gguf...\n",
+                "[--fp32] [--int8] MODEL.gguf...\n",
                 argv[0], MAX_REPS);
         return 2;
     }
@@ -346,28 +353,34 @@ int main(int argc, char **argv) {
         printf("\nmodel %s\n  %d threads each, prompt %d tokens, %d decoded tokens, median of %d "
                "alternating runs\n",
                path, threads, n_prompt, n_gen, reps);
-        result d4[MAX_REPS], d32[MAX_REPS], lc[MAX_REPS];
+        result d4[MAX_REPS], d32[MAX_REPS], d8[MAX_REPS], lc[MAX_REPS];
         double bw[MAX_REPS], best_bw = 0;
         for (int r = 0; r < reps; r++) {
             /* the read bandwidth at this thread count, between the runs, as loaded as they are */
             double b = 0;
             bw[r] = bandwidth_child(threads, &b);
             best_bw = b > best_bw ? b : best_bw;
-            d4[r] = child(path, nf4, n_prompt, n_gen);
+            d4[r] = child(path, nf4, n_prompt, n_gen, false);
             lc[r] = llamacpp(path, threads, n_prompt, n_gen, ver, sizeof ver);
-            d32[r] = fp32 ? child(path, NULL, n_prompt, n_gen) : (result){0};
-            printf("  run %d: decode tok/s doppel %.1f, llama.cpp %.1f\n", r + 1, d4[r].decode_tps,
+            d32[r] = fp32 ? child(path, NULL, n_prompt, n_gen, false) : (result){0};
+            d8[r] = int8 ? child(path, nf4, n_prompt, n_gen, true) : (result){0};
+            printf("  run %d: decode tok/s doppel %.1f, llama.cpp %.1f", r + 1, d4[r].decode_tps,
                    lc[r].decode_tps);
+            if (int8) printf(", doppel int8 activations %.1f", d8[r].decode_tps);
+            printf("\n");
         }
-        result m4 = median(d4, reps), ml = median(lc, reps), m32 = median(d32, reps);
+        result m4 = median(d4, reps), ml = median(lc, reps), m32 = median(d32, reps),
+               m8 = median(d8, reps);
         if (!ml.ok && reps > 0) /* llama.cpp did not run: its bytes per token from the GGUF */
             ml.step_bytes = lc[0].step_bytes, ml.kv_bytes_per_pos = lc[0].kv_bytes_per_pos;
         printf("  %-22s %13s %12s %17s %16s %13s\n", "", "prefill tok/s", "decode tok/s",
                "prefill tok/cpu-s", "decode tok/cpu-s", "peak RSS MiB");
         row("doppel NF4 (Q8 head)", &m4);
+        if (int8) row("doppel NF4 int8 act", &m8);
         if (fp32) row("doppel fp32", &m32);
         row("llama.cpp (file as is)", &ml);
         ratio("doppel NF4", &m4, &ml);
+        if (int8) ratio("doppel NF4 int8 act", &m8, &ml);
         if (fp32) ratio("doppel fp32", &m32, &ml);
         qsort(bw, (size_t)reps, sizeof bw[0], cmp_double);
         double mbw = reps % 2 ? bw[reps / 2] : (bw[reps / 2 - 1] + bw[reps / 2]) / 2,
@@ -379,6 +392,7 @@ int main(int argc, char **argv) {
         printf("  %-22s %13s %17s %12s %12s %9s %14s\n", "", "read/token", "", "limit/token",
                "measured", "of limit", "achieved");
         bandwidth_row("doppel NF4 (Q8 head)", &m4, mean_pos, mbw);
+        if (int8) bandwidth_row("doppel NF4 int8 act", &m8, mean_pos, mbw);
         if (fp32) bandwidth_row("doppel fp32", &m32, mean_pos, mbw);
         bandwidth_row("llama.cpp (file as is)", &ml, mean_pos, mbw);
         printf("  at the best pass's bandwidth:\n");
