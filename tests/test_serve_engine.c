@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 static char model_dir[1024];
 
@@ -198,8 +199,10 @@ int main(void) {
 
     /* chunked prefill: a long prompt arriving while another conversation decodes goes in over
      * several passes (that one keeps getting its tokens meanwhile); the reply is the same */
-    /* the tiny model may finish `a` before `b` is admitted (then `b` rightly goes in whole):
-     * try again, a few times, until the overlap happened */
+    /* the tiny model decodes so fast that `a` could finish before `b` is admitted (then `b`
+     * rightly goes in whole): this thread holds a's lock from before a's first token until `b`
+     * is queued, so the engine, once it has taken `a`, cannot publish any of a's tokens, let
+     * alone finish it, before `b` arrives; `b` is admitted at the next pass, with `a` decoding */
     bool chunked = false;
     int b_tokens = 0;
     for (int attempt = 0; attempt < 10 && !chunked; attempt++) {
@@ -207,8 +210,11 @@ int main(void) {
         dp_engine_get_stats(e, &before);
         dp_job *a = submit(e, "hello there", NULL, 0, 1, NULL);
         pthread_mutex_lock(&a->mu);
-        while (!a->done && a->n_generated < 1) pthread_cond_wait(&a->cv, &a->mu);
-        pthread_mutex_unlock(&a->mu);
+        for (int spin = 0; spin < 50000; spin++) { /* until the engine took `a` (5 s at most) */
+            dp_engine_get_stats(e, &est);
+            if (est.running >= 1 && est.queued == 0) break;
+            usleep(100);
+        }
         /* a new first word each try, so no slot holds this prompt's prefix from the last one */
         char story[512];
         snprintf(story, sizeof story,
@@ -219,6 +225,7 @@ int main(void) {
                  (const char *[]){"ok", "well", "right", "alright", "listen", "look", "hey", "yes",
                                   "so", "now"}[attempt]);
         dp_job *b = submit(e, story, NULL, 0.8f, 5, NULL);
+        pthread_mutex_unlock(&a->mu);
         wait_done(a);
         wait_done(b);
         dp_engine_get_stats(e, &est);

@@ -14,6 +14,7 @@
 
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/nf4_absmax.h"
+#include "kernels/cpu/gemv_i8.h"
 
 #include <math.h>
 #include <omp.h>
@@ -48,20 +49,7 @@ int dp_nf4_i8_value(int code) {
 
 /* ------------------------------------------------------------------ NF4 */
 
-/* One input row, laid out for the NF4 kernel in pairs of 64-element chunks (a pair is one
- * 512-bit load of codes: 128 elements). A code byte holds an even element (high nibble) and
- * the next odd one, so per pair: xh = the even elements of the first chunk then of the second,
- * xl = the odd ones; each 32-bit lane of vpdpbusd then sums 4 of them from one 32-element
- * quantization block. corr = -128 * each lane's share of xh + xl; da = each lane's block scale
- * divided by 127 (the table's scale). An odd last chunk is padded with zeros. */
-typedef struct {
-    int8_t *xh, *xl; /* (npairs, 64) */
-    int32_t *corr;   /* (npairs, 16) */
-    float *da;       /* (npairs, 16) */
-    int npairs;
-} act_nf4;
-
-static void quant_nf4(act_nf4 *a, const float *x, int C) {
+static void quant_nf4(dp_act_nf4 *a, const float *x, int C) {
     const int nch = C / 64;
     a->npairs = (nch + 1) / 2;
     memset(a->xh, 0, (size_t)a->npairs * 64);
@@ -92,7 +80,7 @@ TGT_VNNI static inline __m512i nf4_table_u8(void) {
 /* rows [o0, o1) of w against R <= DP_GEMV_ROWS inputs; R fixed per instance (below) so the
  * accumulators stay in registers */
 TGT_VNNI __attribute__((always_inline)) static inline void
-nf4_rows_i8(float *const *out, const act_nf4 *a, const dp_nf4 *w, const float *bias,
+nf4_rows_i8(float *const *out, const dp_act_nf4 *a, const dp_nf4 *w, const float *bias,
             const float *map, int C, int R, int o0, int o1) {
     const __m512i tbl = nf4_table_u8(), m4 = _mm512_set1_epi8(15), two = _mm512_set1_epi32(2);
     const __m512i pair0 = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -129,89 +117,51 @@ nf4_rows_i8(float *const *out, const act_nf4 *a, const dp_nf4 *w, const float *b
 }
 
 #define NF4_I8_FIXED(R)                                                                            \
-    TGT_VNNI static void nf4_rows_i8_##R(float *const *out, const act_nf4 *a, const dp_nf4 *w,     \
+    TGT_VNNI static void nf4_rows_i8_##R(float *const *out, const dp_act_nf4 *a, const dp_nf4 *w,  \
                                          const float *bias, const float *map, int C, int o0,       \
                                          int o1) {                                                 \
         nf4_rows_i8(out, a, w, bias, map, C, R, o0, o1);                                           \
     }
 NF4_I8_FIXED(1)
-NF4_I8_FIXED(2) NF4_I8_FIXED(3) NF4_I8_FIXED(4) NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7)
-    NF4_I8_FIXED(8) typedef void (*nf4_rows_fn)(float *const *, const act_nf4 *, const dp_nf4 *,
+NF4_I8_FIXED(2)
+NF4_I8_FIXED(3) NF4_I8_FIXED(4) NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7)
+    NF4_I8_FIXED(8) typedef void (*nf4_rows_fn)(float *const *, const dp_act_nf4 *, const dp_nf4 *,
                                                 const float *, const float *, int, int, int);
 static const nf4_rows_fn nf4_rows_by_r[DP_GEMV_ROWS + 1] = {
     NULL,          nf4_rows_i8_1, nf4_rows_i8_2, nf4_rows_i8_3, nf4_rows_i8_4,
     nf4_rows_i8_5, nf4_rows_i8_6, nf4_rows_i8_7, nf4_rows_i8_8};
 
-typedef struct {
-    int n, R, C;
-    float *const *out; /* (n) each (R, w[i]->rows) */
-    const dp_nf4 *const *w;
-    const float *const *bias;
-    const act_nf4 *a; /* (R) */
-    const float *map;
-} nf4_job;
-
-/* rows [r0, r1) of the concatenated matrices */
-static void nf4_chunk(void *ctx, int64_t r0, int64_t r1) {
-    const nf4_job *j = ctx;
-    int64_t base = 0;
-    for (int i = 0; i < j->n && base < r1; i++) {
-        int64_t rows = j->w[i]->rows, lo = r0 - base, hi = r1 - base;
-        if (lo < 0) lo = 0;
-        if (hi > rows) hi = rows;
-        if (lo < hi) {
-            float *out[DP_GEMV_ROWS];
-            for (int r = 0; r < j->R; r++) out[r] = j->out[i] + (size_t)r * rows;
-            nf4_rows_by_r[j->R](out, j->a, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->C,
-                                (int)lo, (int)hi);
-        }
-        base += rows;
-    }
-}
 #endif
+
+size_t dp_i8_nf4_act_bytes(int C) {
+    return (size_t)(C / 128 + 1) * (64 * 2 + 16 * 8);
+}
+
+void dp_i8_nf4_quant(dp_act_nf4 *a, uint8_t *buf, const float *x, int C) {
+    const size_t np = (size_t)(C / 128 + 1);
+    a->xh = (int8_t *)buf, a->xl = (int8_t *)(buf + np * 64);
+    a->corr = (int32_t *)(buf + np * 128), a->da = (float *)(buf + np * 192);
+#ifdef DP_X86
+    quant_nf4(a, x, C);
+#else
+    (void)x;
+    abort(); /* dp_gemv_nf4_i8_fits is false: never called */
+#endif
+}
+
+void dp_i8_nf4_rows(float *const *out, const dp_act_nf4 *a, int R, const dp_nf4 *w,
+                    const float *bias, const float *map, int C, int o0, int o1) {
+#ifdef DP_X86
+    nf4_rows_by_r[R](out, a, w, bias, map, C, o0, o1);
+#else
+    (void)out, (void)a, (void)R, (void)w, (void)bias, (void)map, (void)C, (void)o0, (void)o1;
+    abort(); /* dp_gemv_nf4_i8_fits is false: never called */
+#endif
+}
 
 bool dp_gemv_nf4_i8_fits(const dp_nf4 *w, int C) {
     return dp_gemv_i8_supported() && C > 0 && C <= DP_GEMV_I8_MAX_C && C % 64 == 0 &&
            w->blocksize % 64 == 0 && C % w->blocksize == 0;
-}
-
-void gemv_nf4_rows_multi_i8(int n, float *const *out, const dp_nf4 *const *w,
-                            const float *const *bias, const float *x, int R, int C) {
-    bool fits = n <= DP_N_GEMV_MATS;
-    for (int i = 0; i < n; i++) fits = fits && dp_gemv_nf4_i8_fits(w[i], C);
-    if (!fits) {
-        gemv_nf4_rows_multi(n, out, w, bias, x, R, C);
-        return;
-    }
-#ifdef DP_X86
-    if (R > DP_GEMV_ROWS) { /* in groups the row kernels hold in registers */
-        for (int r0 = 0; r0 < R; r0 += DP_GEMV_ROWS) {
-            float *o[DP_N_GEMV_MATS];
-            for (int i = 0; i < n; i++) o[i] = out[i] + (size_t)r0 * w[i]->rows;
-            int g = R - r0 < DP_GEMV_ROWS ? R - r0 : DP_GEMV_ROWS;
-            gemv_nf4_rows_multi_i8(n, o, w, bias, x + (size_t)r0 * C, g, C);
-        }
-        return;
-    }
-    /* per input, 128 elements to a pair: 64 bytes of xh and of xl, 16 lanes of corr and da */
-    const size_t np = (size_t)(C / 128 + 1), per = np * (64 * 2 + 16 * 8);
-    _Alignas(64) uint8_t stack[32768];
-    uint8_t *buf = R * per <= sizeof stack ? stack : malloc(R * per);
-    if (!buf) abort(); /* R x ~2C bytes: out of memory here leaves nothing sensible to do */
-    act_nf4 a[DP_GEMV_ROWS];
-    for (int r = 0; r < R; r++) {
-        uint8_t *b = buf + r * per;
-        a[r].xh = (int8_t *)b, a[r].xl = (int8_t *)(b + np * 64);
-        a[r].corr = (int32_t *)(b + np * 128), a[r].da = (float *)(b + np * 192);
-        quant_nf4(&a[r], x + (size_t)r * C, C);
-    }
-    int total = 0;
-    for (int i = 0; i < n; i++) total += (int)w[i]->rows;
-    nf4_job job = {n, R, C, out, w, bias, a, dp_dynamic_map_cached()};
-    int nt = omp_get_max_threads();
-    dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, nf4_chunk, &job);
-    if (buf != stack) free(buf);
-#endif
 }
 
 /* ------------------------------------------------------------------ Q8 (the lm_head) */
@@ -282,7 +232,8 @@ q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bia
         q8_rows_i8(out, OC, a, w, bias, C, R, o0, o1);                                             \
     }
 Q8_I8_FIXED(1)
-Q8_I8_FIXED(2) Q8_I8_FIXED(3) Q8_I8_FIXED(4) Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7)
+Q8_I8_FIXED(2)
+Q8_I8_FIXED(3) Q8_I8_FIXED(4) Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7)
     Q8_I8_FIXED(8) typedef void (*q8_rows_fn)(float *, int, const act_q8 *, const dp_q8 *,
                                               const float *, int, int64_t, int64_t);
 static const q8_rows_fn q8_rows_by_r[DP_Q8_ROWS + 1] = {NULL,         q8_rows_i8_1, q8_rows_i8_2,

@@ -7,6 +7,7 @@
 
 #include <cblas.h>
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/gemv_i8.h"
 
 #include <math.h>
 #include <omp.h>
@@ -451,6 +452,7 @@ typedef struct {
     const float *const *x, *const *xp; /* (R) */
     const float *map;
     int simd, C;
+    const dp_act_nf4 *a; /* (R) int8 inputs (gemv_nf4_rows_multi_i8), or NULL */
 } gemv_job;
 
 /* rows [r0, r1) of the concatenated matrices */
@@ -464,22 +466,42 @@ static void gemv_chunk(void *ctx, int64_t r0, int64_t r1) {
         if (a < b) {
             float *out[DP_GEMV_ROWS];
             for (int r = 0; r < j->R; r++) out[r] = j->out[i] + (size_t)r * rows;
-            gemv_rows(out, j->x, j->xp, j->w[i], j->bias ? j->bias[i] : NULL, j->map, j->simd,
-                      j->C, j->R, (int)a, (int)b);
+            const float *bias = j->bias ? j->bias[i] : NULL;
+            if (j->a)
+                dp_i8_nf4_rows(out, j->a, j->R, j->w[i], bias, j->map, j->C, (int)a, (int)b);
+            else
+                gemv_rows(out, j->x, j->xp, j->w[i], bias, j->map, j->simd, j->C, j->R, (int)a,
+                          (int)b);
         }
         base += rows;
     }
 }
 
-void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
-                         const float *const *bias, const float *x, int R, int C) {
+/* gemv_nf4_rows_multi, with int8 inputs when i8 (the caller checked that every w fits) */
+static void gemv_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
+                       const float *x, int R, int C, bool i8) {
     if (R > DP_GEMV_ROWS) { /* in groups the row kernels hold in registers */
         for (int r0 = 0; r0 < R; r0 += DP_GEMV_ROWS) {
             float *o[DP_N_GEMV_MATS];
             for (int i = 0; i < n; i++) o[i] = out[i] + (size_t)r0 * w[i]->rows;
             int g = R - r0 < DP_GEMV_ROWS ? R - r0 : DP_GEMV_ROWS;
-            gemv_nf4_rows_multi(n, o, w, bias, x + (size_t)r0 * C, g, C);
+            gemv_multi(n, o, w, bias, x + (size_t)r0 * C, g, C, i8);
         }
+        return;
+    }
+    if (i8) {
+        const size_t per = dp_i8_nf4_act_bytes(C);
+        _Alignas(64) uint8_t stack[32768];
+        uint8_t *buf = R * per <= sizeof stack ? stack : malloc(R * per);
+        if (!buf) abort(); /* R x ~2C bytes: out of memory here leaves nothing sensible to do */
+        dp_act_nf4 a[DP_GEMV_ROWS];
+        int total = 0;
+        for (int r = 0; r < R; r++) dp_i8_nf4_quant(&a[r], buf + r * per, x + (size_t)r * C, C);
+        for (int i = 0; i < n; i++) total += (int)w[i]->rows;
+        gemv_job job = {n, R, out, w, bias, NULL, NULL, dp_dynamic_map_cached(), 0, C, a};
+        int nt = omp_get_max_threads();
+        dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
+        if (buf != stack) free(buf);
         return;
     }
     const float *map = dp_dynamic_map_cached();
@@ -505,10 +527,22 @@ void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
     }
     /* the rows of all matrices end to end, in chunks claimed by the pool's threads (each
      * sync point costs a scheduling round trip when the machine is busy: one per call) */
-    gemv_job job = {n, R, out, w, bias, xs, xps, map, simd, C};
+    gemv_job job = {n, R, out, w, bias, xs, xps, map, simd, C, NULL};
     int nt = omp_get_max_threads();
     dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
     if (xpbuf != stack) free(xpbuf);
+}
+
+void gemv_nf4_rows_multi(int n, float *const *out, const dp_nf4 *const *w,
+                         const float *const *bias, const float *x, int R, int C) {
+    gemv_multi(n, out, w, bias, x, R, C, false);
+}
+
+void gemv_nf4_rows_multi_i8(int n, float *const *out, const dp_nf4 *const *w,
+                            const float *const *bias, const float *x, int R, int C) {
+    bool fits = n <= DP_N_GEMV_MATS;
+    for (int i = 0; i < n; i++) fits = fits && dp_gemv_nf4_i8_fits(w[i], C);
+    gemv_multi(n, out, w, bias, x, R, C, fits);
 }
 
 void gemv_nf4_multi(int n, float *const *out, const dp_nf4 *const *w, const float *const *bias,
