@@ -195,6 +195,8 @@ int main(void) {
     }
     test_nf4(1, 64, 64);    /* one chunk, alone in its pair */
     test_nf4(2, 1536, 256); /* larger blocks: chunks share an absmax */
+    test_nf4(3, 1536, 64);  /* 24 chunks: a second, partial group of 16 absmax */
+    test_nf4(1, 4864, 64);  /* Qwen2.5-0.5B's down_proj: 76 chunks */
     for (int R = 1; R <= 10; R += 3) {
         test_q8(R, 576, 301);
         test_q8(R, 96, 33); /* 3 blocks: an odd last one */

@@ -12,10 +12,11 @@
 #include <string.h>
 
 #ifdef DP_X86
-/* lane i: the absmax of block b0 + ((c0 + i) >> shift), for i < k <= 16 (0 beyond): blocks
- * (shift 0) or 64-element chunks of 2^shift-chunk blocks */
+/* lane i: the absmax of block b0 + ((c0 + i) >> shift), for i < min(k, 16) (0 beyond): blocks
+ * (shift 0) or 64-element chunks of 2^shift-chunk blocks; k: how many are left in the row */
 __attribute__((target("avx512f"), always_inline)) static inline __m512
 nf4_absmax16(const dp_nf4 *w, const float *map, int64_t b0, int c0, int k, int shift) {
+    if (k > 16) k = 16;
     const __mmask16 m = (__mmask16)(k >= 16 ? 0xffff : (1u << k) - 1);
     const int64_t first = b0 + (c0 >> shift), last = b0 + ((c0 + k - 1) >> shift);
     __m128i c8;

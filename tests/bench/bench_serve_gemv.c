@@ -2,8 +2,9 @@
  * linears (q/k/v and gate/up fused as the forward fuses them, o, down) and its 49152 x 576 Q8
  * head, on random codes, for R = 1, 2, 4, 8 input rows; the NF4 linears with the one-weight-row
  * kernel (dp_gemv_row_pairs = 0) and the row-pair one (= 1) alternating in the same process
- * (the head runs with both: two figures of the same kernel, a gauge of the noise); medians
- * over rounds. No model file needed.
+ * (the head runs with both: two figures of the same kernel, a gauge of the noise), and the
+ * int8-activation kernels (--decode int8: row pairs' driver, AVX512-VNNI; fp32 where the CPU
+ * lacks it); medians over rounds. No model file needed.
  * usage: bench_serve_gemv [--rounds N=7] [--steps N=8] [--cpu-time]
  * --cpu-time: the process's CPU time instead of wall time (with OMP_NUM_THREADS=1, the kernels'
  * own cost on a machine shared with other work, which wall time would mix with waiting). */
@@ -17,7 +18,7 @@
 #include <string.h>
 #include <time.h>
 
-enum { L = 30, C = 576, KVD = 192, F = 1536, V = 49152, MAX_R = 8, NV = 2 };
+enum { L = 30, C = 576, KVD = 192, F = 1536, V = 49152, MAX_R = 8, NV = 3 };
 
 static int cpu_time;
 static double now(void) {
@@ -43,9 +44,12 @@ static void fill_nf4(dp_nf4 *q, int rows, int cols) {
 int main(int argc, char **argv) {
     int rounds = 7, steps = 8;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
-        else if (!strcmp(argv[i], "--cpu-time")) cpu_time = 1;
+        if (!strcmp(argv[i], "--rounds") && i + 1 < argc)
+            rounds = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--steps") && i + 1 < argc)
+            steps = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--cpu-time"))
+            cpu_time = 1;
     }
     if (rounds < 1 || rounds > 64 || steps < 1) {
         fprintf(stderr, "usage: bench_serve_gemv [--rounds N] [--steps N]\n");
@@ -74,27 +78,36 @@ int main(int argc, char **argv) {
             for (int vi = 0; vi < NV; vi++) {
                 int vv = r % 2 ? NV - 1 - vi : vi; /* alternate which variant goes first */
                 int R = sizes[si];
-                dp_gemv_row_pairs = vv;
+                dp_gemv_row_pairs = vv > 0;
+                void (*gemv)(int, float *const *, const dp_nf4 *const *, const float *const *,
+                             const float *, int, int) =
+                    vv == 2 ? gemv_nf4_rows_multi_i8 : gemv_nf4_rows_multi;
                 double t0 = now();
                 for (int s = 0; s < steps; s++)
                     for (int l = 0; l < L; l++) {
                         const dp_nf4 *qkv[3] = {&w[l][0], &w[l][1], &w[l][2]};
                         const dp_nf4 *gu[2] = {&w[l][4], &w[l][5]}, *o = &w[l][3], *dn = &w[l][6];
                         const float *nb[3] = {0};
-                        gemv_nf4_rows_multi(3, ys, qkv, nb, x, R, C);
-                        gemv_nf4_rows_multi(1, ys, &o, nb, x, R, C);
-                        gemv_nf4_rows_multi(2, ys, gu, nb, x, R, C);
-                        gemv_nf4_rows_multi(1, ys, &dn, nb, x, R, F);
+                        gemv(3, ys, qkv, nb, x, R, C);
+                        gemv(1, ys, &o, nb, x, R, C);
+                        gemv(2, ys, gu, nb, x, R, C);
+                        gemv(1, ys, &dn, nb, x, R, F);
                     }
                 double t1 = now();
-                for (int s = 0; s < steps; s++) gemv_q8_rows(y, x, &head, NULL, R, C, V);
+                for (int s = 0; s < steps; s++)
+                    if (vv == 2)
+                        gemv_q8_rows_i8(y, x, &head, NULL, R, C, V);
+                    else
+                        gemv_q8_rows(y, x, &head, NULL, R, C, V);
                 double t2 = now();
                 lin[si][vv][r] = (t1 - t0) / steps * 1e3;
                 hd[si][vv][r] = (t2 - t1) / steps * 1e3;
             }
     printf("bench_serve_gemv: SmolLM2-135M shapes (30 layers NF4 + Q8 head), %d threads, %d "
-           "rounds of %d steps, medians (%s ms per step); NF4: one weight row vs row pairs\n",
-           omp_get_max_threads(), rounds, steps, cpu_time ? "CPU" : "wall");
+           "rounds of %d steps, medians (%s ms per step); NF4: one weight row vs row pairs vs int8 "
+           "activations (%s)\n",
+           omp_get_max_threads(), rounds, steps, cpu_time ? "CPU" : "wall",
+           dp_gemv_i8_supported() ? "AVX512-VNNI" : "not on this CPU: fp32 again");
     for (int si = 0; si < NS; si++) {
         double m[NV][2];
         for (int vi = 0; vi < NV; vi++) {
@@ -102,9 +115,10 @@ int main(int argc, char **argv) {
             qsort(hd[si][vi], (size_t)rounds, sizeof(double), cmp_double);
             m[vi][0] = lin[si][vi][rounds / 2], m[vi][1] = hd[si][vi][rounds / 2];
         }
-        printf("  R=%d  linears %6.2f -> %6.2f (x%.2f)   head %6.2f -> %6.2f (x%.2f)\n",
-               sizes[si], m[0][0], m[1][0], m[0][0] / m[1][0], m[0][1], m[1][1],
-               m[0][1] / m[1][1]);
+        printf("  R=%d  linears %6.2f -> %6.2f (x%.2f), int8 %6.2f (x%.2f of pairs)   head %6.2f / "
+               "%6.2f, int8 %6.2f (x%.2f)\n",
+               sizes[si], m[0][0], m[1][0], m[0][0] / m[1][0], m[2][0], m[1][0] / m[2][0], m[0][1],
+               m[1][1], m[2][1], m[1][1] / m[2][1]);
     }
     return 0;
 }
