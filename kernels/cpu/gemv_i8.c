@@ -124,7 +124,8 @@ nf4_rows_i8(float *const *out, const dp_act_nf4 *a, const dp_nf4 *w, const float
     }
 NF4_I8_FIXED(1)
 NF4_I8_FIXED(2)
-NF4_I8_FIXED(3) NF4_I8_FIXED(4) NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7)
+NF4_I8_FIXED(3)
+NF4_I8_FIXED(4) NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7)
     NF4_I8_FIXED(8) typedef void (*nf4_rows_fn)(float *const *, const dp_act_nf4 *, const dp_nf4 *,
                                                 const float *, const float *, int, int, int);
 static const nf4_rows_fn nf4_rows_by_r[DP_GEMV_ROWS + 1] = {
@@ -202,9 +203,9 @@ q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bia
             DP_PREFETCH(q + 64 * p);
             if (p < full) {
                 v = _mm512_loadu_si512(q + 64 * p);
-                sw =
-                    _mm512_permutexvar_ps(pair_idx, _mm512_castps128_ps512(_mm_castpd_ps(
-                                                        _mm_load_sd((const double *)(d + 2 * p)))));
+                sw = _mm512_permutexvar_ps(
+                    pair_idx, _mm512_castps128_ps512(
+                                  _mm_castsi128_ps(_mm_loadl_epi64((const __m128i *)(d + 2 * p)))));
             } else { /* an odd last block: the upper half of the pair is zero */
                 v = _mm512_maskz_loadu_epi8(0xffffffffull, q + 64 * p);
                 sw = _mm512_set1_ps(d[2 * p]);
@@ -233,7 +234,8 @@ q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bia
     }
 Q8_I8_FIXED(1)
 Q8_I8_FIXED(2)
-Q8_I8_FIXED(3) Q8_I8_FIXED(4) Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7)
+Q8_I8_FIXED(3)
+Q8_I8_FIXED(4) Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7)
     Q8_I8_FIXED(8) typedef void (*q8_rows_fn)(float *, int, const act_q8 *, const dp_q8 *,
                                               const float *, int, int64_t, int64_t);
 static const q8_rows_fn q8_rows_by_r[DP_Q8_ROWS + 1] = {NULL,         q8_rows_i8_1, q8_rows_i8_2,
