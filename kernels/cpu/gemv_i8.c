@@ -122,15 +122,16 @@ nf4_rows_i8(float *const *out, const dp_act_nf4 *a, const dp_nf4 *w, const float
                                          int o1) {                                                 \
         nf4_rows_i8(out, a, w, bias, map, C, R, o0, o1);                                           \
     }
-NF4_I8_FIXED(1)
-NF4_I8_FIXED(2)
-NF4_I8_FIXED(3)
-NF4_I8_FIXED(4) NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7)
-    NF4_I8_FIXED(8) typedef void (*nf4_rows_fn)(float *const *, const dp_act_nf4 *, const dp_nf4 *,
-                                                const float *, const float *, int, int, int);
+typedef void (*nf4_rows_fn)(float *const *, const dp_act_nf4 *, const dp_nf4 *, const float *,
+                            const float *, int, int, int);
+/* clang-format off */
+NF4_I8_FIXED(1) NF4_I8_FIXED(2) NF4_I8_FIXED(3) NF4_I8_FIXED(4)
+NF4_I8_FIXED(5) NF4_I8_FIXED(6) NF4_I8_FIXED(7) NF4_I8_FIXED(8)
 static const nf4_rows_fn nf4_rows_by_r[DP_GEMV_ROWS + 1] = {
     NULL,          nf4_rows_i8_1, nf4_rows_i8_2, nf4_rows_i8_3, nf4_rows_i8_4,
-    nf4_rows_i8_5, nf4_rows_i8_6, nf4_rows_i8_7, nf4_rows_i8_8};
+    nf4_rows_i8_5, nf4_rows_i8_6, nf4_rows_i8_7, nf4_rows_i8_8
+};
+/* clang-format on */
 
 #endif
 
@@ -232,15 +233,16 @@ q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bia
                                         const float *bias, int C, int64_t o0, int64_t o1) {        \
         q8_rows_i8(out, OC, a, w, bias, C, R, o0, o1);                                             \
     }
-Q8_I8_FIXED(1)
-Q8_I8_FIXED(2)
-Q8_I8_FIXED(3)
-Q8_I8_FIXED(4) Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7)
-    Q8_I8_FIXED(8) typedef void (*q8_rows_fn)(float *, int, const act_q8 *, const dp_q8 *,
-                                              const float *, int, int64_t, int64_t);
-static const q8_rows_fn q8_rows_by_r[DP_Q8_ROWS + 1] = {NULL,         q8_rows_i8_1, q8_rows_i8_2,
-                                                        q8_rows_i8_3, q8_rows_i8_4, q8_rows_i8_5,
-                                                        q8_rows_i8_6, q8_rows_i8_7, q8_rows_i8_8};
+typedef void (*q8_rows_fn)(float *, int, const act_q8 *, const dp_q8 *, const float *, int, int64_t,
+                           int64_t);
+/* clang-format off */
+Q8_I8_FIXED(1) Q8_I8_FIXED(2) Q8_I8_FIXED(3) Q8_I8_FIXED(4)
+Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7) Q8_I8_FIXED(8)
+static const q8_rows_fn q8_rows_by_r[DP_Q8_ROWS + 1] = {
+    NULL,         q8_rows_i8_1, q8_rows_i8_2, q8_rows_i8_3, q8_rows_i8_4,
+    q8_rows_i8_5, q8_rows_i8_6, q8_rows_i8_7, q8_rows_i8_8
+};
+/* clang-format on */
 
 typedef struct {
     float *out;
