@@ -16,6 +16,9 @@ extern "C" {
  * steps. Runs inline when called from inside an OpenMP region or from a second thread. */
 typedef void (*dp_pool_fn)(void *ctx, int64_t begin, int64_t end);
 void dp_pool_for(int64_t n, int64_t chunk, dp_pool_fn fn, void *ctx);
+/* dp_pool_for over the rows of a GEMV: about 8 chunks a thread (the last ones even out the
+ * threads' speeds), at least 16 rows each */
+void dp_pool_rows(int64_t rows, dp_pool_fn fn, void *ctx);
 
 #ifdef __cplusplus
 }

@@ -17,7 +17,6 @@
 #include "kernels/cpu/gemv_i8.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -279,8 +278,7 @@ void gemv_q8_rows_i8(float *out, const float *x, const dp_q8 *w, const float *bi
             quant_q8(&a[r], x + (size_t)(r0 + r) * C, C);
         }
         q8_job j = {out + (size_t)r0 * OC, a, w, bias, C, g, OC};
-        int nt = omp_get_max_threads();
-        dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, q8_chunk, &j);
+        dp_pool_rows(OC, q8_chunk, &j);
     }
     if (buf != stack) free(buf);
 #endif

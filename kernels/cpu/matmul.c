@@ -10,7 +10,6 @@
 #include "kernels/cpu/gemv_i8.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -499,8 +498,7 @@ static void gemv_multi(int n, float *const *out, const dp_nf4 *const *w, const f
         for (int r = 0; r < R; r++) dp_i8_nf4_quant(&a[r], buf + r * per, x + (size_t)r * C, C);
         for (int i = 0; i < n; i++) total += (int)w[i]->rows;
         gemv_job job = {n, R, out, w, bias, NULL, NULL, dp_dynamic_map_cached(), 0, C, a};
-        int nt = omp_get_max_threads();
-        dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
+        dp_pool_rows(total, gemv_chunk, &job);
         if (buf != stack) free(buf);
         return;
     }
@@ -528,8 +526,7 @@ static void gemv_multi(int n, float *const *out, const dp_nf4 *const *w, const f
     /* the rows of all matrices end to end, in chunks claimed by the pool's threads (each
      * sync point costs a scheduling round trip when the machine is busy: one per call) */
     gemv_job job = {n, R, out, w, bias, xs, xps, map, simd, C, NULL};
-    int nt = omp_get_max_threads();
-    dp_pool_for(total, total / (8 * nt) > 16 ? total / (8 * nt) : 16, gemv_chunk, &job);
+    dp_pool_rows(total, gemv_chunk, &job);
     if (xpbuf != stack) free(xpbuf);
 }
 

@@ -130,3 +130,8 @@ void dp_pool_for(int64_t n, int64_t chunk, dp_pool_fn fn, void *ctx) {
     }
     pthread_mutex_unlock(&P.caller);
 }
+
+void dp_pool_rows(int64_t rows, dp_pool_fn fn, void *ctx) {
+    int64_t chunk = rows / (8 * omp_get_max_threads());
+    dp_pool_for(rows, chunk > 16 ? chunk : 16, fn, ctx);
+}

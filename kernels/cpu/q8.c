@@ -8,7 +8,6 @@
 #include "kernels/cpu/simd.h"
 
 #include <math.h>
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,8 +193,7 @@ void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias,
         int g = R - r0 < DP_Q8_ROWS ? R - r0 : DP_Q8_ROWS;
         gemv_job j = {out + (size_t)r0 * OC, x + (size_t)r0 * C, bias, w, dp_simd_level(), C, g,
                       OC};
-        int nt = omp_get_max_threads();
-        dp_pool_for(OC, OC / (8 * nt) > 16 ? OC / (8 * nt) : 16, gemv_chunk, &j);
+        dp_pool_rows(OC, gemv_chunk, &j);
     }
 }
 
