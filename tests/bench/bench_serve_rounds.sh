@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Benchmark (not a test): doppel serve, doppel serve --decode int8 and llama.cpp's llama-server in
+# alternating rounds on the same GGUF and thread count (bench_serve.py against each in turn),
+# then medians, ranges and the per-round ratios to llama-server: the README's serve table.
+# llama-server is built from llama.cpp's source (not committed; see README, Serving).
+# usage: tests/bench/bench_serve_rounds.sh BUILD_DIR LLAMA_SERVER [ROUNDS=5] [OUT_DIR]
+#   env: MODEL (default: the SmolLM2 GGUF of .ci/fetch-smollm2), THREADS=2, PARALLEL=8, TOKENS=128
+set -u
+cd "$(dirname "$0")/../.."
+build=${1:?usage: $0 BUILD_DIR LLAMA_SERVER [ROUNDS] [OUT_DIR]}
+llama=${2:?usage: $0 BUILD_DIR LLAMA_SERVER [ROUNDS] [OUT_DIR]}
+rounds=${3:-5}
+out=${4:-$(mktemp -d /tmp/doppel-bench-serve.XXXXXX)}
+model=${MODEL:-$HOME/.cache/doppel/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf}
+threads=${THREADS:-2} parallel=${PARALLEL:-8} tokens=${TOKENS:-128}
+[ -f "$model" ] || { echo "no $model: run .ci/fetch-smollm2" >&2; exit 1; }
+[ -x "$llama" ] || { echo "no llama-server at $llama" >&2; exit 1; }
+mkdir -p "$out"
+port=${PORT:-8391}
+
+up() { # waits for /health (200) of the server on $port
+  for _ in $(seq 600); do
+    curl -sf -o /dev/null "http://127.0.0.1:$port/health" && return 0
+    kill -0 "$1" 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+
+for r in $(seq "$rounds"); do
+  for who in doppel doppel-int8 llama-server; do
+    case $who in
+      doppel | doppel-int8)
+        extra=() && [ $who = doppel-int8 ] && extra=(--decode int8)
+        OMP_NUM_THREADS=$threads "$build/doppel" serve --model "$model" --parallel "$parallel" \
+          --port "$port" --quiet "${extra[@]}" >"$out/$who.log" 2>&1 &
+        name=$(basename "$model" .gguf) ;;
+      llama-server)
+        "$llama" -m "$model" -t "$threads" -tb "$threads" --parallel "$parallel" -c 16384 \
+          --port "$port" >"$out/$who.log" 2>&1 &
+        name=llama ;;
+    esac
+    pid=$!
+    up $pid || { echo "$who did not come up: $out/$who.log" >&2; kill $pid 2>/dev/null; exit 1; }
+    echo "round $r: $who"
+    python3 tests/bench/bench_serve.py "$port" "$name" --tokens "$tokens" --streams 1,4,8 \
+      --rounds 1 --pid $pid >"$out/$who-$r.txt" 2>&1 || { echo "bench_serve.py failed: $out/$who-$r.txt" >&2; exit 1; }
+    kill -INT $pid
+    wait $pid
+  done
+done
+
+python3 - "$out" <<'EOF'
+import glob, re, statistics as st, sys
+res = {}
+for f in sorted(glob.glob(sys.argv[1] + "/*-[0-9]*.txt")):
+    who = f.split("/")[-1].rsplit("-", 1)[0]
+    for line in open(f):
+        m = re.match(r"\s*(\d+) streams:\s+([\d.]+) tok/s.*TTFT median (\d+) ms, per token p50 (\d+) ms "
+                     r"p99 (\d+) ms(?:, server CPU ([\d.]+))?", line)
+        if m:
+            res.setdefault((who, int(m[1])), []).append([float(m[2]), int(m[3]), int(m[4]), int(m[5]),
+                                                        float(m[6] or 0)])
+print("medians of %d rounds (range); CPU = the server's CPU time per generated token" %
+      len(res.get(("doppel", 1), [])))
+for k in sorted(res):
+    v = res[k]
+    t = [x[0] for x in v]
+    print("  %-13s %d streams: %6.1f tok/s (%.1f-%.1f), TTFT %d ms, p50 %d / p99 %d ms/token, CPU %.1f ms/token"
+          % (k[0], k[1], st.median(t), min(t), max(t), st.median(x[1] for x in v),
+             st.median(x[2] for x in v), st.median(x[3] for x in v), st.median(x[4] for x in v)))
+for s in sorted({k[1] for k in res}):
+    for who in ("doppel", "doppel-int8"):
+        a, b = res.get((who, s)), res.get(("llama-server", s))
+        if not a or not b:
+            continue
+        r = [x[0] / y[0] for x, y in zip(a, b)]
+        print("  %-13s / llama-server, %d streams: median of the per-round ratios %.2fx (%.2f-%.2f), "
+              "%d of %d rounds >= 2x" % (who, s, st.median(r), min(r), max(r), sum(x >= 2 for x in r), len(r)))
+EOF
+echo "raw outputs: $out"
