@@ -2,7 +2,12 @@
 # Benchmark (not a test): doppel serve, doppel serve --decode int8 and llama.cpp's llama-server in
 # alternating rounds on the same GGUF and thread count (bench_serve.py against each in turn),
 # then medians, ranges and the per-round ratios to llama-server: the README's serve table.
-# llama-server is built from llama.cpp's source (not committed; see README, Serving).
+# llama-server is built from llama.cpp's source, not committed (~20 min on 2 cores), e.g. from
+# llama-cpp-python's sdist (`pip download --no-deps --no-binary :all: llama-cpp-python==0.3.36`):
+#   cmake -S llama_cpp_python-0.3.36/vendor/llama.cpp -B build-ls -DCMAKE_BUILD_TYPE=Release \
+#     -DGGML_NATIVE=OFF -DGGML_AVX512=ON ... (the flags .ci/deps names from /proc/cpuinfo) \
+#     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON
+#   cmake --build build-ls -j2 --target llama-server   # then build-ls/bin/llama-server
 # usage: tests/bench/bench_serve_rounds.sh BUILD_DIR LLAMA_SERVER [ROUNDS=5] [OUT_DIR]
 #   env: MODEL (default: the SmolLM2 GGUF of .ci/fetch-smollm2), THREADS=2, PARALLEL=8, TOKENS=128
 set -u
