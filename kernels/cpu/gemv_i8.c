@@ -10,7 +10,6 @@
  * 128 * sum(w) is one more vpdpbusd against a vector of 128s. */
 #include "kernels/nf4.h"
 #include "kernels/q8.h"
-#include "kernels/pool.h"
 
 #include "kernels/cpu/simd.h"
 #include "kernels/cpu/nf4_absmax.h"
@@ -168,14 +167,7 @@ bool dp_gemv_nf4_i8_fits(const dp_nf4 *w, int C) {
 /* ------------------------------------------------------------------ Q8 (the lm_head) */
 
 #ifdef DP_X86
-/* One input row for the Q8 kernel: xu = the int8 activations + 128 (unsigned), da = per pair of
- * 32-element blocks their two scales, each over 8 lanes (lanes 0-7: the first block). */
-typedef struct {
-    uint8_t *xu; /* (C) */
-    float *da;   /* (C / 64 + 1, 16) */
-} act_q8;
-
-static void quant_q8(act_q8 *a, const float *x, int C) {
+static void quant_q8(dp_act_q8 *a, const float *x, int C) {
     for (int b = 0; b < C / 32; b++) {
         int8_t q[32];
         float d = quant_block32(x + b * 32, q);
@@ -187,7 +179,7 @@ static void quant_q8(act_q8 *a, const float *x, int C) {
 }
 
 TGT_VNNI __attribute__((always_inline)) static inline void
-q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bias, int C, int R,
+q8_rows_i8(float *out, int OC, const dp_act_q8 *a, const dp_q8 *w, const float *bias, int C, int R,
            int64_t o0, int64_t o1) {
     const __m512i c128 = _mm512_set1_epi8((char)128);
     const __m512i pair_idx = _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0);
@@ -228,12 +220,12 @@ q8_rows_i8(float *out, int OC, const act_q8 *a, const dp_q8 *w, const float *bia
 }
 
 #define Q8_I8_FIXED(R)                                                                             \
-    TGT_VNNI static void q8_rows_i8_##R(float *out, int OC, const act_q8 *a, const dp_q8 *w,       \
+    TGT_VNNI static void q8_rows_i8_##R(float *out, int OC, const dp_act_q8 *a, const dp_q8 *w,    \
                                         const float *bias, int C, int64_t o0, int64_t o1) {        \
         q8_rows_i8(out, OC, a, w, bias, C, R, o0, o1);                                             \
     }
-typedef void (*q8_rows_fn)(float *, int, const act_q8 *, const dp_q8 *, const float *, int, int64_t,
-                           int64_t);
+typedef void (*q8_rows_fn)(float *, int, const dp_act_q8 *, const dp_q8 *, const float *, int,
+                           int64_t, int64_t);
 /* clang-format off */
 Q8_I8_FIXED(1) Q8_I8_FIXED(2) Q8_I8_FIXED(3) Q8_I8_FIXED(4)
 Q8_I8_FIXED(5) Q8_I8_FIXED(6) Q8_I8_FIXED(7) Q8_I8_FIXED(8)
@@ -243,43 +235,32 @@ static const q8_rows_fn q8_rows_by_r[DP_Q8_ROWS + 1] = {
 };
 /* clang-format on */
 
-typedef struct {
-    float *out;
-    const act_q8 *a;
-    const dp_q8 *w;
-    const float *bias;
-    int C, R, OC;
-} q8_job;
+#endif
 
-static void q8_chunk(void *ctx, int64_t o0, int64_t o1) {
-    const q8_job *j = ctx;
-    q8_rows_by_r[j->R](j->out, j->OC, j->a, j->w, j->bias, j->C, o0, o1);
+size_t dp_i8_q8_act_bytes(int C) {
+    return (size_t)C + (size_t)(C / 64 + 1) * 64;
 }
-#endif
 
-void gemv_q8_rows_i8(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
-                     int OC) {
-    if (!dp_gemv_i8_supported() || C > DP_GEMV_I8_MAX_C || C % 32) {
-        gemv_q8_rows(out, x, w, bias, R, C, OC);
-        return;
-    }
+void dp_i8_q8_quant(dp_act_q8 *a, uint8_t *buf, const float *x, int C) {
+    a->xu = buf, a->da = (float *)(buf + C);
 #ifdef DP_X86
-    /* per input: C bytes of xu, 16 lanes of da to a pair of blocks */
-    const size_t per = (size_t)C + (size_t)(C / 64 + 1) * 64;
-    const int rows = R < DP_Q8_ROWS ? R : DP_Q8_ROWS;
-    _Alignas(64) uint8_t stack[32768];
-    uint8_t *buf = rows * per <= sizeof stack ? stack : malloc(rows * per);
-    if (!buf) abort(); /* R x ~2C bytes: out of memory here leaves nothing sensible to do */
-    for (int r0 = 0; r0 < R; r0 += DP_Q8_ROWS) {
-        int g = R - r0 < DP_Q8_ROWS ? R - r0 : DP_Q8_ROWS;
-        act_q8 a[DP_Q8_ROWS];
-        for (int r = 0; r < g; r++) {
-            a[r].xu = buf + r * per, a[r].da = (float *)(buf + r * per + C);
-            quant_q8(&a[r], x + (size_t)(r0 + r) * C, C);
-        }
-        q8_job j = {out + (size_t)r0 * OC, a, w, bias, C, g, OC};
-        dp_pool_rows(OC, q8_chunk, &j);
-    }
-    if (buf != stack) free(buf);
+    quant_q8(a, x, C);
+#else
+    (void)x;
+    abort(); /* dp_gemv_q8_i8_fits is false: never called */
 #endif
+}
+
+void dp_i8_q8_rows(float *out, int OC, const dp_act_q8 *a, int R, const dp_q8 *w, const float *bias,
+                   int C, int64_t o0, int64_t o1) {
+#ifdef DP_X86
+    q8_rows_by_r[R](out, OC, a, w, bias, C, o0, o1);
+#else
+    (void)out, (void)OC, (void)a, (void)R, (void)w, (void)bias, (void)C, (void)o0, (void)o1;
+    abort(); /* dp_gemv_q8_i8_fits is false: never called */
+#endif
+}
+
+bool dp_gemv_q8_i8_fits(int C) {
+    return dp_gemv_i8_supported() && C > 0 && C <= DP_GEMV_I8_MAX_C && C % 32 == 0;
 }

@@ -6,6 +6,7 @@
 #include "kernels/pool.h"
 
 #include "kernels/cpu/simd.h"
+#include "kernels/cpu/gemv_i8.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -156,14 +157,19 @@ static const q8_row_dots_fn row_dots_by_r[DP_Q8_ROWS + 1] = {
 #endif
 
 typedef struct {
-    float *out; /* (R, OC) */
+    float *out;            /* (R, OC) */
     const float *x, *bias; /* x (R, C) */
     const dp_q8 *w;
     int simd, C, R, OC;
+    const dp_act_q8 *a; /* (R) int8 inputs (gemv_q8_rows_i8), or NULL */
 } gemv_job;
 
 static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
     const gemv_job *j = ctx;
+    if (j->a) {
+        dp_i8_q8_rows(j->out, j->OC, j->a, j->R, j->w, j->bias, j->C, o0, o1);
+        return;
+    }
     const int C = j->C, nbr = C / DP_Q8_BLOCK;
     const float *xs[DP_Q8_ROWS];
     for (int r = 0; r < j->R; r++) xs[r] = j->x + (size_t)r * C;
@@ -187,14 +193,34 @@ static void gemv_chunk(void *ctx, int64_t o0, int64_t o1) {
     }
 }
 
-void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
-                  int OC) {
+/* gemv_q8_rows, with int8 inputs when i8 (the caller checked dp_gemv_q8_i8_fits) */
+static void gemv_rows_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int R,
+                         int C, int OC, bool i8) {
+    const size_t per = i8 ? dp_i8_q8_act_bytes(C) : 0,
+                 need = (R < DP_Q8_ROWS ? R : DP_Q8_ROWS) * per;
+    _Alignas(64) uint8_t stack[32768];
+    uint8_t *buf = need <= sizeof stack ? stack : malloc(need);
+    if (!buf) abort(); /* R x ~2C bytes: out of memory here leaves nothing sensible to do */
     for (int r0 = 0; r0 < R; r0 += DP_Q8_ROWS) {
         int g = R - r0 < DP_Q8_ROWS ? R - r0 : DP_Q8_ROWS;
-        gemv_job j = {out + (size_t)r0 * OC, x + (size_t)r0 * C, bias, w, dp_simd_level(), C, g,
-                      OC};
+        dp_act_q8 a[DP_Q8_ROWS];
+        for (int r = 0; i8 && r < g; r++)
+            dp_i8_q8_quant(&a[r], buf + r * per, x + (size_t)(r0 + r) * C, C);
+        gemv_job j = {out + (size_t)r0 * OC, x + (size_t)r0 * C, bias, w, dp_simd_level(), C, g, OC,
+                      i8 ? a : NULL};
         dp_pool_rows(OC, gemv_chunk, &j);
     }
+    if (buf != stack) free(buf);
+}
+
+void gemv_q8_rows(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
+                  int OC) {
+    gemv_rows_q8(out, x, w, bias, R, C, OC, false);
+}
+
+void gemv_q8_rows_i8(float *out, const float *x, const dp_q8 *w, const float *bias, int R, int C,
+                     int OC) {
+    gemv_rows_q8(out, x, w, bias, R, C, OC, dp_gemv_q8_i8_fits(C));
 }
 
 void gemv_q8(float *out, const float *x, const dp_q8 *w, const float *bias, int C, int OC) {
