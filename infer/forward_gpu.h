@@ -18,10 +18,10 @@ extern "C" {
 typedef enum {
     DP_GF_WEIGHTS_NF4,   /* NF4 codes, absmax codes, absmax scales of the NF4 linears; maps */
     DP_GF_WEIGHTS_DENSE, /* embedding, dense linears (activation dtype); norms, biases (fp32) */
-    DP_GF_KV_CACHE,      /* k and v, each (L, max_T, KVH, D), activation dtype */
+    DP_GF_KV_CACHE,      /* k and v, each (slots, L, max_T, KVH, D), activation dtype */
     DP_GF_ACTIVATIONS,   /* one chunk's buffers, logits (chunk, V) fp32, positions, tokens */
     DP_GF_DEQUANT,       /* scratch for the largest NF4 matrix dequantized */
-    DP_GF_LORA,          /* LoRA A and B of the adapted modules, fp32 */
+    DP_GF_LORA,          /* LoRA A and B of every adapter's adapted modules, fp32 */
     DP_GF_N_CATEGORIES
 } dp_gf_category;
 
@@ -37,6 +37,9 @@ typedef struct {
  * `chunk` rows, activations in bf16 or fp32. Returns 0 or -1 (bad shape). */
 int dp_gpu_forward_plan(dp_gf_plan *plan, const dp_model *m, const dp_lora *lora, int max_T,
                         int chunk, bool bf16);
+/* The same for dp_gpu_forward_create_slots: every slot's cache and every adapter's A and B. */
+int dp_gpu_forward_plan_slots(dp_gf_plan *plan, const dp_model *m, const dp_lora *const *adapters,
+                              int n_adapters, int slots, int max_T, int chunk, bool bf16);
 
 /* The run's state (weights, cache, buffers): opaque, so that this header does not need the
  * backend table's header (its dp_act_dtype clashes with infer/dtype.h's). */
@@ -49,7 +52,30 @@ struct dp_gpu_ops; /* kernels/cuda/kernels.h: dp_cuda_ops or dp_emu_ops */
  * dp_fail (nothing left allocated). */
 int dp_gpu_forward_create(dp_gpu_forward **g, const struct dp_gpu_ops *ops, const dp_model *m,
                           const dp_lora *lora, int max_T, int chunk, bool bf16);
+/* doppel serve: `slots` sequences over one upload of the weights, each with its own KV cache of
+ * max_T positions, and n_adapters adapters (an entry may be NULL: the base model), any sequence
+ * through any of them. dp_gpu_forward_create is the case of one slot and one adapter; the
+ * functions below without a slot act on slot 0 through adapter 0 (the base when n_adapters is
+ * 0). The adapters are borrowed until dp_gpu_forward_free. */
+int dp_gpu_forward_create_slots(dp_gpu_forward **g, const struct dp_gpu_ops *ops, const dp_model *m,
+                                const dp_lora *const *adapters, int n_adapters, int slots,
+                                int max_T, int chunk, bool bf16);
 void dp_gpu_forward_free(dp_gpu_forward *g);
+
+/* Positions in the cache of sequence `slot` (-1 with dp_fail for a bad slot). */
+int dp_gpu_forward_slot_positions(const dp_gpu_forward *g, int slot);
+/* Forgets the positions of sequence `slot` from T on; the other sequences keep theirs. */
+void dp_gpu_forward_slot_truncate(dp_gpu_forward *g, int slot, int T);
+/* As dp_gpu_forward_tokens, on sequence `slot` through adapter `adapter` (-1: the base); the last
+ * position's logits (V, host fp32) into `logits` when not NULL. Nothing appended on failure. */
+int dp_gpu_forward_slot_tokens(dp_gpu_forward *g, int slot, int adapter, const int32_t *tokens,
+                               int N, float *logits);
+/* One batched decode step: row i appends tokens[i] at the next position of sequence slots[i]
+ * (distinct slots) through adapter adapters[i] (-1: the base); logits (n, V) host fp32 in row
+ * order. Rows of one adapter need not be adjacent. n <= the chunk. Nothing appended on failure
+ * (a row whose cache is full fails the step with a message naming the slot). */
+int dp_gpu_forward_decode(dp_gpu_forward *g, int n, const int *slots, const int *adapters,
+                          const int32_t *tokens, float *logits);
 
 /* As dp_forward_tokens: appends N tokens; all_logits (host, (N, V)) or NULL; dp_gpu_forward_logits
  * holds the last position's afterwards. Nothing appended on failure. */

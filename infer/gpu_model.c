@@ -271,9 +271,41 @@ int dp_gpu_block_linear(const dp_gpu_model *g, int l, int m, void *out, const vo
                         const dp_gpu_block_step *st) {
     const dp_gpu_linear *d = &g->layers[l].lin[m];
     TRY(dp_gpu_linear_forward(g, d, out, d->out, inp, st->N, false));
-    if (!d->A) return 0;
-    return dp_gpu_lora_forward(g, d, st->r, st->scale, out, inp, xa, st->ls, st->N, st->dropout_p,
-                               st->seed, (uint64_t)l * 8 + (uint64_t)m);
+    if (!st->groups)
+        return d->A ? dp_gpu_lora_forward(g, d, st->r, st->scale, out, inp, xa, st->ls, st->N,
+                                          st->dropout_p, st->seed, (uint64_t)l * 8 + (uint64_t)m)
+                    : 0;
+    const size_t es = g->bf16 ? 2 : 4, k = (size_t)l * DP_N_LINEAR + (size_t)m;
+    for (int j = 0; j < st->ngroups; j++) {
+        const dp_gpu_lora_group *gr = &st->groups[j];
+        const dp_gpu_adapter *ad = gr->adapter;
+        if (!ad->A[k]) continue;
+        dp_gpu_linear dj = *d; /* the module with this group's A and B */
+        dj.A = ad->A[k], dj.B = ad->B[k];
+        TRY(dp_gpu_lora_forward(g, &dj, ad->r, ad->scale,
+                                (char *)out + (size_t)gr->row0 * d->out * es,
+                                (const char *)inp + (size_t)gr->row0 * d->in * es,
+                                xa + (size_t)gr->row0 * ad->r, st->ls, gr->n, 0.0f, 0, 0));
+    }
+    return 0;
+}
+
+/* sequence sq's k and v rows into its cache at T0, then its rows' attention over [0, T0 + n) */
+static int attend_cached(const dp_gpu_model *g, const dp_gpu_block_acts *s,
+                         const dp_gpu_kv_seq *sq) {
+    const dp_gpu_ops *ops = g->ops;
+    const dp_model_config *c = &g->model->cfg;
+    const int H = c->H, KVH = c->KVH, D = c->D, Tk = sq->T0 + sq->n;
+    const size_t es = g->bf16 ? 2 : 4, qrow = (size_t)H * D * es, kvrow = (size_t)KVH * D * es;
+    TRY(ops->dev_copy((char *)sq->k_cache + (size_t)sq->T0 * kvrow,
+                      (const char *)s->k + (size_t)sq->row0 * kvrow, (size_t)sq->n * kvrow));
+    TRY(ops->dev_copy((char *)sq->v_cache + (size_t)sq->T0 * kvrow,
+                      (const char *)s->v + (size_t)sq->row0 * kvrow, (size_t)sq->n * kvrow));
+    void *att = (char *)s->att + (size_t)sq->row0 * qrow;
+    const void *q = (const char *)s->q + (size_t)sq->row0 * qrow;
+    return g->bf16
+               ? ops->attention_cached_bf16(att, q, sq->k_cache, sq->v_cache, sq->n, Tk, H, KVH, D)
+               : ops->attention_cached(att, q, sq->k_cache, sq->v_cache, sq->n, Tk, H, KVH, D);
 }
 
 int dp_gpu_block_forward(const dp_gpu_model *g, int l, void *x_out, const void *x,
@@ -295,12 +327,8 @@ int dp_gpu_block_forward(const dp_gpu_model *g, int l, void *x_out, const void *
     }
     TRY(dp_gpu_rope(g, s->q, st->pos, N, H));
     TRY(dp_gpu_rope(g, s->k, st->pos, N, KVH));
-    if (st->k_cache) {
-        int Tk = st->T0 + N;
-        TRY(g->bf16 ? ops->attention_cached_bf16(s->att, s->q, st->k_cache, st->v_cache, N, Tk, H,
-                                                 KVH, D)
-                    : ops->attention_cached(s->att, s->q, st->k_cache, st->v_cache, N, Tk, H, KVH,
-                                            D));
+    if (st->kv) {
+        for (int j = 0; j < st->nkv; j++) TRY(attend_cached(g, s, &st->kv[j]));
     } else {
         TRY(g->bf16 ? ops->attention_forward_bf16(s->att, s->lse, s->q, s->k, s->v, st->cu_seqlens,
                                                   st->nseq, N, H, KVH, D)

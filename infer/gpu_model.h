@@ -21,7 +21,8 @@ typedef struct {
     void *w;        /* (out, in) activation dtype, or NULL */
     dp_nf4_dev nf4; /* when w == NULL */
     float *bias;    /* (out) fp32 or NULL */
-    float *A, *B;   /* LoRA A (r, in), B (out, r) fp32, or NULL (set by the caller) */
+    float *A, *B;   /* LoRA A (r, in), B (out, r) fp32, or NULL: the training step's adapter
+                     * (inference passes dp_gpu_lora_group instead) */
 } dp_gpu_linear;
 
 typedef struct {
@@ -130,26 +131,53 @@ typedef struct {
     void *qraw, *kraw;        /* Qwen3: q, k before their per-head norm; may alias q, k */
     float *qn_rstd, *kn_rstd; /* (N * H), (N * KVH), or NULL */
     void *q, *att;            /* (N, H * D) */
-    void *k, *v;              /* (N, KVH * D): packed rows, or this chunk's rows in a KV cache */
+    void *k, *v;              /* (N, KVH * D) packed rows */
     float *lse;               /* (N, H) fp32 log-sum-exp of the packed attention, or NULL */
     void *g, *u, *a;          /* (N, F) gate, up, silu(gate) * up (a may alias g) */
-    float *xa[DP_N_LINEAR];   /* (N, r) fp32 LoRA dropout(x) A^T per adapted module, or NULL */
+    float *xa[DP_N_LINEAR];   /* (N, r) fp32 LoRA dropout(x) A^T per adapted module, or NULL;
+                               * with groups, (N, the largest r) */
 } dp_gpu_block_acts;
+
+/* One sequence of a cached step: its rows [row0, row0 + n) of the N, at positions [T0, T0 + n),
+ * whose k and v the block writes into this layer's cache of the sequence at row T0 before the
+ * rows attend to [0, T0 + n) there. */
+typedef struct {
+    void *k_cache, *v_cache; /* (max_T, KVH * D) this layer's cache of the sequence */
+    int T0;
+    int row0, n;
+} dp_gpu_kv_seq;
+
+/* One adapter in device memory: what a group of rows goes through. */
+typedef struct {
+    int r;          /* rank */
+    float scale;    /* alpha / r, or alpha / sqrt(r) */
+    float **A, **B; /* (L * DP_N_LINEAR) host arrays of device pointers: A (r, in), B (out, r)
+                     * fp32 of module m of layer l at l * DP_N_LINEAR + m; NULL: not adapted */
+} dp_gpu_adapter;
+
+/* Rows [row0, row0 + n) of the N through one adapter. */
+typedef struct {
+    const dp_gpu_adapter *adapter;
+    int row0, n;
+} dp_gpu_lora_group;
 
 /* How the N rows attend and what the adapter does. Attention is either packed (cu_seqlens
  * set: nseq sequences back to back, each attending to its own rows, as in training) or cached
- * (k_cache set: one sequence whose layer cache holds positions [0, T0) and whose chunk's k and
- * v are written at row T0, i.e. acts.k == k_cache + T0 rows). A batched decode of several
- * sequences, each with its own cache, adds a cached mode over a list of (cache, T0) here; the
- * rest of the block is already row-wise over any N. */
+ * (kv set: nkv sequences, each with its own cache; acts.k and acts.v are then packed (N, KVH * D)
+ * scratch, copied into the caches after RoPE). A prefill chunk is one sequence of N rows, a
+ * batched decode N sequences of one row each. LoRA: with groups set (inference, no dropout),
+ * each group's rows through its adapter and the rows in no group through the base alone;
+ * without, every row through the modules' d->A, d->B at rank r (training). */
 typedef struct {
     int N;
     const int32_t *pos;        /* (N) device: position of each row in its sequence */
     const int32_t *cu_seqlens; /* (nseq + 1) device, packed attention; or NULL */
     int nseq;
-    const void *k_cache, *v_cache; /* (max_T, KVH * D) this layer's cache, cached attention */
-    int T0;
-    int r;           /* LoRA rank (adapted modules: d->A != NULL) */
+    const dp_gpu_kv_seq *kv; /* (nkv) host, cached attention; or NULL */
+    int nkv;
+    const dp_gpu_lora_group *groups; /* (ngroups) host, disjoint; or NULL */
+    int ngroups;
+    int r;           /* without groups: LoRA rank (adapted modules: d->A != NULL) */
     float scale;     /* alpha / r */
     float dropout_p; /* 0: none */
     uint64_t seed;   /* dropout stream; the subsequence is layer * 8 + module */

@@ -3,7 +3,8 @@
  * prefill logits of every position and a prefill + KV-cache decode, against the CPU forward
  * (infer/forward.c) and transformers' committed logits, fp32 and NF4 weights, fp32 and bf16
  * activations; and the run's peak "device" bytes against the allocation table (EMU only: it
- * counts every byte). */
+ * counts every byte). Serve's slots: several sequences and LoRA adapters over one upload, advanced
+ * in batched decode steps, against each sequence run alone and against the CPU. */
 #include "check.h"
 #include "fixture_emu.h"
 #include "fixture_st.h"
@@ -28,6 +29,13 @@ static const dp_gpu_ops *gpu; /* dp_emu_ops, or dp_cuda_ops under DOPPEL_TEST_BA
  * see tests/test_forward.c (an absmax code may differ by one step from bitsandbytes'). */
 static double tol_cpu(bool bf16) {
     return bf16 ? 3e-2 : 1e-5;
+}
+/* A sequence among others in batched steps against it alone: the same kernels over more rows,
+ * so only the summation order differs; in bf16 a different GEMM split (cuBLAS picks per shape)
+ * may round a few activations to the neighbouring bf16 value (2^-8 relative), hence a third of
+ * the bound against the CPU. A row through the wrong adapter or cache is off by ~1x the scale. */
+static double tol_slots(bool bf16) {
+    return bf16 ? 1e-2 : 1e-5;
 }
 static double tol_ref(bool bf16, bool nf4) {
     return bf16 ? 3e-2 : nf4 ? 1e-3 : 1e-4;
@@ -252,6 +260,214 @@ out:
     dp_lora_free(lora);
 }
 
+/* ------------------------------------------------------------------ serve: slots */
+
+/* Four sequences over one upload, through adapters {lora1, NULL (the base), lora2}: slot s reads
+ * the reference text from SLOT_START[s], prefills SLOT_PROMPT[s] tokens, then advances in the
+ * batched decode steps of SCHEDULE (rows in mixed order, one adapter's rows not adjacent). Slot 1
+ * is prefilled through the NULL entry and decodes through -1 on even steps, 1 on odd ones. */
+#define N_SLOTS     4
+#define SLOTS_MAX_T 32
+static const int SLOT_ADAPTER[N_SLOTS] = {2, 1, 0, 0};
+static const int SLOT_START[N_SLOTS] = {0, 3, 1, 5};
+static const int SLOT_PROMPT[N_SLOTS] = {6, 4, 7, 3};
+static const struct {
+    int n, slots[N_SLOTS];
+} SCHEDULE[] = {{4, {2, 0, 3, 1}}, {4, {1, 3, 0, 2}}, {2, {0, 2}}, {3, {3, 1, 2}}};
+#define N_STEPS ((int)(sizeof SCHEDULE / sizeof SCHEDULE[0]))
+
+static int decode_adapter(int slot, int step) {
+    return slot == 1 && step % 2 == 0 ? -1 : SLOT_ADAPTER[slot];
+}
+
+/* The logits after the prompt (P tokens of seq) and after each of the n - P further tokens, of
+ * the sequence alone: on the CPU with dp_lora_hook into cpu, and through a one-slot GPU forward
+ * with the adapter into gpu_out; ((n - P + 1), V) each. */
+static void slot_reference(const dp_model *m, const dp_lora *lora, const int32_t *seq, int P, int n,
+                           bool bf16, float *cpu, float *gpu_out) {
+    const int V = m->cfg.V;
+    dp_forward f;
+    CHECK(dp_forward_create(&f, m, SLOTS_MAX_T, 0) == 0);
+    if (lora) dp_forward_set_hook(&f, dp_lora_hook, (void *)lora);
+    CHECK(dp_forward_tokens(&f, seq, P, NULL) == 0);
+    memcpy(cpu, f.logits, (size_t)V * 4);
+    for (int i = P; i < n; i++) {
+        CHECK(dp_forward_tokens(&f, &seq[i], 1, NULL) == 0);
+        memcpy(cpu + (size_t)(i - P + 1) * V, f.logits, (size_t)V * 4);
+    }
+    dp_forward_free(&f);
+    dp_gpu_forward *g;
+    if (dp_gpu_forward_create(&g, gpu, m, lora, SLOTS_MAX_T, 0, bf16)) {
+        CHECK_REPORT(0, "%s", dp_last_error());
+        return;
+    }
+    CHECK_REPORT(dp_gpu_forward_tokens(g, seq, P, NULL) == 0, "%s", dp_last_error());
+    memcpy(gpu_out, dp_gpu_forward_logits(g), (size_t)V * 4);
+    for (int i = P; i < n; i++) {
+        CHECK_REPORT(dp_gpu_forward_tokens(g, &seq[i], 1, NULL) == 0, "%s", dp_last_error());
+        memcpy(gpu_out + (size_t)(i - P + 1) * V, dp_gpu_forward_logits(g), (size_t)V * 4);
+    }
+    dp_gpu_forward_free(g);
+}
+
+/* the call failed, its message names `what`, and no slot's positions moved */
+static void check_refused(int rc, const dp_gpu_forward *g, const int *T, const char *what) {
+    CHECK_REPORT(rc == -1 && strstr(dp_last_error(), what),
+                 "expected a failure naming \"%s\", got %d (%s)", what, rc, dp_last_error());
+    for (int s = 0; s < N_SLOTS; s++) CHECK_EQ_INT(T[s], dp_gpu_forward_slot_positions(g, s));
+}
+
+static void check_slots(const dp_model *m, const dp_safetensors *ref, const char *name, bool nf4,
+                        bool bf16) {
+    const int V = m->cfg.V;
+    dp_lora_config lc1 = {.r = 4, .alpha = 8, .targets = DP_LORA_ALL_TARGETS};
+    dp_lora_config lc2 = {
+        .r = 8, .alpha = 4, .targets = (1u << DP_Q) | (1u << DP_V) | (1u << DP_DOWN)};
+    dp_lora *lora1 = dp_lora_create(&m->cfg, &lc1), *lora2 = dp_lora_create(&m->cfg, &lc2);
+    int64_t T;
+    int32_t *tok = fx_st_tensor(ref, "seq3.tokens", &T);
+    CHECK_REPORT(lora1 && lora2 && tok, "%s", dp_last_error());
+    if (!lora1 || !lora2 || !tok) goto out_lora;
+    emu_fill_lora(lora1, 777), emu_fill_lora(lora2, 4242);
+    const dp_lora *adapters[3] = {lora1, NULL, lora2};
+    char what[160];
+    snprintf(what, sizeof what, "%s %s %s", name, nf4 ? "nf4" : "fp32",
+             bf16 ? "bf16-act" : "f32-act");
+
+    /* each slot's sequence, and where its logits go in the (rows, V) arrays */
+    int steps[N_SLOTS] = {0}, off[N_SLOTS + 1] = {0};
+    for (int k = 0; k < N_STEPS; k++)
+        for (int i = 0; i < SCHEDULE[k].n; i++) steps[SCHEDULE[k].slots[i]]++;
+    int32_t seq[N_SLOTS][SLOTS_MAX_T];
+    for (int s = 0; s < N_SLOTS; s++) {
+        for (int i = 0; i < SLOT_PROMPT[s] + steps[s]; i++)
+            seq[s][i] = tok[(SLOT_START[s] + i) % T];
+        off[s + 1] = off[s] + 1 + steps[s];
+    }
+    size_t n = (size_t)off[N_SLOTS] * V;
+    float *cpu = calloc(n, 4), *alone = calloc(n, 4), *got = calloc(n, 4);
+    float *rows = calloc((size_t)N_SLOTS * V, 4);
+    for (int s = 0; s < N_SLOTS; s++)
+        slot_reference(m, adapters[SLOT_ADAPTER[s]], seq[s], SLOT_PROMPT[s],
+                       SLOT_PROMPT[s] + steps[s], bf16, cpu + (size_t)off[s] * V,
+                       alone + (size_t)off[s] * V);
+
+    bool counts = test_gpu_counts_bytes(gpu);
+    size_t live0 = counts ? dp_emu_device_bytes() : 0;
+    if (counts) dp_emu_reset_peak();
+    dp_gpu_forward *g;
+    if (dp_gpu_forward_create_slots(&g, gpu, m, adapters, 3, N_SLOTS, SLOTS_MAX_T, 0, bf16)) {
+        CHECK_REPORT(0, "%s: %s", what, dp_last_error());
+        goto out;
+    }
+    /* prefill every slot; slot 1 then forgets its last 2 positions and feeds them again (the
+     * others untouched: their later logits still match) */
+    for (int s = 0; s < N_SLOTS; s++)
+        CHECK_REPORT(dp_gpu_forward_slot_tokens(g, s, SLOT_ADAPTER[s], seq[s], SLOT_PROMPT[s],
+                                                got + (size_t)off[s] * V) == 0,
+                     "%s", dp_last_error());
+    int P1 = SLOT_PROMPT[1];
+    dp_gpu_forward_slot_truncate(g, 1, P1 - 2);
+    for (int s = 0; s < N_SLOTS; s++)
+        CHECK_EQ_INT(s == 1 ? P1 - 2 : SLOT_PROMPT[s], dp_gpu_forward_slot_positions(g, s));
+    CHECK_REPORT(
+        dp_gpu_forward_slot_tokens(g, 1, -1, seq[1] + P1 - 2, 2, got + (size_t)off[1] * V) == 0,
+        "%s", dp_last_error());
+    /* the batched decode steps */
+    int done[N_SLOTS] = {0};
+    for (int k = 0; k < N_STEPS; k++) {
+        int nr = SCHEDULE[k].n, ad[N_SLOTS];
+        int32_t tk[N_SLOTS];
+        const int *sl = SCHEDULE[k].slots;
+        for (int i = 0; i < nr; i++)
+            ad[i] = decode_adapter(sl[i], k), tk[i] = seq[sl[i]][SLOT_PROMPT[sl[i]] + done[sl[i]]];
+        if (dp_gpu_forward_decode(g, nr, sl, ad, tk, rows)) {
+            CHECK_REPORT(0, "%s decode step %d: %s", what, k, dp_last_error());
+            break;
+        }
+        for (int i = 0; i < nr; i++) {
+            int s = sl[i];
+            memcpy(got + (size_t)(off[s] + 1 + done[s]++) * V, rows + (size_t)i * V, (size_t)V * 4);
+        }
+    }
+    int Ts[N_SLOTS];
+    for (int s = 0; s < N_SLOTS; s++) {
+        Ts[s] = SLOT_PROMPT[s] + steps[s];
+        CHECK_EQ_INT(Ts[s], dp_gpu_forward_slot_positions(g, s));
+    }
+    char line[256];
+    double scale = fx_max_abs(cpu, n);
+    snprintf(line, sizeof line, "%s %d slots, 3 adapters: %d decode steps vs each alone", what,
+             N_SLOTS, N_STEPS);
+    check_arrays_near(line, alone, got, n, tol_slots(bf16) * scale, 0);
+    snprintf(line, sizeof line, "%s %d slots, 3 adapters: %d decode steps vs CPU hook", what,
+             N_SLOTS, N_STEPS);
+    check_arrays_near(line, cpu, got, n, tol_cpu(bf16) * scale, 0);
+
+    /* refusals name the bad value and move no slot */
+    int32_t bad_tok = V, zeros[SLOTS_MAX_T] = {0};
+    int two[2] = {0, 3}, ad2[2] = {2, 0}, dup[2] = {1, 1}, wrong_slot[2] = {0, N_SLOTS};
+    int wrong_ad[2] = {2, -2};
+    check_refused(dp_gpu_forward_slot_tokens(g, N_SLOTS, 0, tok, 1, NULL), g, Ts, "slot 4");
+    check_refused(dp_gpu_forward_slot_tokens(g, 0, 3, tok, 1, NULL), g, Ts, "adapter 3");
+    CHECK_EQ_INT(-1, dp_gpu_forward_slot_positions(g, -1));
+    check_refused(dp_gpu_forward_decode(g, 2, wrong_slot, ad2, tok, rows), g, Ts, "slot 4");
+    check_refused(dp_gpu_forward_decode(g, 2, two, wrong_ad, tok, rows), g, Ts, "adapter -2");
+    check_refused(dp_gpu_forward_decode(g, 2, dup, ad2, tok, rows), g, Ts, "slot 1");
+    int32_t tk2[2] = {tok[0], bad_tok};
+    char bad_id[32];
+    snprintf(bad_id, sizeof bad_id, "token id %d", bad_tok);
+    check_refused(dp_gpu_forward_decode(g, 2, two, ad2, tk2, rows), g, Ts, bad_id);
+    /* slot 3 filled to the last position: a step with it fails and appends nothing to slot 0 */
+    CHECK_REPORT(dp_gpu_forward_slot_tokens(g, 3, 0, zeros, SLOTS_MAX_T - Ts[3], NULL) == 0, "%s",
+                 dp_last_error());
+    Ts[3] = SLOTS_MAX_T;
+    check_refused(dp_gpu_forward_decode(g, 2, two, ad2, tok, rows), g, Ts, "slot 3 is full");
+    check_refused(dp_gpu_forward_slot_tokens(g, 3, 0, tok, 1, NULL), g, Ts, "slot 3");
+
+    /* the table: every slot's cache and both adapters' A and B, as measured */
+    const dp_gf_plan *ip = dp_gpu_forward_table(g);
+    size_t peak = counts ? dp_emu_device_peak_bytes() - live0 : 0;
+    fprintf(stderr,
+            "  %s %d slots: %s peak device bytes %zu, table total %llu (KV %llu, LoRA %llu)%s\n",
+            what, N_SLOTS, gpu->backend, peak, (unsigned long long)ip->total,
+            (unsigned long long)ip->bytes[DP_GF_KV_CACHE],
+            (unsigned long long)ip->bytes[DP_GF_LORA],
+            counts ? "" : ": peak not counted on a real device, SKIPPED");
+    if (counts) CHECK_EQ_INT((long long)ip->total, (long long)peak);
+    const dp_model_config *c = &m->cfg;
+    long long kv = (long long)N_SLOTS * c->L * SLOTS_MAX_T * c->KVH * c->D * (bf16 ? 2 : 4);
+    CHECK_EQ_INT((kv + 255) / 256 * 256 * 2, (long long)ip->bytes[DP_GF_KV_CACHE]);
+    CHECK_EQ_INT((long long)(lora1->n + lora2->n) * 4, (long long)ip->bytes[DP_GF_LORA]);
+    dp_gf_plan plan;
+    CHECK(dp_gpu_forward_plan_slots(&plan, m, adapters, 3, N_SLOTS, SLOTS_MAX_T, 0, bf16) == 0);
+    CHECK_EQ_INT((long long)ip->total, (long long)plan.total);
+    dp_gpu_forward_free(g);
+    if (counts) CHECK_EQ_INT((long long)live0, (long long)dp_emu_device_bytes());
+    /* bad arguments to the plan: no slot; an adapter of another depth */
+    CHECK(dp_gpu_forward_plan_slots(&plan, m, adapters, 3, 0, SLOTS_MAX_T, 0, bf16) == -1);
+    dp_model_config deeper = m->cfg;
+    deeper.L++;
+    dp_lora *other = dp_lora_create(&deeper, &lc1);
+    const dp_lora *mixed[2] = {lora1, other};
+    CHECK_REPORT(other && dp_gpu_forward_plan_slots(&plan, m, mixed, 2, 1, 0, 0, bf16) == -1 &&
+                     strstr(dp_last_error(), "adapter 1"),
+                 "%s", dp_last_error());
+    dp_lora_free(other);
+out:
+    free(cpu), free(alone), free(got), free(rows);
+out_lora:
+    free(tok);
+    dp_lora_free(lora1), dp_lora_free(lora2);
+}
+
+/* The sanitizer build's matrix (REDUCED), and the slots check's in every build: each of the four
+ * weight / activation kinds once, each model at least once. */
+static bool reduced_config(int model, bool nf4, bool bf16) {
+    return (model == 0 && !nf4 && !bf16) || (model == 1 && nf4 && bf16) ||
+           (model == 2 && nf4 != bf16);
+}
+
 int main(void) {
     gpu = test_gpu_backend_or_fail();
     if (!gpu) return check_done();
@@ -267,13 +483,11 @@ int main(void) {
             dp_model *m = emu_tiny_model(EMU_MODELS[i], nf4);
             if (!m) continue;
             for (int bf16 = 0; bf16 < 2; bf16++) {
-                /* reduced: qwen2 fp32/f32, llama nf4/bf16, qwen3 nf4/f32 and fp32/bf16 */
-                if (REDUCED && !((i == 0 && !nf4 && !bf16) || (i == 1 && nf4 && bf16) ||
-                                 (i == 2 && nf4 != bf16)))
-                    continue;
+                if (REDUCED && !reduced_config(i, nf4, bf16)) continue;
                 check_prefill(m, ref, EMU_MODELS[i], nf4, bf16);
                 check_decode(m, ref, EMU_MODELS[i], nf4, bf16);
                 check_lora(m, ref, EMU_MODELS[i], nf4, bf16);
+                if (reduced_config(i, nf4, bf16)) check_slots(m, ref, EMU_MODELS[i], nf4, bf16);
             }
             dp_model_free(m);
         }
