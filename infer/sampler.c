@@ -92,18 +92,21 @@ static void heap_sift(dp_candidate *h, int k, int i) {
     }
 }
 
-/* Moves the k best of cand[0, n) (cand_cmp's order) to cand[0, k), sorted. One pass with a
+/* The k best ids of logits[0, n) (cand_cmp's order) into cand[0, k), sorted. One pass with a
  * k-heap: after the first few thousand ids almost every logit loses to the heap's worst at one
  * comparison, so this costs about a pass over the vocabulary instead of sorting all of it
- * (a full qsort of 49k candidates was most of a serve step's sampling time). */
-static void select_top(dp_candidate *cand, int n, int k) {
+ * (a full qsort of 49k candidates was most of a serve step's sampling time). Ids come in
+ * increasing order, so a later id that ties the worst never wins: `logit > worst` alone decides,
+ * and only winners are written (a serve step samples every row on one thread). */
+static void select_top(dp_candidate *cand, const float *logits, int n, int k) {
+    for (int i = 0; i < k; i++) cand[i] = (dp_candidate){i, logits[i]};
     for (int i = k / 2 - 1; i >= 0; i--) heap_sift(cand, k, i);
+    float worst = cand[0].p;
     for (int i = k; i < n; i++)
-        if (cand_before(cand[i], cand[0])) {
-            dp_candidate t = cand[0];
-            cand[0] = cand[i];
-            cand[i] = t;
+        if (logits[i] > worst) {
+            cand[0] = (dp_candidate){i, logits[i]};
             heap_sift(cand, k, 0);
+            worst = cand[0].p;
         }
     qsort(cand, (size_t)k, sizeof *cand, cand_cmp);
 }
@@ -142,10 +145,7 @@ void dp_sampler_distribution(dp_sampler *s, float *logits, const int32_t *histor
         return;
     }
     float inv_t = 1.0f / s->p.temperature;
-    for (int i = 0; i < n; i++) {
-        logits[i] *= inv_t;
-        s->cand[i] = (dp_candidate){i, logits[i]};
-    }
+    for (int i = 0; i < n; i++) logits[i] *= inv_t;
     /* the head the softmax runs over, sorted: the top k when top-k is on (selected, then only
      * they sorted: the same head a full sort gives), else every id. Without top-k the ids that
      * min-p will drop anyway need no order: their exp() still counts in the sum (taken first,
@@ -154,22 +154,23 @@ void dp_sampler_distribution(dp_sampler *s, float *logits, const int32_t *histor
     double rest = 0; /* exp(logit - max) of the softmax head's ids outside cand[0, m) */
     if (s->p.top_k > 0 && s->p.top_k < n) {
         m = s->p.top_k;
-        select_top(s->cand, n, m);
-    } else if (s->p.min_p > 0 && s->p.min_p <= 1 && isfinite(max_logit(s->cand, n))) {
-        float mx = max_logit(s->cand, n);
-        /* kept by min-p needs p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p): the
-         * margin keeps every id that rounding could let through */
-        float floor_logit = mx + logf(s->p.min_p) - 1e-3f;
-        int kept = 0;
-        for (int i = 0; i < n; i++) {
-            dp_candidate c = s->cand[i];
-            if (!(c.p < floor_logit)) s->cand[kept++] = c; /* NaN kept, as a full sort would */
-            else rest += expf(c.p - mx);
-        }
-        m = kept; /* >= 1: the max is kept */
-        qsort(s->cand, (size_t)m, sizeof *s->cand, cand_cmp);
+        select_top(s->cand, logits, n, m);
     } else {
-        qsort(s->cand, (size_t)n, sizeof *s->cand, cand_cmp);
+        for (int i = 0; i < n; i++) s->cand[i] = (dp_candidate){i, logits[i]};
+        float mx = max_logit(s->cand, n);
+        if (s->p.min_p > 0 && s->p.min_p <= 1 && isfinite(mx)) {
+            /* kept by min-p needs p_i >= min_p * p_max, i.e. logit_i >= max + log(min_p): the
+             * margin keeps every id that rounding could let through */
+            float floor_logit = mx + logf(s->p.min_p) - 1e-3f;
+            int kept = 0;
+            for (int i = 0; i < n; i++) {
+                dp_candidate c = s->cand[i];
+                if (!(c.p < floor_logit)) s->cand[kept++] = c; /* NaN kept, as a full sort would */
+                else rest += expf(c.p - mx);
+            }
+            m = kept; /* >= 1: the max is kept */
+        }
+        qsort(s->cand, (size_t)m, sizeof *s->cand, cand_cmp);
     }
 
     /* softmax over the kept head (sorted, so cand[0] holds the max) */
