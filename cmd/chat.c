@@ -80,8 +80,9 @@ static const dp_opt opts[] = {
     {"stats", DP_OPT_FLAG, F(show_stats), NULL, "print tokens/s after each reply"},
     {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy, 4x less to read per token)"},
-    {"decode", DP_OPT_STRING, F(decode), "fp32|int8",
-     "CPU decode products: exact fp32 (default) or int8 activations as llama.cpp (AVX512-VNNI)"},
+    {"decode", DP_OPT_STRING, F(decode), "fp32|int8-head|int8",
+     "CPU decode products: exact fp32 (default), int8 activations into the Q8 lm_head, or into "
+     "every NF4 linear too, as llama.cpp rounds them (AVX512-VNNI)"},
     {"tools", DP_OPT_STRING, F(tools_dir), "DIR",
      "let the model call the executables of DIR (e.g. build/tools) by writing [NAME args]"},
     {"yes", DP_OPT_FLAG, F(yes), NULL, "run the model's tool calls without asking (y/N) first"},
@@ -503,8 +504,10 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_usage_error(&dp_chat_spec, "--precision must be nf4 or fp32, not '%s'", precision);
         goto out;
     }
-    if (strcmp(o->decode, "fp32") && strcmp(o->decode, "int8")) {
-        rc = dp_usage_error(&dp_chat_spec, "--decode must be fp32 or int8, not '%s'", o->decode);
+    const int decode = dp_decode_mode_parse(o->decode);
+    if (decode < 0) {
+        rc = dp_usage_error(&dp_chat_spec, "--decode must be fp32, int8-head or int8, not '%s'",
+                            o->decode);
         goto out;
     }
     if (!(o->tool_timeout > 0 && o->tool_timeout <= 3600) || o->tool_output < 1 ||
@@ -520,10 +523,11 @@ static int chat(const chat_options *o, bool quiet) {
                                            "1..1048576");
         goto out;
     }
-    /* the same --device names and choice as train (train alone also takes the hidden emu) */
+    /* the same --device names and choice as train and serve, the hidden emu included (the
+     * serve tests compare with chat on it) */
     dp_device dev;
     bool bad_name;
-    if (dp_device_select(o->device, false, &dev, &bad_name)) {
+    if (dp_device_select(o->device, true, &dev, &bad_name)) {
         rc = dp_usage_error(&dp_chat_spec, "%s", dev.why);
         goto out;
     }
@@ -545,9 +549,9 @@ static int chat(const chat_options *o, bool quiet) {
         rc = dp_runtime_error(&dp_chat_spec);
         goto out;
     }
-    const bool int8_on = !strcmp(o->decode, "int8") && dp_model_decode_int8(cs.model, true);
-    if (!strcmp(o->decode, "int8") && !int8_on)
-        fprintf(stderr, "doppel chat: --decode int8: %s; decoding in fp32\n",
+    const bool int8_on = dp_model_set_decode(cs.model, (dp_decode_mode)decode);
+    if (decode != DP_DECODE_FP32 && !int8_on)
+        fprintf(stderr, "doppel chat: --decode %s: %s; decoding in fp32\n", o->decode,
                 dp_gemv_i8_supported() ? "no layer of this model has a shape it takes"
                                        : "this CPU has no AVX512-VNNI");
     const dp_model_config *c = &cs.model->cfg;
@@ -607,9 +611,11 @@ static int chat(const chat_options *o, bool quiet) {
                 "%g\n",
                 dp_arch_name(c->arch), precision,
                 dev.asked == DP_DEVICE_CPU || dev.cuda.compiled ? "" : " (no CUDA in this build)",
-                int8_on ? ", int8 decode activations" : "", cs.gen.fwd.kv_bytes / 1048576.0,
-                cs.max_context, cs.gen.fwd.act_bytes / 1048576.0, cs.sp.temperature, cs.sp.top_k,
-                cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
+                !int8_on                   ? ""
+                : decode == DP_DECODE_INT8 ? ", int8 decode activations"
+                                           : ", int8 activations into the lm_head",
+                cs.gen.fwd.kv_bytes / 1048576.0, cs.max_context, cs.gen.fwd.act_bytes / 1048576.0,
+                cs.sp.temperature, cs.sp.top_k, cs.sp.top_p, cs.sp.min_p, cs.sp.repeat_penalty);
 
     if (o->prompt_text) {
         if (answer(&cs, &s, o->prompt_text)) rc = dp_runtime_error(&dp_chat_spec);

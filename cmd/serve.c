@@ -3,7 +3,9 @@
 #include "cmd/commands.h"
 #include "data/base/error.h"
 #include "data/base/io.h"
+#include "infer/model_load.h"
 #include "infer/server.h"
+#include "kernels/device.h"
 #include "kernels/nf4.h"
 
 #include <arpa/inet.h>
@@ -14,8 +16,8 @@
 #include <string.h>
 
 typedef struct {
-    const char *model_path, *host, *api_key_file, *system_prompt, *chat_format, *alias,
-        *precision, *decode;
+    const char *model_path, *host, *api_key_file, *system_prompt, *chat_format, *alias, *precision,
+        *decode, *device;
     dp_strlist adapters, api_keys;
     int64_t port, parallel, max_context, max_tokens, max_queue, max_body, timeout_s, drain_s;
     bool exact_lm_head;
@@ -25,6 +27,7 @@ static serve_options serve_defaults(void) {
     return (serve_options){.host = "127.0.0.1",
                            .precision = "nf4",
                            .decode = "fp32",
+                           .device = "cpu",
                            .port = 8080,
                            .parallel = 4,
                            .max_context = 2048,
@@ -38,7 +41,8 @@ static serve_options serve_defaults(void) {
 #define F(field) DP_FIELD(serve_options, field)
 
 static const dp_opt opts[] = {
-    {"model", DP_OPT_STRING, F(model_path), "M", "base model: Hugging Face directory or .gguf file"},
+    {"model", DP_OPT_STRING, F(model_path), "M",
+     "base model: Hugging Face directory or .gguf file"},
     {"adapter", DP_OPT_LIST, F(adapters), "NAME=DIR",
      "a persona: the adapter from `doppel train` in DIR, served as model NAME (repeatable)"},
     {"alias", DP_OPT_STRING, F(alias), "NAME", "the base model's name (default: the file's name)"},
@@ -55,7 +59,8 @@ static const dp_opt opts[] = {
     {"max-queue", DP_OPT_INT, F(max_queue), "N",
      "requests waiting for a free sequence before 503 (default 64)"},
     {"max-body", DP_OPT_SIZE, F(max_body), "SIZE", "largest request body, else 413 (default 1MiB)"},
-    {"timeout", DP_OPT_INT, F(timeout_s), "S", "drop idle or stalled clients after S s (default 30)"},
+    {"timeout", DP_OPT_INT, F(timeout_s), "S",
+     "drop idle or stalled clients after S s (default 30)"},
     {"drain", DP_OPT_INT, F(drain_s), "S",
      "on Ctrl-C, let running replies finish for up to S s (default 30)"},
     {"system", DP_OPT_STRING, F(system_prompt), "TEXT",
@@ -65,8 +70,12 @@ static const dp_opt opts[] = {
     {"precision", DP_OPT_STRING, F(precision), "nf4|fp32", "base weights (default nf4)"},
     {"exact-lm-head", DP_OPT_FLAG, F(exact_lm_head), NULL,
      "decode through the full-precision lm_head (default: a Q8 copy)"},
-    {"decode", DP_OPT_STRING, F(decode), "fp32|int8",
-     "decode products: exact fp32 (default) or int8 activations as llama.cpp (AVX512-VNNI)"},
+    {"decode", DP_OPT_STRING, F(decode), "fp32|int8-head|int8",
+     "decode products: exact fp32 (default), int8 activations into the Q8 lm_head, or into "
+     "every NF4 linear too, as llama.cpp rounds them (AVX512-VNNI)"},
+    {"device", DP_OPT_STRING, F(device), "cpu|cuda|auto",
+     "where the model runs (default cpu; cuda: every sequence's cache and every adapter on the "
+     "GPU, bf16 activations)"},
     {0},
 };
 #undef F
@@ -79,8 +88,8 @@ const dp_command_spec dp_serve_spec = {
         "Endpoints: POST /v1/chat/completions (OpenAI's, stream or not; `model` is a persona\n"
         "NAME or the base model, a user message's `name` becomes its `[name]: ` prefix),\n"
         "GET /v1/models, GET /health, GET /metrics, POST /tokenize, and the page at /.\n"
-        "Generation runs on the CPU. Ctrl-C stops taking requests, lets running replies\n"
-        "finish (--drain) and exits.",
+        "Generation runs on the CPU, or on the GPU with --device cuda. Ctrl-C stops taking\n"
+        "requests, lets running replies finish (--drain) and exits.",
     .opts = opts,
     .min_args = 0,
     .max_args = 0,
@@ -136,13 +145,30 @@ int dp_cmd_serve(int argc, char **argv) {
         rc = dp_usage_error(&dp_serve_spec, "--precision must be nf4 or fp32, not '%s'", o.precision);
         goto out;
     }
-    if (strcmp(o.decode, "fp32") && strcmp(o.decode, "int8")) {
-        rc = dp_usage_error(&dp_serve_spec, "--decode must be fp32 or int8, not '%s'", o.decode);
+    const int decode = dp_decode_mode_parse(o.decode);
+    if (decode < 0) {
+        rc = dp_usage_error(&dp_serve_spec, "--decode must be fp32, int8-head or int8, not '%s'",
+                            o.decode);
         goto out;
     }
-    if (!strcmp(o.decode, "int8") && !dp_gemv_i8_supported())
+    /* the --device names of chat and train; serve takes the hidden emu too, for its tests */
+    dp_device dev;
+    bool bad_name; /* unused: an unknown name and a missing backend are both usage errors */
+    if (dp_device_select(o.device, true, &dev, &bad_name)) {
+        rc = dp_usage_error(&dp_serve_spec, "%s", dev.why);
+        goto out;
+    }
+    if (dev.cpu_fallback)
+        fprintf(stderr, "doppel serve: no CUDA device (%s): serving on the CPU\n", dev.cuda.status);
+    if (dev.gpu && decode != DP_DECODE_FP32) {
+        rc = dp_usage_error(&dp_serve_spec, "--decode %s is a CPU path; drop it with --device %s",
+                            o.decode, o.device);
+        goto out;
+    }
+    if (decode != DP_DECODE_FP32 && !dp_gemv_i8_supported())
         fprintf(stderr,
-                "doppel serve: --decode int8: this CPU has no AVX512-VNNI; decoding in fp32\n");
+                "doppel serve: --decode %s: this CPU has no AVX512-VNNI; decoding in fp32\n",
+                o.decode);
     names = calloc((size_t)o.adapters.n + 1, sizeof *names);
     dirs = calloc((size_t)o.adapters.n + 1, sizeof *dirs);
     adapter_copies = calloc((size_t)o.adapters.n + 1, sizeof *adapter_copies);
@@ -223,8 +249,9 @@ int dp_cmd_serve(int argc, char **argv) {
                            .max_queue = (int)o.max_queue,
                            .nf4 = !strcmp(o.precision, "nf4"),
                            .lm_head_q8 = !o.exact_lm_head,
-                           .decode_int8 = !strcmp(o.decode, "int8"),
-                           .quiet = cli.quiet};
+                           .decode = decode,
+                           .quiet = cli.quiet,
+                           .gpu = dev.gpu};
     if (!(eng = dp_engine_create(&ec))) {
         rc = dp_runtime_error(&dp_serve_spec);
         goto out;
@@ -233,8 +260,11 @@ int dp_cmd_serve(int argc, char **argv) {
     fprintf(stderr, "doppel serve: ready: models");
     for (int i = 0; i < dp_engine_persona_count(eng); i++)
         fprintf(stderr, " %s", dp_engine_persona_name(eng, i));
-    fprintf(stderr, "; %d at once, %d tokens of context each; Ctrl-C to stop\n", (int)o.parallel,
-            dp_engine_max_context(eng));
+    fprintf(stderr, "; %d at once, %d tokens of context each, on %s; Ctrl-C to stop\n",
+            (int)o.parallel, dp_engine_max_context(eng),
+            !dev.gpu                     ? "the CPU"
+            : dev.asked == DP_DEVICE_EMU ? "the GPU emulator"
+                                         : dev.cuda.name);
 
     int sig = 0;
     sigwait(&sigs, &sig);

@@ -544,7 +544,7 @@ dp_model *dp_model_load(const char *path, const dp_load_opts *opts_in) {
     }
 #undef TAKE
     if (opts.lm_head_q8 && dp_model_lm_head_q8(m)) goto fail;
-    if (opts.decode_int8) dp_model_decode_int8(m, true);
+    if (opts.decode != DP_DECODE_FP32) dp_model_set_decode(m, (dp_decode_mode)opts.decode);
     if (!opts.quiet)
         fprintf(stderr, "loaded %s: %s, %d layers, %s%s weights %.1f MiB\n", path,
                 dp_arch_name(c->arch), L, opts.nf4 ? "NF4" : "fp32",
@@ -663,16 +663,23 @@ int dp_model_lm_head_q8(dp_model *m) {
     return 0;
 }
 
-bool dp_model_decode_int8(dp_model *m, bool on) {
-    on = on && dp_gemv_i8_supported();
+int dp_decode_mode_parse(const char *name) {
+    static const char *const names[] = {"fp32", "int8-head", "int8"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+bool dp_model_set_decode(dp_model *m, dp_decode_mode mode) {
+    const bool vnni = dp_gemv_i8_supported(), linears = vnni && mode == DP_DECODE_INT8;
     bool any = false;
     for (int l = 0; l < m->cfg.L; l++)
         for (int i = 0; i < DP_N_LINEAR; i++) {
             dp_linear *lin = &m->layers[l].lin[i];
-            lin->i8 = on && lin->nf4 && dp_gemv_nf4_i8_fits(lin->nf4, lin->in);
+            lin->i8 = linears && lin->nf4 && dp_gemv_nf4_i8_fits(lin->nf4, lin->in);
             any = any || lin->i8;
         }
-    m->lm_head.i8 = on && m->lm_head.q8;
+    m->lm_head.i8 = vnni && mode != DP_DECODE_FP32 && m->lm_head.q8;
     return any || m->lm_head.i8;
 }
 

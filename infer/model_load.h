@@ -16,7 +16,7 @@ typedef struct {
     bool nf4_fresh;       /* quantize from the original weights even when such a file exists */
     bool quiet;           /* no progress lines on stderr */
     bool lm_head_q8;      /* decode through a Q8 copy of the lm_head (dp_model_lm_head_q8) */
-    bool decode_int8;     /* decode with int8 activations (dp_model_decode_int8) */
+    int decode;           /* dp_decode_mode of the decode products (dp_model_set_decode) */
 } dp_load_opts;
 
 /* path: a directory with config.json + model.safetensors (or shards), or a .gguf file.
@@ -34,13 +34,17 @@ int dp_model_quantize_nf4(dp_model *m, int blocksize, bool lm_head);
  * logits and training. Only for an fp32 lm_head whose width is a multiple of 32 (else a no-op). */
 int dp_model_lm_head_q8(dp_model *m);
 
-/* Decode steps (one to DP_GEMV_ROWS rows) of the NF4 linears and the Q8 lm_head copy round
- * their input to int8 per 32 elements, as llama.cpp does (kernels/nf4.h: fewer vector
- * instructions per weight, not bit-equal to the fp32 path); prefill and training are unchanged.
- * Returns whether any linear takes it: false without AVX512-VNNI or when no shape fits
- * (dp_gemv_nf4_i8_fits, no Q8 head), and decode stays fp32. Call again after adding the Q8
- * head. */
-bool dp_model_decode_int8(dp_model *m, bool on);
+/* What the decode steps (one to DP_GEMV_ROWS rows) multiply in: exact fp32 products; the Q8
+ * lm_head copy's input rounded to int8 per 32 elements, as llama.cpp computes a Q8_0 matmul;
+ * or the NF4 linears' inputs too (kernels/nf4.h: fewer vector instructions per weight). The
+ * int8 paths are not bit-equal to fp32; prefill and training are unchanged. */
+typedef enum { DP_DECODE_FP32, DP_DECODE_INT8_HEAD, DP_DECODE_INT8 } dp_decode_mode;
+/* "fp32", "int8-head", "int8": the mode, or -1 for another name */
+int dp_decode_mode_parse(const char *name);
+/* Sets the mode; returns whether any linear takes int8: false without AVX512-VNNI or when no
+ * shape fits (dp_gemv_nf4_i8_fits, no Q8 head), and decode stays fp32. Call again after adding
+ * the Q8 head. */
+bool dp_model_set_decode(dp_model *m, dp_decode_mode mode);
 
 /* Writes the model in the bitsandbytes serialization of an NF4 model (HF tensor names;
  * X.weight U8, X.weight.absmax, .quant_map, .nested_absmax, .nested_quant_map,

@@ -9,6 +9,7 @@
 #include "data/base/error.h"
 #include "data/chat_format.h"
 #include "infer/forward.h"
+#include "infer/forward_gpu.h"
 #include "infer/generate.h"
 #include "infer/model_load.h"
 #include "infer/adapter.h"
@@ -69,9 +70,12 @@ typedef struct {
     dp_chat_format format;
 } persona;
 
-/* A sequence slot: its own forward context (KV cache), sampler and reply state. */
+/* A sequence slot: its own forward context (KV cache; on a GPU, its cache in the engine's one
+ * GPU forward), sampler and reply state. */
 typedef struct {
-    dp_forward fwd;
+    int index;      /* in the engine's slots (the GPU forward's sequence) */
+    dp_forward fwd; /* CPU only */
+    float *logits;  /* (V) the next token's: fwd.logits, or the engine's copy from the GPU */
     dp_sampler sampler;
     dp_ids cached; /* ids whose K/V are in fwd's cache, positions [0, fwd.T) */
     int persona;   /* whose adapter produced the cache (-1: nothing cached) */
@@ -107,6 +111,9 @@ struct dp_engine {
      * n_slots rows over the slots' own caches, and each row's adapter */
     dp_forward batch;
     bool have_batch;
+    /* on a GPU: one forward over every slot's cache and every persona's adapter (CPU: NULL) */
+    dp_gpu_forward *gpu;
+    int *b_slots, *b_adapters; /* (n_slots) a GPU decode step's rows */
     dp_kv *views, **view_ptrs; /* (n_slots) the active slots' caches */
     dp_lora **row_lora;        /* (n_slots) */
     int b_rows;                       /* max(n_slots, PREFILL_BATCH_ROWS) */
@@ -190,10 +197,8 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     if (dp_sampler_params_from_generation_config(&e->defaults, cfg->model_path)) goto fail;
     if (!(e->tok = dp_model_tokenizer(cfg->model_path))) goto fail;
     if (!(e->render_tok = dp_tokenizer_clone(e->tok))) goto fail;
-    dp_load_opts lo = {.nf4 = cfg->nf4,
-                       .quiet = cfg->quiet,
-                       .lm_head_q8 = cfg->lm_head_q8,
-                       .decode_int8 = cfg->decode_int8};
+    dp_load_opts lo = {
+        .nf4 = cfg->nf4, .quiet = cfg->quiet, .lm_head_q8 = cfg->lm_head_q8, .decode = cfg->decode};
     if (!(e->model = dp_model_load(cfg->model_path, &lo))) goto fail;
     const dp_model_config *c = &e->model->cfg;
     if (c->max_position > 0 && e->cfg.max_context > c->max_position)
@@ -239,12 +244,28 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     if (!(e->raw_logits = dp_malloc((size_t)c->V * sizeof(float)))) goto fail;
     if (!(e->queue = dp_calloc((size_t)cfg->max_queue, sizeof *e->queue))) goto fail;
     if (!(e->slots = dp_calloc((size_t)cfg->slots, sizeof *e->slots))) goto fail;
+    if (cfg->gpu) { /* the adapters by persona index: the base's entry is NULL */
+        const dp_lora **adapters = dp_calloc((size_t)e->n_personas, sizeof *adapters);
+        if (!adapters) goto fail;
+        for (int p = 0; p < e->n_personas; p++) adapters[p] = e->personas[p].lora;
+        int rc = dp_gpu_forward_create_slots(&e->gpu, cfg->gpu, e->model, adapters, e->n_personas,
+                                             cfg->slots, e->cfg.max_context, 0, true);
+        free(adapters);
+        if (rc) goto fail;
+    }
     for (int i = 0; i < cfg->slots; i++) {
         slot *s = &e->slots[i];
+        s->index = i;
         s->persona = -1;
-        if (dp_forward_create(&s->fwd, e->model, e->cfg.max_context, 0)) goto fail;
+        if (e->gpu ? !(s->logits = dp_malloc((size_t)c->V * sizeof(float)))
+                   : dp_forward_create(&s->fwd, e->model, e->cfg.max_context, 0))
+            goto fail;
+        if (!e->gpu) s->logits = s->fwd.logits;
         if (dp_sampler_create(&s->sampler, &e->defaults, c->V, e->n_valid)) {
-            dp_forward_free(&s->fwd);
+            if (e->gpu)
+                free(s->logits);
+            else
+                dp_forward_free(&s->fwd);
             goto fail;
         }
         e->n_slots++;
@@ -253,9 +274,13 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     if (e->n_slots > 1) {
         size_t n = (size_t)e->n_slots;
         e->b_rows = e->n_slots > PREFILL_BATCH_ROWS ? e->n_slots : PREFILL_BATCH_ROWS;
-        if (dp_forward_create(&e->batch, e->model, e->b_rows, e->b_rows)) goto fail;
-        e->have_batch = true;
-        if (!(e->views = dp_calloc(n, sizeof *e->views)) ||
+        if (!e->gpu) { /* the GPU forward prefills slot by slot and decodes all in one step */
+            if (dp_forward_create(&e->batch, e->model, e->b_rows, e->b_rows)) goto fail;
+            e->have_batch = true;
+        }
+        if (!(e->b_slots = dp_calloc(n, sizeof *e->b_slots)) ||
+            !(e->b_adapters = dp_calloc(n, sizeof *e->b_adapters)) ||
+            !(e->views = dp_calloc(n, sizeof *e->views)) ||
             !(e->view_ptrs = dp_calloc(n, sizeof *e->view_ptrs)) ||
             !(e->row_lora = dp_calloc(n, sizeof *e->row_lora)) ||
             !(e->b_tokens = dp_calloc((size_t)e->b_rows, sizeof *e->b_tokens)) ||
@@ -303,6 +328,9 @@ void dp_engine_destroy(dp_engine *e) {
     dp_engine_drain(e, 0);
     /* the batch context first: each context restores the OpenBLAS threads it found */
     if (e->have_batch) dp_forward_free(&e->batch);
+    dp_gpu_forward_free(e->gpu); /* before the adapters and the model it borrows */
+    free(e->b_slots);
+    free(e->b_adapters);
     free(e->views);
     free(e->view_ptrs);
     free(e->row_lora);
@@ -311,7 +339,10 @@ void dp_engine_destroy(dp_engine *e) {
     free(e->b_cu);
     free(e->b_logits);
     for (int i = 0; i < e->n_slots; i++) {
-        dp_forward_free(&e->slots[i].fwd);
+        if (e->gpu)
+            free(e->slots[i].logits);
+        else
+            dp_forward_free(&e->slots[i].fwd);
         dp_sampler_free(&e->slots[i].sampler);
         dp_ids_free(&e->slots[i].cached);
         dp_ids_free(&e->slots[i].generated);
@@ -415,9 +446,24 @@ void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s) {
 }
 
 /* ---- the scheduler */
-static bool cache_full(const slot *s) {
-    dp_kv kv = dp_forward_cache(&s->fwd);
-    return kv.T >= kv.max_T;
+/* the slot's sequence in the backend (its CPU forward, or its cache in the GPU forward) */
+static int seq_positions(const dp_engine *e, const slot *s) {
+    return e->gpu ? dp_gpu_forward_slot_positions(e->gpu, s->index) : dp_forward_cache(&s->fwd).T;
+}
+static void seq_truncate(dp_engine *e, slot *s, int T) {
+    if (e->gpu)
+        dp_gpu_forward_slot_truncate(e->gpu, s->index, T);
+    else
+        dp_forward_truncate(&s->fwd, T);
+}
+/* appends n tokens through the slot's persona, the last one's logits into s->logits */
+static int seq_append(dp_engine *e, slot *s, const int32_t *tokens, int n) {
+    return e->gpu ? dp_gpu_forward_slot_tokens(e->gpu, s->index, s->persona, tokens, n, s->logits)
+                  : dp_forward_tokens(&s->fwd, tokens, n, NULL);
+}
+
+static bool cache_full(const dp_engine *e, const slot *s) {
+    return seq_positions(e, s) >= e->cfg.max_context;
 }
 
 static bool is_stop_id(const dp_engine *e, int32_t id) {
@@ -474,7 +520,7 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
         finish_seq(e, s, "cancelled", NULL);
         return false;
     }
-    float *logits = s->fwd.logits; /* (V); penalties and temperature modify it */
+    float *logits = s->logits; /* (V); penalties and temperature modify it */
     const size_t V = (size_t)e->model->cfg.V;
     if (j->logprobs) memcpy(e->raw_logits, logits, V * sizeof *logits);
     if (j->presence_penalty != 0 || j->frequency_penalty != 0)
@@ -514,7 +560,7 @@ static bool sample_and_emit(dp_engine *e, slot *s) {
         return false;
     }
     publish(s, upto, false, NULL);
-    if ((int)s->generated.n >= j->max_tokens || cache_full(s)) {
+    if ((int)s->generated.n >= j->max_tokens || cache_full(e, s)) {
         finish_seq(e, s, "length", NULL);
         return false;
     }
@@ -532,10 +578,10 @@ static void start_seq(dp_engine *e, slot *s) {
         while (reuse < n - 1 && reuse < (int)s->cached.n &&
                s->cached.v[reuse] == j->prompt.v[reuse])
             reuse++;
-    dp_forward_truncate(&s->fwd, reuse);
+    seq_truncate(e, s, reuse);
     s->cached.n = (size_t)reuse;
     s->persona = j->persona;
-    dp_forward_set_hook(&s->fwd, p->lora ? dp_lora_hook : NULL, p->lora);
+    if (!e->gpu) dp_forward_set_hook(&s->fwd, p->lora ? dp_lora_hook : NULL, p->lora);
     dp_sampler_set(&s->sampler, &j->sp);
     dp_pcg32_seed(&s->sampler.rng, j->sp.seed, DP_SAMPLER_SEQ); /* every request from its seed */
     s->generated.n = 0;
@@ -565,14 +611,14 @@ static int prefill_some(dp_engine *e, slot *s, int budget) {
     int done = (int)s->cached.n, n = (int)j->prompt.n - done;
     if (budget >= 0 && n > budget) n = budget;
     double t0 = now_seconds();
-    int rc = n > 0 ? dp_forward_tokens(&s->fwd, j->prompt.v + done, n, NULL) : 0;
+    int rc = n > 0 ? seq_append(e, s, j->prompt.v + done, n) : 0;
     for (int i = 0; !rc && i < n; i++) rc = dp_ids_push(&s->cached, j->prompt.v[done + i]);
     pthread_mutex_lock(&e->mu);
     e->stats.prefill_seconds += now_seconds() - t0;
     pthread_mutex_unlock(&e->mu);
     if (rc) {
         s->cached.n = 0;
-        dp_forward_truncate(&s->fwd, 0);
+        seq_truncate(e, s, 0);
         s->prefilling = false;
         finish_seq(e, s, "error", dp_last_error());
         return n;
@@ -644,7 +690,7 @@ static void prefill_batch(dp_engine *e, slot **pre, int n, int budget) {
             continue;
         }
         if (s->cached.n == j->prompt.n) {
-            memcpy(s->fwd.logits, e->b_logits + (size_t)i * V, (size_t)V * sizeof(float));
+            memcpy(s->logits, e->b_logits + (size_t)i * V, (size_t)V * sizeof(float));
             s->prefilling = false;
             sample_and_emit(e, s);
         } else if (done == j->n_reused) {
@@ -661,17 +707,47 @@ static void prefill_batch(dp_engine *e, slot **pre, int n, int budget) {
  * lone one takes the one-row path (fused GEMVs). A sequence that fails is finished here (its
  * entry NULLed); a failing batch finishes all of its sequences. */
 static void step_alone(dp_engine *e, slot *s, slot **entry) {
-    if (dp_forward_tokens(&s->fwd, &s->next, 1, NULL) || dp_ids_push(&s->cached, s->next)) {
+    if (seq_append(e, s, &s->next, 1) || dp_ids_push(&s->cached, s->next)) {
         finish_seq(e, s, "error", dp_last_error());
         *entry = NULL;
+    }
+}
+
+/* the same on the GPU: the nb non-NULL entries of active[0..n) in one dp_gpu_forward_decode */
+static void decode_step_gpu(dp_engine *e, slot **active, int n, int nb) {
+    const int V = e->model->cfg.V;
+    for (int i = 0, k = 0; i < n; i++)
+        if (active[i]) {
+            e->b_slots[k] = active[i]->index;
+            e->b_adapters[k] = active[i]->persona;
+            e->b_tokens[k++] = active[i]->next;
+        }
+    int rc = dp_gpu_forward_decode(e->gpu, nb, e->b_slots, e->b_adapters, e->b_tokens, e->b_logits);
+    pthread_mutex_lock(&e->mu);
+    e->stats.batched_steps++;
+    e->stats.batched_rows += (uint64_t)nb;
+    pthread_mutex_unlock(&e->mu);
+    for (int i = 0, r = 0; i < n; i++) {
+        slot *s = active[i];
+        if (!s) continue;
+        if (!rc) memcpy(s->logits, e->b_logits + (size_t)r++ * V, (size_t)V * sizeof(float));
+        if (rc || dp_ids_push(&s->cached, s->next)) {
+            finish_seq(e, s, "error", dp_last_error());
+            active[i] = NULL;
+        }
     }
 }
 
 static void decode_step(dp_engine *e, slot **active, int n) {
     int nb = 0;
     for (int i = 0; i < n; i++) /* a full cache fails alone, with its own message */
-        if (cache_full(active[i])) step_alone(e, active[i], &active[i]);
+        if (cache_full(e, active[i]))
+            step_alone(e, active[i], &active[i]);
         else nb++;
+    if (nb > 1 && e->gpu) {
+        decode_step_gpu(e, active, n, nb);
+        return;
+    }
     if (nb <= 1 || !e->have_batch) {
         for (int i = 0; i < n; i++)
             if (active[i]) step_alone(e, active[i], &active[i]);
@@ -704,7 +780,7 @@ static void decode_step(dp_engine *e, slot **active, int n) {
         slot *s = active[i];
         if (!s) continue;
         bool ok = !rc && !dp_forward_cache_sync(&s->fwd, &e->views[r]);
-        if (ok) memcpy(s->fwd.logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
+        if (ok) memcpy(s->logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
         r++;
         if (!ok || dp_ids_push(&s->cached, s->next)) {
             finish_seq(e, s, "error", dp_last_error());

@@ -20,6 +20,8 @@
 extern "C" {
 #endif
 
+struct dp_gpu_ops;
+
 typedef struct {
     const char *model_path;
     const char *base_id;              /* the base model's name in /v1/models */
@@ -32,7 +34,12 @@ typedef struct {
     int max_context;           /* tokens per sequence (prompt + reply) */
     int max_tokens;            /* a reply's default and largest length */
     int max_queue;             /* requests waiting for a slot beyond which 503 is answered */
-    bool nf4, lm_head_q8, decode_int8, quiet;
+    int decode;                /* dp_decode_mode */
+    bool nf4, lm_head_q8, quiet;
+    /* the GPU backend (kernels/cuda/kernels.h: dp_cuda_ops, or dp_emu_ops in tests): every slot's
+     * cache and every adapter in one GPU forward (bf16 activations, as doppel chat on a GPU);
+     * NULL: the CPU */
+    const struct dp_gpu_ops *gpu;
 } dp_engine_config;
 
 /* One generated token as logprobs reports it. */

@@ -25,12 +25,7 @@ bad() { echo "FAIL: $*"; fail=1; }
 "$bin" serve --model "$model" --port 0 --adapter x="$tmp/none" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "none" "$tmp/err" || bad "missing adapter dir: $(cat "$tmp/err")"
 
 # two personas
-"$bin" prep tests/fixtures/sample-export.csv --persona mossy --out "$tmp/d.jsonl" --quiet >/dev/null 2>&1 || { echo "FAIL: prep"; exit 1; }
-for p in mossy:5e-2 fern:1e-1; do
-  name=${p%%:*} lr=${p#*:}
-  "$bin" train --model "$model" --data "$tmp/d.jsonl" --out "$tmp/$name" --max-seq 128 --batch-tokens 256 \
-    --r 4 --lr "$lr" --max-steps 4 --persona "$name" --seed 3 --quiet >/dev/null 2>"$tmp/err" || { echo "FAIL: train $name: $(cat "$tmp/err")"; exit 1; }
-done
+. tests/serve/train_personas.sh
 
 # what doppel chat answers, greedy, for the same conversation (user Bob says "hello there")
 reply() { "$bin" chat --model "$model" "$@" --as Bob --prompt "hello there" --temperature 0 --max-tokens 12 --quiet 2>/dev/null; }

@@ -77,7 +77,7 @@ static void run_doppel(const char *path, const char *nf4_file, int n_prompt, int
                       .nf4_file = nf4_file,
                       .quiet = true,
                       .lm_head_q8 = nf4_file != NULL,
-                      .decode_int8 = i8};
+                      .decode = i8 ? DP_DECODE_INT8 : DP_DECODE_FP32};
     dp_model *m = dp_model_load(path, &o);
     if (!m) {
         fprintf(stderr, "bench: %s\n", dp_last_error());

@@ -5,12 +5,14 @@
 # random-weight Qwen2.5-1.5B- and 7B-shaped models made here with transformers (tokenizer from
 # tests/fixtures) with tokens/s and the real peak device memory (cudaMemGetInfo) against
 # `doppel plan`; the same model and data through transformers + PEFT (bf16 LoRA) as the peer;
-# `doppel chat` decode tokens/s. One table on stdout, the same as JSON in $OUT (or --out).
+# `doppel chat` decode tokens/s; `doppel serve --device cuda` with the trained adapter, aggregate
+# tokens/s at 1, 4 and 8 concurrent streams (tests/bench/bench_serve.py). One table on stdout,
+# the same as JSON in $OUT (or --out).
 #
 # --emu: the same script on this CPU-only machine: the suites under EMU through the same
 # switch, the sandbox's EMU twins, and one tiny Qwen2-shaped model (2 layers, the real vocab)
-# trained 2 steps with --device emu against PEFT fp32 on the CPU; chat on the CPU (chat has
-# no EMU device). ctest gpu_check_emu runs this so the script cannot rot.
+# trained 2 steps with --device emu against PEFT fp32 on the CPU; chat and serve under EMU.
+# ctest gpu_check_emu runs this so the script cannot rot.
 #
 # usage: tests/gpu/check.sh [--emu] [--build DIR | --bundle FILE.tar.xz] [--out DIR]
 #                           [--steps N] [--seq T] [--models 1.5b,7b]
@@ -26,7 +28,7 @@ while [ $# -gt 0 ]; do
     --steps) steps=$2; shift ;;
     --seq) seq=$2; shift ;;
     --models) models=$2; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "$0"; exit 0 ;;
     *) echo "check.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -176,14 +178,36 @@ for mdl in ${models//,/ }; do
   json_row kind=train model=$mdl device=$dev rc=$rc steps=$steps seq=$seq seconds=$((SECONDS - t0)) \
     "tokens_per_s=${tps:-null}" "peak_bytes=$peak" "plan_mib=${plan:-null}" "peer=$peer"
 
-  # chat: greedy decode on the same model (chat has no EMU device: the CPU under --emu)
-  cdev=cuda; [ $mode = emu ] && cdev=cpu
+  # chat: greedy decode on the same model
+  cdev=$mode
   "$doppel" chat --model "$m" --device $cdev --prompt "tell me about the weekend" --temperature 0 \
     --max-tokens 128 --stats --quiet >"$work/chat-$mdl.out" 2>"$work/chat-$mdl.err"; rc=$?
   stats=$(sed -n 's/.*\[prompt \([0-9]*\) tokens ([0-9]* cached) in \([0-9.]*\) s; \([0-9]*\) tokens in [0-9.]* s, \([0-9.]*\) tok\/s.*/\1 \2 \3 \4/p' "$work/chat-$mdl.err" | tail -1)
   read -r pt ps nt ts <<<"${stats:-0 0 0 0}"
   cp "$work/chat-$mdl.err" "$out/chat-$mdl.log"
   json_row kind=chat model=$mdl device=$cdev rc=$rc prompt_tokens=$pt prefill_s=$ps tokens=$nt tok_per_s=$ts
+
+  # serve: the trained adapter as persona mossy, 8 slots, batched decode steps on the device
+  "$doppel" serve --model "$m" --adapter mossy="$work/run-$mdl" --device $cdev --parallel 8 \
+    --port 0 --max-context 512 >"$work/serve-$mdl.out" 2>"$work/serve-$mdl.err" & spid=$!
+  port=
+  for _ in $(seq 3000); do
+    port=$(grep -o 'http://127.0.0.1:[0-9]*' "$work/serve-$mdl.err" | grep -o '[0-9]*$')
+    [ -n "$port" ] && grep -q ready "$work/serve-$mdl.err" && break
+    kill -0 $spid 2>/dev/null || break
+    sleep 0.1
+  done
+  stok=64; [ $mode = emu ] && stok=8
+  if grep -q ready "$work/serve-$mdl.err"; then
+    timeout 600 python3 "$repo/tests/bench/bench_serve.py" "$port" mossy --tokens $stok --rounds 1 \
+      --streams 1,4,8 --pid $spid >"$work/bench-serve-$mdl.out" 2>&1; rc=$?
+  else
+    rc=1
+  fi
+  kill -INT $spid 2>/dev/null; wait $spid
+  cat "$work/serve-$mdl.err" "$work/bench-serve-$mdl.out" >"$out/serve-$mdl.log" 2>/dev/null
+  tps=$(sed -n 's/^\([0-9]*\) streams: *\([0-9.]*\) tok\/s.*/\1:\2/p' "$work/bench-serve-$mdl.out" | paste -sd, -)
+  json_row kind=serve model=$mdl device=$cdev rc=$rc tokens=$stok "tok_per_s_by_streams=${tps:-none}"
   rm -rf "$m" "$work/run-$mdl" # a 7B model is 15 GB
 done
 

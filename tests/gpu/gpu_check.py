@@ -163,6 +163,11 @@ def report(a):
                           f"decode {r.get('tok_per_s', 0):.1f} tok/s over {r.get('tokens', 0)} "
                           f"tokens; prompt {r.get('prompt_tokens', 0)} tokens in "
                           f"{r.get('prefill_s', 0):.2f} s"))
+        elif kind == "serve":
+            lines.append((f"serve {r['model']} ({r['device']})",
+                          "PASS" if r["rc"] == 0 else f"FAIL (exit {r['rc']})",
+                          f"aggregate tok/s by concurrent streams {r.get('tok_per_s_by_streams')} "
+                          f"({r.get('tokens')} tokens a reply)"))
         elif kind == "step":
             lines.append((r["name"], "PASS" if r["rc"] == 0 else "SKIPPED" if r["rc"] == 77
                           else f"FAIL (exit {r['rc']})",
