@@ -713,16 +713,11 @@ static void step_alone(dp_engine *e, slot *s, slot **entry) {
     }
 }
 
-/* the same on the GPU: the nb non-NULL entries of active[0..n) in one dp_gpu_forward_decode */
-static void decode_step_gpu(dp_engine *e, slot **active, int n, int nb) {
+/* After the batched step (rc) over the nb live entries of active[0..n), row r in e->b_logits:
+ * counts it; each row takes back its cache (CPU views), its logits and its fed token; a failed
+ * step or row finishes its sequence (the entry NULLed). */
+static void batched_step_done(dp_engine *e, slot **active, int n, int nb, int rc) {
     const int V = e->model->cfg.V;
-    for (int i = 0, k = 0; i < n; i++)
-        if (active[i]) {
-            e->b_slots[k] = active[i]->index;
-            e->b_adapters[k] = active[i]->persona;
-            e->b_tokens[k++] = active[i]->next;
-        }
-    int rc = dp_gpu_forward_decode(e->gpu, nb, e->b_slots, e->b_adapters, e->b_tokens, e->b_logits);
     pthread_mutex_lock(&e->mu);
     e->stats.batched_steps++;
     e->stats.batched_rows += (uint64_t)nb;
@@ -730,12 +725,26 @@ static void decode_step_gpu(dp_engine *e, slot **active, int n, int nb) {
     for (int i = 0, r = 0; i < n; i++) {
         slot *s = active[i];
         if (!s) continue;
-        if (!rc) memcpy(s->logits, e->b_logits + (size_t)r++ * V, (size_t)V * sizeof(float));
-        if (rc || dp_ids_push(&s->cached, s->next)) {
+        bool ok = !rc && (e->gpu || !dp_forward_cache_sync(&s->fwd, &e->views[r]));
+        if (ok) memcpy(s->logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
+        r++;
+        if (!ok || dp_ids_push(&s->cached, s->next)) {
             finish_seq(e, s, "error", dp_last_error());
             active[i] = NULL;
         }
     }
+}
+
+/* the same on the GPU: the nb non-NULL entries of active[0..n) in one dp_gpu_forward_decode */
+static void decode_step_gpu(dp_engine *e, slot **active, int n, int nb) {
+    for (int i = 0, k = 0; i < n; i++)
+        if (active[i]) {
+            e->b_slots[k] = active[i]->index;
+            e->b_adapters[k] = active[i]->persona;
+            e->b_tokens[k++] = active[i]->next;
+        }
+    int rc = dp_gpu_forward_decode(e->gpu, nb, e->b_slots, e->b_adapters, e->b_tokens, e->b_logits);
+    batched_step_done(e, active, n, nb, rc);
 }
 
 static void decode_step(dp_engine *e, slot **active, int n) {
@@ -753,7 +762,6 @@ static void decode_step(dp_engine *e, slot **active, int n) {
             if (active[i]) step_alone(e, active[i], &active[i]);
         return;
     }
-    const int V = e->model->cfg.V;
     int k = 0;
     for (int i = 0; i < n; i++) {
         slot *s = active[i];
@@ -772,21 +780,7 @@ static void decode_step(dp_engine *e, slot **active, int n) {
     dp_lora_rows map = {e->row_lora, e->b_cu, nb};
     dp_forward_set_hook(&e->batch, dp_lora_rows_hook, &map);
     int rc = dp_forward_batch(&e->batch, e->view_ptrs, &b, e->b_logits, false);
-    pthread_mutex_lock(&e->mu);
-    e->stats.batched_steps++;
-    e->stats.batched_rows += (uint64_t)nb;
-    pthread_mutex_unlock(&e->mu);
-    for (int i = 0, r = 0; i < n; i++) {
-        slot *s = active[i];
-        if (!s) continue;
-        bool ok = !rc && !dp_forward_cache_sync(&s->fwd, &e->views[r]);
-        if (ok) memcpy(s->logits, e->b_logits + (size_t)r * V, (size_t)V * sizeof(float));
-        r++;
-        if (!ok || dp_ids_push(&s->cached, s->next)) {
-            finish_seq(e, s, "error", dp_last_error());
-            active[i] = NULL;
-        }
-    }
+    batched_step_done(e, active, n, nb, rc);
 }
 
 /* a free slot for a job: the same persona's slot that shares the longest prefix, else the one

@@ -25,7 +25,8 @@ bad() { echo "FAIL: $*"; fail=1; }
 "$bin" serve --model "$model" --port 0 --adapter x="$tmp/none" >/dev/null 2>"$tmp/err"; [ $? -eq 1 ] && grep -q "none" "$tmp/err" || bad "missing adapter dir: $(cat "$tmp/err")"
 
 # two personas
-. tests/serve/train_personas.sh
+. tests/serve/lib.sh
+train_personas
 
 # what doppel chat answers, greedy, for the same conversation (user Bob says "hello there")
 reply() { "$bin" chat --model "$model" "$@" --as Bob --prompt "hello there" --temperature 0 --max-tokens 12 --quiet 2>/dev/null; }
@@ -42,12 +43,7 @@ echo "secret-key" >"$tmp/keys"
   --api-key-file "$tmp/keys" --max-body 4KiB --max-context 256 --max-tokens 200 --parallel 3 --timeout 2 --quiet \
   >"$tmp/out" 2>"$tmp/log" &
 pid=$!
-port=
-for _ in $(seq 100); do
-  port=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/log" | grep -o '[0-9]*$')
-  [ -n "$port" ] && grep -q "ready" "$tmp/log" && break
-  sleep 0.1
-done
+wait_ready "$tmp/log" 100
 [ -n "$port" ] || { echo "FAIL: the server did not start: $(cat "$tmp/log")"; exit 1; }
 
 timeout 120 python3 tests/serve/serve_checks.py "$port" secret-key "$tmp/expect.json" || bad "HTTP checks (above)"

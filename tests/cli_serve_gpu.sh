@@ -20,7 +20,8 @@ bad() { echo "FAIL: $*"; fail=1; }
 "$bin" serve --model "$model" --device emu --decode int8 >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "CPU path" "$tmp/err" || bad "--device emu --decode int8: $(cat "$tmp/err")"
 "$bin" serve --model "$model" --device tpu >/dev/null 2>&1; [ $? -eq 2 ] || bad "--device tpu: not exit 2"
 
-. tests/serve/train_personas.sh
+. tests/serve/lib.sh
+train_personas
 
 reply() { "$bin" chat --model "$model" --device emu "$@" --as Bob --prompt "hello there" --temperature 0 --max-tokens 12 --quiet 2>"$tmp/chat_err"; }
 python3 - "$tmp/expect.json" "$(reply)" "$(reply --adapter "$tmp/mossy")" "$(reply --adapter "$tmp/fern")" <<'PY'
@@ -33,12 +34,7 @@ grep -q '": ""' "$tmp/expect.json" && bad "doppel chat --device emu gave no repl
 "$bin" serve --model "$model" --device emu --adapter mossy="$tmp/mossy" --adapter fern="$tmp/fern" \
   --port 0 --max-context 256 --max-tokens 64 --parallel 3 >"$tmp/out" 2>"$tmp/log" &
 pid=$!
-port=
-for _ in $(seq 300); do
-  port=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/log" | grep -o '[0-9]*$')
-  [ -n "$port" ] && grep -q "ready" "$tmp/log" && break
-  sleep 0.1
-done
+wait_ready "$tmp/log" 300
 grep -q "ready.*on the GPU emulator" "$tmp/log" || { echo "FAIL: the server did not start on the emulator: $(cat "$tmp/log")"; exit 1; }
 
 timeout 300 python3 - "$port" "$tmp/expect.json" <<'PY' || bad "HTTP checks (above)"

@@ -24,13 +24,8 @@ base_reply=$(reply)
 mossy_reply=$(reply --adapter "$tmp/mossy")
 python3 -c 'import json,sys; json.dump({"models":["smollm2","mossy"],"greedy":{"smollm2":sys.argv[2],"mossy":sys.argv[3]}}, open(sys.argv[1],"w"))' \
   "$tmp/expect.json" "$base_reply" "$mossy_reply"
-port=
-for _ in $(seq 600); do
-  port=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/log" | grep -o '[0-9]*$')
-  [ -n "$port" ] && grep -q "ready" "$tmp/log" && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
+. tests/serve/lib.sh
+wait_ready "$tmp/log" 600 "$pid"
 grep -q ready "$tmp/log" || { echo "FAIL: the server did not start: $(cat "$tmp/log")"; exit 1; }
 timeout 120 python3 tests/serve/openai_client.py "$port" "$tmp/expect.json"
 rc=$?

@@ -23,13 +23,8 @@ bad() { echo "FAIL: $*"; fail=1; }
 
 "$bin" serve --model "$model" --alias friend --port 0 --max-tokens 40 --quiet >/dev/null 2>"$tmp/log" &
 pid=$!
-port=
-for _ in $(seq 600); do
-  port=$(grep -o 'http://127.0.0.1:[0-9]*' "$tmp/log" | grep -o '[0-9]*$')
-  [ -n "$port" ] && grep -q ready "$tmp/log" && break
-  kill -0 "$pid" 2>/dev/null || break
-  sleep 0.1
-done
+. tests/serve/lib.sh
+wait_ready "$tmp/log" 600 "$pid"
 grep -q ready "$tmp/log" || { echo "FAIL: the server did not start: $(cat "$tmp/log")"; exit 1; }
 mkdir -p "$out"
 timeout 200 python3 tests/serve/page_check.py "$chrome" "http://127.0.0.1:$port/" "$out/serve_page.png" || bad "the page (above)"
