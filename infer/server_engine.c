@@ -252,6 +252,16 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
                                              cfg->slots, e->cfg.max_context, 0, true);
         free(adapters);
         if (rc) goto fail;
+        const dp_gf_plan *t = dp_gpu_forward_table(e->gpu);
+        if (!cfg->quiet)
+            fprintf(stderr,
+                    "doppel serve: GPU forward: %.1f MiB of device memory: weights %.1f, KV "
+                    "caches %.1f (%d sequences of %d tokens), adapters %.1f, activations %.1f\n",
+                    t->total / 1048576.0,
+                    (t->bytes[DP_GF_WEIGHTS_NF4] + t->bytes[DP_GF_WEIGHTS_DENSE]) / 1048576.0,
+                    t->bytes[DP_GF_KV_CACHE] / 1048576.0, cfg->slots, e->cfg.max_context,
+                    t->bytes[DP_GF_LORA] / 1048576.0,
+                    (t->bytes[DP_GF_ACTIVATIONS] + t->bytes[DP_GF_DEQUANT]) / 1048576.0);
     }
     for (int i = 0; i < cfg->slots; i++) {
         slot *s = &e->slots[i];

@@ -23,6 +23,16 @@ bad() { echo "FAIL: $*"; fail=1; }
 . tests/serve/lib.sh
 train_personas
 
+# on this machine without a device: --device cuda is refused, --device auto serves on the CPU
+# and says so
+if "$bin" info 2>/dev/null | grep -q "^CUDA device: *none"; then
+  "$bin" serve --model "$model" --device cuda --port 0 >/dev/null 2>"$tmp/err"; [ $? -eq 2 ] && grep -q "no CUDA device" "$tmp/err" || bad "--device cuda without a device: $(cat "$tmp/err")"
+  "$bin" serve --model "$model" --device auto --port 0 >/dev/null 2>"$tmp/auto" & apid=$!
+  wait_ready "$tmp/auto" 300 $apid
+  grep -q "no CUDA device.*serving on the CPU" "$tmp/auto" && grep -q "ready.*on the CPU" "$tmp/auto" || bad "--device auto: $(cat "$tmp/auto")"
+  kill -INT $apid; wait $apid
+fi
+
 reply() { "$bin" chat --model "$model" --device emu "$@" --as Bob --prompt "hello there" --temperature 0 --max-tokens 12 --quiet 2>"$tmp/chat_err"; }
 python3 - "$tmp/expect.json" "$(reply)" "$(reply --adapter "$tmp/mossy")" "$(reply --adapter "$tmp/fern")" <<'PY'
 import json, sys
@@ -36,6 +46,7 @@ grep -q '": ""' "$tmp/expect.json" && bad "doppel chat --device emu gave no repl
 pid=$!
 wait_ready "$tmp/log" 300
 grep -q "ready.*on the GPU emulator" "$tmp/log" || { echo "FAIL: the server did not start on the emulator: $(cat "$tmp/log")"; exit 1; }
+grep -q "GPU forward: .* MiB of device memory: .*(3 sequences of 256 tokens)" "$tmp/log" || bad "no device memory line: $(cat "$tmp/log")"
 
 timeout 300 python3 - "$port" "$tmp/expect.json" <<'PY' || bad "HTTP checks (above)"
 import http.client, json, sys, threading
