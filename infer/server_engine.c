@@ -73,7 +73,6 @@ typedef struct {
 /* A sequence slot: its own forward context (KV cache; on a GPU, its cache in the engine's one
  * GPU forward), sampler and reply state. */
 typedef struct {
-    int index;      /* in the engine's slots (the GPU forward's sequence) */
     dp_forward fwd; /* CPU only */
     float *logits;  /* (V) the next token's: fwd.logits, or the engine's copy from the GPU */
     dp_sampler sampler;
@@ -265,7 +264,6 @@ dp_engine *dp_engine_create(const dp_engine_config *cfg) {
     }
     for (int i = 0; i < cfg->slots; i++) {
         slot *s = &e->slots[i];
-        s->index = i;
         s->persona = -1;
         if (e->gpu ? !(s->logits = dp_malloc((size_t)c->V * sizeof(float)))
                    : dp_forward_create(&s->fwd, e->model, e->cfg.max_context, 0))
@@ -456,19 +454,25 @@ void dp_engine_get_stats(dp_engine *e, dp_engine_stats *s) {
 }
 
 /* ---- the scheduler */
-/* the slot's sequence in the backend (its CPU forward, or its cache in the GPU forward) */
+/* the slot's sequence in the backend (its CPU forward, or its cache in the GPU forward: the
+ * GPU sequence of slot i is i) */
+static int slot_index(const dp_engine *e, const slot *s) {
+    return (int)(s - e->slots);
+}
 static int seq_positions(const dp_engine *e, const slot *s) {
-    return e->gpu ? dp_gpu_forward_slot_positions(e->gpu, s->index) : dp_forward_cache(&s->fwd).T;
+    return e->gpu ? dp_gpu_forward_slot_positions(e->gpu, slot_index(e, s))
+                  : dp_forward_cache(&s->fwd).T;
 }
 static void seq_truncate(dp_engine *e, slot *s, int T) {
     if (e->gpu)
-        dp_gpu_forward_slot_truncate(e->gpu, s->index, T);
+        dp_gpu_forward_slot_truncate(e->gpu, slot_index(e, s), T);
     else
         dp_forward_truncate(&s->fwd, T);
 }
 /* appends n tokens through the slot's persona, the last one's logits into s->logits */
 static int seq_append(dp_engine *e, slot *s, const int32_t *tokens, int n) {
-    return e->gpu ? dp_gpu_forward_slot_tokens(e->gpu, s->index, s->persona, tokens, n, s->logits)
+    return e->gpu ? dp_gpu_forward_slot_tokens(e->gpu, slot_index(e, s), s->persona, tokens, n,
+                                               s->logits)
                   : dp_forward_tokens(&s->fwd, tokens, n, NULL);
 }
 
@@ -749,7 +753,7 @@ static void batched_step_done(dp_engine *e, slot **active, int n, int nb, int rc
 static void decode_step_gpu(dp_engine *e, slot **active, int n, int nb) {
     for (int i = 0, k = 0; i < n; i++)
         if (active[i]) {
-            e->b_slots[k] = active[i]->index;
+            e->b_slots[k] = slot_index(e, active[i]);
             e->b_adapters[k] = active[i]->persona;
             e->b_tokens[k++] = active[i]->next;
         }

@@ -1,6 +1,7 @@
 /* The decode thread pool: jobs published through a generation counter, pieces claimed with one
- * compare-and-swap on (generation, first unclaimed index), workers that spin for a short while and then
- * sleep on a futex. Only the caller waits, and only for pieces a worker has actually claimed. */
+ * compare-and-swap on (generation, first unclaimed index), workers that spin for a short while
+ * and then sleep on a futex. Only the caller waits, and only for pieces a worker has actually
+ * claimed. */
 #include "kernels/pool.h"
 
 #include <limits.h>
