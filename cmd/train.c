@@ -142,8 +142,9 @@ static const dp_opt opts[] = {
      "system prompt recorded for chat (default: the data's own system message, if any)"},
     {"fp32-base", DP_OPT_FLAG, F(fp32_base), NULL, "keep the base in fp32 instead of NF4 (LoRA)"},
     {"compute-dtype", DP_OPT_STRING, F(compute_dtype_s), "T",
-     "the frozen NF4 base's products on the CPU: bf16 (AVX512_BF16 vdpbf16ps, fp32 sums; the "
-     "default where the CPU has it) or fp32 (OpenBLAS; the default elsewhere). LoRA, norms, "
+     "the frozen NF4 base's products on the CPU: bf16 (AMX tiles where the CPU has AMX-BF16, else "
+     "AVX512_BF16 vdpbf16ps; fp32 sums; the default where the CPU has AVX512_BF16) or fp32 "
+     "(OpenBLAS; the default elsewhere). LoRA, norms, "
      "attention, the head and the optimizer stay fp32. Not implemented on the GPU"},
     {"recompute", DP_OPT_STRING, F(recompute_s), "MODE",
      "recompute each layer's activations in the backward instead of keeping them all: on (least "
@@ -793,13 +794,13 @@ static int train(const train_options *o, dp_sched_kind sk, unsigned targets, con
                 "train: %s, %s base, on %s; LoRA r %d alpha %g on %s: %.2f M parameters; "
                 "%ld steps of %lld tokens x %lld micro-batches\n",
                 o->model_path,
-                o->fp32_base ? "fp32"
-                : gpu        ? "NF4"
+                o->fp32_base                       ? "fp32"
+                : gpu                              ? "NF4"
+                : to.cpu_bf16 && dp_bf16_amx_ok()  ? "NF4 (bf16 products, AMX)"
                 : to.cpu_bf16 && dp_bf16_gemm_ok() ? "NF4 (bf16 products)"
-                                                    : "NF4 (fp32 products)",
-                gpu ? gpu->backend : "the CPU",
-                (int)o->r, o->alpha, tl, r.lora->n / 1e6, dp_train_total_steps(&to),
-                (long long)o->batch_tokens, (long long)o->grad_accum);
+                                                   : "NF4 (fp32 products)",
+                gpu ? gpu->backend : "the CPU", (int)o->r, o->alpha, tl, r.lora->n / 1e6,
+                dp_train_total_steps(&to), (long long)o->batch_tokens, (long long)o->grad_accum);
     }
     struct sigaction sa = {0}, old, old_term, old_usr1;
     sa.sa_handler = on_sigint;

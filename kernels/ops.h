@@ -111,6 +111,9 @@ static inline float dp_bf16_f32(uint16_t h) {
 }
 /* true when the vdpbf16ps kernel runs (AVX512_BF16, not narrowed by DOPPEL_SIMD) */
 bool dp_bf16_gemm_ok(void);
+/* true when AMX tiles (TDPBF16PS) take the whole 32 x 32 blocks of those products (AMX-BF16, the
+ * kernel's leave to use it, not narrowed by DOPPEL_SIMD=avx512bf16) */
+bool dp_bf16_amx_ok(void);
 /* bf16 elements of a packed weight for products summing over K into NO outputs */
 size_t dp_bf16_panel_size(int K, int NO);
 /* xb (N, K rounded up to even) = bf16(x (N, K)), the pad column zero */

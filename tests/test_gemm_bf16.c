@@ -1,12 +1,15 @@
 /* The bf16 GEMM over frozen weights (kernels/cpu/gemm_bf16.c) against sums in double of the same
- * bf16-rounded inputs; the NF4 panels bit-exact against dp_nf4_dequantize rounded; the fallback to
- * the fp32 path when the CPU (or DOPPEL_SIMD) has no AVX512_BF16.
+ * bf16-rounded inputs, by each kernel this CPU has (AMX tiles with vdpbf16ps edges, vdpbf16ps
+ * alone: DOPPEL_SIMD=avx512bf16); the NF4 panels bit-exact against dp_nf4_dequantize rounded;
+ * the fallback to the fp32 path when the CPU (or DOPPEL_SIMD) has no AVX512_BF16.
  *
  * Tolerance, derived: a bf16 x bf16 product is exact in fp32 (8 + 8 significant bits), so the
  * kernel and the reference sum the same K terms and differ only by the kernel's fp32 additions:
  * at most K + 1 roundings of a partial sum, each <= 2^-24 |partial| <= 2^-24 S, S = sum |x_k w_k|
  * (+ |out| when accumulating). Bound (K + 2) 2^-24 S per element, plus 1e-30 for flushed
- * denormals. Against the fp32 path the bf16 rounding of x and w adds <= (2^-8 + 2^-16) S. */
+ * denormals. AMX's TDPBF16PS rounds at most twice per k pair (the pair's sum, the accumulation),
+ * the same K roundings. Against the fp32 path the bf16 rounding of x and w adds
+ * <= (2^-8 + 2^-16) S. */
 #include "check.h"
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
@@ -179,12 +182,22 @@ int main(void) {
         if (check_failures) return check_done();
         SKIP("no AVX512_BF16");
     }
-    int shapes[][3] = {{1, 2, 1}, {5, 7, 3}, {12, 64, 32}, {13, 33, 35}, {25, 300, 70},
-                       {37, 577, 97}, {24, 1, 40}};
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
-        test_packed(shapes[i][0], shapes[i][1], shapes[i][2]);
-    test_nf4_layer(64, 576, 192);
-    test_nf4_layer(50, 576, 1536);
-    test_nf4_layer(31, 1536, 576);
+    /* the AMX blocks need 32 rows, 32 columns and 32 k: shapes with none, exactly one, and
+     * whole blocks with every kind of edge (rows, a partial panel, k pairs past the tiles) */
+    int shapes[][3] = {{1, 2, 1},     {5, 7, 3},      {12, 64, 32}, {13, 33, 35},
+                       {25, 300, 70}, {37, 577, 97},  {24, 1, 40},  {32, 32, 32},
+                       {64, 576, 96}, {70, 600, 100}, {96, 31, 64}, {33, 64, 33}};
+    bool amx = dp_bf16_amx_ok();
+    for (int pass = 0; pass < (amx ? 2 : 1); pass++) {
+        if (pass) setenv("DOPPEL_SIMD", "avx512bf16", 1);
+        printf("kernel: %s\n", dp_bf16_amx_ok() ? "AMX tiles, vdpbf16ps edges" : "vdpbf16ps");
+        for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+            test_packed(shapes[i][0], shapes[i][1], shapes[i][2]);
+        test_nf4_layer(64, 576, 192);
+        test_nf4_layer(50, 576, 1536);
+        test_nf4_layer(31, 1536, 576);
+    }
+    unsetenv("DOPPEL_SIMD");
+    if (!amx) printf("no AMX-BF16 (or no leave from the kernel to use it): AMX not tested here\n");
     return check_done();
 }

@@ -1,6 +1,7 @@
 /* bf16 products over a frozen weight on the CPU: the weight packed into bf16 panels (pairs along
- * K, as vdpbf16ps reads them), activations rounded to bf16 once per GEMM, fp32 accumulation and
- * output; an AVX512_BF16 micro-kernel picked at run time, a scalar loop elsewhere. */
+ * K, as vdpbf16ps and AMX's TDPBF16PS read them), activations rounded to bf16 once per GEMM, fp32
+ * accumulation and output. Picked at run time: AMX tiles for whole 32 x 32 blocks (the edges by
+ * the AVX512_BF16 micro-kernel), the AVX512_BF16 micro-kernel alone, or a scalar loop. */
 #include "kernels/nf4.h"
 #include "kernels/ops.h"
 
@@ -9,6 +10,12 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__linux__) && defined(DP_X86)
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define DP_AMX 1
+#endif
 
 /* Panel layout (dp_bf16_panel_size): outputs in panels of DP_BF16_NR = 32; inside panel p,
  * element (o, k) sits at p * Kp * 32 + (k / 2) * 64 + (o % 32) * 2 + (k % 2), Kp = K rounded up
@@ -27,6 +34,31 @@ size_t dp_bf16_panel_size(int K, int NO) {
 
 bool dp_bf16_gemm_ok(void) {
     return dp_simd_bf16();
+}
+
+/* AMX-BF16 in the CPU, and the kernel's leave to use its tile data (asked once per process:
+ * Linux hands AMX state out on request, ARCH_REQ_XCOMP_PERM); DOPPEL_SIMD=avx512bf16 (or a
+ * narrower path) keeps the vdpbf16ps kernel alone. */
+bool dp_bf16_amx_ok(void) {
+#ifdef DP_AMX
+    static int state; /* 0 unknown, 1 granted, -1 not */
+    if (!dp_simd_bf16()) return false;
+    const char *e = getenv("DOPPEL_SIMD");
+    if (e && !strcmp(e, "avx512bf16")) return false;
+    int st = __atomic_load_n(&state, __ATOMIC_ACQUIRE);
+    if (!st) {
+        unsigned a, b, c, d;
+        bool cpu = __get_cpuid_count(7, 0, &a, &b, &c, &d) && (d & (1u << 22)) && (d & (1u << 24));
+        st = cpu && syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */,
+                            18 /* XFEATURE_XTILEDATA */) == 0
+                 ? 1
+                 : -1;
+        __atomic_store_n(&state, st, __ATOMIC_RELEASE);
+    }
+    return st > 0;
+#else
+    return false;
+#endif
 }
 
 static inline uint16_t *at(uint16_t *wp, int Kp, int o, int k) {
@@ -327,6 +359,97 @@ static void gemm_avx512(float *out, int ldo, const uint16_t *xb, const uint16_t 
 }
 #endif
 
+#ifdef DP_AMX
+/* AMX: tiles 0-3 hold a 32 x 32 block of out (2 x 2 tiles of 16 x 16 fp32), 4-5 two 16-row
+ * strips of xb (32 k each), 6-7 the two 16-output halves of a panel's 16 k pairs; every tile 16
+ * rows of 64 bytes. GCC's tile intrinsics are asm without memory operands: the barriers keep
+ * the C stores and loads in order with the surrounding code. */
+#define AMX_TARGET    "avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"
+#define AMX_BARRIER() __asm__ volatile("" ::: "memory")
+__attribute__((target(AMX_TARGET))) static void amx_configure(void) {
+    struct {
+        uint8_t palette, start_row, reserved[14];
+        uint16_t colsb[16];
+        uint8_t rows[16];
+    } c;
+    memset(&c, 0, sizeof c);
+    c.palette = 1;
+    for (int t = 0; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
+    __asm__ volatile("" : : "r"(&c) : "memory"); /* GCC 12 drops the stores otherwise */
+    _tile_loadconfig(&c);
+}
+
+/* out (32 x 32, ldo apart) [+]= xb rows (32, Kp bf16 each) x panel b, k pairs [0, np), np a
+ * multiple of 16 */
+__attribute__((target(AMX_TARGET))) static void
+amx_block(float *out, int ldo, const uint16_t *a, int Kp, const uint16_t *b, int np, bool acc) {
+    float *o1 = out + (size_t)16 * ldo;
+    AMX_BARRIER();
+    if (acc) {
+        _tile_loadd(0, out, ldo * 4);
+        _tile_loadd(1, out + 16, ldo * 4);
+        _tile_loadd(2, o1, ldo * 4);
+        _tile_loadd(3, o1 + 16, ldo * 4);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    const uint16_t *a1 = a + (size_t)16 * Kp;
+    for (int p = 0; p < np; p += 16) {
+        _tile_loadd(4, a + 2 * p, Kp * 2);
+        _tile_loadd(5, a1 + 2 * p, Kp * 2);
+        _tile_loadd(6, b + (size_t)p * 2 * NR, 2 * NR * 2);
+        _tile_loadd(7, b + (size_t)p * 2 * NR + NR, 2 * NR * 2);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, out, ldo * 4);
+    _tile_stored(1, out + 16, ldo * 4);
+    _tile_stored(2, o1, ldo * 4);
+    _tile_stored(3, o1 + 16, ldo * 4);
+    AMX_BARRIER();
+}
+
+/* The whole 32-row blocks against the whole panels over the k pairs that fill tiles (16 at a
+ * time) by AMX; the rest (k pairs past them, the last rows, a partial last panel) by the
+ * vdpbf16ps kernel, accumulating where AMX has written. */
+__attribute__((target(AMX_TARGET))) static void gemm_amx(float *out, int ldo, const uint16_t *xb,
+                                                         const uint16_t *wp, int N, int K, int NO,
+                                                         bool accumulate) {
+    int Kp = even_up(K), npairs = Kp / 2, np16 = npairs / 16 * 16;
+    int rows = N / 32 * 32, panels = NO / NR;
+    if (!np16 || !rows || !panels) {
+        gemm_avx512(out, ldo, xb, wp, N, K, NO, accumulate);
+        return;
+    }
+    amx_configure();
+    for (int i0 = 0; i0 < rows; i0 += 32)
+        for (int p = 0; p < panels; p++)
+            amx_block(out + (size_t)i0 * ldo + (size_t)p * NR, ldo, xb + (size_t)i0 * Kp, Kp,
+                      wp + (size_t)p * Kp * NR, np16, accumulate);
+    _tile_release();
+    if (np16 < npairs) /* the k pairs past the tiles, onto the blocks */
+        for (int i0 = 0; i0 < rows; i0 += MR) {
+            int r = rows - i0 < MR ? rows - i0 : MR;
+            for (int p = 0; p < panels; p++)
+                micros[r](out + (size_t)i0 * ldo + (size_t)p * NR, ldo,
+                          xb + (size_t)i0 * Kp + 2 * (size_t)np16, Kp,
+                          wp + (size_t)p * Kp * NR + (size_t)np16 * 2 * NR, npairs - np16, NR,
+                          true);
+        }
+    if (rows < N)
+        gemm_avx512(out + (size_t)rows * ldo, ldo, xb + (size_t)rows * Kp, wp, N - rows, K, NO,
+                    accumulate);
+    if (panels * NR < NO)
+        gemm_avx512(out + (size_t)panels * NR, ldo, xb, wp + (size_t)panels * Kp * NR, rows, K,
+                    NO - panels * NR, accumulate);
+}
+#endif
+
 void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
                       int NO, bool accumulate) {
     if (N <= 0 || NO <= 0) return;
@@ -337,6 +460,12 @@ void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *w
                 for (int n = 0; n < N; n++) memset(out + (size_t)n * ldo, 0, NO * sizeof(float));
             return;
         }
+#ifdef DP_AMX
+        if (dp_bf16_amx_ok()) {
+            gemm_amx(out, ldo, xb, wp, N, K, NO, accumulate);
+            return;
+        }
+#endif
         gemm_avx512(out, ldo, xb, wp, N, K, NO, accumulate);
         return;
     }

@@ -51,7 +51,8 @@ static inline int dp_simd_level(void) {
 }
 
 /* AVX512_BF16's vdpbf16ps (the bf16 GEMM of kernels/cpu/gemm_bf16.c): on AVX-512 CPUs that have
- * it, unless DOPPEL_SIMD names a narrower path (avx512 = AVX-512 without bf16 products). */
+ * it, unless DOPPEL_SIMD names a narrower path (avx512 = AVX-512 without bf16 products;
+ * avx512bf16 = vdpbf16ps without AMX tiles, dp_bf16_amx_ok). */
 static inline bool dp_simd_bf16(void) {
 #ifdef DP_X86
     if (dp_simd_level() != SIMD_AVX512 || !__builtin_cpu_supports("avx512bf16")) return false;
