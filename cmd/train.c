@@ -144,8 +144,9 @@ static const dp_opt opts[] = {
     {"compute-dtype", DP_OPT_STRING, F(compute_dtype_s), "T",
      "the frozen NF4 base's products on the CPU: bf16 (AMX tiles where the CPU has AMX-BF16, else "
      "AVX512_BF16 vdpbf16ps; fp32 sums; the default where the CPU has AVX512_BF16) or fp32 "
-     "(OpenBLAS; the default elsewhere). LoRA, norms, "
-     "attention, the head and the optimizer stay fp32. Not implemented on the GPU"},
+     "(OpenBLAS; the default elsewhere). With AMX the head's products are bf16 too; LoRA, "
+     "norms, attention and the optimizer stay fp32, and so do validation losses. Not "
+     "implemented on the GPU"},
     {"recompute", DP_OPT_STRING, F(recompute_s), "MODE",
      "recompute each layer's activations in the backward instead of keeping them all: on (least "
      "memory), off (~25% faster), or auto (the default: off when the workspace without it fits "

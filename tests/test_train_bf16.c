@@ -3,6 +3,7 @@
  * dequantized model by test_train_grad), a few AdamW steps' losses, and the fallback when the
  * CPU has no AVX512_BF16 (DOPPEL_SIMD=avx512): the workspace stays fp32, the bits unchanged.
  * dp_model_loss (validation) keeps fp32 products on a bf16 workspace: the same bits as fp32's.
+ * On a CPU with AMX the head's two GEMMs are bf16 too (in the same bounds below).
  *
  * Tolerance: rounding x and W to bf16 moves each product by <= 2^-8 relative (2^-9 each), so
  * every base GEMM's output moves by about 2^-8 of its absolute-sum scale, and through a few

@@ -638,6 +638,44 @@ static void forward_trunk(thr *th) {
                         th->model->final_norm, n, C, th->model->cfg.rms_eps);
 }
 
+/* The head's two GEMMs with bf16 products on AMX tiles (bf16 workspaces on CPUs with AMX-BF16:
+ * 2.6x sgemm there, where vdpbf16ps alone is slower than sgemm). The fp32 head weight is
+ * rounded into bf16 panels HB vocabulary rows at a time, per call, so no second copy of it
+ * lives beside the fp32 one: logits (n, V) = x (n, C) W^T, then dx (n, C) = dlogits (n, V) W. */
+#define HB 1024
+typedef struct {
+    uint16_t *wp,
+        *xb; /* panels of HB rows of W (either layout); n rows of x, or of a dlogits block */
+} head_bf16;
+
+static bool head_bf16_init(head_bf16 *h, int R, int C) {
+    size_t panel = dp_bf16_panel_size(C, HB), rows = (size_t)R * (HB > C + 1 ? HB : C + 1);
+    h->wp = malloc((panel > dp_bf16_panel_size(HB, C) ? panel : dp_bf16_panel_size(HB, C)) * 2);
+    h->xb = malloc(rows * sizeof(uint16_t));
+    return h->wp && h->xb;
+}
+
+static void head_bf16_logits(head_bf16 *h, float *logits, const float *x, const float *W, int n,
+                             int C, int V) {
+    dp_bf16_round(h->xb, x, n, C);
+    for (int v0 = 0; v0 < V; v0 += HB) {
+        int nv = V - v0 < HB ? V - v0 : HB;
+        dp_bf16_pack_nt(h->wp, W + (size_t)v0 * C, nv, C, 0, nv);
+        gemm_bf16_packed(logits + v0, V, h->xb, h->wp, n, C, nv, false);
+    }
+}
+
+static void head_bf16_dx(head_bf16 *h, float *dx, const float *dlogits, const float *W, int n,
+                         int C, int V) {
+    for (int v0 = 0; v0 < V; v0 += HB) {
+        int nv = V - v0 < HB ? V - v0 : HB, kp = (nv + 1) & ~1;
+        for (int i = 0; i < n; i++)
+            dp_bf16_round(h->xb + (size_t)i * kp, dlogits + (size_t)i * V + v0, 1, nv);
+        dp_bf16_pack_nn(h->wp, W + (size_t)v0 * C, nv, C, 0, nv);
+        gemm_bf16_packed(dx, C, h->xb, h->wp, n, nv, C, v0 > 0);
+    }
+}
+
 /* Cross-entropy over the trained rows, chunked: thread t takes the t-th share of the trained
  * rows (wherever they lie), so the team splits the vocabulary GEMMs evenly. With grad, fills
  * ws->dxf (N, C). The loss sum and count go to tloss[t], tcount[t]. */
@@ -653,6 +691,8 @@ static void head(thr *th, bool grad, float dloss) {
     float *xrows = ws->xrows + (size_t)th->t * R * C, *dxrows = ws->dxrows + (size_t)th->t * R * C;
     int32_t *tt = ws->ttargets + (size_t)th->t * R;
     int rows[R];
+    head_bf16 hb = {0};
+    bool bf16 = ws->wbf && !th->f32 && dp_bf16_amx_ok() && head_bf16_init(&hb, R, C);
     if (grad) memset(MY(th, ws->dxf, C), 0, (size_t)(th->n1 - th->n0) * C * sizeof(float));
 #pragma omp barrier /* every row of xf is final, and dxf is zero */
     double sum = 0;
@@ -668,16 +708,23 @@ static void head(thr *th, bool grad, float dloss) {
             tt[n++] = b->targets[i];
         }
         if (!n) break;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xrows, C, W, C, 0.0f,
-                    logits, V);
+        if (bf16)
+            head_bf16_logits(&hb, logits, xrows, W, n, C, V);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xrows, C, W, C,
+                        0.0f, logits, V);
         cross_entropy_forward_backward(losses, logits, logits, tt, n, V, dloss);
         for (int j = 0; j < n; j++) sum += losses[j];
         if (!grad) continue;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, W, C, 0.0f,
-                    dxrows, C);
+        if (bf16)
+            head_bf16_dx(&hb, dxrows, logits, W, n, C, V);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, W, C,
+                        0.0f, dxrows, C);
         for (int j = 0; j < n; j++) /* each trained row is one thread's */
             memcpy(ws->dxf + (size_t)rows[j] * C, dxrows + (size_t)j * C, C * sizeof(float));
     }
+    free(hb.wp), free(hb.xb);
     ws->tloss[th->t] = sum;
     ws->tcount[th->t] = k1 - k0;
 #pragma omp barrier /* every row of dxf is written */
