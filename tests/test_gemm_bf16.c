@@ -183,10 +183,11 @@ int main(void) {
         SKIP("no AVX512_BF16");
     }
     /* the AMX blocks need 32 rows, 32 columns and 32 k: shapes with none, exactly one, and
-     * whole blocks with every kind of edge (rows, a partial panel, k pairs past the tiles) */
-    int shapes[][3] = {{1, 2, 1},     {5, 7, 3},      {12, 64, 32}, {13, 33, 35},
-                       {25, 300, 70}, {37, 577, 97},  {24, 1, 40},  {32, 32, 32},
-                       {64, 576, 96}, {70, 600, 100}, {96, 31, 64}, {33, 64, 33}};
+     * whole blocks with every kind of edge (last rows below and from AMX_TAIL = 8 on, padded
+     * into a block; a partial panel; k pairs past the tiles) */
+    int shapes[][3] = {{1, 2, 1},     {5, 7, 3},    {12, 64, 32},   {13, 33, 35},  {25, 300, 70},
+                       {37, 577, 97}, {24, 1, 40},  {32, 32, 32},   {64, 576, 96}, {70, 600, 100},
+                       {96, 31, 64},  {33, 64, 33}, {45, 600, 100}, {20, 64, 40}};
     bool amx = dp_bf16_amx_ok();
     for (int pass = 0; pass < (amx ? 2 : 1); pass++) {
         if (pass) setenv("DOPPEL_SIMD", "avx512bf16", 1);

@@ -415,14 +415,16 @@ amx_block(float *out, int ldo, const uint16_t *a, int Kp, const uint16_t *b, int
 }
 
 /* The whole 32-row blocks against the whole panels over the k pairs that fill tiles (16 at a
- * time) by AMX; the rest (k pairs past them, the last rows, a partial last panel) by the
- * vdpbf16ps kernel, accumulating where AMX has written. */
+ * time) by AMX, and the last rows too when there are AMX_TAIL or more (a 32-row tile pass costs
+ * about what 8 rows cost vdpbf16ps); the rest (k pairs past the tiles, fewer last rows, a partial
+ * last panel) by the vdpbf16ps kernel, accumulating where AMX has written. */
+#define AMX_TAIL 8
 __attribute__((target(AMX_TARGET))) static void gemm_amx(float *out, int ldo, const uint16_t *xb,
                                                          const uint16_t *wp, int N, int K, int NO,
                                                          bool accumulate) {
     int Kp = even_up(K), npairs = Kp / 2, np16 = npairs / 16 * 16;
     int rows = N / 32 * 32, panels = NO / NR;
-    if (!np16 || !rows || !panels) {
+    if (!np16 || !panels || N < AMX_TAIL) {
         gemm_avx512(out, ldo, xb, wp, N, K, NO, accumulate);
         return;
     }
@@ -441,8 +443,20 @@ __attribute__((target(AMX_TARGET))) static void gemm_amx(float *out, int ldo, co
                           wp + (size_t)p * Kp * NR + (size_t)np16 * 2 * NR, npairs - np16, NR,
                           true);
         }
-    if (rows < N)
-        gemm_avx512(out + (size_t)rows * ldo, ldo, xb + (size_t)rows * Kp, wp, N - rows, K, NO,
+    int tail = N - rows;
+    if (tail >= AMX_TAIL) { /* one more block, from copies padded with zero rows */
+        uint16_t *xa = calloc((size_t)32 * Kp, sizeof(uint16_t));
+        float *oa = calloc((size_t)32 * NO, sizeof(float));
+        if (!xa || !oa) abort(); /* 32 rows: out of memory here leaves nothing sensible to do */
+        memcpy(xa, xb + (size_t)rows * Kp, (size_t)tail * Kp * sizeof(uint16_t));
+        for (int i = 0; accumulate && i < tail; i++)
+            memcpy(oa + (size_t)i * NO, out + (size_t)(rows + i) * ldo, NO * sizeof(float));
+        gemm_amx(oa, NO, xa, wp, 32, K, NO, accumulate);
+        for (int i = 0; i < tail; i++)
+            memcpy(out + (size_t)(rows + i) * ldo, oa + (size_t)i * NO, NO * sizeof(float));
+        free(xa), free(oa);
+    } else if (tail)
+        gemm_avx512(out + (size_t)rows * ldo, ldo, xb + (size_t)rows * Kp, wp, tail, K, NO,
                     accumulate);
     if (panels * NR < NO)
         gemm_avx512(out + (size_t)panels * NR, ldo, xb, wp + (size_t)panels * Kp * NR, rows, K,
