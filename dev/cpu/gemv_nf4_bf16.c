@@ -140,19 +140,12 @@ static bool amx_ok(void) {
 }
 
 __attribute__((target(AMX_TARGET))) static void amx_configure(int R) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
+    dp_amx_tilecfg c = {0};
     c.rows[TILE_C] = 16, c.colsb[TILE_C] = (uint16_t)(R * 4); /* 16 weight rows x R fp32 */
     c.rows[TILE_A0] = c.rows[TILE_A1] = 16, c.colsb[TILE_A0] = c.colsb[TILE_A1] = 64;
     c.rows[TILE_B0] = c.rows[TILE_B1] = 16;
     c.colsb[TILE_B0] = c.colsb[TILE_B1] = (uint16_t)(R * 4); /* 16 k pairs x R inputs */
-    __asm__ volatile("" : : "r"(&c) : "memory"); /* GCC 12 drops the stores otherwise */
-    _tile_loadconfig(&c);
+    dp_amx_load_config(&c);
 }
 
 /* weight row `row`, columns [c0, c0 + 64) as bf16 in natural order: vpermb puts each code byte in

@@ -367,16 +367,9 @@ static void gemm_avx512(float *out, int ldo, const uint16_t *xb, const uint16_t 
 #define AMX_TARGET    "avx512f,avx512bw,avx512bf16,amx-tile,amx-bf16"
 #define AMX_BARRIER() __asm__ volatile("" ::: "memory")
 __attribute__((target(AMX_TARGET))) static void amx_configure(void) {
-    struct {
-        uint8_t palette, start_row, reserved[14];
-        uint16_t colsb[16];
-        uint8_t rows[16];
-    } c;
-    memset(&c, 0, sizeof c);
-    c.palette = 1;
+    dp_amx_tilecfg c = {0};
     for (int t = 0; t < 8; t++) c.rows[t] = 16, c.colsb[t] = 64;
-    __asm__ volatile("" : : "r"(&c) : "memory"); /* GCC 12 drops the stores otherwise */
-    _tile_loadconfig(&c);
+    dp_amx_load_config(&c);
 }
 
 /* out (32 x 32, ldo apart) [+]= xb rows (32, Kp bf16 each) x panel b, k pairs [0, np), np a

@@ -5,6 +5,7 @@
 #define DOPPEL_CPU_SIMD_H
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -62,6 +63,21 @@ static inline bool dp_simd_bf16(void) {
     return false;
 #endif
 }
+
+#ifdef DP_X86
+/* An AMX tile configuration (palette 1, ldtilecfg's 64 bytes): fill rows/colsb, then load it */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} dp_amx_tilecfg;
+__attribute__((target("amx-tile"), always_inline)) static inline void
+dp_amx_load_config(dp_amx_tilecfg *c) {
+    c->palette = 1;
+    __asm__ volatile("" : : "r"(c) : "memory"); /* GCC 12 drops the stores otherwise */
+    _tile_loadconfig(c);
+}
+#endif
 
 /* for `doppel info` and the benchmarks' headers */
 static inline const char *dp_simd_name(int level) {
