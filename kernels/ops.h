@@ -128,6 +128,14 @@ void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1);
 /* out (N, NO; row stride ldo) = [out +] xb (N, K) Wp^T, on the calling thread */
 void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
                       int NO, bool accumulate);
+/* Products with an fp32 weight, rounded into bf16 panels `block` rows of W at a time (no bf16
+ * copy of the whole weight), on the calling thread. _nt: out (N, NO; ldo) = x (N, K) W^T, W
+ * (NO, K); wp holds dp_bf16_panel_size(K, block), xb N x even(K). _nn: out (N, NO; ldo) =
+ * a (N, K; lda) W, W (K, NO); wp holds dp_bf16_panel_size(block, NO), xb N x even(block). */
+void gemm_bf16_f32w_nt(float *out, int ldo, const float *x, const float *w, int N, int K, int NO,
+                       int block, uint16_t *wp, uint16_t *xb);
+void gemm_bf16_f32w_nn(float *out, int ldo, const float *a, int lda, const float *w, int N, int K,
+                       int NO, int block, uint16_t *wp, uint16_t *xb);
 /* matmul_nf4_forward / matmul_nf4_backward_input in bf16 (OpenMP over rows) */
 void matmul_nf4_forward_bf16(float *out, const float *inp, const dp_nf4 *w, const float *bias,
                              int N, int C, int OC);

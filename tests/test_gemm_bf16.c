@@ -94,6 +94,23 @@ static void test_packed(int N, int K, int NO) {
     free(x), free(w), free(init), free(xb), free(wp), free(out);
 }
 
+/* an fp32 weight rounded block by block (the training head's GEMMs): x W^T and a W with several
+ * blocks, the last partial, K odd in the blocks of a W */
+static void test_f32w(int N, int K, int NO, int block) {
+    float *x = rnd((size_t)N * K), *w = rnd((size_t)NO * K), *out = rnd((size_t)N * NO);
+    size_t pw = dp_bf16_panel_size(K, block), pn = dp_bf16_panel_size(block, NO);
+    uint16_t *wp = malloc((pw > pn ? pw : pn) * 2),
+             *xb = malloc((size_t)N * ((K > block ? K : block) + 1) * 2);
+    char what[128];
+    gemm_bf16_f32w_nt(out, NO, x, w, N, K, NO, block, wp, xb);
+    snprintf(what, sizeof what, "gemm_bf16_f32w_nt N=%d K=%d NO=%d block %d", N, K, NO, block);
+    compare(what, out, NULL, x, w, K, 1, N, K, NO, 0);
+    gemm_bf16_f32w_nn(out, NO, x, K, w, N, K, NO, block, wp, xb); /* w read as (K, NO) */
+    snprintf(what, sizeof what, "gemm_bf16_f32w_nn N=%d K=%d NO=%d block %d", N, K, NO, block);
+    compare(what, out, NULL, x, w, 1, NO, N, K, NO, 0);
+    free(x), free(w), free(out), free(wp), free(xb);
+}
+
 /* NF4 panels: every slot the rounded dequantized value, padding zero */
 static void test_nf4_panels(int OC, int C) {
     float *w = rnd((size_t)OC * C), *dq = malloc((size_t)OC * C * 4);
@@ -197,6 +214,8 @@ int main(void) {
         test_nf4_layer(64, 576, 192);
         test_nf4_layer(50, 576, 1536);
         test_nf4_layer(31, 1536, 576);
+        test_f32w(45, 96, 2500, 1024);
+        test_f32w(40, 2501, 96, 1000);
     }
     unsetenv("DOPPEL_SIMD");
     if (!amx) printf("no AMX-BF16 (or no leave from the kernel to use it): AMX not tested here\n");

@@ -639,41 +639,20 @@ static void forward_trunk(thr *th) {
 }
 
 /* The head's two GEMMs with bf16 products on AMX tiles (bf16 workspaces on CPUs with AMX-BF16:
- * 2.6x sgemm there, where vdpbf16ps alone is slower than sgemm). The fp32 head weight is
- * rounded into bf16 panels HB vocabulary rows at a time, per call, so no second copy of it
- * lives beside the fp32 one: logits (n, V) = x (n, C) W^T, then dx (n, C) = dlogits (n, V) W. */
+ * about 3x sgemm there, where vdpbf16ps alone is slower than sgemm). The fp32 head weight is
+ * rounded into bf16 panels HB vocabulary rows at a time, per call (gemm_bf16_f32w_*), so no
+ * second copy of it lives beside the fp32 one: logits = x W^T, then dx = dlogits W. */
 #define HB 1024
 typedef struct {
-    uint16_t *wp,
-        *xb; /* panels of HB rows of W (either layout); n rows of x, or of a dlogits block */
+    uint16_t *wp; /* HB rows of W as panels, either layout */
+    uint16_t *xb; /* up to R rows of x, or of a block of HB dlogits columns, rounded */
 } head_bf16;
 
 static bool head_bf16_init(head_bf16 *h, int R, int C) {
-    size_t panel = dp_bf16_panel_size(C, HB), rows = (size_t)R * (HB > C + 1 ? HB : C + 1);
-    h->wp = malloc((panel > dp_bf16_panel_size(HB, C) ? panel : dp_bf16_panel_size(HB, C)) * 2);
-    h->xb = malloc(rows * sizeof(uint16_t));
+    size_t nt = dp_bf16_panel_size(C, HB), nn = dp_bf16_panel_size(HB, C);
+    h->wp = malloc((nt > nn ? nt : nn) * sizeof(uint16_t));
+    h->xb = malloc((size_t)R * (HB > C + 1 ? HB : C + 1) * sizeof(uint16_t));
     return h->wp && h->xb;
-}
-
-static void head_bf16_logits(head_bf16 *h, float *logits, const float *x, const float *W, int n,
-                             int C, int V) {
-    dp_bf16_round(h->xb, x, n, C);
-    for (int v0 = 0; v0 < V; v0 += HB) {
-        int nv = V - v0 < HB ? V - v0 : HB;
-        dp_bf16_pack_nt(h->wp, W + (size_t)v0 * C, nv, C, 0, nv);
-        gemm_bf16_packed(logits + v0, V, h->xb, h->wp, n, C, nv, false);
-    }
-}
-
-static void head_bf16_dx(head_bf16 *h, float *dx, const float *dlogits, const float *W, int n,
-                         int C, int V) {
-    for (int v0 = 0; v0 < V; v0 += HB) {
-        int nv = V - v0 < HB ? V - v0 : HB, kp = (nv + 1) & ~1;
-        for (int i = 0; i < n; i++)
-            dp_bf16_round(h->xb + (size_t)i * kp, dlogits + (size_t)i * V + v0, 1, nv);
-        dp_bf16_pack_nn(h->wp, W + (size_t)v0 * C, nv, C, 0, nv);
-        gemm_bf16_packed(dx, C, h->xb, h->wp, n, nv, C, v0 > 0);
-    }
 }
 
 /* Cross-entropy over the trained rows, chunked: thread t takes the t-th share of the trained
@@ -709,7 +688,7 @@ static void head(thr *th, bool grad, float dloss) {
         }
         if (!n) break;
         if (bf16)
-            head_bf16_logits(&hb, logits, xrows, W, n, C, V);
+            gemm_bf16_f32w_nt(logits, V, xrows, W, n, C, V, HB, hb.wp, hb.xb);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xrows, C, W, C,
                         0.0f, logits, V);
@@ -717,7 +696,7 @@ static void head(thr *th, bool grad, float dloss) {
         for (int j = 0; j < n; j++) sum += losses[j];
         if (!grad) continue;
         if (bf16)
-            head_bf16_dx(&hb, dxrows, logits, W, n, C, V);
+            gemm_bf16_f32w_nn(dxrows, C, logits, V, W, n, V, C, HB, hb.wp, hb.xb);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, W, C,
                         0.0f, dxrows, C);

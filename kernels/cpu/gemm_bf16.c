@@ -480,6 +480,30 @@ void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *w
     gemm_scalar(out, ldo, xb, wp, N, K, NO, accumulate);
 }
 
+/* ------------------------------------------------------------------ fp32 weights, a block at a
+ * time */
+
+void gemm_bf16_f32w_nt(float *out, int ldo, const float *x, const float *w, int N, int K, int NO,
+                       int block, uint16_t *wp, uint16_t *xb) {
+    dp_bf16_round(xb, x, N, K);
+    for (int o0 = 0; o0 < NO; o0 += block) {
+        int no = NO - o0 < block ? NO - o0 : block;
+        dp_bf16_pack_nt(wp, w + (size_t)o0 * K, no, K, 0, no);
+        gemm_bf16_packed(out + o0, ldo, xb, wp, N, K, no, false);
+    }
+}
+
+void gemm_bf16_f32w_nn(float *out, int ldo, const float *a, int lda, const float *w, int N, int K,
+                       int NO, int block, uint16_t *wp, uint16_t *xb) {
+    for (int k0 = 0; k0 < K; k0 += block) {
+        int nk = K - k0 < block ? K - k0 : block, kp = even_up(nk);
+        for (int i = 0; i < N; i++)
+            dp_bf16_round(xb + (size_t)i * kp, a + (size_t)i * lda + k0, 1, nk);
+        dp_bf16_pack_nn(wp, w + (size_t)k0 * NO, nk, NO, 0, nk);
+        gemm_bf16_packed(out, ldo, xb, wp, N, nk, NO, k0 > 0);
+    }
+}
+
 /* ------------------------------------------------------------------ whole NF4 layers */
 
 /* rows [n0, n1) of N split across nt threads, whole micro-kernel strips where possible */
