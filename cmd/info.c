@@ -119,11 +119,9 @@ int dp_cmd_info(int argc, char **argv) {
         if (bl.note[0]) printf("BLAS note:     %s\n", bl.note);
         printf("CPU kernels:   doppel's own SIMD path %s (DOPPEL_SIMD=scalar|avx2 narrows it)\n",
                bl.simd);
-        printf("bf16 products: %s\n",
-               dp_bf16_amx_ok()    ? "AMX TDPBF16PS tiles, vdpbf16ps at the edges (train's NF4 "
-                                     "base products by default)"
-               : dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps (train's NF4 base products by default)"
-                                   : "none (train's NF4 base products run in fp32)");
+        const char *bk = dp_bf16_kernel_name();
+        printf("bf16 products: %s%s\n", bk ? bk : "none (train's NF4 base products run in fp32)",
+               bk ? " (train's NF4 base products by default)" : "");
         printf("int8 decode:   %s\n", dp_gemv_i8_supported()
                                           ? "AVX512-VNNI vpdpbusd (chat/serve --decode int8)"
                                           : "not on this CPU (--decode int8 runs fp32)");

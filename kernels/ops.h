@@ -114,6 +114,8 @@ bool dp_bf16_gemm_ok(void);
 /* true when AMX tiles (TDPBF16PS) take the whole 32 x 32 blocks of those products (AMX-BF16, the
  * kernel's leave to use it, not narrowed by DOPPEL_SIMD=avx512bf16) */
 bool dp_bf16_amx_ok(void);
+/* the bf16 products' kernel in words (doppel info, the benchmarks), NULL when there is none */
+const char *dp_bf16_kernel_name(void);
 /* bf16 elements of a packed weight for products summing over K into NO outputs */
 size_t dp_bf16_panel_size(int K, int NO);
 /* xb (N, K rounded up to even) = bf16(x (N, K)), the pad column zero */
@@ -129,13 +131,14 @@ void dp_nf4_pack_bf16_nn(uint16_t *wp, const dp_nf4 *w, int o0, int o1);
 void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *wp, int N, int K,
                       int NO, bool accumulate);
 /* Products with an fp32 weight, rounded into bf16 panels `block` rows of W at a time (no bf16
- * copy of the whole weight), on the calling thread. _nt: out (N, NO; ldo) = x (N, K) W^T, W
- * (NO, K); wp holds dp_bf16_panel_size(K, block), xb N x even(K). _nn: out (N, NO; ldo) =
- * a (N, K; lda) W, W (K, NO); wp holds dp_bf16_panel_size(block, NO), xb N x even(block). */
+ * copy of the whole weight), on the calling thread, in a scratch of
+ * gemm_bf16_f32w_scratch(nn, ...) elements. _nt: out (N, NO; ldo) = x (N, K) W^T, W (NO, K);
+ * _nn: out (N, NO; ldo) = a (N, K; lda) W, W (K, NO). */
+size_t gemm_bf16_f32w_scratch(bool nn, int N, int K, int NO, int block);
 void gemm_bf16_f32w_nt(float *out, int ldo, const float *x, const float *w, int N, int K, int NO,
-                       int block, uint16_t *wp, uint16_t *xb);
+                       int block, uint16_t *scratch);
 void gemm_bf16_f32w_nn(float *out, int ldo, const float *a, int lda, const float *w, int N, int K,
-                       int NO, int block, uint16_t *wp, uint16_t *xb);
+                       int NO, int block, uint16_t *scratch);
 /* matmul_nf4_forward / matmul_nf4_backward_input in bf16 (OpenMP over rows) */
 void matmul_nf4_forward_bf16(float *out, const float *inp, const dp_nf4 *w, const float *bias,
                              int N, int C, int OC);

@@ -98,17 +98,17 @@ static void test_packed(int N, int K, int NO) {
  * blocks, the last partial, K odd in the blocks of a W */
 static void test_f32w(int N, int K, int NO, int block) {
     float *x = rnd((size_t)N * K), *w = rnd((size_t)NO * K), *out = rnd((size_t)N * NO);
-    size_t pw = dp_bf16_panel_size(K, block), pn = dp_bf16_panel_size(block, NO);
-    uint16_t *wp = malloc((pw > pn ? pw : pn) * 2),
-             *xb = malloc((size_t)N * ((K > block ? K : block) + 1) * 2);
+    size_t snt = gemm_bf16_f32w_scratch(false, N, K, NO, block),
+           snn = gemm_bf16_f32w_scratch(true, N, K, NO, block);
+    uint16_t *scratch = malloc((snt > snn ? snt : snn) * 2);
     char what[128];
-    gemm_bf16_f32w_nt(out, NO, x, w, N, K, NO, block, wp, xb);
+    gemm_bf16_f32w_nt(out, NO, x, w, N, K, NO, block, scratch);
     snprintf(what, sizeof what, "gemm_bf16_f32w_nt N=%d K=%d NO=%d block %d", N, K, NO, block);
     compare(what, out, NULL, x, w, K, 1, N, K, NO, 0);
-    gemm_bf16_f32w_nn(out, NO, x, K, w, N, K, NO, block, wp, xb); /* w read as (K, NO) */
+    gemm_bf16_f32w_nn(out, NO, x, K, w, N, K, NO, block, scratch); /* w read as (K, NO) */
     snprintf(what, sizeof what, "gemm_bf16_f32w_nn N=%d K=%d NO=%d block %d", N, K, NO, block);
     compare(what, out, NULL, x, w, 1, NO, N, K, NO, 0);
-    free(x), free(w), free(out), free(wp), free(xb);
+    free(x), free(w), free(out), free(scratch);
 }
 
 /* NF4 panels: every slot the rounded dequantized value, padding zero */

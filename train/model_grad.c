@@ -643,17 +643,6 @@ static void forward_trunk(thr *th) {
  * rounded into bf16 panels HB vocabulary rows at a time, per call (gemm_bf16_f32w_*), so no
  * second copy of it lives beside the fp32 one: logits = x W^T, then dx = dlogits W. */
 #define HB 1024
-typedef struct {
-    uint16_t *wp; /* HB rows of W as panels, either layout */
-    uint16_t *xb; /* up to R rows of x, or of a block of HB dlogits columns, rounded */
-} head_bf16;
-
-static bool head_bf16_init(head_bf16 *h, int R, int C) {
-    size_t nt = dp_bf16_panel_size(C, HB), nn = dp_bf16_panel_size(HB, C);
-    h->wp = malloc((nt > nn ? nt : nn) * sizeof(uint16_t));
-    h->xb = malloc((size_t)R * (HB > C + 1 ? HB : C + 1) * sizeof(uint16_t));
-    return h->wp && h->xb;
-}
 
 /* Cross-entropy over the trained rows, chunked: thread t takes the t-th share of the trained
  * rows (wherever they lie), so the team splits the vocabulary GEMMs evenly. With grad, fills
@@ -670,8 +659,12 @@ static void head(thr *th, bool grad, float dloss) {
     float *xrows = ws->xrows + (size_t)th->t * R * C, *dxrows = ws->dxrows + (size_t)th->t * R * C;
     int32_t *tt = ws->ttargets + (size_t)th->t * R;
     int rows[R];
-    head_bf16 hb = {0};
-    bool bf16 = ws->wbf && !th->f32 && dp_bf16_amx_ok() && head_bf16_init(&hb, R, C);
+    uint16_t *hb = NULL; /* the bf16 head's scratch, for both GEMMs */
+    if (ws->wbf && !th->f32 && dp_bf16_amx_ok()) {
+        size_t nt = gemm_bf16_f32w_scratch(false, R, C, V, HB),
+               nn = gemm_bf16_f32w_scratch(true, R, V, C, HB);
+        hb = malloc((nt > nn ? nt : nn) * sizeof(uint16_t)); /* NULL: the fp32 head */
+    }
     if (grad) memset(MY(th, ws->dxf, C), 0, (size_t)(th->n1 - th->n0) * C * sizeof(float));
 #pragma omp barrier /* every row of xf is final, and dxf is zero */
     double sum = 0;
@@ -687,23 +680,23 @@ static void head(thr *th, bool grad, float dloss) {
             tt[n++] = b->targets[i];
         }
         if (!n) break;
-        if (bf16)
-            gemm_bf16_f32w_nt(logits, V, xrows, W, n, C, V, HB, hb.wp, hb.xb);
+        if (hb)
+            gemm_bf16_f32w_nt(logits, V, xrows, W, n, C, V, HB, hb);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xrows, C, W, C,
                         0.0f, logits, V);
         cross_entropy_forward_backward(losses, logits, logits, tt, n, V, dloss);
         for (int j = 0; j < n; j++) sum += losses[j];
         if (!grad) continue;
-        if (bf16)
-            gemm_bf16_f32w_nn(dxrows, C, logits, V, W, n, V, C, HB, hb.wp, hb.xb);
+        if (hb)
+            gemm_bf16_f32w_nn(dxrows, C, logits, V, W, n, V, C, HB, hb);
         else
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, W, C,
                         0.0f, dxrows, C);
         for (int j = 0; j < n; j++) /* each trained row is one thread's */
             memcpy(ws->dxf + (size_t)rows[j] * C, dxrows + (size_t)j * C, C * sizeof(float));
     }
-    free(hb.wp), free(hb.xb);
+    free(hb);
     ws->tloss[th->t] = sum;
     ws->tcount[th->t] = k1 - k0;
 #pragma omp barrier /* every row of dxf is written */

@@ -36,6 +36,12 @@ bool dp_bf16_gemm_ok(void) {
     return dp_simd_bf16();
 }
 
+const char *dp_bf16_kernel_name(void) {
+    return dp_bf16_amx_ok()    ? "AMX TDPBF16PS 32x32 tile blocks, vdpbf16ps 12x32 at the edges"
+           : dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps, 12x32 register block"
+                               : NULL;
+}
+
 /* AMX-BF16 in the CPU, and the kernel's leave to use its tile data (asked once per process:
  * Linux hands AMX state out on request, ARCH_REQ_XCOMP_PERM); DOPPEL_SIMD=avx512bf16 (or a
  * narrower path) keeps the vdpbf16ps kernel alone. */
@@ -483,8 +489,17 @@ void gemm_bf16_packed(float *out, int ldo, const uint16_t *xb, const uint16_t *w
 /* ------------------------------------------------------------------ fp32 weights, a block at a
  * time */
 
+size_t gemm_bf16_f32w_scratch(bool nn, int N, int K, int NO, int block) {
+    if (nn) {
+        int nk = K < block ? K : block;
+        return dp_bf16_panel_size(nk, NO) + (size_t)N * even_up(nk);
+    }
+    return dp_bf16_panel_size(K, NO < block ? NO : block) + (size_t)N * even_up(K);
+}
+
 void gemm_bf16_f32w_nt(float *out, int ldo, const float *x, const float *w, int N, int K, int NO,
-                       int block, uint16_t *wp, uint16_t *xb) {
+                       int block, uint16_t *scratch) {
+    uint16_t *xb = scratch, *wp = scratch + (size_t)N * even_up(K);
     dp_bf16_round(xb, x, N, K);
     for (int o0 = 0; o0 < NO; o0 += block) {
         int no = NO - o0 < block ? NO - o0 : block;
@@ -494,11 +509,15 @@ void gemm_bf16_f32w_nt(float *out, int ldo, const float *x, const float *w, int 
 }
 
 void gemm_bf16_f32w_nn(float *out, int ldo, const float *a, int lda, const float *w, int N, int K,
-                       int NO, int block, uint16_t *wp, uint16_t *xb) {
+                       int NO, int block, uint16_t *scratch) {
+    bool simd512 = dp_simd_level() == SIMD_AVX512; /* once per call: it reads the environment */
+    uint16_t *xb = scratch, *wp = scratch + (size_t)N * even_up(K < block ? K : block);
     for (int k0 = 0; k0 < K; k0 += block) {
         int nk = K - k0 < block ? K - k0 : block, kp = even_up(nk);
-        for (int i = 0; i < N; i++)
-            dp_bf16_round(xb + (size_t)i * kp, a + (size_t)i * lda + k0, 1, nk);
+        for (int i = 0; i < N; i++) { /* a's rows are lda apart: rounded one by one */
+            round_row(xb + (size_t)i * kp, a + (size_t)i * lda + k0, nk, simd512);
+            if (kp > nk) xb[(size_t)i * kp + nk] = 0;
+        }
         dp_bf16_pack_nn(wp, w + (size_t)k0 * NO, nk, NO, 0, nk);
         gemm_bf16_packed(out, ldo, xb, wp, N, nk, NO, k0 > 0);
     }

@@ -47,10 +47,8 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
-    printf("bf16 kernel: %s\n",
-           dp_bf16_amx_ok()    ? "AMX TDPBF16PS, 32x32 tile blocks, vdpbf16ps 12x32 at the edges"
-           : dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps, 12x32 register block"
-                               : "NONE (scalar loop; figures meaningless)");
+    printf("bf16 kernel: %s\n", dp_bf16_kernel_name() ? dp_bf16_kernel_name()
+                                                      : "NONE (scalar loop; figures meaningless)");
     int reps = argc > 1 ? atoi(argv[1]) : 21;
     if (reps < 3) reps = 3;
     openblas_set_num_threads(1);

@@ -123,11 +123,10 @@ int main(int argc, char **argv) {
     char blas[1024];
     dp_blas_describe(blas, sizeof blas);
     printf("BLAS: %s\n", blas);
-    printf("bf16 products (NF4 bf16 rows): %s\n",
-           dp_bf16_amx_ok()
-               ? "AMX TDPBF16PS tiles (vdpbf16ps at the edges), kernels/cpu/gemm_bf16.c"
-           : dp_bf16_gemm_ok() ? "AVX512_BF16 vdpbf16ps, kernels/cpu/gemm_bf16.c"
-                               : "none on this CPU (those rows are not run)");
+    printf("bf16 products (NF4 bf16 rows): %s%s\n",
+           dp_bf16_kernel_name() ? dp_bf16_kernel_name()
+                                 : "none on this CPU (those rows are not run)",
+           dp_bf16_kernel_name() ? ", kernels/cpu/gemm_bf16.c" : "");
     char def[1024];
     const char *home = getenv("HOME");
     const char *cache = getenv("DOPPEL_CACHE");
